@@ -1,0 +1,62 @@
+//! A registered service instance, as the registry stores it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One instance of a service: what a client needs to reach it and to select it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    /// Unique within the registry; defaults to the service name.
+    pub id: String,
+    /// The service this is an instance of; looked up case-insensitively.
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Empty means "the node's address", as in Consul.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tagged_addresses: BTreeMap<String, TaggedAddress>,
+    #[serde(default)]
+    pub weights: Weights,
+    #[serde(default)]
+    pub enable_tag_override: bool,
+    /// Consul's service kind (`connect-proxy`, ...); empty for a plain service.
+    #[serde(default)]
+    pub kind: String,
+}
+
+impl ServiceInstance {
+    /// Whether the instance carries `tag`, compared case-insensitively as Consul does.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+}
+
+/// An alternative address of a service (`lan`, `wan`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaggedAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// Relative weights used by DNS SRV answers and the weighted balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
