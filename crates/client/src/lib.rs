@@ -1,1 +1,296 @@
-//! placeholder
+//! A typed async client of the registry's HTTP API (the Consul subset Wharf answers).
+//!
+//! Used by the CLI, and later by the proxy and the supervisor, which must also work against a
+//! real Consul: so it speaks only the public API, never the store. A watch of a service is
+//! a loop of blocking queries turned into a stream of endpoint changes ([`Change`]).
+
+mod watch;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use watch::{Change, Endpoint, ServiceWatch};
+
+/// What a call to the registry can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid registry address {0:?}: expected http://HOST:PORT")]
+    BadAddress(String),
+    #[error("cannot reach the registry at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The registry refused the request (4xx): the input was wrong.
+    #[error("registry refused the request ({status}): {reason}")]
+    Refused { status: StatusCode, reason: String },
+    /// The registry failed (5xx).
+    #[error("registry failed ({status}): {reason}")]
+    Failed { status: StatusCode, reason: String },
+    #[error("unexpected answer from the registry: {0}")]
+    Decode(String),
+}
+
+/// A registry client; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+/// An instance with its health, from `/v1/health/service/<name>`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    pub node: NodeEntry,
+    pub service: AgentService,
+    #[serde(default)]
+    pub checks: Vec<HealthCheck>,
+}
+
+impl ServiceEntry {
+    /// The worst status of the instance's checks (`passing` without checks).
+    pub fn aggregate_status(&self) -> &str {
+        let rank = |s: &str| match s {
+            "passing" => 0,
+            "warning" => 1,
+            _ => 2,
+        };
+        self.checks
+            .iter()
+            .map(|c| c.status.as_str())
+            .max_by_key(|s| rank(s))
+            .unwrap_or("passing")
+    }
+
+    /// Where to reach the instance: its own address, else its node's.
+    pub fn address(&self) -> &str {
+        if self.service.address.is_empty() {
+            &self.node.address
+        } else {
+            &self.service.address
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeEntry {
+    pub node: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HealthCheck {
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "Output", default)]
+    pub output: String,
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+}
+
+/// A blocking query: return once the index moves past `index`, or after `wait`.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    pub index: u64,
+    pub wait: Duration,
+}
+
+impl Client {
+    /// A client of the registry at `base` (`http://127.0.0.1:8500`).
+    pub fn new(base: &str) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/');
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|_| ClientError::BadAddress(base.to_owned()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(ClientError::BadAddress(base.to_owned()));
+        }
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        Ok(Client {
+            base: base.to_owned(),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Service names and their tags.
+    pub async fn services(&self) -> Result<BTreeMap<String, Vec<String>>, ClientError> {
+        Ok(self.get_json("/v1/catalog/services", None).await?.0)
+    }
+
+    /// Instances of `name` with their checks; `passing_only` drops any with a non-passing
+    /// check. Returns the entries and the index to block on next.
+    pub async fn health_service(
+        &self,
+        name: &str,
+        passing_only: bool,
+        blocking: Option<Blocking>,
+    ) -> Result<(Vec<ServiceEntry>, u64), ClientError> {
+        let mut path = format!("/v1/health/service/{}", encode(name));
+        if passing_only {
+            path.push_str("?passing=1");
+        }
+        self.get_json(&path, blocking).await
+    }
+
+    /// Registers an instance from a Consul registration body.
+    pub async fn register(&self, registration: &serde_json::Value) -> Result<(), ClientError> {
+        let body =
+            serde_json::to_vec(registration).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.call(Method::PUT, "/v1/agent/service/register", body)
+            .await
+            .map(drop)
+    }
+
+    pub async fn deregister(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/agent/service/deregister/{}", encode(id));
+        self.call(Method::PUT, &path, Vec::new()).await.map(drop)
+    }
+
+    /// Follows the healthy instances of `name` as a stream of changes.
+    pub fn watch(&self, name: &str) -> ServiceWatch {
+        ServiceWatch::new(self.clone(), name.to_owned())
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        blocking: Option<Blocking>,
+    ) -> Result<(T, u64), ClientError> {
+        let mut path = path.to_owned();
+        if let Some(b) = blocking {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            path.push_str(&format!(
+                "{sep}index={}&wait={}ms",
+                b.index,
+                b.wait.as_millis()
+            ));
+        }
+        let (headers, body) = self.call(Method::GET, &path, Vec::new()).await?;
+        let index = headers
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let value =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((value, index))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(http::HeaderMap, Bytes), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| ClientError::BadAddress(url.clone()))?;
+        let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| unreachable(&error_chain(&e)))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| unreachable(&e))?
+            .to_bytes();
+        let reason = || String::from_utf8_lossy(&body).trim().to_owned();
+        match parts.status {
+            s if s.is_success() => Ok((parts.headers, body)),
+            s if s.is_client_error() => Err(ClientError::Refused {
+                status: s,
+                reason: reason(),
+            }),
+            s => Err(ClientError::Failed {
+                status: s,
+                reason: reason(),
+            }),
+        }
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_addresses_it_cannot_use() {
+        assert!(Client::new("http://127.0.0.1:8500").is_ok());
+        assert!(Client::new("127.0.0.1:8500").is_err());
+        assert!(Client::new("https://127.0.0.1:8500").is_err());
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode("service:web-1"), "service%3Aweb-1");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+}

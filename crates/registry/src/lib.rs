@@ -1,1 +1,108 @@
-//! placeholder
+//! The registry: Wharf's control plane.
+//!
+//! - [`catalog`] — the in-memory read model of the store and the indexes of blocking queries;
+//! - [`agent`] — the writes (register, deregister, check results), each a store transaction;
+//! - [`checker`] and [`probe`] — the health checker and what it probes with;
+//! - [`api`] — the Consul-compatible HTTP API under `/v1`;
+//! - [`server`] — the HTTP listener.
+//!
+//! [`Registry::start`] composes them on a store chosen by the caller.
+
+pub mod agent;
+pub mod api;
+pub mod catalog;
+pub mod checker;
+mod keys;
+pub mod node;
+pub mod probe;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use agent::{Agent, RegistryError};
+pub use catalog::{Catalog, CatalogState, Resource, Stored};
+pub use node::NodeInfo;
+use tokio::sync::watch;
+use wharf_store::Store;
+
+/// How a registry runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub node: NodeInfo,
+    /// Floor for `DeregisterCriticalServiceAfter` (Consul: one minute).
+    pub min_deregister_after: Duration,
+    /// How often the reaper looks for instances critical for too long.
+    pub reap_interval: Duration,
+}
+
+impl Config {
+    pub fn new(http: SocketAddr, node: NodeInfo) -> Config {
+        Config {
+            http,
+            node,
+            min_deregister_after: Duration::from_secs(60),
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running registry: its address and a handle to stop it.
+pub struct Registry {
+    pub http_addr: SocketAddr,
+    pub agent: Arc<Agent>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Registry {
+    /// Loads the catalog from `store`, starts the checker and binds the HTTP API.
+    pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<Registry, StartError> {
+        let catalog = Catalog::follow(store.clone()).await?;
+        let agent = Agent::new(store, catalog, config.clone());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        checker::spawn(agent.clone(), shutdown_rx.clone());
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|e| StartError::Bind(config.http, e))?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.http, e))?;
+        let router = api::router(agent.clone());
+        let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
+        Ok(Registry {
+            http_addr,
+            agent,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stops accepting, lets requests in flight finish (held blocking queries are answered).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] wharf_store::StoreError),
+}
+
+/// Milliseconds since the Unix epoch, for timestamps kept in the store.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

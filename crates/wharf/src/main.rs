@@ -1,1 +1,81 @@
-fn main() {}
+//! `wharf`: the one binary. Thin glue: parse the command line, build a validated
+//! configuration, run the parts. Exit codes: 0 success, 1 the operation failed, 2 bad usage
+//! or bad input.
+
+mod cli;
+mod client_cmds;
+mod registry_cmd;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// An error that is the user's input, not a failure: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wharf: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Services(args) => client_cmds::services(args).await,
+            Command::Instances(args) => client_cmds::instances(args).await,
+            Command::Register(args) => client_cmds::register(args).await,
+            Command::Deregister(args) => client_cmds::deregister(args).await,
+            Command::Watch(args) => client_cmds::watch(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            if is_bad_input(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn is_bad_input(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<BadInput>()
+            || matches!(
+                cause.downcast_ref::<wharf_client::ClientError>(),
+                Some(
+                    wharf_client::ClientError::Refused { .. }
+                        | wharf_client::ClientError::BadAddress(_)
+                )
+            )
+    })
+}
+
+/// Logs to stderr; `WHARF_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("WHARF_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,42 @@
+//! Blocking queries: hold a read until the resource's index moves past the client's.
+//!
+//! Consul's rules (consul-compat.md §4): no `index` (or 0) answers at once; otherwise the
+//! request is held until the resource's index differs from the one sent, or until `wait`
+//! plus up to `wait/16` of jitter has passed (so that many watchers do not come back in the
+//! same instant), and then answers with the current data and index either way. An index
+//! *lower* than the client's (the store was restored) answers at once, so that clients
+//! resynchronise instead of hanging for the whole wait.
+
+use axum::response::Response;
+use tokio::time::Instant;
+
+use super::params::Params;
+use super::{ApiError, json_with_index};
+use crate::Agent;
+use crate::catalog::{CatalogState, Resource};
+
+/// Answers a read of `resource` rendered by `render`, blocking if the client asked to.
+pub async fn answer(
+    agent: &Agent,
+    params: &Params,
+    resource: Resource,
+    render: impl Fn(&CatalogState) -> Result<Vec<u8>, ApiError>,
+) -> Result<Response, ApiError> {
+    params.check_common(&agent.node().datacenter)?;
+    if let Some((client_index, wait)) = params.blocking()? {
+        let jitter = wait.mul_f64(fastrand::f64() / 16.0);
+        let deadline = Instant::now() + wait + jitter;
+        // Subscribe before reading the index, so that a change in between is not missed.
+        let mut changes = agent.catalog.subscribe(&resource);
+        while agent.catalog.read(|state| state.index(&resource)) == client_index {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    let (body, index) = agent
+        .catalog
+        .read(|state| Ok::<_, ApiError>((render(state)?, state.index(&resource))))?;
+    Ok(json_with_index(body, index))
+}

@@ -1,0 +1,442 @@
+//! One function per endpoint. Reads go through [`blocking::answer`]; writes through [`Agent`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use wharf_model::{Status, decode_check_registration, decode_service_registration};
+
+use super::blocking::answer;
+use super::params::Params;
+use super::shapes::*;
+use super::{ApiError, json, to_json};
+use crate::Agent;
+use crate::catalog::{CatalogState, Resource};
+
+type Shared = State<Arc<Agent>>;
+type Answer = Result<Response, ApiError>;
+
+/// Consul's version that Wharf answers as; clients only display it.
+const CONSUL_VERSION: &str = "1.15.0";
+
+fn ok() -> Response {
+    http::StatusCode::OK.into_response()
+}
+
+fn params(query: &Option<String>) -> Params {
+    Params::parse(query.as_deref())
+}
+
+// === agent ===
+
+pub async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let node = agent.node();
+    let body = json!({
+        "Config": {
+            "Datacenter": node.datacenter,
+            "PrimaryDatacenter": node.datacenter,
+            "NodeName": node.name,
+            "NodeID": node.id,
+            "Server": true,
+            "Version": CONSUL_VERSION,
+            "Revision": concat!("wharf-", env!("CARGO_PKG_VERSION")),
+        },
+        "DebugConfig": {},
+        "Coord": null,
+        "Member": {
+            "Name": node.name,
+            "Addr": node.address,
+            "Port": 8301,
+            "Tags": {"dc": node.datacenter, "role": "consul", "build": CONSUL_VERSION},
+            "Status": 1,
+        },
+        "Stats": {"wharf": {"version": env!("CARGO_PKG_VERSION")}},
+        "Meta": node.meta,
+        "xDS": null,
+    });
+    Ok(json(to_json(&body, params(&q).has("pretty"))))
+}
+
+pub async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let p = params(&q);
+    p.check_common(&agent.node().datacenter)?;
+    let body = agent.catalog.read(|state| {
+        let services: BTreeMap<&str, AgentServiceJson> = state
+            .instances
+            .values()
+            .map(|s| {
+                let mut entry = AgentServiceJson::new(s);
+                entry.datacenter = Some(&agent.node().datacenter);
+                (s.value.id.as_str(), entry)
+            })
+            .collect();
+        to_json(&services, p.has("pretty"))
+    });
+    Ok(json(body))
+}
+
+pub async fn agent_service(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    answer(&agent, &p, Resource::Services, |state| {
+        let stored = state
+            .instances
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let mut entry = AgentServiceJson::new(stored);
+        entry.datacenter = Some(&agent.node().datacenter);
+        entry.content_hash = Some(format!("{:016x}", stored.modify_index));
+        Ok(to_json(&entry, p.has("pretty")))
+    })
+    .await
+}
+
+pub async fn agent_checks(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let p = params(&q);
+    p.check_common(&agent.node().datacenter)?;
+    let body = agent.catalog.read(|state| {
+        let checks: BTreeMap<&str, HealthCheckJson> = state
+            .checks
+            .values()
+            .map(|c| (c.value.id.as_str(), check_json(&agent, state, c)))
+            .collect();
+        to_json(&checks, p.has("pretty"))
+    });
+    Ok(json(body))
+}
+
+fn check_json<'a>(
+    agent: &'a Agent,
+    state: &'a CatalogState,
+    check: &'a crate::Stored<wharf_model::Check>,
+) -> HealthCheckJson<'a> {
+    let service = state
+        .instances
+        .get(&check.value.service_id)
+        .map(|s| &s.value);
+    HealthCheckJson::new(agent.node(), check, service)
+}
+
+pub async fn register_service(State(agent): Shared, RawQuery(q): RawQuery, body: Bytes) -> Answer {
+    let p = params(&q);
+    let registration =
+        decode_service_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    let replace = match p.get("replace-existing-checks") {
+        None => false,
+        Some(v) => !matches!(v, "0" | "false" | "f" | "F" | "FALSE" | "False"),
+    };
+    agent.register_service(registration, replace).await?;
+    Ok(ok())
+}
+
+pub async fn deregister_service(State(agent): Shared, Path(id): Path<String>) -> Answer {
+    agent.deregister_service(&id).await?;
+    Ok(ok())
+}
+
+pub async fn register_check(State(agent): Shared, body: Bytes) -> Answer {
+    let check = decode_check_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    agent.register_check(check).await?;
+    Ok(ok())
+}
+
+pub async fn deregister_check(State(agent): Shared, Path(id): Path<String>) -> Answer {
+    agent.deregister_check(&id).await?;
+    Ok(ok())
+}
+
+async fn ttl_update(agent: &Agent, id: &str, status: Status, q: &Option<String>) -> Answer {
+    let note = params(q).get("note").unwrap_or("").to_owned();
+    agent.update_ttl(id, status, &note).await?;
+    Ok(ok())
+}
+
+pub async fn check_pass(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    ttl_update(&agent, &id, Status::Passing, &q).await
+}
+
+pub async fn check_warn(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    ttl_update(&agent, &id, Status::Warning, &q).await
+}
+
+pub async fn check_fail(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    ttl_update(&agent, &id, Status::Critical, &q).await
+}
+
+/// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
+pub async fn check_update(State(agent): Shared, Path(id): Path<String>, body: Bytes) -> Answer {
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    let field = |name: &str| {
+        value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let status_text = field("status");
+    let status = Status::parse(&status_text)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid check status: {status_text:?}")))?;
+    agent.update_ttl(&id, status, &field("output")).await?;
+    Ok(ok())
+}
+
+// === status ===
+
+pub async fn status_leader(State(agent): Shared) -> Answer {
+    Ok(json(to_json(
+        &format!("{}:8300", agent.node().address),
+        false,
+    )))
+}
+
+pub async fn status_peers(State(agent): Shared) -> Answer {
+    Ok(json(to_json(
+        &[format!("{}:8300", agent.node().address)],
+        false,
+    )))
+}
+
+// === catalog ===
+
+pub async fn catalog_datacenters(State(agent): Shared) -> Answer {
+    Ok(json(to_json(&[&agent.node().datacenter], false)))
+}
+
+/// Whether our node passes every `node-meta=k:v` filter.
+fn node_matches(agent: &Agent, p: &Params) -> Result<bool, ApiError> {
+    let meta = &agent.node().meta;
+    Ok(p.node_meta()?.iter().all(|(k, v)| meta.get(k) == Some(v)))
+}
+
+pub async fn catalog_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let p = params(&q);
+    let node_ok = node_matches(&agent, &p)?;
+    answer(&agent, &p, Resource::Services, |state| {
+        let names = if node_ok {
+            state.service_names()
+        } else {
+            Default::default()
+        };
+        Ok(to_json(&names, p.has("pretty")))
+    })
+    .await
+}
+
+/// Instances of `name` carrying every `tag` asked for.
+fn tagged_instances<'a>(
+    state: &'a CatalogState,
+    name: &str,
+    p: &Params,
+) -> Vec<&'a crate::Stored<wharf_model::ServiceInstance>> {
+    let tags: Vec<&str> = p.all("tag").collect();
+    state
+        .instances_of(name)
+        .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
+        .collect()
+}
+
+pub async fn catalog_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    let node_ok = node_matches(&agent, &p)?;
+    answer(
+        &agent,
+        &p,
+        Resource::Service(name.to_lowercase()),
+        |state| {
+            let entries: Vec<CatalogServiceJson> = if node_ok {
+                tagged_instances(state, &name, &p)
+                    .into_iter()
+                    .map(|s| CatalogServiceJson::new(agent.node(), s))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(to_json(&entries, p.has("pretty")))
+        },
+    )
+    .await
+}
+
+pub async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let p = params(&q);
+    let node_ok = node_matches(&agent, &p)?;
+    answer(&agent, &p, Resource::Services, |_| {
+        let nodes: Vec<NodeJson> = if node_ok {
+            vec![NodeJson::new(agent.node())]
+        } else {
+            Vec::new()
+        };
+        Ok(to_json(&nodes, p.has("pretty")))
+    })
+    .await
+}
+
+pub async fn catalog_node(
+    State(agent): Shared,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    answer(&agent, &p, Resource::Services, |state| {
+        if !node.eq_ignore_ascii_case(&agent.node().name) {
+            return Ok(b"null".to_vec());
+        }
+        let services: BTreeMap<&str, AgentServiceJson> = state
+            .instances
+            .values()
+            .map(|s| (s.value.id.as_str(), AgentServiceJson::new(s)))
+            .collect();
+        Ok(to_json(
+            &json!({"Node": NodeJson::new(agent.node()), "Services": services}),
+            p.has("pretty"),
+        ))
+    })
+    .await
+}
+
+// === health ===
+
+pub async fn health_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    let passing_only = p.passing()?;
+    let node_ok = node_matches(&agent, &p)?;
+    answer(
+        &agent,
+        &p,
+        Resource::Service(name.to_lowercase()),
+        |state| {
+            let mut entries = Vec::new();
+            for stored in tagged_instances(state, &name, &p)
+                .into_iter()
+                .filter(|_| node_ok)
+            {
+                let checks = state.checks_of(&stored.value.id);
+                if passing_only && checks.iter().any(|c| c.value.status != Status::Passing) {
+                    continue;
+                }
+                entries.push(ServiceEntryJson {
+                    node: NodeJson::new(agent.node()),
+                    service: AgentServiceJson::new(stored),
+                    checks: checks
+                        .into_iter()
+                        .map(|c| check_json(&agent, state, c))
+                        .collect(),
+                });
+            }
+            Ok(to_json(&entries, p.has("pretty")))
+        },
+    )
+    .await
+}
+
+pub async fn health_checks(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    let node_ok = node_matches(&agent, &p)?;
+    answer(
+        &agent,
+        &p,
+        Resource::Service(name.to_lowercase()),
+        |state| {
+            let mut checks = Vec::new();
+            for stored in state.instances_of(&name).filter(|_| node_ok) {
+                for check in state
+                    .checks
+                    .values()
+                    .filter(|c| c.value.service_id == stored.value.id)
+                {
+                    checks.push(HealthCheckJson::new(
+                        agent.node(),
+                        check,
+                        Some(&stored.value),
+                    ));
+                }
+            }
+            Ok(to_json(&checks, p.has("pretty")))
+        },
+    )
+    .await
+}
+
+pub async fn health_state(
+    State(agent): Shared,
+    Path(wanted): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    let filter = match wanted.as_str() {
+        "any" => None,
+        other => Some(
+            Status::parse(other)
+                .filter(|_| other == other.to_lowercase())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Bad state {other:?}: must be one of any, passing, warning, critical"
+                    ))
+                })?,
+        ),
+    };
+    let node_ok = node_matches(&agent, &p)?;
+    answer(&agent, &p, Resource::Checks, |state| {
+        let checks: Vec<HealthCheckJson> = state
+            .checks
+            .values()
+            .filter(|c| node_ok && filter.is_none_or(|s| c.value.status == s))
+            .map(|c| check_json(&agent, state, c))
+            .collect();
+        Ok(to_json(&checks, p.has("pretty")))
+    })
+    .await
+}
+
+pub async fn health_node(
+    State(agent): Shared,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    answer(&agent, &p, Resource::Checks, |state| {
+        let checks: Vec<HealthCheckJson> = if node.eq_ignore_ascii_case(&agent.node().name) {
+            state
+                .checks
+                .values()
+                .map(|c| check_json(&agent, state, c))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(to_json(&checks, p.has("pretty")))
+    })
+    .await
+}

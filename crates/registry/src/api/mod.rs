@@ -1,0 +1,159 @@
+//! The Consul-compatible HTTP API (consul-compat.md §8), plus Wharf's own `/v1/wharf/...`.
+//!
+//! Answers are Consul's, byte for byte where clients care: writes answer 200 with an empty
+//! body; reads answer `application/json` with `X-Consul-Index`, `X-Consul-Knownleader` and
+//! `X-Consul-Lastcontact`; errors are a status and a one-line plain-text reason. Bodies are
+//! read whatever their Content-Type (py-consul sends none) up to [`MAX_BODY`].
+
+mod blocking;
+mod handlers;
+pub mod params;
+pub mod shapes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, put};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::{Agent, RegistryError};
+
+/// Largest request body accepted; larger ones get 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The API's routes. axum's `Router::layer` wraps what is above it, so the body limit applies
+/// to every route.
+pub fn router(agent: Arc<Agent>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/service/{*id}", get(agent_service))
+        .route("/v1/agent/checks", get(agent_checks))
+        .route("/v1/agent/service/register", write(register_service))
+        .route(
+            "/v1/agent/service/deregister/{*id}",
+            write(deregister_service),
+        )
+        .route("/v1/agent/check/register", write(register_check))
+        .route("/v1/agent/check/deregister/{*id}", write(deregister_check))
+        .route("/v1/agent/check/pass/{*id}", write(check_pass))
+        .route("/v1/agent/check/warn/{*id}", write(check_warn))
+        .route("/v1/agent/check/fail/{*id}", write(check_fail))
+        .route("/v1/agent/check/update/{*id}", write(check_update))
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/catalog/datacenters", get(catalog_datacenters))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route("/v1/catalog/node/{node}", get(catalog_node))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/health/checks/{name}", get(health_checks))
+        .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/health/node/{node}", get(health_node))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(agent)
+}
+
+/// Writes answer `PUT` as Consul does, and `POST` too, which is harmless and saves a
+/// confusing 405 for clients that use it.
+fn write<H, T>(handler: H) -> MethodRouter<Arc<Agent>>
+where
+    H: Handler<T, Arc<Agent>> + Clone,
+    T: 'static,
+{
+    put(handler.clone()).post(handler)
+}
+
+/// An error answer: a status and a one-line reason in plain text.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn internal(reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> ApiError {
+        match error {
+            RegistryError::BadRequest(reason) => ApiError::bad_request(reason),
+            RegistryError::NotFound(reason) => ApiError::not_found(reason),
+            e @ RegistryError::NotTtl(_) => ApiError::internal(e.to_string()),
+            RegistryError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                ApiError::internal("the registry's store failed; the write was not acknowledged")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.reason)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+async fn not_found(uri: http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+/// A JSON answer with Consul's index headers.
+pub(crate) fn json_with_index(body: Vec<u8>, index: u64) -> Response {
+    let mut response = json(body);
+    let headers = response.headers_mut();
+    headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
+    headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
+    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    response
+}
+
+pub(crate) fn json(body: Vec<u8>) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serialises an answer, indented when the client asked for `?pretty`.
+pub(crate) fn to_json(value: &impl serde::Serialize, pretty: bool) -> Vec<u8> {
+    let result = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    result.expect("API shapes always serialise")
+}

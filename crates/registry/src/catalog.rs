@@ -1,0 +1,367 @@
+//! The catalog: an in-memory read model of the store, and the indexes of blocking queries.
+//!
+//! Every read of the HTTP API (and later DNS) is answered from here, never from the store, so
+//! reads cost a lock and a copy. The catalog follows the store's watch; a write through the
+//! registry waits until the catalog has applied its revision, so a client reads its own writes.
+//!
+//! Blocking queries need an index per *resource* (one service name, the list of services, the
+//! table of checks): a global index would wake every watcher on every write, the herd that
+//! Consul took years to remove (consul#1244, #2616, #3890). Each resource has a `watch`
+//! channel carrying its index, created when first asked for, so a held query is one parked
+//! task and one receiver, and a write wakes only the queries that watch what it changed.
+//! Indexes are store revisions: monotonic across restarts because the store's revision is.
+//! Deletions are remembered per name for as long as the process runs; after a restart every
+//! name starts at the revision the catalog loaded, which is at least any index served before.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+use wharf_model::{Check, ServiceInstance, Status};
+use wharf_store::{EventKind, Revision, Store, StoreError, WatchBatch};
+
+use crate::keys::{self, Record};
+
+/// A record with the revisions that created and last changed it (Consul's CreateIndex and
+/// ModifyIndex).
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub value: T,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// What a blocking query watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// One service name, lower-cased: its instances and their checks, deletions included.
+    Service(String),
+    /// The set of services and their tags (`/v1/catalog/services`, nodes).
+    Services,
+    /// Every check (`/v1/health/state`, node health).
+    Checks,
+}
+
+/// The catalog's contents at one revision.
+#[derive(Debug, Default)]
+pub struct CatalogState {
+    pub instances: BTreeMap<String, Stored<ServiceInstance>>,
+    pub checks: BTreeMap<String, Stored<Check>>,
+    /// Instance ids by lower-cased service name.
+    by_name: HashMap<String, BTreeSet<String>>,
+    /// Last change per lower-cased service name, tombstones included.
+    name_index: HashMap<String, u64>,
+    services_index: u64,
+    checks_index: u64,
+    /// The revision the catalog was (re)loaded at: the index of anything not changed since.
+    base_index: u64,
+    /// The last revision applied.
+    revision: Revision,
+}
+
+impl CatalogState {
+    /// The index of a resource; never 0 (clients busy-loop on 0).
+    pub fn index(&self, resource: &Resource) -> u64 {
+        let index = match resource {
+            Resource::Service(name) => self
+                .name_index
+                .get(name)
+                .copied()
+                .unwrap_or(self.base_index),
+            Resource::Services => self.services_index,
+            Resource::Checks => self.checks_index,
+        };
+        index.max(self.base_index).max(1)
+    }
+
+    /// Instances of `name` (case-insensitive), in id order.
+    pub fn instances_of(&self, name: &str) -> impl Iterator<Item = &Stored<ServiceInstance>> {
+        self.by_name
+            .get(&name.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.instances.get(id))
+    }
+
+    /// The checks of one instance, node-level checks first, as Consul lists them.
+    pub fn checks_of(&self, instance_id: &str) -> Vec<&Stored<Check>> {
+        let mut node_checks: Vec<_> = self.node_checks().collect();
+        node_checks.extend(
+            self.checks
+                .values()
+                .filter(|c| c.value.service_id == instance_id),
+        );
+        node_checks
+    }
+
+    pub fn node_checks(&self) -> impl Iterator<Item = &Stored<Check>> {
+        self.checks
+            .values()
+            .filter(|c| c.value.service_id.is_empty())
+    }
+
+    /// The aggregate status of an instance: the worst of its checks and the node's.
+    pub fn status_of(&self, instance_id: &str) -> Status {
+        Status::aggregate(self.checks_of(instance_id).iter().map(|c| c.value.status))
+    }
+
+    /// Service names (as first registered) with the union of their tags.
+    pub fn service_names(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for instance in self.instances.values() {
+            names
+                .entry(instance.value.name.clone())
+                .or_default()
+                .extend(instance.value.tags.iter().cloned());
+        }
+        names
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    fn clear_to(&mut self, revision: Revision) {
+        *self = CatalogState {
+            base_index: revision,
+            revision,
+            ..CatalogState::default()
+        };
+        self.services_index = revision;
+        self.checks_index = revision;
+    }
+
+    /// Applies one record change and returns the resources it touched.
+    fn apply(
+        &mut self,
+        key: &str,
+        record: Option<Record>,
+        create: u64,
+        revision: u64,
+        touched: &mut Vec<Resource>,
+    ) {
+        if let Some(id) = key.strip_prefix(keys::SERVICES) {
+            let old = self.instances.remove(id);
+            if let Some(old) = &old {
+                let name = old.value.name.to_lowercase();
+                if let Some(ids) = self.by_name.get_mut(&name) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.by_name.remove(&name);
+                    }
+                }
+                self.touch_name(name, revision, touched);
+            }
+            if let Some(Record::Service(service)) = record {
+                let name = service.name.to_lowercase();
+                self.by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(id.to_owned());
+                self.instances.insert(
+                    id.to_owned(),
+                    Stored {
+                        value: service,
+                        create_index: create,
+                        modify_index: revision,
+                    },
+                );
+                self.touch_name(name, revision, touched);
+            }
+            self.services_index = revision;
+            touched.push(Resource::Services);
+        } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
+            let old = self.checks.remove(id);
+            let mut owners: Vec<String> = old.iter().map(|c| c.value.service_id.clone()).collect();
+            if let Some(Record::Check(check)) = record {
+                owners.push(check.service_id.clone());
+                self.checks.insert(
+                    id.to_owned(),
+                    Stored {
+                        value: check,
+                        create_index: create,
+                        modify_index: revision,
+                    },
+                );
+            }
+            for owner in owners {
+                if owner.is_empty() {
+                    // A node-level check counts for every instance on the node.
+                    let names: Vec<String> = self.by_name.keys().cloned().collect();
+                    for name in names {
+                        self.touch_name(name, revision, touched);
+                    }
+                } else if let Some(instance) = self.instances.get(&owner) {
+                    let name = instance.value.name.to_lowercase();
+                    self.touch_name(name, revision, touched);
+                }
+            }
+            self.checks_index = revision;
+            touched.push(Resource::Checks);
+        }
+    }
+
+    fn touch_name(&mut self, name: String, revision: u64, touched: &mut Vec<Resource>) {
+        self.name_index.insert(name.clone(), revision);
+        touched.push(Resource::Service(name));
+    }
+}
+
+/// The catalog shared by the API, the checker and the DNS server.
+pub struct Catalog {
+    state: RwLock<CatalogState>,
+    applied: watch::Sender<Revision>,
+    notifiers: RwLock<HashMap<Resource, watch::Sender<u64>>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("applied", &*self.applied.borrow())
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// Loads the catalog from the store and keeps following it in a background task.
+    pub async fn follow(store: Arc<dyn Store>) -> Result<Arc<Catalog>, StoreError> {
+        let catalog = Arc::new(Catalog {
+            state: RwLock::new(CatalogState::default()),
+            applied: watch::Sender::new(0),
+            notifiers: RwLock::new(HashMap::new()),
+        });
+        let watch = catalog.load(&*store).await?;
+        tokio::spawn(run_follower(Arc::downgrade(&catalog), store, watch));
+        Ok(catalog)
+    }
+
+    /// Reads the whole registry and starts a watch right after it.
+    async fn load(&self, store: &dyn Store) -> Result<wharf_store::Watch, StoreError> {
+        let range = store.range(keys::ROOT).await?;
+        let watch = store.watch(keys::ROOT, range.revision + 1).await?;
+        let mut touched = Vec::new();
+        {
+            let mut state = self.state.write().expect("catalog lock");
+            state.clear_to(range.revision);
+            for kv in range.kvs {
+                let record = keys::decode(&kv.key, &kv.value);
+                state.apply(
+                    &kv.key,
+                    record,
+                    kv.create_revision,
+                    kv.mod_revision,
+                    &mut touched,
+                );
+            }
+            // Everything read now counts as changed at the load revision.
+            state.name_index.clear();
+            state.services_index = range.revision;
+            state.checks_index = range.revision;
+        }
+        self.notify_all(range.revision);
+        Ok(watch)
+    }
+
+    fn apply_batch(&self, batch: WatchBatch) {
+        let mut touched = Vec::new();
+        {
+            let mut state = self.state.write().expect("catalog lock");
+            for event in batch.events {
+                let record = match event.kind {
+                    EventKind::Put => keys::decode(&event.kv.key, &event.kv.value),
+                    EventKind::Delete => None,
+                };
+                state.apply(
+                    &event.kv.key,
+                    record,
+                    event.kv.create_revision,
+                    batch.revision,
+                    &mut touched,
+                );
+            }
+            state.revision = batch.revision;
+        }
+        let touched: HashSet<Resource> = touched.into_iter().collect();
+        let notifiers = self.notifiers.read().expect("notifier lock");
+        for resource in touched {
+            if let Some(sender) = notifiers.get(&resource) {
+                sender.send_replace(batch.revision);
+            }
+        }
+        drop(notifiers);
+        self.applied.send_replace(batch.revision);
+    }
+
+    fn notify_all(&self, revision: Revision) {
+        for sender in self.notifiers.read().expect("notifier lock").values() {
+            sender.send_replace(revision);
+        }
+        self.applied.send_replace(revision);
+    }
+
+    /// Runs `f` on the current state under a read lock.
+    pub fn read<T>(&self, f: impl FnOnce(&CatalogState) -> T) -> T {
+        f(&self.state.read().expect("catalog lock"))
+    }
+
+    /// Waits until the catalog has applied `revision` (a write's own revision).
+    pub async fn wait_applied(&self, revision: Revision) {
+        let mut applied = self.applied.subscribe();
+        let _ = applied.wait_for(|r| *r >= revision).await;
+    }
+
+    /// A receiver that changes whenever `resource` may have changed.
+    pub fn subscribe(&self, resource: &Resource) -> watch::Receiver<u64> {
+        if let Some(sender) = self.notifiers.read().expect("notifier lock").get(resource) {
+            return sender.subscribe();
+        }
+        let mut notifiers = self.notifiers.write().expect("notifier lock");
+        // Drop notifiers nobody holds any more, so that queries for arbitrary names cannot
+        // grow the map without bound.
+        if notifiers.len() > 1024 {
+            notifiers.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        notifiers
+            .entry(resource.clone())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    /// Number of live notifiers (for metrics and tests).
+    pub fn notifier_count(&self) -> usize {
+        self.notifiers.read().expect("notifier lock").len()
+    }
+}
+
+async fn run_follower(
+    catalog: std::sync::Weak<Catalog>,
+    store: Arc<dyn Store>,
+    mut watch: wharf_store::Watch,
+) {
+    loop {
+        let next = watch.next().await;
+        let Some(catalog) = catalog.upgrade() else {
+            return;
+        };
+        match next {
+            Some(Ok(batch)) => catalog.apply_batch(batch),
+            None => return,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "catalog watch interrupted; reloading");
+                loop {
+                    match catalog.load(&*store).await {
+                        Ok(fresh) => {
+                            watch = fresh;
+                            break;
+                        }
+                        Err(StoreError::Closed) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, "catalog reload failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The node the registry speaks for: Consul's agent model, where every service registered
+//! through an agent lives on that agent's node.
+
+use std::collections::BTreeMap;
+
+/// Identity of the registry's own node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    /// A UUID, kept in the data directory so that it survives restarts.
+    pub id: String,
+    /// The address instances without their own address are reached at.
+    pub address: String,
+    pub datacenter: String,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl NodeInfo {
+    /// A node named after this host, on loopback, in `dc1`.
+    pub fn local(id: String) -> NodeInfo {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "wharf".to_owned());
+        NodeInfo {
+            name,
+            id,
+            address: "127.0.0.1".to_owned(),
+            datacenter: "dc1".to_owned(),
+            meta: BTreeMap::new(),
+        }
+    }
+}
+
+/// A random version-4 UUID in its usual text form.
+pub fn random_uuid() -> String {
+    let mut bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

@@ -1,0 +1,66 @@
+//! `wharf registry`: the registry on the embedded store, until Ctrl-C or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wharf_registry::{Config, NodeInfo, Registry, node};
+use wharf_store::EmbeddedStore;
+
+use crate::cli::RegistryArgs;
+
+pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let store_path = args.data_dir.join("registry.redb");
+    let store = EmbeddedStore::open(&store_path).with_context(|| {
+        format!(
+            "cannot open the store (is another registry using {}?)",
+            args.data_dir.display()
+        )
+    })?;
+
+    let mut node = NodeInfo::local(node_id(&args.data_dir)?);
+    if let Some(name) = args.node {
+        node.name = name;
+    }
+    node.address = args.advertise;
+    node.datacenter = args.datacenter;
+    let mut config = Config::new(args.http, node);
+    config.min_deregister_after = args.min_deregister_after;
+
+    let registry = Registry::start(Arc::new(store), config).await?;
+    tracing::info!(data = %store_path.display(), "registry started");
+    // One plain line on stdout, for people and for scripts that wait for the registry.
+    println!("wharf registry: HTTP API on http://{}", registry.http_addr);
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    registry.stop().await;
+    Ok(())
+}
+
+/// The node's id, made once and kept in the data directory.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = node::random_uuid();
+            std::fs::write(&path, &id)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
