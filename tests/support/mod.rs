@@ -1,0 +1,282 @@
+//! Helpers for tests that run the real `wharf` binary: start a registry on port 0, talk HTTP
+//! to it over a real socket, poll for conditions with a deadline, and stop every process
+//! started, even when the test fails (the handles kill on drop).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A `wharf registry` process; killed when dropped.
+pub struct RegistryProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl RegistryProcess {
+    /// Starts a registry on `127.0.0.1:0` with its data in `data_dir`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> RegistryProcess {
+        let mut child = Command::new(WHARF)
+            .args(["registry", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wharf registry");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the registry's first line");
+        let Some(url) = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|u| u.strip_prefix("http://"))
+        else {
+            let _ = child.kill();
+            panic!("registry did not announce its address: {line:?}");
+        };
+        let addr = url.parse().expect("address");
+        RegistryProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, then wait for the process to be gone.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.addr, "GET", path, b"")
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> Response {
+        request(self.addr, "PUT", path, body.as_bytes())
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn index(&self) -> u64 {
+        self.header("x-consul-index")
+            .expect("X-Consul-Index header")
+            .parse()
+            .expect("numeric index")
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to registry");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(700)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`].
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A tiny HTTP server for health checks: answers every request with the current status.
+pub struct HealthEndpoint {
+    pub addr: SocketAddr,
+    status: Arc<AtomicU16>,
+}
+
+impl HealthEndpoint {
+    pub fn start(status: u16) -> HealthEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(AtomicU16::new(status));
+        let served = shared.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let code = served.load(Ordering::SeqCst);
+                if code == 0 {
+                    break; // stopped
+                }
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let body = format!("status {code}");
+                let reply = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        HealthEndpoint {
+            addr,
+            status: shared,
+        }
+    }
+
+    pub fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+}
+
+impl Drop for HealthEndpoint {
+    fn drop(&mut self) {
+        self.status.store(0, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop so the thread ends
+    }
+}
+
+/// Runs `wharf` with `args` against `registry`; returns exit code, stdout, stderr.
+pub fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(WHARF)
+        .args(args)
+        .env("WHARF_REGISTRY", registry)
+        .env("WHARF_LOG", "warn")
+        .output()
+        .expect("run wharf");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
