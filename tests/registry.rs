@@ -246,9 +246,9 @@ fn blocking_queries_wake_on_change_and_not_on_unchanged_checks() {
             b"",
         )
     });
-    // Give the query time to be held, then change the service; the answer must carry the new
-    // index (whether the change happened before or after the query was parked).
-    std::thread::sleep(Duration::from_millis(200));
+    eventually("query held", || {
+        registry.metric("wharf_registry_blocking_queries_held") == 1.0
+    });
     let started = Instant::now();
     registry.put(
         "/v1/agent/service/register",
@@ -590,4 +590,29 @@ fn a_second_registry_on_the_same_data_dir_is_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot open the store"));
+}
+
+#[test]
+fn metrics_count_requests_and_describe_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    registry.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"m","Check":{"TTL":"1h"}}"#,
+    );
+    registry.get("/v1/health/service/m");
+    let metrics = registry.get("/metrics");
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    assert!(text.contains(r#"wharf_registry_http_requests_total{endpoint="/v1/health/service/{name}",code="200"} 1"#), "{text}");
+    assert_eq!(registry.metric("wharf_registry_instances"), 1.0);
+    assert!(
+        text.contains(r#"wharf_registry_checks{status="critical"} 1"#),
+        "{text}"
+    );
 }

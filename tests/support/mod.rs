@@ -92,6 +92,20 @@ impl RegistryProcess {
         request(self.addr, "GET", path, b"")
     }
 
+    /// The value of an unlabelled metric from `/metrics` (0 if absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn put(&self, path: &str, body: &str) -> Response {
         request(self.addr, "PUT", path, body.as_bytes())
     }

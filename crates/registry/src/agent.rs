@@ -40,6 +40,7 @@ pub struct Agent {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub config: Config,
+    pub metrics: crate::metrics::Metrics,
     /// TTL deadlines of TTL checks, reset by pass/warn/fail.
     ttl_resets: std::sync::Mutex<HashMap<String, watch::Sender<Instant>>>,
 }
@@ -50,6 +51,7 @@ impl Agent {
             store,
             catalog,
             config,
+            metrics: Default::default(),
             ttl_resets: Default::default(),
         })
     }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod catalog;
 pub mod checker;
 mod keys;
+pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod server;

@@ -28,6 +28,7 @@ pub async fn answer(
         let deadline = Instant::now() + wait + jitter;
         // Subscribe before reading the index, so that a change in between is not missed.
         let mut changes = agent.catalog.subscribe(&resource);
+        let _held = crate::metrics::HeldQuery::new(&agent.metrics.blocking_held);
         while agent.catalog.read(|state| state.index(&resource)) == client_index {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

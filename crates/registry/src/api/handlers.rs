@@ -200,6 +200,17 @@ pub async fn check_update(State(agent): Shared, Path(id): Path<String>, body: By
     Ok(ok())
 }
 
+/// Prometheus text exposition of the registry's metrics.
+pub async fn metrics(State(agent): Shared) -> Response {
+    let body = agent.metrics.render(&agent.catalog);
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 // === status ===
 
 pub async fn status_leader(State(agent): Shared) -> Answer {

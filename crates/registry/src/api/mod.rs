@@ -13,12 +13,13 @@ pub mod shapes;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, put};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::metrics::RequestLabels;
 use crate::{Agent, RegistryError};
 
 /// Largest request body accepted; larger ones get 413.
@@ -55,8 +56,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/checks/{name}", get(health_checks))
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/health/node/{node}", get(health_node))
+        .route("/metrics", get(handlers::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            count_requests,
+        ))
         .with_state(agent)
 }
 
@@ -123,6 +129,23 @@ impl IntoResponse for ApiError {
         );
         response
     }
+}
+
+/// Counts every answer by route template and status code.
+async fn count_requests(
+    State(agent): State<Arc<Agent>>,
+    matched: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        endpoint,
+        code: response.status().as_u16(),
+    };
+    agent.metrics.requests.get_or_create(&labels).inc();
+    response
 }
 
 async fn not_found(uri: http::Uri) -> ApiError {

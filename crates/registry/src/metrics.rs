@@ -1,0 +1,126 @@
+//! The registry's Prometheus metrics, served at `/metrics` in the text format.
+//!
+//! Counters are updated on the request path (one atomic add); gauges that describe the
+//! catalog are computed at scrape time from the catalog itself, so they cannot drift.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use wharf_model::Status;
+
+use crate::catalog::Catalog;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`/v1/health/service/{name}`), never the raw path, so that label
+    /// cardinality stays bounded.
+    pub endpoint: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// Every metric the registry exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub blocking_held: Gauge,
+    revision: Gauge<u64, AtomicU64>,
+    instances: Gauge,
+    checks: Family<StatusLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wharf_registry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by endpoint and status code",
+            requests.clone(),
+        );
+        let blocking_held = Gauge::default();
+        registry.register(
+            "blocking_queries_held",
+            "Blocking queries waiting for a change",
+            blocking_held.clone(),
+        );
+        let revision = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "catalog_revision",
+            "Store revision the catalog has applied",
+            revision.clone(),
+        );
+        let instances = Gauge::default();
+        registry.register(
+            "instances",
+            "Registered service instances",
+            instances.clone(),
+        );
+        let checks = Family::<StatusLabels, Gauge>::default();
+        registry.register("checks", "Health checks by status", checks.clone());
+        Metrics {
+            registry,
+            requests,
+            blocking_held,
+            revision,
+            instances,
+            checks,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition, with the catalog gauges refreshed first.
+    pub fn render(&self, catalog: &Catalog) -> String {
+        catalog.read(|state| {
+            self.revision.set(state.revision());
+            self.instances.set(state.instances.len() as i64);
+            for status in [Status::Passing, Status::Warning, Status::Critical] {
+                let count = state
+                    .checks
+                    .values()
+                    .filter(|c| c.value.status == status)
+                    .count();
+                self.checks
+                    .get_or_create(&StatusLabels {
+                        status: status.as_str(),
+                    })
+                    .set(count as i64);
+            }
+        });
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Counts a held blocking query for as long as it lives.
+pub struct HeldQuery<'a>(&'a Gauge);
+
+impl<'a> HeldQuery<'a> {
+    pub fn new(gauge: &'a Gauge) -> HeldQuery<'a> {
+        gauge.inc();
+        HeldQuery(gauge)
+    }
+}
+
+impl Drop for HeldQuery<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
