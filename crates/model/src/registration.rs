@@ -76,10 +76,8 @@ pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration> {
     };
 
     let mut definitions = Vec::new();
-    if let Some(check) = fields.get("check") {
-        if !check.is_null() {
-            definitions.push(Fields::from_value(check, "Check")?);
-        }
+    if let Some(check) = fields.get("check").filter(|c| !c.is_null()) {
+        definitions.push(Fields::from_value(check, "Check")?);
     }
     match fields.get("checks") {
         None | Some(Value::Null) => {}

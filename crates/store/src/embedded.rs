@@ -291,21 +291,19 @@ async fn forward(
     let mut last = 0;
     for batch in replay {
         last = batch.revision;
-        if let Some(batch) = filter(&batch) {
-            if tx.send(Ok(batch)).await.is_err() {
+        if let Some(batch) = filter(&batch)
+            && tx.send(Ok(batch)).await.is_err() {
                 return;
             }
-        }
     }
     loop {
         match live.recv().await {
             Ok(batch) if batch.revision <= last => continue,
             Ok(batch) => {
-                if let Some(batch) = filter(&batch) {
-                    if tx.send(Ok(batch)).await.is_err() {
+                if let Some(batch) = filter(&batch)
+                    && tx.send(Ok(batch)).await.is_err() {
                         return;
                     }
-                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 let _ = tx.send(Err(StoreError::WatchLagged)).await;
@@ -540,11 +538,10 @@ fn apply_txn(
         }
     }
     for op in &txn.ops {
-        if let Op::Put { lease, .. } = op {
-            if *lease != 0 && leases.get(*lease).map_err(backend)?.is_none() {
+        if let Op::Put { lease, .. } = op
+            && *lease != 0 && leases.get(*lease).map_err(backend)?.is_none() {
                 return Err(StoreError::LeaseNotFound(*lease));
             }
-        }
     }
     let next = *revision + 1;
     let mut events = Vec::new();

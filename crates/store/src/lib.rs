@@ -5,12 +5,11 @@
 //! that every successful write increments, prefix ranges read at a revision, watches that
 //! replay every change after a given revision, conditional transactions, and leases whose
 //! expiry deletes their keys. The registry only sees [`Store`]; the conformance suite in
-//! [`conformance`] (feature `conformance`) holds every backend to the same behaviour.
+//! [`conformance`] holds every backend to the same behaviour.
 
 mod embedded;
 mod types;
 
-#[cfg(feature = "conformance")]
 pub mod conformance;
 
 use std::future::Future;
