@@ -1,1 +1,355 @@
-fn main() {}
+//! Load generators for `bench/registry.sh`: durable registrations, health reads and held
+//! blocking queries against Wharf, and the same HTTP load against etcd's JSON gateway, so
+//! that both are measured with one client. Every loop is bounded by a count and a deadline,
+//! and talks to loopback only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// PUT /v1/agent/service/register with a TTL check, each a new instance.
+    Register(Load),
+    /// POST /v3/kv/put to etcd's gateway with a value of the same size.
+    EtcdPut(Load),
+    /// GET /v1/health/service/NAME?passing.
+    Read(Load),
+    /// POST /v3/kv/range to etcd's gateway for one key.
+    EtcdRange(Load),
+    /// Hold N blocking queries, report registry memory, then wake them with one change.
+    Hold(Hold),
+}
+
+#[derive(Parser)]
+struct Load {
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests in all (the loop also stops at --seconds).
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value = "bench")]
+    service: String,
+}
+
+#[derive(Parser)]
+struct Hold {
+    #[arg(long)]
+    url: String,
+    /// Process id of the registry, to read its memory.
+    #[arg(long)]
+    pid: u32,
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+}
+
+fn client(pool: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool)
+        .build_http()
+}
+
+async fn send(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from(body)))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn registration(service: &str, i: u64) -> Vec<u8> {
+    serde_json::json!({
+        "Name": service, "ID": format!("{service}-{i}"), "Address": "127.0.0.1",
+        "Port": 1024 + (i % 60000), "Tags": ["bench"], "Check": {"TTL": "1h", "Status": "passing"},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Runs `make(i)` requests from `concurrency` tasks; prints rate and latency percentiles.
+async fn run_load(
+    label: &str,
+    load: &Load,
+    make: impl Fn(u64) -> (&'static str, String, Vec<u8>) + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let client = client(load.concurrency);
+    let next = Arc::new(AtomicU64::new(0));
+    let make = Arc::new(make);
+    let deadline = Instant::now() + Duration::from_secs(load.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..load.concurrency {
+        let (client, next, make) = (client.clone(), next.clone(), make.clone());
+        let count = load.count;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || Instant::now() > deadline {
+                    return (latencies, errors);
+                }
+                let (method, url, body) = make(i);
+                let sent = Instant::now();
+                match send(&client, method, &url, body).await {
+                    Ok((200, _)) => latencies.push(sent.elapsed()),
+                    _ => errors += 1,
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+    };
+    let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    println!(
+        "{label}: {} ok, {errors} errors in {:.2}s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms (concurrency {})",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        load.concurrency,
+    );
+    if latencies.is_empty() {
+        bail!("{label}: no request succeeded");
+    }
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+async fn held(client: &HttpClient, url: &str) -> anyhow::Result<u64> {
+    let (_, body) = send(client, "GET", &format!("{url}/metrics"), Vec::new()).await?;
+    let text = String::from_utf8_lossy(&body);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_registry_blocking_queries_held "))
+        .context("held gauge")?;
+    Ok(value.trim().parse::<f64>()? as u64)
+}
+
+async fn hold(args: Hold) -> anyhow::Result<()> {
+    let control = client(4);
+    let url = args.url.trim_end_matches('/').to_owned();
+    send(
+        &control,
+        "PUT",
+        &format!("{url}/v1/agent/service/register"),
+        registration("held", 0),
+    )
+    .await?;
+    let request = http::Request::get(format!("{url}/v1/health/service/held"))
+        .body(Full::new(Bytes::new()))?;
+    let response = control.request(request).await?;
+    let index: u64 = response.headers()["x-consul-index"].to_str()?.parse()?;
+    let before = rss_kib(args.pid)?;
+
+    let watchers = client(args.watchers);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..args.watchers {
+        let (watchers, done_tx) = (watchers.clone(), done_tx.clone());
+        let path = format!("{url}/v1/health/service/held?index={index}&wait=2m");
+        tokio::spawn(async move {
+            let result = send(&watchers, "GET", &path, Vec::new()).await;
+            let _ = done_tx.send((Instant::now(), result.is_ok()));
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held(&control, &url).await? < args.watchers as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} queries held after 60s",
+                held(&control, &url).await?,
+                args.watchers
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = rss_kib(args.pid)?;
+    let sent = Instant::now();
+    send(
+        &control,
+        "PUT",
+        &format!("{url}/v1/agent/service/register"),
+        registration("held", 1),
+    )
+    .await?;
+    let acked = Instant::now();
+    let mut from_ack = Vec::with_capacity(args.watchers);
+    let mut failed = 0;
+    for _ in 0..args.watchers {
+        let Some((at, ok)) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await?
+        else {
+            break;
+        };
+        if !ok {
+            failed += 1;
+        }
+        from_ack.push(at.saturating_duration_since(acked));
+    }
+    from_ack.sort_unstable();
+    let pct = |p: f64| {
+        from_ack[((from_ack.len() as f64 * p) as usize).min(from_ack.len() - 1)].as_secs_f64()
+            * 1000.0
+    };
+    println!(
+        "hold: {} watchers; registry RSS {:.1} MiB idle -> {:.1} MiB while holding ({:.1} KiB per query)",
+        args.watchers,
+        before as f64 / 1024.0,
+        during as f64 / 1024.0,
+        (during.saturating_sub(before)) as f64 / args.watchers as f64,
+    );
+    println!(
+        "hold: write acknowledged in {:.2} ms; watchers answered after the ack: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {failed} failed",
+        (acked - sent).as_secs_f64() * 1000.0,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Register(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("wharf register", &load, move |i| {
+                (
+                    "PUT",
+                    format!("{url}/v1/agent/service/register"),
+                    registration(&service, i),
+                )
+            })
+            .await
+        }
+        Command::EtcdPut(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("etcd put", &load, move |i| {
+                let key = format!("bench/{service}-{i}");
+                let value = registration(&service, i);
+                let body =
+                    serde_json::json!({"key": base64(key.as_bytes()), "value": base64(&value)});
+                (
+                    "POST",
+                    format!("{url}/v3/kv/put"),
+                    body.to_string().into_bytes(),
+                )
+            })
+            .await
+        }
+        Command::Read(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("wharf health read", &load, move |_| {
+                (
+                    "GET",
+                    format!("{url}/v1/health/service/{service}?passing"),
+                    Vec::new(),
+                )
+            })
+            .await
+        }
+        Command::EtcdRange(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("etcd range", &load, move |_| {
+                let body =
+                    serde_json::json!({"key": base64(format!("bench/{service}-1").as_bytes())});
+                (
+                    "POST",
+                    format!("{url}/v3/kv/range"),
+                    body.to_string().into_bytes(),
+                )
+            })
+            .await
+        }
+        Command::Hold(args) => hold(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(super::base64(input.as_bytes()), expected);
+        }
+    }
+}

@@ -75,9 +75,7 @@ impl Agent {
         let now = now_ms();
         let existing: HashMap<String, Check> = self.catalog.read(|state| {
             state
-                .checks
-                .values()
-                .filter(|c| c.value.service_id == service.id)
+                .own_checks(&service.id)
                 .map(|c| (c.value.id.clone(), c.value.clone()))
                 .collect()
         });
@@ -112,14 +110,10 @@ impl Agent {
     /// Removes an instance and all of its checks.
     pub async fn deregister_service(&self, id: &str) -> Result<(), RegistryError> {
         let check_ids: Option<Vec<String>> = self.catalog.read(|state| {
-            state.instances.contains_key(id).then(|| {
-                state
-                    .checks
-                    .values()
-                    .filter(|c| c.value.service_id == id)
-                    .map(|c| c.value.id.clone())
-                    .collect()
-            })
+            state
+                .instances
+                .contains_key(id)
+                .then(|| state.own_checks(id).map(|c| c.value.id.clone()).collect())
         });
         let Some(check_ids) = check_ids else {
             return Err(RegistryError::NotFound(format!(

@@ -14,9 +14,9 @@
 //! name starts at the revision the catalog loaded, which is at least any index served before.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use wharf_model::{Check, ServiceInstance, Status};
 use wharf_store::{EventKind, Revision, Store, StoreError, WatchBatch};
 
@@ -49,6 +49,8 @@ pub struct CatalogState {
     pub checks: BTreeMap<String, Stored<Check>>,
     /// Instance ids by lower-cased service name.
     by_name: HashMap<String, BTreeSet<String>>,
+    /// Check ids by the instance they belong to; `""` holds the node-level checks.
+    checks_by_owner: HashMap<String, BTreeSet<String>>,
     /// Last change per lower-cased service name, tombstones included.
     name_index: HashMap<String, u64>,
     services_index: u64,
@@ -85,19 +87,26 @@ impl CatalogState {
 
     /// The checks of one instance, node-level checks first, as Consul lists them.
     pub fn checks_of(&self, instance_id: &str) -> Vec<&Stored<Check>> {
-        let mut node_checks: Vec<_> = self.node_checks().collect();
-        node_checks.extend(
-            self.checks
-                .values()
-                .filter(|c| c.value.service_id == instance_id),
+        let mut checks: Vec<_> = self.node_checks().collect();
+        checks.extend(
+            self.own_checks(instance_id)
+                .filter(|_| !instance_id.is_empty()),
         );
-        node_checks
+        checks
     }
 
+    /// The checks registered on one instance, without the node's.
+    pub fn own_checks(&self, instance_id: &str) -> impl Iterator<Item = &Stored<Check>> {
+        self.checks_by_owner
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.checks.get(id))
+    }
+
+    /// Node-level checks: they count for every instance of the node.
     pub fn node_checks(&self) -> impl Iterator<Item = &Stored<Check>> {
-        self.checks
-            .values()
-            .filter(|c| c.value.service_id.is_empty())
+        self.own_checks("")
     }
 
     /// The aggregate status of an instance: the worst of its checks and the node's.
@@ -138,8 +147,9 @@ impl CatalogState {
         record: Option<Record>,
         create: u64,
         revision: u64,
-        touched: &mut Vec<Resource>,
+        changes: &mut Changes,
     ) {
+        let touched = &mut changes.resources;
         if let Some(id) = key.strip_prefix(keys::SERVICES) {
             let old = self.instances.remove(id);
             if let Some(old) = &old {
@@ -171,10 +181,23 @@ impl CatalogState {
             self.services_index = revision;
             touched.push(Resource::Services);
         } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
+            changes.checks.push(id.to_owned());
             let old = self.checks.remove(id);
             let mut owners: Vec<String> = old.iter().map(|c| c.value.service_id.clone()).collect();
+            if let Some(owner) = owners.first() {
+                if let Some(ids) = self.checks_by_owner.get_mut(owner) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.checks_by_owner.remove(owner);
+                    }
+                }
+            }
             if let Some(Record::Check(check)) = record {
                 owners.push(check.service_id.clone());
+                self.checks_by_owner
+                    .entry(check.service_id.clone())
+                    .or_default()
+                    .insert(id.to_owned());
                 self.checks.insert(
                     id.to_owned(),
                     Stored {
@@ -212,6 +235,24 @@ pub struct Catalog {
     state: RwLock<CatalogState>,
     applied: watch::Sender<Revision>,
     notifiers: RwLock<HashMap<Resource, watch::Sender<u64>>>,
+    /// Where changed check ids go (the health checker), so that it never rescans them all.
+    check_feed: Mutex<Option<mpsc::UnboundedSender<CheckChange>>>,
+}
+
+/// A change the health checker must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckChange {
+    /// This check was added, changed or removed.
+    Changed(String),
+    /// The catalog was reloaded: look at every check again.
+    Reload,
+}
+
+/// What applying records touched.
+#[derive(Debug, Default)]
+struct Changes {
+    resources: Vec<Resource>,
+    checks: Vec<String>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -229,6 +270,7 @@ impl Catalog {
             state: RwLock::new(CatalogState::default()),
             applied: watch::Sender::new(0),
             notifiers: RwLock::new(HashMap::new()),
+            check_feed: Mutex::new(None),
         });
         let watch = catalog.load(&*store).await?;
         tokio::spawn(run_follower(Arc::downgrade(&catalog), store, watch));
@@ -239,7 +281,7 @@ impl Catalog {
     async fn load(&self, store: &dyn Store) -> Result<wharf_store::Watch, StoreError> {
         let range = store.range(keys::ROOT).await?;
         let watch = store.watch(keys::ROOT, range.revision + 1).await?;
-        let mut touched = Vec::new();
+        let mut changes = Changes::default();
         {
             let mut state = self.state.write().expect("catalog lock");
             state.clear_to(range.revision);
@@ -250,7 +292,7 @@ impl Catalog {
                     record,
                     kv.create_revision,
                     kv.mod_revision,
-                    &mut touched,
+                    &mut changes,
                 );
             }
             // Everything read now counts as changed at the load revision.
@@ -258,12 +300,13 @@ impl Catalog {
             state.services_index = range.revision;
             state.checks_index = range.revision;
         }
+        self.feed_checks(std::iter::once(CheckChange::Reload));
         self.notify_all(range.revision);
         Ok(watch)
     }
 
     fn apply_batch(&self, batch: WatchBatch) {
-        let mut touched = Vec::new();
+        let mut changes = Changes::default();
         {
             let mut state = self.state.write().expect("catalog lock");
             for event in batch.events {
@@ -276,12 +319,13 @@ impl Catalog {
                     record,
                     event.kv.create_revision,
                     batch.revision,
-                    &mut touched,
+                    &mut changes,
                 );
             }
             state.revision = batch.revision;
         }
-        let touched: HashSet<Resource> = touched.into_iter().collect();
+        self.feed_checks(changes.checks.into_iter().map(CheckChange::Changed));
+        let touched: HashSet<Resource> = changes.resources.into_iter().collect();
         let notifiers = self.notifiers.read().expect("notifier lock");
         for resource in touched {
             if let Some(sender) = notifiers.get(&resource) {
@@ -297,6 +341,27 @@ impl Catalog {
             sender.send_replace(revision);
         }
         self.applied.send_replace(revision);
+    }
+
+    fn feed_checks(&self, changes: impl Iterator<Item = CheckChange>) {
+        let mut feed = self.check_feed.lock().expect("check feed lock");
+        if let Some(sender) = feed.as_ref() {
+            for change in changes {
+                if sender.send(change).is_err() {
+                    *feed = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The stream of check changes, for the one health checker. It starts with a
+    /// [`CheckChange::Reload`]; a second call replaces the first stream.
+    pub fn check_changes(&self) -> mpsc::UnboundedReceiver<CheckChange> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = sender.send(CheckChange::Reload);
+        *self.check_feed.lock().expect("check feed lock") = Some(sender);
+        receiver
     }
 
     /// Runs `f` on the current state under a read lock.

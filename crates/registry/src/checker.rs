@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wharf_model::{Check, CheckKind, Status};
 
-use crate::catalog::Resource;
+use crate::catalog::CheckChange;
 use crate::{Agent, now_ms, probe};
 
 /// Longest time an output-only change waits before it is written.
@@ -49,42 +49,51 @@ impl Definition {
 
 async fn reconcile(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
     let mut running: HashMap<String, (Definition, JoinHandle<()>)> = HashMap::new();
-    let mut changes = agent.catalog.subscribe(&Resource::Checks);
+    let mut changes = agent.catalog.check_changes();
     loop {
-        let wanted: Vec<(String, Definition)> = agent.catalog.read(|state| {
-            state
-                .checks
-                .values()
-                .map(|c| (c.value.id.clone(), Definition::of(&c.value)))
-                .collect()
-        });
-        let wanted_ids: std::collections::HashSet<&str> =
-            wanted.iter().map(|(id, _)| id.as_str()).collect();
-        running.retain(|id, (_, task)| {
-            let keep = wanted_ids.contains(id.as_str());
-            if !keep {
-                task.abort();
-                agent.forget_ttl(id);
-            }
-            keep
-        });
-        for (id, definition) in wanted {
-            if running
-                .get(&id)
-                .is_some_and(|(current, _)| *current == definition)
-            {
-                continue;
-            }
-            if let Some((_, old)) = running.remove(&id) {
-                old.abort();
-                agent.forget_ttl(&id);
-            }
-            let task = tokio::spawn(run_check(agent.clone(), id.clone()));
-            running.insert(id, (definition, task));
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
+        let change = tokio::select! {
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => break,
+            },
             _ = crate::stopped(&mut shutdown) => break,
+        };
+        let ids: Vec<String> = match change {
+            CheckChange::Changed(id) => vec![id],
+            CheckChange::Reload => {
+                let mut ids: Vec<String> = running.keys().cloned().collect();
+                ids.extend(
+                    agent
+                        .catalog
+                        .read(|state| state.checks.keys().cloned().collect::<Vec<_>>()),
+                );
+                ids
+            }
+        };
+        for id in ids {
+            let wanted = agent
+                .catalog
+                .read(|state| state.checks.get(&id).map(|c| Definition::of(&c.value)));
+            match wanted {
+                Some(definition)
+                    if running
+                        .get(&id)
+                        .is_some_and(|(current, _)| *current == definition) => {}
+                Some(definition) => {
+                    if let Some((_, old)) = running.remove(&id) {
+                        old.abort();
+                        agent.forget_ttl(&id);
+                    }
+                    let task = tokio::spawn(run_check(agent.clone(), id.clone()));
+                    running.insert(id, (definition, task));
+                }
+                None => {
+                    if let Some((_, old)) = running.remove(&id) {
+                        old.abort();
+                        agent.forget_ttl(&id);
+                    }
+                }
+            }
         }
     }
     for (_, (_, task)) in running {

@@ -21,7 +21,10 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
         .http1()
         .title_case_headers(true)
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(Duration::from_secs(30))
+        // Held blocking queries sit on idle keep-alive connections; capping the read buffer
+        // at its initial size keeps each one small (bodies are bounded by MAX_BODY anyway).
+        .max_buf_size(8192);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

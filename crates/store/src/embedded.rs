@@ -292,18 +292,20 @@ async fn forward(
     for batch in replay {
         last = batch.revision;
         if let Some(batch) = filter(&batch)
-            && tx.send(Ok(batch)).await.is_err() {
-                return;
-            }
+            && tx.send(Ok(batch)).await.is_err()
+        {
+            return;
+        }
     }
     loop {
         match live.recv().await {
             Ok(batch) if batch.revision <= last => continue,
             Ok(batch) => {
                 if let Some(batch) = filter(&batch)
-                    && tx.send(Ok(batch)).await.is_err() {
-                        return;
-                    }
+                    && tx.send(Ok(batch)).await.is_err()
+                {
+                    return;
+                }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 let _ = tx.send(Err(StoreError::WatchLagged)).await;
@@ -539,9 +541,11 @@ fn apply_txn(
     }
     for op in &txn.ops {
         if let Op::Put { lease, .. } = op
-            && *lease != 0 && leases.get(*lease).map_err(backend)?.is_none() {
-                return Err(StoreError::LeaseNotFound(*lease));
-            }
+            && *lease != 0
+            && leases.get(*lease).map_err(backend)?.is_none()
+        {
+            return Err(StoreError::LeaseNotFound(*lease));
+        }
     }
     let next = *revision + 1;
     let mut events = Vec::new();

@@ -382,11 +382,7 @@ pub async fn health_checks(
         |state| {
             let mut checks = Vec::new();
             for stored in state.instances_of(&name).filter(|_| node_ok) {
-                for check in state
-                    .checks
-                    .values()
-                    .filter(|c| c.value.service_id == stored.value.id)
-                {
+                for check in state.own_checks(&stored.value.id) {
                     checks.push(HealthCheckJson::new(
                         agent.node(),
                         check,

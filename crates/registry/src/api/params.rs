@@ -71,9 +71,10 @@ impl Params {
             ));
         }
         if let Some(dc) = self.get("dc").filter(|dc| !dc.is_empty())
-            && dc != datacenter {
-                return Err(ApiError::internal(format!("No path to datacenter {dc:?}")));
-            }
+            && dc != datacenter
+        {
+            return Err(ApiError::internal(format!("No path to datacenter {dc:?}")));
+        }
         if self.get("filter").is_some_and(|f| !f.is_empty()) {
             return Err(ApiError::bad_request(
                 "Wharf does not support ?filter expressions; use ?tag and ?node-meta",
