@@ -66,9 +66,15 @@ done
 load etcd-range --url "$ETCD" --count 200000 --concurrency "$CONCURRENCY" --seconds 10
 load read --url "$WHARF_URL" --service hello --count 200000 --concurrency "$CONCURRENCY" --seconds 10
 
-echo "== held blocking queries (a fresh registry, so that its memory is the queries' own)"
-taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --data-dir "$work/wharf-hold" >"$work/hold.out" 2>"$work/hold.log" &
-hold_pid=$!
-pids+=($hold_pid)
-for _ in $(seq 200); do grep -q http:// "$work/hold.out" 2>/dev/null && break; sleep 0.05; done
-load hold --url "$(grep -o 'http://[0-9.:]*' "$work/hold.out")" --pid "$hold_pid" --watchers "${WATCHERS:-10000}"
+echo "== held blocking queries (each run on a fresh registry, so that its memory is the queries' own)"
+hold_run() {
+  local dir="$work/hold-$1"
+  taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log" &
+  local pid=$!
+  pids+=($pid)
+  for _ in $(seq 200); do grep -q http:// "$dir.out" 2>/dev/null && break; sleep 0.05; done
+  load hold --url "$(grep -o 'http://[0-9.:]*' "$dir.out")" --pid "$pid" --watchers "${WATCHERS:-10000}" --services "$1"
+  kill "$pid"
+}
+hold_run 1000
+hold_run 1

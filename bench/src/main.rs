@@ -61,6 +61,9 @@ struct Hold {
     pid: u32,
     #[arg(long, default_value_t = 10_000)]
     watchers: usize,
+    /// Spread the watchers over this many services; one of them is then changed.
+    #[arg(long, default_value_t = 1)]
+    services: usize,
 }
 
 fn client(pool: usize) -> HttpClient {
@@ -203,27 +206,41 @@ async fn held(client: &HttpClient, url: &str) -> anyhow::Result<u64> {
 async fn hold(args: Hold) -> anyhow::Result<()> {
     let control = client(4);
     let url = args.url.trim_end_matches('/').to_owned();
-    send(
-        &control,
-        "PUT",
-        &format!("{url}/v1/agent/service/register"),
-        registration("held", 0),
-    )
-    .await?;
-    let request = http::Request::get(format!("{url}/v1/health/service/held"))
-        .body(Full::new(Bytes::new()))?;
-    let response = control.request(request).await?;
-    let index: u64 = response.headers()["x-consul-index"].to_str()?.parse()?;
+    let services = args.services.max(1);
+    let mut indexes = Vec::with_capacity(services);
+    for s in 0..services {
+        let name = format!("held{s}");
+        send(
+            &control,
+            "PUT",
+            &format!("{url}/v1/agent/service/register"),
+            registration(&name, 0),
+        )
+        .await?;
+        let request = http::Request::get(format!("{url}/v1/health/service/{name}"))
+            .body(Full::new(Bytes::new()))?;
+        let response = control.request(request).await?;
+        indexes.push(
+            response.headers()["x-consul-index"]
+                .to_str()?
+                .parse::<u64>()?,
+        );
+        response.into_body().collect().await?;
+    }
     let before = rss_kib(args.pid)?;
 
     let watchers = client(args.watchers);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..args.watchers {
+    for w in 0..args.watchers {
         let (watchers, done_tx) = (watchers.clone(), done_tx.clone());
-        let path = format!("{url}/v1/health/service/held?index={index}&wait=2m");
+        let s = w % services;
+        let path = format!(
+            "{url}/v1/health/service/held{s}?index={}&wait=2m",
+            indexes[s]
+        );
         tokio::spawn(async move {
             let result = send(&watchers, "GET", &path, Vec::new()).await;
-            let _ = done_tx.send((Instant::now(), result.is_ok()));
+            let _ = done_tx.send((s, Instant::now(), result.is_ok()));
         });
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -238,42 +255,49 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let during = rss_kib(args.pid)?;
+    let woken = args.watchers.div_ceil(services);
     let sent = Instant::now();
     send(
         &control,
         "PUT",
         &format!("{url}/v1/agent/service/register"),
-        registration("held", 1),
+        registration("held0", 1),
     )
     .await?;
     let acked = Instant::now();
-    let mut from_ack = Vec::with_capacity(args.watchers);
+    let mut from_ack = Vec::with_capacity(woken);
     let mut failed = 0;
-    for _ in 0..args.watchers {
-        let Some((at, ok)) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await?
+    while from_ack.len() < woken {
+        let Some((s, at, ok)) =
+            tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await?
         else {
             break;
         };
+        if s != 0 {
+            bail!("a watcher of held{s} woke for a change to held0");
+        }
         if !ok {
             failed += 1;
         }
         from_ack.push(at.saturating_duration_since(acked));
     }
+    let still_held = held(&control, &url).await?;
     from_ack.sort_unstable();
     let pct = |p: f64| {
         from_ack[((from_ack.len() as f64 * p) as usize).min(from_ack.len() - 1)].as_secs_f64()
             * 1000.0
     };
     println!(
-        "hold: {} watchers; registry RSS {:.1} MiB idle -> {:.1} MiB while holding ({:.1} KiB per query)",
+        "hold: {} watchers over {services} services; registry RSS {:.1} MiB idle -> {:.1} MiB while holding ({:.1} KiB per query)",
         args.watchers,
         before as f64 / 1024.0,
         during as f64 / 1024.0,
         (during.saturating_sub(before)) as f64 / args.watchers as f64,
     );
     println!(
-        "hold: write acknowledged in {:.2} ms; watchers answered after the ack: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {failed} failed",
+        "hold: one change acknowledged in {:.2} ms woke {} watchers: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms after the ack; {failed} failed; {still_held} others still held",
         (acked - sent).as_secs_f64() * 1000.0,
+        from_ack.len(),
         pct(0.5),
         pct(0.99),
         pct(1.0),

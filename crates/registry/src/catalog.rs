@@ -430,3 +430,91 @@ async fn run_follower(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wharf_model::registration::decode_service_registration;
+    use wharf_store::EmbeddedStore;
+
+    use super::*;
+    use crate::{Agent, Config, NodeInfo};
+
+    async fn agent() -> (Arc<Agent>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+        let catalog = Catalog::follow(store.clone()).await.unwrap();
+        let config = Config::new("127.0.0.1:0".parse().unwrap(), NodeInfo::local("id".into()));
+        (Agent::new(store, catalog, config), dir)
+    }
+
+    async fn register(agent: &Agent, body: &str) {
+        agent
+            .register_service(decode_service_registration(body.as_bytes()).unwrap(), false)
+            .await
+            .unwrap();
+    }
+
+    fn index(agent: &Agent, name: &str) -> u64 {
+        agent
+            .catalog
+            .read(|s| s.index(&Resource::Service(name.into())))
+    }
+
+    #[tokio::test]
+    async fn indexes_are_per_service_and_count_deletions() {
+        let (agent, _dir) = agent().await;
+        register(&agent, r#"{"Name":"a"}"#).await;
+        register(&agent, r#"{"Name":"b"}"#).await;
+        let (a, b) = (index(&agent, "a"), index(&agent, "b"));
+        assert!(b > a);
+        register(&agent, r#"{"Name":"A","ID":"a-2"}"#).await;
+        assert!(index(&agent, "a") > a, "names are case-insensitive");
+        assert_eq!(index(&agent, "b"), b, "a change to a does not move b");
+        let before = index(&agent, "a");
+        agent.deregister_service("a-2").await.unwrap();
+        assert!(index(&agent, "a") > before, "a deletion moves the index");
+        assert!(index(&agent, "unknown") >= 1, "never 0");
+    }
+
+    #[tokio::test]
+    async fn node_checks_touch_every_service_and_feed_the_checker() {
+        let (agent, _dir) = agent().await;
+        let mut feed = agent.catalog.check_changes();
+        assert_eq!(feed.recv().await, Some(CheckChange::Reload));
+        register(&agent, r#"{"Name":"a","Check":{"TTL":"1m"}}"#).await;
+        assert_eq!(
+            feed.recv().await,
+            Some(CheckChange::Changed("service:a".into()))
+        );
+        register(&agent, r#"{"Name":"b"}"#).await;
+        let (a, b) = (index(&agent, "a"), index(&agent, "b"));
+        let check =
+            wharf_model::decode_check_registration(br#"{"Name":"disk","TTL":"1m"}"#).unwrap();
+        agent.register_check(check).await.unwrap();
+        assert!(index(&agent, "a") > a && index(&agent, "b") > b);
+        assert_eq!(feed.recv().await, Some(CheckChange::Changed("disk".into())));
+        let status = agent.catalog.read(|s| s.status_of("b"));
+        assert_eq!(
+            status,
+            Status::Critical,
+            "a critical node check makes every instance critical"
+        );
+    }
+
+    #[tokio::test]
+    async fn held_subscribers_wake_only_for_their_resource() {
+        let (agent, _dir) = agent().await;
+        let a = agent.catalog.subscribe(&Resource::Service("a".into()));
+        let mut services = agent.catalog.subscribe(&Resource::Services);
+        register(&agent, r#"{"Name":"b"}"#).await;
+        assert!(
+            !a.has_changed().unwrap(),
+            "b's registration does not wake a's watchers"
+        );
+        assert!(services.has_changed().unwrap());
+        services.mark_unchanged();
+        register(&agent, r#"{"Name":"a"}"#).await;
+        assert!(a.has_changed().unwrap());
+    }
+}
