@@ -184,12 +184,12 @@ impl CatalogState {
             changes.checks.push(id.to_owned());
             let old = self.checks.remove(id);
             let mut owners: Vec<String> = old.iter().map(|c| c.value.service_id.clone()).collect();
-            if let Some(owner) = owners.first() {
-                if let Some(ids) = self.checks_by_owner.get_mut(owner) {
-                    ids.remove(id);
-                    if ids.is_empty() {
-                        self.checks_by_owner.remove(owner);
-                    }
+            if let Some(owner) = owners.first()
+                && let Some(ids) = self.checks_by_owner.get_mut(owner)
+            {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.checks_by_owner.remove(owner);
                 }
             }
             if let Some(Record::Check(check)) = record {
