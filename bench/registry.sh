@@ -38,7 +38,7 @@ taskset -c "$SERVER_CPU" etcd --name bench --data-dir "$work/etcd" \
 pids+=($!)
 ETCD="http://127.0.0.1:$client_port"
 
-taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log" &
+taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log" &
 wharf_pid=$!
 pids+=($wharf_pid)
 
@@ -69,7 +69,7 @@ load read --url "$WHARF_URL" --service hello --count 200000 --concurrency "$CONC
 echo "== held blocking queries (each run on a fresh registry, so that its memory is the queries' own)"
 hold_run() {
   local dir="$work/hold-$1"
-  taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log" &
+  taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log" &
   local pid=$!
   pids+=($pid)
   for _ in $(seq 200); do grep -q http:// "$dir.out" 2>/dev/null && break; sleep 0.05; done

@@ -584,7 +584,14 @@ fn a_second_registry_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = RegistryProcess::start(dir.path(), &[]);
     let output = std::process::Command::new(WHARF)
-        .args(["registry", "--http", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "registry",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -19,6 +19,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct RegistryProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// DNS, UDP and TCP on the same port.
+    pub dns: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -26,7 +28,14 @@ impl RegistryProcess {
     /// Starts a registry on `127.0.0.1:0` with its data in `data_dir`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> RegistryProcess {
         let mut child = Command::new(WHARF)
-            .args(["registry", "--http", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "registry",
+                "--http",
+                "127.0.0.1:0",
+                "--dns",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("WHARF_LOG", "warn")
@@ -34,9 +43,9 @@ impl RegistryProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start wharf registry");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the registry's first line");
         let Some(url) = line
@@ -49,9 +58,18 @@ impl RegistryProcess {
             panic!("registry did not announce its address: {line:?}");
         };
         let addr = url.parse().expect("address");
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read the registry's DNS line");
+        let Some(dns) = line.split_whitespace().nth(4).and_then(|a| a.parse().ok()) else {
+            let _ = child.kill();
+            panic!("registry did not announce its DNS address: {line:?}");
+        };
         RegistryProcess {
             child,
             addr,
+            dns,
             data_dir: data_dir.to_owned(),
         }
     }

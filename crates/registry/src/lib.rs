@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod catalog;
 pub mod checker;
+pub mod dns;
 mod keys;
 pub mod metrics;
 pub mod node;
@@ -32,6 +33,10 @@ use wharf_store::Store;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: SocketAddr,
+    /// Where DNS listens (UDP and TCP); `None` turns DNS off.
+    pub dns: Option<SocketAddr>,
+    /// The DNS domain answered besides `consul`.
+    pub domain: String,
     pub node: NodeInfo,
     /// Floor for `DeregisterCriticalServiceAfter` (Consul: one minute).
     pub min_deregister_after: Duration,
@@ -43,6 +48,8 @@ impl Config {
     pub fn new(http: SocketAddr, node: NodeInfo) -> Config {
         Config {
             http,
+            dns: None,
+            domain: "wharf".to_owned(),
             node,
             min_deregister_after: Duration::from_secs(60),
             reap_interval: Duration::from_secs(1),
@@ -53,6 +60,8 @@ impl Config {
 /// A running registry: its address and a handle to stop it.
 pub struct Registry {
     pub http_addr: SocketAddr,
+    /// The DNS port (UDP and TCP), when DNS is on.
+    pub dns_addr: Option<SocketAddr>,
     pub agent: Arc<Agent>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
@@ -71,10 +80,30 @@ impl Registry {
         let http_addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(config.http, e))?;
+        let zone =
+            dns::Zone::new(&config.domain, config.node.clone()).map_err(StartError::Config)?;
+        let dns_addr = match config.dns {
+            Some(addr) => {
+                let (udp, tcp) = dns::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Bind(addr, e))?;
+                let bound = udp.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+                tokio::spawn(dns::serve(
+                    udp,
+                    tcp,
+                    zone,
+                    agent.catalog.clone(),
+                    shutdown_rx.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         let router = api::router(agent.clone());
         let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
         Ok(Registry {
             http_addr,
+            dns_addr,
             agent,
             shutdown,
             server,
@@ -94,6 +123,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
     Store(#[from] wharf_store::StoreError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Milliseconds since the Unix epoch, for timestamps kept in the store.

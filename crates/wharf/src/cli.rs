@@ -37,6 +37,12 @@ pub struct RegistryArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
     pub http: SocketAddr,
+    /// Address of the DNS interface (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:8600", value_name = "ADDR")]
+    pub dns: SocketAddr,
+    /// DNS domain answered (`consul` is always answered too).
+    #[arg(long, default_value = "wharf", value_name = "NAME")]
+    pub domain: String,
     /// Where the embedded store keeps its file.
     #[arg(long, default_value = ".wharf", value_name = "DIR")]
     pub data_dir: PathBuf,

@@ -28,11 +28,16 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     node.datacenter = args.datacenter;
     let mut config = Config::new(args.http, node);
     config.min_deregister_after = args.min_deregister_after;
+    config.dns = Some(args.dns);
+    config.domain = args.domain;
 
     let registry = Registry::start(Arc::new(store), config).await?;
     tracing::info!(data = %store_path.display(), "registry started");
     // One plain line on stdout, for people and for scripts that wait for the registry.
     println!("wharf registry: HTTP API on http://{}", registry.http_addr);
+    if let Some(dns) = registry.dns_addr {
+        println!("wharf registry: DNS on {dns} (UDP and TCP)");
+    }
     shutdown_signal().await;
     tracing::info!("stopping");
     registry.stop().await;

@@ -28,7 +28,7 @@ async function eventually(what, condition, deadlineMs = 20000) {
 // Starts a registry on a free port; the returned stop() kills it and removes its data.
 async function startRegistry() {
   const dataDir = mkdtempSync(join(tmpdir(), "wharf-node-"));
-  const child = spawn(WHARF, ["registry", "--http", "127.0.0.1:0", "--data-dir", dataDir], {
+  const child = spawn(WHARF, ["registry", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data-dir", dataDir], {
     env: { ...process.env, WHARF_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });

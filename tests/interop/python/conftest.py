@@ -32,7 +32,7 @@ def eventually(what, condition, deadline=DEADLINE):
 class Registry:
     def __init__(self, data_dir):
         self.proc = subprocess.Popen(
-            [WHARF, "registry", "--http", "127.0.0.1:0", "--data-dir", data_dir],
+            [WHARF, "registry", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data-dir", data_dir],
             stdout=subprocess.PIPE,
             env={**os.environ, "WHARF_LOG": "warn"},
             text=True,
@@ -42,6 +42,8 @@ class Registry:
         assert url.startswith("http://"), f"registry did not announce its address: {line!r}"
         self.host, port = url[len("http://"):].rsplit(":", 1)
         self.port = int(port)
+        dns_line = self.proc.stdout.readline()
+        self.dns_port = int(dns_line.split()[4].rsplit(":", 1)[1])
 
     def stop(self):
         self.proc.kill()

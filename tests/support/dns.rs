@@ -1,0 +1,82 @@
+//! A DNS client for tests: one question over real UDP or TCP, with or without EDNS0.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+pub fn question(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(size);
+        message.set_edns(opt);
+    }
+    message.to_vec().unwrap()
+}
+
+/// Sends raw bytes over UDP; `None` if nothing came back within a second.
+pub fn udp_raw(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    socket.send_to(packet, server).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (len, _) = socket.recv_from(&mut buf).ok()?;
+    buf.truncate(len);
+    Some(buf)
+}
+
+pub fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+    let reply = udp_raw(server, &question(name, qtype, edns)).expect("an answer over UDP");
+    Message::from_vec(&reply).expect("a well-formed answer")
+}
+
+pub fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let packet = question(name, qtype, None);
+    let mut stream = TcpStream::connect(server).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(&(packet.len() as u16).to_be_bytes())
+        .unwrap();
+    stream.write_all(&packet).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut reply).unwrap();
+    Message::from_vec(&reply).unwrap()
+}
+
+/// Ports of the SRV answers, sorted.
+pub fn srv_ports(message: &Message) -> Vec<u16> {
+    let mut ports: Vec<u16> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// Addresses of the A answers, as text, sorted.
+pub fn a_records(message: &Message) -> Vec<String> {
+    let mut ips: Vec<String> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    ips
+}
