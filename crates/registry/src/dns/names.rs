@@ -56,6 +56,7 @@ fn service(rest: &[String]) -> Option<Lookup> {
             let tag = (proto != "tcp").then(|| proto.to_owned());
             Some(Lookup::Service { name, tag })
         }
+        [_] => None, // `_name.service` without a protocol label
         [tags @ .., name] => Some(Lookup::Service {
             name: name.clone(),
             tag: Some(tags.join(".")),
