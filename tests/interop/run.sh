@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# The interoperability suite: unmodified Consul clients (py-consul from PyPI, `consul` from
-# npm) against a real `wharf registry`. Installs the clients into tests/interop/ itself.
+# The interoperability suite: unmodified clients against a real `wharf registry`: Consul
+# clients (py-consul from PyPI, `consul` from npm) on the HTTP API, `dig` and HAProxy (Debian)
+# on DNS. Installs what it needs itself.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+
+# DNS clients from Debian: dig (dnsutils) and HAProxy.
+if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq dnsutils haproxy >/dev/null
+fi
 
 cargo build --locked -p wharf --manifest-path "$root/Cargo.toml"
 export WHARF_BIN="$root/target/debug/wharf"
