@@ -130,6 +130,23 @@ impl CatalogState {
         self.revision
     }
 
+    /// A state built from records directly, at revision 1, for fuzzers and tools that need a
+    /// catalog without a store.
+    pub fn from_records(instances: Vec<ServiceInstance>, checks: Vec<Check>) -> CatalogState {
+        let mut state = CatalogState::default();
+        state.clear_to(1);
+        let mut changes = Changes::default();
+        for instance in instances {
+            let key = keys::service_key(&instance.id);
+            state.apply(&key, Some(Record::Service(instance)), 1, 1, &mut changes);
+        }
+        for check in checks {
+            let key = keys::check_key(&check.id);
+            state.apply(&key, Some(Record::Check(check)), 1, 1, &mut changes);
+        }
+        state
+    }
+
     fn clear_to(&mut self, revision: Revision) {
         *self = CatalogState {
             base_index: revision,
