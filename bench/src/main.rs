@@ -35,6 +35,27 @@ enum Command {
     EtcdRange(Load),
     /// Hold N blocking queries, report registry memory, then wake them with one change.
     Hold(Hold),
+    /// UDP DNS questions at a fixed rate; reports latency percentiles and losses.
+    DnsLatency(DnsLatency),
+}
+
+#[derive(Parser)]
+struct DnsLatency {
+    /// Server address, e.g. 127.0.0.1:8600.
+    #[arg(long)]
+    server: std::net::SocketAddr,
+    /// Questions per second.
+    #[arg(long)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// NAME:TYPE pairs asked in turn (TYPE: A or SRV).
+    #[arg(
+        long,
+        default_value = "hello.service.wharf:A,hello.service.wharf:SRV",
+        value_delimiter = ','
+    )]
+    questions: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -305,6 +326,101 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A DNS question in wire format (RD set, class IN).
+fn dns_question(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(64);
+    packet.extend_from_slice(&id.to_be_bytes());
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.push(0);
+    packet.extend_from_slice(&qtype.to_be_bytes());
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    packet
+}
+
+async fn dns_latency(args: DnsLatency) -> anyhow::Result<()> {
+    let questions: Vec<(String, u16)> = args
+        .questions
+        .iter()
+        .map(|q| {
+            let (name, kind) = q.rsplit_once(':').context("NAME:TYPE")?;
+            let qtype = match kind {
+                "A" => 1,
+                "SRV" => 33,
+                "AAAA" => 28,
+                other => bail!("unknown type {other}"),
+            };
+            Ok((name.to_owned(), qtype))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+    socket.connect(args.server).await?;
+    let total = args.rate * args.seconds;
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..65_536).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let receiver = {
+        let (socket, sent_at) = (socket.clone(), sent_at.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total as usize);
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok(Ok(len)) =
+                    tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await
+                else {
+                    return latencies;
+                };
+                if len < 2 {
+                    continue;
+                }
+                let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                let sent = sent_at[id].swap(0, Ordering::Relaxed);
+                if sent != 0 {
+                    let now = origin.elapsed().as_nanos() as u64;
+                    latencies.push(Duration::from_nanos(now.saturating_sub(sent)));
+                }
+            }
+        })
+    };
+    // Send in 1 ms slots, each with its share of the rate.
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    while sent < total && Instant::now() < deadline {
+        tick.tick().await;
+        let due = ((origin.elapsed().as_secs_f64() * args.rate as f64) as u64).min(total);
+        while sent < due {
+            let id = (sent % 65_536) as u16;
+            let (name, qtype) = &questions[(sent as usize) % questions.len()];
+            sent_at[usize::from(id)]
+                .store(origin.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+            let _ = socket.send(&dns_question(id, name, *qtype)).await;
+            sent += 1;
+        }
+    }
+    let mut latencies = receiver.await?;
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "dns latency at {} q/s for {}s against {}: {} answered of {sent}; p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        args.rate,
+        args.seconds,
+        args.server,
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -359,6 +475,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Hold(args) => hold(args).await,
+        Command::DnsLatency(args) => dns_latency(args).await,
     }
 }
 

@@ -35,8 +35,8 @@ const EDNS_PAYLOAD: u16 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    Udp,
-    Tcp,
+    Udp = 0,
+    Tcp = 1,
 }
 
 /// The domains answered and the node the answers speak for.

@@ -6,11 +6,11 @@
 //! answer here is computed from the live catalog, and the size rules (Consul's answer limit
 //! without EDNS0, no TC for that limit) are ours to apply. What is left is two small loops.
 //!
-//! UDP: a few tasks share one socket, each answering in turn (a question costs microseconds;
-//! spawning per packet would cost more). TCP: a task per connection, length-prefixed
-//! messages, closed after [`TCP_IDLE`] of silence.
+//! UDP: a few threads share one socket, each answering in turn. TCP: a task per connection,
+//! length-prefixed messages, closed after [`TCP_IDLE`] of silence.
 
 pub mod answer;
+pub mod cache;
 pub mod names;
 
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
 use tokio::sync::watch;
 
 pub use answer::{Transport, Zone};
@@ -53,47 +54,69 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let zone = Arc::new(zone);
-    let udp = Arc::new(udp);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        tasks.push(tokio::spawn(serve_udp(
-            udp.clone(),
-            zone.clone(),
-            catalog.clone(),
-            shutdown.clone(),
-        )));
+    let udp = match udp
+        .into_std()
+        .and_then(|socket| socket.set_nonblocking(false).map(|()| socket))
+    {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %e, "dns: cannot use the UDP socket");
+            return;
+        }
+    };
+    for n in 0..workers {
+        let Ok(socket) = udp.try_clone() else {
+            continue;
+        };
+        let (zone, catalog, shutdown) = (zone.clone(), catalog.clone(), shutdown.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("wharf-dns-udp-{n}"))
+            .spawn(move || serve_udp(socket, zone, catalog, shutdown));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "dns: cannot start a UDP worker");
+        }
     }
-    tasks.push(tokio::spawn(serve_tcp(tcp, zone, catalog, shutdown)));
-    for task in tasks {
-        let _ = task.await;
-    }
+    serve_tcp(tcp, zone, catalog, shutdown).await;
 }
 
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
+/// One UDP worker: a plain thread blocking on the socket. A question costs microseconds, so
+/// the async reactor's readiness round trip per packet would cost more than the answer; a
+/// blocking `recv_from` loop is what NSD and BIND do too. The thread notices shutdown through
+/// a receive timeout.
+fn serve_udp(
+    socket: std::net::UdpSocket,
     zone: Arc<Zone>,
     catalog: Arc<Catalog>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(250)));
     let mut buf = vec![0u8; 65_535];
-    loop {
-        let (len, peer) = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(received) => received,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux; keep serving.
-                    tracing::debug!(error = %e, "dns udp receive");
-                    continue;
-                }
-            },
-            _ = crate::stopped(&mut shutdown) => return,
+    let mut cache = cache::AnswerCache::default();
+    let mut reply = Vec::with_capacity(4096);
+    while !*shutdown.borrow() {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on Linux; keep serving.
+                tracing::debug!(error = %e, "dns udp receive");
+                continue;
+            }
         };
-        let reply = catalog.read(|state| answer::answer(&zone, state, &buf[..len], Transport::Udp));
-        if let Some(reply) = reply {
-            let _ = socket.send_to(&reply, peer).await;
+        let answered = catalog
+            .read(|state| cache.answer_into(&zone, state, &buf[..len], Transport::Udp, &mut reply));
+        if answered {
+            let _ = socket.send_to(&reply, peer);
         }
     }
 }
