@@ -183,7 +183,7 @@ mod tests {
     fn question(id: u16, name: &str, edns: bool) -> Vec<u8> {
         let mut message = Message::query();
         message.metadata.id = id;
-        message.metadata.recursion_desired = id % 2 == 0;
+        message.metadata.recursion_desired = id.is_multiple_of(2);
         message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         if edns {
             message.set_edns(Edns::new());
