@@ -26,6 +26,9 @@ pub use answer::{Transport, Zone};
 
 use crate::catalog::Catalog;
 
+/// Receive buffer asked for on the UDP socket.
+const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
 /// A TCP connection silent this long is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -61,7 +64,12 @@ pub async fn serve(
         .into_std()
         .and_then(|socket| socket.set_nonblocking(false).map(|()| socket))
     {
-        Ok(socket) => socket,
+        // A larger receive buffer absorbs bursts while a worker is descheduled; the kernel
+        // caps it at net.core.rmem_max.
+        Ok(socket) => {
+            let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+            socket
+        }
         Err(e) => {
             tracing::error!(error = %e, "dns: cannot use the UDP socket");
             return;
