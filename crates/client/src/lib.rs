@@ -100,6 +100,16 @@ pub struct AgentService {
     pub port: u16,
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    #[serde(default)]
+    pub weights: Option<Weights>,
+}
+
+/// Consul's relative weights of an instance.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -149,6 +159,14 @@ impl Client {
     /// Service names and their tags.
     pub async fn services(&self) -> Result<BTreeMap<String, Vec<String>>, ClientError> {
         Ok(self.get_json("/v1/catalog/services", None).await?.0)
+    }
+
+    /// Service names and their tags, as a blocking query; returns the index to block on next.
+    pub async fn services_blocking(
+        &self,
+        blocking: Option<Blocking>,
+    ) -> Result<(BTreeMap<String, Vec<String>>, u64), ClientError> {
+        self.get_json("/v1/catalog/services", blocking).await
     }
 
     /// Instances of `name` with their checks; `passing_only` drops any with a non-passing

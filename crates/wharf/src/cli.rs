@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry: catalog, health checker and the Consul-compatible HTTP API.
     Registry(RegistryArgs),
+    /// Run the gateway proxy: route by Host to healthy instances, balance, retry, eject.
+    Proxy(ProxyArgs),
     /// List services and their tags.
     Services(ListArgs),
     /// List the instances of a service with their health.
@@ -58,6 +60,61 @@ pub struct RegistryArgs {
     /// Floor for DeregisterCriticalServiceAfter (Consul: 1m). Lowered only by tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
     pub min_deregister_after: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Where clients connect.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The registry (Wharf or Consul) that the proxy learns endpoints from.
+    #[arg(
+        long,
+        env = "WHARF_REGISTRY",
+        default_value = "http://127.0.0.1:8500",
+        value_name = "URL"
+    )]
+    pub registry: String,
+    /// Load-balancing policy: round-robin, weighted, least-request, p2c-ewma or ring-hash.
+    #[arg(long, default_value = "round-robin", value_parser = parse_policy)]
+    pub balance: wharf_proxy::Policy,
+    /// A service with fixed addresses, NAME=ADDR[,ADDR...]; repeat for more.
+    #[arg(long = "upstream", value_name = "NAME=ADDR", value_parser = parse_upstream)]
+    pub upstreams: Vec<(String, Vec<SocketAddr>)>,
+    /// Admin listener: /ready and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9901", value_name = "ADDR")]
+    pub admin: SocketAddr,
+    /// Deadline of a request, retries included.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Deadline of one attempt.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub try_timeout: std::time::Duration,
+    /// Requests in flight per service before new ones are refused with 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_concurrency: usize,
+}
+
+fn parse_policy(text: &str) -> Result<wharf_proxy::Policy, String> {
+    text.parse()
+}
+
+fn parse_upstream(text: &str) -> Result<(String, Vec<SocketAddr>), String> {
+    let (name, addrs) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=ADDR[,ADDR...]"))?;
+    let addrs = addrs
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{a:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if name.is_empty() || addrs.is_empty() {
+        return Err(format!("{text:?}: expected NAME=ADDR[,ADDR...]"));
+    }
+    Ok((name.to_owned(), addrs))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client_cmds;
+mod proxy_cmd;
 mod registry_cmd;
 mod table;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Services(args) => client_cmds::services(args).await,
             Command::Instances(args) => client_cmds::instances(args).await,
             Command::Register(args) => client_cmds::register(args).await,

@@ -58,7 +58,7 @@ fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,

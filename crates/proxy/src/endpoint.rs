@@ -1,0 +1,157 @@
+//! One upstream instance and what the proxy knows about it: load (requests in flight),
+//! latency (peak EWMA) and health as seen from traffic (outlier state).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::outlier::Outlier;
+
+/// An instance the proxy can send requests to.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The registry's instance id (or the address, for static upstreams).
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Consul `Weights.Passing`, at least 1.
+    pub weight: u32,
+    pub inflight: AtomicU32,
+    ewma: Mutex<PeakEwma>,
+    pub outlier: Outlier,
+    /// This endpoint's latency histogram, looked up once.
+    pub latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+}
+
+impl Endpoint {
+    pub fn new(id: String, addr: SocketAddr, weight: u32) -> Endpoint {
+        Endpoint {
+            id,
+            addr,
+            weight: weight.max(1),
+            inflight: AtomicU32::new(0),
+            ewma: Mutex::new(PeakEwma::new()),
+            outlier: Outlier::default(),
+            latency: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Marks a request as started; the guard ends it and records its latency.
+    pub fn start(&self) -> InFlight<'_> {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// The peak-EWMA cost: expected latency times the queue it would join (Finagle, Linkerd).
+    pub fn cost(&self) -> f64 {
+        let ewma = self.ewma.lock().expect("ewma lock").value(Instant::now());
+        ewma * f64::from(self.inflight() + 1)
+    }
+}
+
+/// A request in flight to an endpoint.
+pub struct InFlight<'a> {
+    endpoint: &'a Endpoint,
+    started: Instant,
+}
+
+impl InFlight<'_> {
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
+        let rtt = self.started.elapsed();
+        self.endpoint
+            .ewma
+            .lock()
+            .expect("ewma lock")
+            .observe(rtt, Instant::now());
+    }
+}
+
+/// Peak EWMA of latency: jumps up to any slower observation at once, decays towards faster
+/// ones with a time constant, so a slowing endpoint is avoided quickly and trusted again slowly.
+#[derive(Debug)]
+struct PeakEwma {
+    value_secs: f64,
+    updated: Instant,
+}
+
+/// Decay time constant (Linkerd's default).
+const DECAY: Duration = Duration::from_secs(10);
+/// Latency assumed before the first observation, so that new endpoints are tried.
+const DEFAULT_RTT: Duration = Duration::from_millis(1);
+
+impl PeakEwma {
+    fn new() -> PeakEwma {
+        PeakEwma {
+            value_secs: DEFAULT_RTT.as_secs_f64(),
+            updated: Instant::now(),
+        }
+    }
+
+    fn value(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.value_secs * (-elapsed / DECAY.as_secs_f64()).exp()
+    }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_secs_f64();
+        let current = self.value(now);
+        self.value_secs = if rtt > current {
+            rtt
+        } else {
+            let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+            let weight = (-elapsed / DECAY.as_secs_f64()).exp();
+            current * weight + rtt * (1.0 - weight)
+        };
+        self.updated = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let start = Instant::now();
+        let mut ewma = PeakEwma {
+            value_secs: 0.001,
+            updated: start,
+        };
+        ewma.observe(Duration::from_millis(100), start);
+        assert!(
+            (ewma.value(start) - 0.1).abs() < 1e-9,
+            "a slow response counts at once"
+        );
+        let later = start + Duration::from_secs(10);
+        ewma.observe(Duration::from_millis(1), later);
+        let value = ewma.value(later);
+        assert!(
+            value < 0.1 && value > 0.001,
+            "fast responses pull it down gradually: {value}"
+        );
+    }
+
+    #[test]
+    fn cost_grows_with_requests_in_flight() {
+        let endpoint = Endpoint::new("a".into(), "127.0.0.1:1".parse().unwrap(), 1);
+        let idle = endpoint.cost();
+        let _one = endpoint.start();
+        let _two = endpoint.start();
+        assert!(endpoint.cost() > 2.5 * idle);
+        assert_eq!(endpoint.inflight(), 2);
+    }
+}

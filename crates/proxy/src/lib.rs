@@ -1,0 +1,284 @@
+//! The data plane: a gateway that routes by `Host` to a service's healthy instances,
+//! balances across them, and routes around failures.
+//!
+//! - [`discovery`] — endpoints from the registry's HTTP API (blocking queries);
+//! - [`balance`] — the policies; [`endpoint`] and [`outlier`] — per-endpoint state;
+//! - [`forward`] — the request path: route, limit, retry within a budget, timeouts;
+//! - [`headers`] — what a hop does to headers; [`metrics`] — Prometheus;
+//! - this file — the listeners (proxy and admin) and their lifecycle.
+
+pub mod balance;
+pub mod discovery;
+pub mod endpoint;
+pub mod forward;
+pub mod headers;
+pub mod metrics;
+pub mod outlier;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use balance::Policy;
+pub use forward::Timeouts;
+
+/// How a proxy runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `/ready` and `/metrics`; `None` turns the admin listener off.
+    pub admin: Option<SocketAddr>,
+    /// The registry's URL; `None` routes to static upstreams only.
+    pub registry: Option<String>,
+    pub policy: Policy,
+    /// Services with fixed addresses: `NAME=ADDR` on the command line.
+    pub upstreams: Vec<(String, Vec<SocketAddr>)>,
+    pub timeouts: Timeouts,
+    /// Requests in flight per service before new ones get 503.
+    pub max_concurrency: usize,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            admin: None,
+            registry: None,
+            policy: Policy::RoundRobin,
+            upstreams: Vec::new(),
+            timeouts: Timeouts {
+                overall: Duration::from_secs(15),
+                per_try: Duration::from_secs(5),
+            },
+            max_concurrency: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Registry(#[from] wharf_client::ClientError),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        let client = config
+            .registry
+            .as_deref()
+            .map(wharf_client::Client::new)
+            .transpose()?;
+        let metrics = metrics::Metrics::default();
+        let defaults = discovery::ServiceDefaults {
+            policy: config.policy,
+            max_concurrency: config.max_concurrency,
+        };
+        let directory =
+            discovery::Directory::new(client, config.upstreams.clone(), defaults, metrics.clone());
+        let shared = Arc::new(forward::Shared {
+            directory: directory.clone(),
+            http1: upstream_client(false),
+            http2: upstream_client(true),
+            timeouts: config.timeouts,
+            metrics: metrics.clone(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Bind(config.listen, e))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.listen, e))?;
+        let mut tasks = vec![tokio::spawn(serve_proxy(
+            listener,
+            shared,
+            shutdown_rx.clone(),
+        ))];
+        let mut admin_addr = None;
+        if let Some(addr) = config.admin {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Bind(addr, e))?;
+            admin_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| StartError::Bind(addr, e))?,
+            );
+            tasks.push(tokio::spawn(serve_admin(
+                listener,
+                directory,
+                metrics,
+                shutdown_rx,
+            )));
+        }
+        Ok(Proxy {
+            listen_addr,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting and lets requests in flight finish (a few seconds at most).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn upstream_client(http2: bool) -> Client<HttpConnector, forward::Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .timer(TokioTimer::new());
+    if http2 {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
+}
+
+fn server_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Slow clients (slowloris) get 408 after this long without a complete header.
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    builder
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn serve_proxy(
+    listener: TcpListener,
+    shared: Arc<forward::Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = server_builder();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared_for_conn = shared.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let shared = shared_for_conn.clone();
+            async move { Ok::<_, Infallible>(forward::handle(shared, request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let gauge = shared.metrics.open_connections.clone();
+        gauge.inc();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            gauge.dec();
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    directory: Arc<discovery::Directory>,
+    metrics: metrics::Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = server_builder();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let (directory, metrics) = (directory.clone(), metrics.clone());
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = admin(&directory, &metrics, request.uri().path());
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+fn admin(
+    directory: &discovery::Directory,
+    metrics: &metrics::Metrics,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/ready" if directory.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/ready" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "waiting for the registry\n".to_owned(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /ready or /metrics\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}

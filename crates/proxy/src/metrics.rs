@@ -1,0 +1,209 @@
+//! The proxy's Prometheus metrics. Handles for a service (and its endpoints) are made once and
+//! kept with it, so the request path adds to atomics without looking labels up.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    service: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    service: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    service: String,
+    reason: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// All of the proxy's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    responses: Family<ClassLabels, Counter>,
+    latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    endpoint_latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    retries: Family<ServiceLabels, Counter>,
+    ejections: Family<EndpointLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub requests: Counter<u64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wharf_proxy");
+        let requests = Counter::default();
+        registry.register("requests", "Requests received", requests.clone());
+        let responses = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "responses",
+            "Responses sent, by service and status class",
+            responses.clone(),
+        );
+        let latency = Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to response headers, per service",
+            latency.clone(),
+        );
+        let endpoint_latency =
+            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to response headers, per endpoint",
+            endpoint_latency.clone(),
+        );
+        let retries = Family::<ServiceLabels, Counter>::default();
+        registry.register("retries", "Retries sent", retries.clone());
+        let ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "ejections",
+            "Endpoints ejected by outlier detection",
+            ejections.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "Responses the proxy made itself, by reason",
+            errors.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open",
+            open_connections.clone(),
+        );
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            responses,
+            latency,
+            endpoint_latency,
+            retries,
+            ejections,
+            errors,
+            open_connections,
+            requests,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn service(&self, name: &str) -> ServiceMetrics {
+        let labels = ServiceLabels {
+            service: name.to_owned(),
+        };
+        let class = |class| {
+            self.responses
+                .get_or_create(&ClassLabels {
+                    service: name.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        ServiceMetrics {
+            name: name.to_owned(),
+            classes: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            latency: self.latency.get_or_create(&labels).clone(),
+            retries: self.retries.get_or_create(&labels).clone(),
+            all: self.clone(),
+        }
+    }
+
+    /// Counts a response the proxy made itself, for a service or `"-"` when none was routed.
+    pub fn error(&self, service: &str, reason: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                service: service.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// One service's handles.
+#[derive(Clone)]
+pub struct ServiceMetrics {
+    name: String,
+    classes: [Counter; 5],
+    pub latency: Histogram,
+    pub retries: Counter,
+    all: Metrics,
+}
+
+impl ServiceMetrics {
+    pub fn response(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.classes[class].inc();
+    }
+
+    /// The latency histogram of one endpoint of this service.
+    pub fn endpoint_latency(&self, endpoint: &str) -> Histogram {
+        let labels = EndpointLabels {
+            service: self.name.clone(),
+            endpoint: endpoint.to_owned(),
+        };
+        self.all.endpoint_latency.get_or_create(&labels).clone()
+    }
+
+    pub fn ejection(&self, endpoint: &str) {
+        self.all
+            .ejections
+            .get_or_create(&EndpointLabels {
+                service: self.name.clone(),
+                endpoint: endpoint.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn error(&self, reason: &'static str) {
+        self.all.error(&self.name, reason);
+    }
+}

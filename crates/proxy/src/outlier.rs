@@ -1,0 +1,87 @@
+//! Passive outlier detection: eject an endpoint that keeps failing before the registry's
+//! health check has noticed, as Envoy does.
+//!
+//! Envoy's defaults: five consecutive failures (connect errors or 5xx) eject an endpoint for
+//! 30 s times the number of times it has been ejected, up to 300 s. An ejected endpoint is
+//! simply not a candidate for the balancer; it comes back when its time is up. The balancer
+//! never lets ejection take every endpoint out ([`crate::balance`]).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const CONSECUTIVE_FAILURES: u32 = 5;
+pub const BASE_EJECTION: Duration = Duration::from_secs(30);
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+pub struct Outlier {
+    consecutive_failures: AtomicU32,
+    state: Mutex<Ejection>,
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    until: Option<Instant>,
+    times: u32,
+}
+
+impl Outlier {
+    pub fn success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Records a failure; returns true when this failure ejected the endpoint.
+    pub fn failure(&self, now: Instant) -> bool {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < CONSECUTIVE_FAILURES {
+            return false;
+        }
+        let mut state = self.state.lock().expect("outlier lock");
+        if state.until.is_some_and(|until| until > now) {
+            return false;
+        }
+        state.times += 1;
+        let duration = (BASE_EJECTION * state.times).min(MAX_EJECTION);
+        state.until = Some(now + duration);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        true
+    }
+
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.state
+            .lock()
+            .expect("outlier lock")
+            .until
+            .is_some_and(|until| until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_eject_with_growing_backoff() {
+        let outlier = Outlier::default();
+        let now = Instant::now();
+        for _ in 0..CONSECUTIVE_FAILURES - 1 {
+            assert!(!outlier.failure(now));
+        }
+        outlier.success();
+        for _ in 0..CONSECUTIVE_FAILURES - 1 {
+            assert!(!outlier.failure(now), "a success resets the count");
+        }
+        assert!(outlier.failure(now));
+        assert!(outlier.is_ejected(now + BASE_EJECTION - Duration::from_millis(1)));
+        assert!(!outlier.is_ejected(now + BASE_EJECTION));
+        let later = now + BASE_EJECTION;
+        for _ in 0..CONSECUTIVE_FAILURES {
+            outlier.failure(later);
+        }
+        assert!(
+            outlier.is_ejected(later + 2 * BASE_EJECTION - Duration::from_millis(1)),
+            "second ejection is longer"
+        );
+    }
+}

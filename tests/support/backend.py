@@ -1,0 +1,64 @@
+"""A tiny HTTP/1.1 backend for proxy tests: answers every request with its own name, keeps
+connections alive, and supports a few behaviours chosen by path:
+
+  /status/<code>   answer with that status
+  /slow/<ms>       answer after a delay
+  /echo            answer with the request body and headers as JSON
+  Upgrade: echo    switch protocols and echo bytes back (a stand-in for WebSocket)
+
+Usage: python3 backend.py NAME  -- prints "listening on PORT" once ready."""
+
+import http.server
+import json
+import sys
+import time
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, code, body, content_type="text/plain"):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", NAME)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("Upgrade", "").lower() == "echo":
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(4096)
+                if not data:
+                    return
+                self.connection.sendall(data)
+        if self.path.startswith("/status/"):
+            return self.answer(int(self.path.split("/")[2]), NAME.encode())
+        if self.path.startswith("/slow/"):
+            time.sleep(int(self.path.split("/")[2]) / 1000)
+            return self.answer(200, NAME.encode())
+        if self.path.startswith("/echo"):
+            payload = {"backend": NAME, "method": self.command, "body": body.decode(errors="replace"),
+                       "headers": {k.lower(): v for k, v in self.headers.items()}}
+            return self.answer(200, json.dumps(payload).encode(), "application/json")
+        return self.answer(200, NAME.encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+    def log_message(self, *args):
+        pass
+
+
+NAME = sys.argv[1]
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+print(f"listening on {server.server_address[1]}", flush=True)
+server.serve_forever()
