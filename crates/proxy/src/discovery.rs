@@ -259,10 +259,9 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
         if let Some(policy) = meta
             .get("wharf-balance")
             .and_then(|p| p.parse::<Policy>().ok())
+            && service.balancer.load().policy != policy
         {
-            if service.balancer.load().policy != policy {
-                service.balancer.store(Arc::new(Balancer::new(policy)));
-            }
+            service.balancer.store(Arc::new(Balancer::new(policy)));
         }
         let header = meta
             .get("wharf-hash-header")
