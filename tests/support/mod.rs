@@ -312,3 +312,140 @@ pub fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A backend process (`tests/support/backend.py`) that answers with its name; killed on drop.
+pub struct Backend {
+    child: Option<Child>,
+    pub name: String,
+    pub port: u16,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/support/backend.py"
+        );
+        let mut child = Command::new("python3")
+            .args([script, name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3 backend");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("backend's first line");
+        let port = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("backend port");
+        Backend {
+            child: Some(child),
+            name: name.to_owned(),
+            port,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `kill -9`, and wait until it is gone.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// A `wharf proxy` process on port 0; killed on drop.
+pub struct ProxyProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ProxyProcess {
+    pub fn start(registry: &str, extra: &[&str]) -> ProxyProcess {
+        let mut child = Command::new(WHARF)
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--registry",
+                registry,
+            ])
+            .args(extra)
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wharf proxy");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut addr_of = |what: &str| -> SocketAddr {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("proxy output");
+            line.trim()
+                .rsplit(' ')
+                .next()
+                .and_then(|u| u.strip_prefix("http://"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("proxy did not announce its {what}: {line:?}"))
+        };
+        let addr = addr_of("address");
+        let admin = addr_of("admin address");
+        let proxy = ProxyProcess { child, addr, admin };
+        eventually("proxy ready", || {
+            request(proxy.admin, "GET", "/ready", b"").status == 200
+        });
+        proxy
+    }
+
+    /// GET `path` with `Host: host`.
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        send(
+            self.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    }
+
+    /// The value of a metric line from `/metrics` that starts with `prefix` (0 if absent).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let text = request(self.admin, "GET", "/metrics", b"").text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes as a request and reads the whole answer (the request must ask for
+/// `Connection: close`).
+pub fn send(addr: SocketAddr, raw: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse_response(&bytes)
+}

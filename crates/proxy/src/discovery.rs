@@ -60,6 +60,8 @@ pub struct Directory {
     services: RwLock<HashMap<String, Arc<Service>>>,
     /// Lower-cased names that exist in the registry; `None` until the first answer.
     known: ArcSwap<Option<HashSet<String>>>,
+    /// Turns true with the first answer about which services exist.
+    known_ready: watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -84,6 +86,7 @@ impl Directory {
             defaults,
             services: RwLock::new(HashMap::new()),
             known: ArcSwap::from_pointee(None),
+            known_ready: watch::Sender::new(false),
             metrics,
         });
         for (name, addrs) in static_upstreams {
@@ -145,6 +148,11 @@ impl Directory {
                 let Some(client) = self.client.clone() else {
                     return Err(Lookup::Unknown);
                 };
+                if self.known.load().is_none() {
+                    // Just started: give the registry a moment before refusing.
+                    let mut ready = self.known_ready.subscribe();
+                    let _ = tokio::time::timeout(FIRST_ANSWER, ready.wait_for(|r| *r)).await;
+                }
                 match &**self.known.load() {
                     None => return Err(Lookup::RegistryUnavailable),
                     Some(known) if !known.contains(&key) => return Err(Lookup::Unknown),
@@ -184,6 +192,7 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
                     return;
                 };
                 directory.known.store(Arc::new(Some(names)));
+                directory.known_ready.send_replace(true);
             }
             Err(e) => {
                 failures += 1;

@@ -1,0 +1,390 @@
+//! The gateway proxy as users run it: a real registry, real backend processes, a real
+//! `wharf proxy`, real sockets. No timing assertions; conditions are polled with a deadline.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// Registers `backend` as an instance of `service` with a TCP check every second.
+fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {
+    let body = json!({"Name": service, "ID": backend.name, "Address": "127.0.0.1", "Port": backend.port,
+        "Check": {"TCP": backend.addr().to_string(), "Interval": "1s", "Status": "passing"}});
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/register", &body.to_string())
+            .status,
+        200
+    );
+}
+
+fn backend_of(response: &Response) -> String {
+    response.header("x-backend").unwrap_or("none").to_owned()
+}
+
+/// A registry, `n` backends of `hello` registered and passing, and a proxy in front.
+fn mesh(
+    n: usize,
+    proxy_args: &[&str],
+) -> (
+    tempfile::TempDir,
+    RegistryProcess,
+    Vec<Backend>,
+    ProxyProcess,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backends: Vec<Backend> = (1..=n)
+        .map(|i| Backend::start(&format!("hello-{i}")))
+        .collect();
+    for backend in &backends {
+        register(&registry, "hello", backend);
+    }
+    let proxy = ProxyProcess::start(&registry.url(), proxy_args);
+    (dir, registry, backends, proxy)
+}
+
+#[test]
+fn round_robin_spreads_requests_evenly() {
+    let (_dir, _registry, _backends, proxy) = mesh(3, &[]);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        let response = proxy.get("hello", "/");
+        assert_eq!(response.status, 200, "{}", response.text());
+        *counts.entry(backend_of(&response)).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (backend, count) in &counts {
+        assert!(
+            (99..=101).contains(count),
+            "{backend} got {count} of 300: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn host_forms_and_errors_that_say_why() {
+    let (_dir, registry, _backends, proxy) =
+        mesh(1, &["--try-timeout", "300ms", "--timeout", "600ms"]);
+    for host in [
+        "hello",
+        "hello:8080",
+        "hello.service.wharf",
+        "HELLO.service.consul:80",
+    ] {
+        assert_eq!(proxy.get(host, "/").status, 200, "{host}");
+    }
+    let unknown = proxy.get("nope", "/");
+    assert_eq!(
+        (unknown.status, unknown.header("x-wharf-error")),
+        (404, Some("unknown-service"))
+    );
+
+    registry.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"down","Check":{"TTL":"1h"}}"#,
+    );
+    eventually("catalog seen by the proxy", || {
+        proxy.get("down", "/").status != 404
+    });
+    let down = proxy.get("down", "/");
+    assert_eq!(
+        (down.status, down.header("x-wharf-error")),
+        (503, Some("no-healthy-instance"))
+    );
+
+    let slow = proxy.get("hello", "/slow/3000");
+    assert_eq!(
+        (slow.status, slow.header("x-wharf-error")),
+        (504, Some("timeout"))
+    );
+
+    // The backend's own 5xx is passed through, not dressed up as the proxy's.
+    let own = proxy.get("hello", "/status/500");
+    assert_eq!((own.status, own.header("x-wharf-error")), (500, None));
+    assert_eq!(backend_of(&own), "hello-1");
+}
+
+#[test]
+fn upstream_errors_retries_and_the_retry_budget() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let live = Backend::start("live");
+    let upstream_dead = format!("dead={closed}");
+    let upstream_mixed = format!("mixed={closed},{}", live.addr());
+    let proxy = ProxyProcess::start(
+        &registry.url(),
+        &["--upstream", &upstream_dead, "--upstream", &upstream_mixed],
+    );
+
+    // A dead endpoint beside a live one costs clients nothing: connect failures are retried.
+    for _ in 0..20 {
+        let response = proxy.get("mixed", "/");
+        assert_eq!(
+            (response.status, backend_of(&response).as_str()),
+            (200, "live")
+        );
+    }
+    assert!(proxy.metric("wharf_proxy_retries_total{service=\"mixed\"}") >= 1.0);
+
+    let first = proxy.get("dead", "/");
+    assert_eq!(
+        (first.status, first.header("x-wharf-error")),
+        (502, Some("upstream-error"))
+    );
+    assert!(
+        first.text().contains("Connection refused") || first.text().contains("connect"),
+        "{}",
+        first.text()
+    );
+    // Retries are budgeted (20% of requests plus 10/s): a dead service soon stops being retried.
+    let mut exhausted = false;
+    for _ in 0..300 {
+        let response = proxy.get("dead", "/");
+        if response.header("x-wharf-error") == Some("retry-budget-exhausted") {
+            assert_eq!(response.status, 503);
+            exhausted = true;
+            break;
+        }
+    }
+    assert!(exhausted, "the retry budget never ran out");
+}
+
+#[test]
+fn idempotent_requests_are_retried_and_posts_are_not() {
+    let (_dir, _registry, _backends, proxy) = mesh(2, &[]);
+    let before = proxy.metric("wharf_proxy_retries_total{service=\"hello\"}");
+    let get = proxy.get("hello", "/status/503");
+    assert_eq!(
+        get.status, 503,
+        "every attempt answered 503: the last answer is passed through"
+    );
+    assert!(
+        proxy.metric("wharf_proxy_retries_total{service=\"hello\"}") > before,
+        "the GET was retried"
+    );
+    let retries = proxy.metric("wharf_proxy_retries_total{service=\"hello\"}");
+    let post = send(
+        proxy.addr,
+        "POST /status/503 HTTP/1.1\r\nHost: hello\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(post.status, 503);
+    assert_eq!(
+        proxy.metric("wharf_proxy_retries_total{service=\"hello\"}"),
+        retries,
+        "a POST is not retried"
+    );
+}
+
+#[test]
+fn kill_9_of_an_instance_under_load_fails_no_request() {
+    let (_dir, registry, mut backends, proxy) = mesh(3, &[]);
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for _ in 0..5_000 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    let response = send(
+                        addr,
+                        "GET / HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n",
+                    );
+                    if response.status != 200 {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        eprintln!(
+                            "failed: {} {:?} {}",
+                            response.status,
+                            response.header("x-wharf-error"),
+                            response.text()
+                        );
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    eventually("load running", || done.load(Ordering::SeqCst) >= 200);
+    backends[1].kill_9();
+    let at_kill = done.load(Ordering::SeqCst);
+    // The registry's TCP check notices within a few seconds; the proxy drops the instance.
+    eventually("hello-2 leaves the healthy set", || {
+        let healthy = registry.get("/v1/health/service/hello?passing").json();
+        healthy.as_array().unwrap().len() == 2
+    });
+    eventually("load after the kill", || {
+        done.load(Ordering::SeqCst) >= at_kill + 400
+    });
+    let attempts_on_dead = proxy.metric(
+        "wharf_proxy_upstream_duration_seconds_count{service=\"hello\",endpoint=\"hello-2\"}",
+    );
+    let more = done.load(Ordering::SeqCst) + 200;
+    eventually("more load", || done.load(Ordering::SeqCst) >= more);
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no client saw the instance die"
+    );
+    let later = proxy.metric(
+        "wharf_proxy_upstream_duration_seconds_count{service=\"hello\",endpoint=\"hello-2\"}",
+    );
+    assert_eq!(
+        later, attempts_on_dead,
+        "the dead instance got no new traffic"
+    );
+}
+
+#[test]
+fn instances_come_and_go_without_a_restart() {
+    let (_dir, registry, _backends, proxy) = mesh(1, &[]);
+    assert_eq!(backend_of(&proxy.get("hello", "/")), "hello-1");
+    let second = Backend::start("hello-2");
+    register(&registry, "hello", &second);
+    eventually("hello-2 takes traffic", || {
+        (0..4).any(|_| backend_of(&proxy.get("hello", "/")) == "hello-2")
+    });
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/deregister/hello-1", "")
+            .status,
+        200
+    );
+    eventually("hello-1 stops getting traffic", || {
+        (0..6).all(|_| backend_of(&proxy.get("hello", "/")) == "hello-2")
+    });
+}
+
+#[test]
+fn forwarding_headers_and_hop_by_hop() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &[]);
+    let response = send(
+        proxy.addr,
+        "GET /echo HTTP/1.1\r\nHost: hello\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 10.1.1.1\r\nX-Kept: yes\r\n\r\n",
+    );
+    let seen: Value = response.json();
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-kept"], "yes");
+    assert!(
+        headers.get("x-secret").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
+    assert!(headers.get("keep-alive").is_none());
+    let trace = headers["traceparent"].as_str().unwrap();
+    assert!(
+        trace.starts_with("00-") && trace.len() == 55,
+        "a trace starts at the edge: {trace}"
+    );
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = send(
+        proxy.addr,
+        &format!(
+            "GET /echo HTTP/1.1\r\nHost: hello\r\ntraceparent: {given}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(
+        traced.json()["headers"]["traceparent"],
+        given,
+        "a valid traceparent passes unchanged"
+    );
+    // Bodies reach the backend intact.
+    let post = send(
+        proxy.addr,
+        "POST /echo HTTP/1.1\r\nHost: hello\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(post.json()["body"], "hello");
+}
+
+#[test]
+fn protocol_upgrades_pass_through() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &[]);
+    let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: hello\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping").unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping", "bytes flow both ways after the switch");
+}
+
+#[test]
+fn concurrency_limit_refuses_with_a_reason() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &["--max-concurrency", "1"]);
+    let addr = proxy.addr;
+    let slow = std::thread::spawn(move || {
+        send(
+            addr,
+            "GET /slow/3000 HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n",
+        )
+    });
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while refused.is_none() && Instant::now() < deadline && !slow.is_finished() {
+        let response = proxy.get("hello", "/");
+        if response.status == 503 {
+            refused = Some(response);
+        }
+    }
+    let refused = refused.expect("a request beyond the limit is refused");
+    assert_eq!(refused.header("x-wharf-error"), Some("overloaded"));
+    assert_eq!(slow.join().unwrap().status, 200);
+}
+
+#[test]
+fn bad_requests_get_4xx_and_harm_no_one() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &[]);
+    assert_eq!(send(proxy.addr, "GARBAGE\r\n\r\n").status, 400);
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: hello\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    assert_eq!(send(proxy.addr, &huge).status, 431);
+    let no_host = send(proxy.addr, "GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        (no_host.status, no_host.header("x-wharf-error")),
+        (400, Some("no-host"))
+    );
+    // A client that disconnects mid-request and one that sends half a header stall nobody.
+    drop(std::net::TcpStream::connect(proxy.addr).unwrap());
+    let mut half = std::net::TcpStream::connect(proxy.addr).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: hel").unwrap();
+    assert_eq!(proxy.get("hello", "/").status, 200);
+    let ready = request(proxy.admin, "GET", "/ready", b"");
+    assert_eq!(ready.status, 200);
+}
