@@ -99,34 +99,45 @@ impl Balancer {
     /// Picks an endpoint index, skipping `tried`; `key` is the ring-hash key.
     pub fn pick(&self, set: &EndpointSet, tried: &[usize], key: Option<u64>) -> Option<usize> {
         let now = Instant::now();
-        let available = |i: &usize| !tried.contains(i);
-        let mut candidates: Vec<usize> = (0..set.endpoints.len())
-            .filter(available)
-            .filter(|i| !set.endpoints[*i].outlier.is_ejected(now))
+        let all = set.endpoints.len();
+        let healthy = |i: &usize| !set.endpoints[*i].outlier.is_ejected(now);
+        // The common case, nothing tried and nothing ejected, needs no candidate list.
+        if tried.is_empty() && (0..all).all(|i| healthy(&i)) {
+            return self.choose(set, all, |n| n, key);
+        }
+        let mut candidates: Vec<usize> = (0..all)
+            .filter(|i| !tried.contains(i))
+            .filter(healthy)
             .collect();
         if candidates.is_empty() {
             // Never eject all: if ejection left nothing, ignore it.
-            candidates = (0..set.endpoints.len()).filter(available).collect();
+            candidates = (0..all).filter(|i| !tried.contains(i)).collect();
         }
-        if candidates.is_empty() {
+        self.choose(set, candidates.len(), |n| candidates[n], key)
+    }
+
+    /// Chooses among `count` candidates, the `n`th being endpoint `candidate(n)`.
+    fn choose(
+        &self,
+        set: &EndpointSet,
+        count: usize,
+        candidate: impl Fn(usize) -> usize,
+        key: Option<u64>,
+    ) -> Option<usize> {
+        if count == 0 {
             return None;
         }
+        let endpoint = |n: usize| &set.endpoints[candidate(n)];
         let choice = match self.policy {
-            Policy::RoundRobin => {
-                let turn = self.next.fetch_add(1, Ordering::Relaxed);
-                candidates[turn % candidates.len()]
-            }
+            Policy::RoundRobin => candidate(self.next.fetch_add(1, Ordering::Relaxed) % count),
             Policy::Weighted => {
-                let total: u64 = candidates
-                    .iter()
-                    .map(|i| u64::from(set.endpoints[*i].weight))
-                    .sum();
+                let total: u64 = (0..count).map(|n| u64::from(endpoint(n).weight)).sum();
                 let mut point = fastrand::u64(..total.max(1));
-                let mut chosen = candidates[0];
-                for i in &candidates {
-                    let weight = u64::from(set.endpoints[*i].weight);
+                let mut chosen = candidate(0);
+                for n in 0..count {
+                    let weight = u64::from(endpoint(n).weight);
                     if point < weight {
-                        chosen = *i;
+                        chosen = candidate(n);
                         break;
                     }
                     point -= weight;
@@ -134,34 +145,34 @@ impl Balancer {
                 chosen
             }
             Policy::LeastRequest => {
-                two_choices(&candidates, |i| f64::from(set.endpoints[i].inflight()))
+                candidate(two_choices(count, |n| f64::from(endpoint(n).inflight())))
             }
-            Policy::P2cEwma => two_choices(&candidates, |i| set.endpoints[i].cost()),
+            Policy::P2cEwma => candidate(two_choices(count, |n| endpoint(n).cost())),
             Policy::RingHash => {
                 let key = key.unwrap_or_else(|| fastrand::u64(..));
                 let start = set.ring.partition_point(|(point, _)| *point < key);
-                let n = set.ring.len();
-                (0..n)
-                    .map(|step| set.ring[(start + step) % n].1)
-                    .find(|i| candidates.contains(i))
-                    .unwrap_or(candidates[0])
+                let ring = set.ring.len();
+                let is_candidate = |i: usize| (0..count).any(|n| candidate(n) == i);
+                (0..ring)
+                    .map(|step| set.ring[(start + step) % ring].1)
+                    .find(|i| is_candidate(*i))
+                    .unwrap_or(candidate(0))
             }
         };
         Some(choice)
     }
 }
 
-/// Power of two choices: the cheaper of two distinct random candidates.
-fn two_choices(candidates: &[usize], cost: impl Fn(usize) -> f64) -> usize {
-    if candidates.len() == 1 {
-        return candidates[0];
+/// Power of two choices: the cheaper of two distinct random candidates out of `count`.
+fn two_choices(count: usize, cost: impl Fn(usize) -> f64) -> usize {
+    if count == 1 {
+        return 0;
     }
-    let a = fastrand::usize(..candidates.len());
-    let mut b = fastrand::usize(..candidates.len() - 1);
+    let a = fastrand::usize(..count);
+    let mut b = fastrand::usize(..count - 1);
     if b >= a {
         b += 1;
     }
-    let (a, b) = (candidates[a], candidates[b]);
     if cost(b) < cost(a) { b } else { a }
 }
 

@@ -169,8 +169,10 @@ impl Directory {
                 }
             }
         };
-        let mut ready = service.ready.clone();
-        let _ = tokio::time::timeout(FIRST_ANSWER, ready.wait_for(|r| *r)).await;
+        if !*service.ready.borrow() {
+            let mut ready = service.ready.clone();
+            let _ = tokio::time::timeout(FIRST_ANSWER, ready.wait_for(|r| *r)).await;
+        }
         Ok(service)
     }
 }

@@ -14,6 +14,8 @@ pub struct Endpoint {
     /// The registry's instance id (or the address, for static upstreams).
     pub id: String,
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once.
+    pub authority: http::uri::Authority,
     /// Consul `Weights.Passing`, at least 1.
     pub weight: u32,
     pub inflight: AtomicU32,
@@ -26,6 +28,8 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(id: String, addr: SocketAddr, weight: u32) -> Endpoint {
         Endpoint {
+            authority: http::uri::Authority::try_from(addr.to_string())
+                .expect("a socket address is an authority"),
             id,
             addr,
             weight: weight.max(1),

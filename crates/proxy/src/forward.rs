@@ -234,8 +234,8 @@ async fn forward(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
     service.budget.deposit();
     let deadline = Instant::now() + shared.timeouts.overall;
@@ -266,8 +266,7 @@ async fn forward(
                 None => break,
             },
         };
-        let uri = Uri::try_from(format!("http://{}{}", endpoint.addr, path))
-            .unwrap_or_else(|_| Uri::from_static("/"));
+        let uri = upstream_uri(&endpoint, &path);
         let mut upstream = Request::new(request_body);
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
@@ -353,6 +352,15 @@ async fn forward(
     }
 }
 
+/// `http://<endpoint><path>`, from parts made once.
+fn upstream_uri(endpoint: &crate::endpoint::Endpoint, path: &http::uri::PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
 /// 5xx answers that say "try elsewhere": bad gateway, unavailable, gateway timeout.
 fn is_retryable_status(status: StatusCode) -> bool {
     matches!(
@@ -427,11 +435,14 @@ async fn forward_upgrade(
         );
     };
     let endpoint = set.endpoints[index].clone();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut upstream = Request::new(incoming(body));
     *upstream.method_mut() = parts.method.clone();
-    *upstream.uri_mut() = Uri::try_from(format!("http://{}{}", endpoint.addr, path))
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    *upstream.uri_mut() = upstream_uri(&endpoint, &path);
     *upstream.headers_mut() = parts.headers;
     let mut response =
         match tokio::time::timeout(shared.timeouts.per_try, shared.http1.request(upstream)).await {

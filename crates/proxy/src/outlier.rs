@@ -6,9 +6,16 @@
 //! simply not a candidate for the balancer; it comes back when its time is up. The balancer
 //! never lets ejection take every endpoint out ([`crate::balance`]).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+/// A fixed origin, so that instants fit in an atomic as nanoseconds since it.
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn nanos(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*ORIGIN).as_nanos()).unwrap_or(u64::MAX)
+}
 
 pub const CONSECUTIVE_FAILURES: u32 = 5;
 pub const BASE_EJECTION: Duration = Duration::from_secs(30);
@@ -17,6 +24,9 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 #[derive(Debug, Default)]
 pub struct Outlier {
     consecutive_failures: AtomicU32,
+    /// When the current ejection ends, in nanoseconds since [`ORIGIN`]; read on every pick
+    /// without a lock.
+    ejected_until: AtomicU64,
     state: Mutex<Ejection>,
 }
 
@@ -44,6 +54,8 @@ impl Outlier {
         state.times += 1;
         let duration = (BASE_EJECTION * state.times).min(MAX_EJECTION);
         state.until = Some(now + duration);
+        self.ejected_until
+            .store(nanos(now + duration), Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         true
     }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Proxy benchmark: Wharf beside nginx and HAProxy (Debian packages) as reverse proxies, in one
+# run, same backend (nginx answering a fixed body), same load generator (wrk), each proxy
+# pinned to the same single core; also the backend directly, as the ceiling. Loopback only;
+# every run is bounded in time.
+#
+#   apt-get install wrk nginx haproxy
+#   bash bench/proxy.sh          # DURATION (default 10s) and CONNECTIONS (64) override
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in wrk nginx haproxy; do
+  command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install wrk nginx haproxy" >&2; exit 2; }
+done
+cargo build --release -q -p wharf
+WHARF=target/release/wharf
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" -H 'Host: hello' && return; sleep 0.05; done; echo "nothing on $1" >&2; exit 1; }
+
+BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); WHARF_PORT=$(free_port); ADMIN=$(free_port)
+
+# The backend: nginx with one worker answering "hello", on the load generator's core.
+mkdir -p "$work/backend" "$work/nginx"
+cat >"$work/backend/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend/nginx.pid;
+error_log $work/backend/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello\n"; } }
+}
+CONF
+taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend" &
+pids+=($!)
+
+# nginx as a reverse proxy, one worker, pooled upstream connections.
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream hello { server 127.0.0.1:$BACKEND; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://hello; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+
+# HAProxy, one thread, connection reuse.
+cat >"$work/haproxy.cfg" <<CONF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HAPROXY
+    default_backend hello
+backend hello
+    server b1 127.0.0.1:$BACKEND
+CONF
+taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+pids+=($!)
+
+# Wharf, with the backend as a static upstream (the request path is the same as with the
+# registry: the endpoint set is read per request either way).
+taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
+  --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log" &
+wharf_pid=$!
+pids+=($wharf_pid)
+
+for port in $BACKEND $NGINX $HAPROXY $WHARF_PORT; do wait_port "$port"; done
+rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
+wharf_idle=$(rss "$wharf_pid")
+
+echo "proxies on CPU $PROXY_CPU; backend (nginx) and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS -d$DURATION"
+run() {
+  local label=$1 port=$2
+  local out
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: hello' "http://127.0.0.1:$port/")
+  local rps p50 p99 errors
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  printf '%-8s %10s req/s  p50 %8s  p99 %8s  %s\n' "$label" "$rps" "$p50" "$p99" "$errors"
+}
+run direct "$BACKEND"
+run nginx "$NGINX"
+run haproxy "$HAPROXY"
+( sleep 5; echo "wharf RSS under load: $(rss "$wharf_pid")" >"$work/rss" ) &
+run wharf "$WHARF_PORT"
+cat "$work/rss"
+echo "wharf RSS idle: $wharf_idle"
