@@ -21,7 +21,8 @@ CONNECTIONS=${CONNECTIONS:-64}
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  # Each server runs in its own process group (setsid), so that nginx's workers go too.
+  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -45,7 +46,7 @@ http {
   server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello\n"; } }
 }
 CONF
-taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend" &
+setsid taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend" &
 pids+=($!)
 
 # nginx as a reverse proxy, one worker, pooled upstream connections.
@@ -65,7 +66,7 @@ http {
   }
 }
 CONF
-taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+setsid taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
 pids+=($!)
 
 # HAProxy, one thread, connection reuse.
@@ -85,12 +86,12 @@ frontend fe
 backend hello
     server b1 127.0.0.1:$BACKEND
 CONF
-taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+setsid taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
 
 # Wharf, with the backend as a static upstream (the request path is the same as with the
 # registry: the endpoint set is read per request either way).
-taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
+setsid taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
   --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log" &
 wharf_pid=$!
 pids+=($wharf_pid)
