@@ -6,10 +6,12 @@ connections alive, and supports a few behaviours chosen by path:
   /echo            answer with the request body and headers as JSON
   Upgrade: echo    switch protocols and echo bytes back (a stand-in for WebSocket)
 
-Usage: python3 backend.py NAME  -- prints "listening on PORT" once ready."""
+Usage: python3 backend.py NAME  -- listens on $PORT (or a free port) and prints
+"listening on PORT" once ready."""
 
 import http.server
 import json
+import os
 import sys
 import time
 
@@ -22,6 +24,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Backend", NAME)
+        self.send_header("X-Pid", str(os.getpid()))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -58,7 +61,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 NAME = sys.argv[1]
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "0"))), Handler)
 server.daemon_threads = True
 print(f"listening on {server.server_address[1]}", flush=True)
 server.serve_forever()

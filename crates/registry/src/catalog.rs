@@ -62,7 +62,9 @@ pub struct CatalogState {
 }
 
 impl CatalogState {
-    /// The index of a resource; never 0 (clients busy-loop on 0).
+    /// The index of a resource: the revision of its last change, plus one, so that it is never
+    /// 0 (clients busy-loop on 0) and an empty store (revision 0) and its first write
+    /// (revision 1) do not share an index.
     pub fn index(&self, resource: &Resource) -> u64 {
         let index = match resource {
             Resource::Service(name) => self
@@ -73,7 +75,7 @@ impl CatalogState {
             Resource::Services => self.services_index,
             Resource::Checks => self.checks_index,
         };
-        index.max(self.base_index).max(1)
+        index.max(self.base_index) + 1
     }
 
     /// Instances of `name` (case-insensitive), in id order.
@@ -476,6 +478,17 @@ mod tests {
         agent
             .catalog
             .read(|s| s.index(&Resource::Service(name.into())))
+    }
+
+    #[tokio::test]
+    async fn the_first_write_to_an_empty_store_moves_every_index() {
+        let (agent, _dir) = agent().await;
+        let services = agent.catalog.read(|s| s.index(&Resource::Services));
+        let hello = index(&agent, "hello");
+        assert!(services >= 1 && hello >= 1);
+        register(&agent, r#"{"Name":"hello"}"#).await;
+        assert!(agent.catalog.read(|s| s.index(&Resource::Services)) > services);
+        assert!(index(&agent, "hello") > hello);
     }
 
     #[tokio::test]

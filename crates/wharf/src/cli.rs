@@ -18,6 +18,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the whole mesh from a manifest: registry, gateway and every service's instances.
+    Up(UpArgs),
     /// Run the registry: catalog, health checker and the Consul-compatible HTTP API.
     Registry(RegistryArgs),
     /// Run the gateway proxy: route by Host to healthy instances, balance, retry, eject.
@@ -32,6 +34,18 @@ pub enum Command {
     Deregister(DeregisterArgs),
     /// Follow the healthy instances of a service as they change.
     Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// The manifest.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "wharf.toml",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -4,9 +4,11 @@
 
 mod cli;
 mod client_cmds;
+mod manifest;
 mod proxy_cmd;
 mod registry_cmd;
 mod table;
+mod up_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
+            Command::Up(args) => up_cmd::run(args.file).await,
             Command::Services(args) => client_cmds::services(args).await,
             Command::Instances(args) => client_cmds::instances(args).await,
             Command::Register(args) => client_cmds::register(args).await,
@@ -79,5 +82,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

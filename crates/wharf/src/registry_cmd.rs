@@ -45,7 +45,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
 }
 
 /// The node's id, made once and kept in the data directory.
-fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),

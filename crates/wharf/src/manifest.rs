@@ -1,0 +1,368 @@
+//! `wharf.toml`: the manifest of `wharf up`, read and checked before anything starts.
+//!
+//! Every refusal names the file, the line and the reason: unknown keys, wrong types, a
+//! negative or absurd replica count, a command that cannot be found, an unknown balancing
+//! policy, a check that does not parse. TOML itself refuses duplicate service names.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use wharf_supervisor::{CheckSpec, ServiceSpec};
+
+/// Most replicas of one service on one machine.
+const MAX_REPLICAS: u32 = 64;
+
+/// A manifest, validated.
+#[derive(Debug)]
+pub struct Manifest {
+    pub registry_http: SocketAddr,
+    pub registry_dns: SocketAddr,
+    pub data_dir: PathBuf,
+    pub domain: String,
+    pub gateway_listen: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    pub balance: wharf_proxy::Policy,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// Why a manifest was refused: `file:line: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct ManifestError {
+    pub file: String,
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    registry: RawRegistry,
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    services: BTreeMap<Spanned<String>, RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    http: Option<SocketAddr>,
+    dns: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    domain: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    balance: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    command: Spanned<Vec<String>>,
+    replicas: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    check: Option<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    http: Option<String>,
+    tcp: Option<bool>,
+    interval: Option<String>,
+    timeout: Option<String>,
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            file: path.display().to_string(),
+            line: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let file = path.display().to_string();
+        let error = |span: Option<Range<usize>>, reason: String| ManifestError {
+            file: file.clone(),
+            line: span.map_or(1, |s| line_of(text, s.start)),
+            reason,
+        };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| error(e.span(), e.message().trim().to_owned()))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+
+        let balance = match &raw.gateway.balance {
+            None => wharf_proxy::Policy::RoundRobin,
+            Some(policy) => policy
+                .get_ref()
+                .parse()
+                .map_err(|e: String| error(Some(policy.span()), e))?,
+        };
+        let mut services = Vec::new();
+        for (name, service) in raw.services {
+            let span = name.span();
+            let name = name.into_inner();
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(error(
+                    Some(span),
+                    format!(
+                        "service name {name:?}: use lower-case letters, digits and '-' (it becomes a host and DNS name)"
+                    ),
+                ));
+            }
+            let command_span = service.command.span();
+            let command = service.command.into_inner();
+            if command.is_empty() || command[0].is_empty() {
+                return Err(error(
+                    Some(command_span),
+                    format!("service {name}: command is empty"),
+                ));
+            }
+            if !command_exists(&command[0], &dir) {
+                return Err(error(
+                    Some(command_span),
+                    format!("service {name}: command {:?} not found", command[0]),
+                ));
+            }
+            let replicas = match service.replicas {
+                None => 1,
+                Some(count) => {
+                    let value = *count.get_ref();
+                    u32::try_from(value).ok().filter(|n| *n <= MAX_REPLICAS).ok_or_else(|| {
+                        error(Some(count.span()), format!("service {name}: replicas must be between 0 and {MAX_REPLICAS}, not {value}"))
+                    })?
+                }
+            };
+            let check = match service.check {
+                None => CheckSpec::Tcp {
+                    interval: "1s".into(),
+                    timeout: "1s".into(),
+                },
+                Some(check) => {
+                    let span = check.span();
+                    let check = check.into_inner();
+                    let interval = check.interval.unwrap_or_else(|| "1s".into());
+                    let timeout = check.timeout.unwrap_or_else(|| "1s".into());
+                    for (what, value) in [("interval", &interval), ("timeout", &timeout)] {
+                        wharf_model::parse_go_duration(value).map_err(|e| {
+                            error(
+                                Some(span.clone()),
+                                format!("service {name}: check {what}: {e}"),
+                            )
+                        })?;
+                    }
+                    match (check.http, check.tcp) {
+                        (Some(path), None | Some(false)) if path.starts_with('/') => {
+                            CheckSpec::Http {
+                                path,
+                                interval,
+                                timeout,
+                            }
+                        }
+                        (Some(path), _) if !path.starts_with('/') => {
+                            return Err(error(
+                                Some(span),
+                                format!(
+                                    "service {name}: check http must be a path starting with '/', not {path:?}"
+                                ),
+                            ));
+                        }
+                        (None, _) => CheckSpec::Tcp { interval, timeout },
+                        _ => {
+                            return Err(error(
+                                Some(span),
+                                format!("service {name}: a check is either http or tcp"),
+                            ));
+                        }
+                    }
+                }
+            };
+            services.push(ServiceSpec {
+                name,
+                command,
+                replicas,
+                env: service.env,
+                check,
+                dir: dir.clone(),
+            });
+        }
+        Ok(Manifest {
+            registry_http: raw
+                .registry
+                .http
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8500).into()),
+            registry_dns: raw
+                .registry
+                .dns
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8600).into()),
+            data_dir: raw
+                .registry
+                .data_dir
+                .map_or_else(|| dir.join(".wharf"), |d| dir.join(d)),
+            domain: raw.registry.domain.unwrap_or_else(|| "wharf".into()),
+            gateway_listen: raw
+                .gateway
+                .listen
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()),
+            gateway_admin: raw
+                .gateway
+                .admin
+                .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
+            balance,
+            services,
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// A command with a `/` is a path (relative to the manifest's directory); otherwise it is
+/// looked up on `PATH`.
+fn command_exists(command: &str, dir: &Path) -> bool {
+    if command.contains('/') {
+        return dir.join(command).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(command).is_file()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("wharf.toml"))
+    }
+
+    #[test]
+    fn reads_the_design_example() {
+        let manifest = parse(
+            r#"
+[registry]
+http = "127.0.0.1:8500"
+
+[gateway]
+listen = "127.0.0.1:8080"
+balance = "least-request"
+
+[services.hello]
+command = ["sh", "-c", "exec sleep 1"]
+replicas = 3
+check = { http = "/healthz", interval = "1s", timeout = "500ms" }
+
+[services.api]
+command = ["python3", "api.py"]
+replicas = 2
+env = { GREETING = "hi" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(manifest.balance, wharf_proxy::Policy::LeastRequest);
+        let hello = manifest
+            .services
+            .iter()
+            .find(|s| s.name == "hello")
+            .unwrap();
+        assert_eq!(hello.replicas, 3);
+        assert_eq!(
+            hello.check,
+            CheckSpec::Http {
+                path: "/healthz".into(),
+                interval: "1s".into(),
+                timeout: "500ms".into()
+            }
+        );
+        let api = manifest.services.iter().find(|s| s.name == "api").unwrap();
+        assert_eq!(api.env["GREETING"], "hi");
+        assert!(matches!(api.check, CheckSpec::Tcp { .. }));
+    }
+
+    #[test]
+    fn refusals_name_the_line_and_the_reason() {
+        let cases = [
+            (
+                "[services.a]\ncommand = [\"sh\"]\nreplcas = 2\n",
+                3,
+                "unknown field `replcas`",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nreplicas = -1\n",
+                3,
+                "between 0 and 64",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nreplicas = \"three\"\n",
+                3,
+                "invalid type",
+            ),
+            (
+                "[services.a]\ncommand = [\"no-such-command-anywhere\"]\n",
+                2,
+                "not found",
+            ),
+            ("[services.a]\ncommand = []\n", 2, "command is empty"),
+            (
+                "[services.a]\ncommand = [\"sh\"]\n[services.a]\ncommand = [\"sh\"]\n",
+                3,
+                "duplicate",
+            ),
+            (
+                "[gateway]\nbalance = \"fastest\"\n",
+                2,
+                "unknown balancing policy",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\ncheck = { http = \"/\", interval = \"often\" }\n",
+                3,
+                "invalid duration",
+            ),
+            ("[services.Bad_Name]\ncommand = [\"sh\"]\n", 1, "lower-case"),
+            ("[services.a]\n", 1, "missing field `command`"),
+            (
+                "[registry]\nhttp = \"not an address\"\n",
+                2,
+                "invalid socket address",
+            ),
+        ];
+        for (text, line, reason) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, line, "{text}: {err}");
+            assert!(err.to_string().contains(reason), "{text}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("wharf.toml:{line}: ")),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `wharf up`: the registry (HTTP and DNS), the gateway proxy and the supervisor in one
+//! process, from one manifest, until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wharf_registry::{Config, NodeInfo, Registry};
+use wharf_store::EmbeddedStore;
+use wharf_supervisor::{LogStyle, Supervisor};
+
+use crate::BadInput;
+use crate::manifest::Manifest;
+use crate::registry_cmd::{node_id, shutdown_signal};
+
+pub async fn run(file: PathBuf) -> anyhow::Result<()> {
+    // Refuse a bad manifest before anything starts.
+    let manifest = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
+
+    std::fs::create_dir_all(&manifest.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            manifest.data_dir.display()
+        )
+    })?;
+    let store =
+        EmbeddedStore::open(manifest.data_dir.join("registry.redb")).with_context(|| {
+            format!(
+                "cannot open the store (is another registry using {}?)",
+                manifest.data_dir.display()
+            )
+        })?;
+    let mut config = Config::new(
+        manifest.registry_http,
+        NodeInfo::local(node_id(&manifest.data_dir)?),
+    );
+    config.dns = Some(manifest.registry_dns);
+    config.domain = manifest.domain.clone();
+    let registry = Registry::start(Arc::new(store), config).await?;
+    let registry_url = format!("http://{}", registry.http_addr);
+
+    let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
+    gateway.admin = Some(manifest.gateway_admin);
+    gateway.registry = Some(registry_url.clone());
+    gateway.policy = manifest.balance;
+    let proxy = wharf_proxy::Proxy::start(gateway).await?;
+
+    println!("wharf up: registry on {registry_url}");
+    if let Some(dns) = registry.dns_addr {
+        println!("wharf up: DNS on {dns}");
+    }
+    println!("wharf up: gateway on http://{}", proxy.listen_addr);
+    if let Some(admin) = proxy.admin_addr {
+        println!("wharf up: admin on http://{admin}");
+    }
+    let replicas: u32 = manifest.services.iter().map(|s| s.replicas).sum();
+    println!(
+        "wharf up: starting {} services, {replicas} instances",
+        manifest.services.len()
+    );
+
+    let client = wharf_client::Client::new(&registry_url)?;
+    let supervisor = Supervisor::start(client, registry_url, manifest.services, LogStyle::detect());
+    shutdown_signal().await;
+    println!("wharf up: stopping");
+    // Stop taking requests, then deregister and stop every instance, then the registry.
+    proxy.stop().await;
+    supervisor.stop().await;
+    registry.stop().await;
+    println!("wharf up: stopped");
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! `wharf up` as users run it: a manifest, real processes (the Python backend of the tests
+//! under the supervisor), the gateway in front. Every process is stopped at the end, even on
+//! failure: the mesh by SIGKILL of its process group, each instance by the supervisor.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use support::*;
+
+const BACKEND: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/support/backend.py"
+);
+
+/// A running `wharf up`; its output is collected for assertions.
+struct Mesh {
+    child: Child,
+    registry: SocketAddr,
+    gateway: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mesh {
+    fn start(dir: &Path, services: &str) -> Mesh {
+        let manifest = format!(
+            "[registry]\nhttp = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n\n[gateway]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{services}"
+        );
+        std::fs::write(dir.join("wharf.toml"), manifest).unwrap();
+        let mut child = Command::new(WHARF)
+            .args(["up", "-f"])
+            .arg(dir.join("wharf.toml"))
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("start wharf up");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut address = |prefix: &str| -> SocketAddr {
+            let line = lines.next().expect("wharf up output").unwrap();
+            line.strip_prefix(prefix)
+                .map(|a| a.trim_start_matches("http://"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+        };
+        let registry = address("wharf up: registry on ");
+        let _dns = address("wharf up: DNS on ");
+        let gateway = address("wharf up: gateway on ");
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Mesh {
+            child,
+            registry,
+            gateway,
+            output,
+        }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        request(self.registry, "GET", path, b"")
+    }
+
+    /// Ids and pids of the passing instances of `service`.
+    fn passing(&self, service: &str) -> Vec<(String, u32)> {
+        let entries = self
+            .get(&format!("/v1/health/service/{service}?passing"))
+            .json();
+        let mut out: Vec<(String, u32)> = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let pid = e["Service"]["Meta"]["wharf-pid"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (e["Service"]["ID"].as_str().unwrap().to_owned(), pid)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn through_gateway(&self, host: &str, path: &str) -> Response {
+        send(
+            self.gateway,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    }
+}
+
+impl Drop for Mesh {
+    /// A clean stop first (the supervisor stops every instance, each in its own process
+    /// group), then SIGKILL to the mesh's group for whatever is left.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal("-TERM", i64::from(self.child.id()));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while self.child.try_wait().ok().flatten().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            signal("-KILL", -i64::from(self.child.id()));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -<signal> <target>`, refusing targets that would hit the test's own group or
+/// everything (0, 1, -1): a guard worth having in a test that kills processes.
+fn signal(signal: &str, target: i64) {
+    assert!(!(-1..=1).contains(&target), "refusing to signal {target}");
+    let _ = Command::new("kill")
+        .args([signal, "--", &target.to_string()])
+        .status();
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn hello_service(replicas: u32) -> String {
+    format!(
+        "[services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello\"]\nreplicas = {replicas}\ncheck = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
+    )
+}
+
+#[test]
+fn up_runs_registers_heals_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::start(dir.path(), &hello_service(3));
+    eventually("three passing replicas", || {
+        mesh.passing("hello").len() == 3
+    });
+    let instances = mesh.passing("hello");
+    assert_eq!(
+        instances
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["hello-1", "hello-2", "hello-3"]
+    );
+
+    // The gateway spreads requests over them: each replica answers from its own pid.
+    let mut pids_seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let response = mesh.through_gateway("hello", "/pid");
+        assert_eq!(response.status, 200, "{}", response.text());
+        pids_seen.insert(response.header("x-pid").unwrap().to_owned());
+    }
+    assert_eq!(
+        pids_seen.len(),
+        3,
+        "round robin over the three replicas: {pids_seen:?}"
+    );
+
+    // kill -9 of one instance brings a replacement that registers again.
+    let (victim_id, victim_pid) = instances[1].clone();
+    signal("-KILL", i64::from(victim_pid));
+    eventually("a replacement passes", || {
+        mesh.passing("hello")
+            .iter()
+            .any(|(id, pid)| *id == victim_id && *pid != victim_pid)
+    });
+    assert_eq!(mesh.passing("hello").len(), 3);
+    let entry = &mesh.get("/v1/health/service/hello").json();
+    let restarted = entry
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["Service"]["ID"] == victim_id.as_str())
+        .unwrap();
+    assert_eq!(restarted["Service"]["Meta"]["wharf-restarts"], "1");
+
+    // Instance output is prefixed with its name; the supervisor's notes too.
+    let output = mesh.output.lock().unwrap().clone();
+    assert!(
+        output
+            .iter()
+            .any(|l| l.starts_with("hello-2") && l.contains("[wharf] started pid")),
+        "{output:?}"
+    );
+
+    // SIGTERM: instances deregistered and stopped, nothing left behind.
+    let pids: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
+    signal("-TERM", i64::from(mesh.child.id()));
+    let mut status = None;
+    eventually("wharf up exits", || {
+        status = mesh.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
+    for pid in pids {
+        eventually("instance stopped", || !alive(pid));
+    }
+    assert!(
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "wharf up: stopped")
+    );
+}
+
+#[test]
+fn a_failing_service_does_not_take_the_mesh_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = format!(
+        "{}\n[services.broken]\ncommand = [\"sh\", \"-c\", \"echo crashing; exit 3\"]\nreplicas = 1\n",
+        hello_service(1)
+    );
+    let mesh = Mesh::start(dir.path(), &services);
+    eventually("hello passing", || mesh.passing("hello").len() == 1);
+    eventually("broken restarts", || {
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("broken-1") && l.contains("restart 2"))
+    });
+    assert!(
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("broken-1") && l.contains("crashing"))
+    );
+    assert_eq!(
+        mesh.through_gateway("hello", "/").status,
+        200,
+        "the rest keeps serving"
+    );
+}
+
+#[test]
+fn a_bad_manifest_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let cases = [
+        (
+            "[services.a]\ncommand = [\"sh\"]\nreplicas = -2\n",
+            ":3: ",
+            "replicas",
+        ),
+        (
+            "[services.a]\ncommand = [\"sh\"]\ncolour = \"blue\"\n",
+            ":3: ",
+            "unknown field",
+        ),
+        (
+            "[services.a]\ncommand = [\"/no/such/binary\"]\n",
+            ":2: ",
+            "not found",
+        ),
+    ];
+    for (text, line, reason) in cases {
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(WHARF)
+            .args(["up", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(
+            stderr.contains(&format!("wharf.toml{line}")) && stderr.contains(reason),
+            "{text}: {stderr}"
+        );
+        assert!(!dir.path().join(".wharf").exists(), "nothing started");
+    }
+    // A port already taken: a clear error naming it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[registry]\nhttp = \"{}\"\ndns = \"127.0.0.1:0\"\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(WHARF)
+        .args(["up", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&taken.local_addr().unwrap().to_string())
+    );
+}
