@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The interoperability suite: unmodified clients against a real `wharf registry`: Consul
 # clients (py-consul from PyPI, `consul` from npm) on the HTTP API, `dig` and HAProxy (Debian)
-# on DNS. Installs what it needs itself.
+# on DNS, and the Flask examples under `wharf up`. Installs what it needs itself.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -17,10 +17,8 @@ cargo build --locked -p wharf --manifest-path "$root/Cargo.toml"
 export WHARF_BIN="$root/target/debug/wharf"
 
 venv="$here/.venv"
-if [ ! -x "$venv/bin/pytest" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
-fi
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 (cd "$here/python" && "$venv/bin/pytest" -q)
 
 (cd "$here/node" && npm ci --silent --no-audit --no-fund && node --test)
