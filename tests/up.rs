@@ -125,6 +125,7 @@ fn signal(signal: &str, target: i64) {
     assert!(!(-1..=1).contains(&target), "refusing to signal {target}");
     let _ = Command::new("kill")
         .args([signal, "--", &target.to_string()])
+        .stderr(Stdio::null())
         .status();
 }
 
@@ -301,4 +302,34 @@ fn a_bad_manifest_is_refused_before_anything_starts() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains(&taken.local_addr().unwrap().to_string())
     );
+}
+
+#[test]
+fn scale_up_and_down_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path(), &hello_service(1));
+    let registry = format!("http://{}", mesh.registry);
+    eventually("one passing", || mesh.passing("hello").len() == 1);
+    let (code, out, err) = wharf(&registry, &["scale", "hello=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("scaled hello to 3"));
+    eventually("three passing", || mesh.passing("hello").len() == 3);
+    let pids: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
+
+    let (code, _, err) = wharf(&registry, &["scale", "hello=1"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("scaled down to hello-1", || {
+        let all = mesh.get("/v1/health/service/hello").json();
+        all.as_array().unwrap().len() == 1 && all[0]["Service"]["ID"] == "hello-1"
+    });
+    for pid in &pids[1..] {
+        eventually("scaled-down instance stopped", || !alive(*pid));
+    }
+    assert!(alive(pids[0]), "the first replica kept running");
+
+    let (code, _, err) = wharf(&registry, &["scale", "nope=2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no supervised service"), "{err}");
+    let (code, _, _) = wharf(&registry, &["scale", "hello=-1"]);
+    assert_eq!(code, 2);
 }

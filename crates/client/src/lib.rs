@@ -104,6 +104,13 @@ pub struct AgentService {
     pub weights: Option<Weights>,
 }
 
+/// What the supervisor should run of one service.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Desired {
+    pub replicas: u32,
+}
+
 /// Consul's relative weights of an instance.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
@@ -191,6 +198,32 @@ impl Client {
         self.call(Method::PUT, "/v1/agent/service/register", body)
             .await
             .map(drop)
+    }
+
+    /// Declares a supervised service with its replicas (`PUT /v1/wharf/services/NAME`).
+    pub async fn declare_service(&self, name: &str, replicas: u32) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "Replicas": replicas })).expect("json");
+        self.call(
+            Method::PUT,
+            &format!("/v1/wharf/services/{}", encode(name)),
+            body,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `wharf scale NAME=N`.
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<(), ClientError> {
+        let path = format!("/v1/wharf/scale/{}?replicas={replicas}", encode(name));
+        self.call(Method::PUT, &path, Vec::new()).await.map(drop)
+    }
+
+    /// Desired replicas of supervised services, as a blocking query.
+    pub async fn desired(
+        &self,
+        blocking: Option<Blocking>,
+    ) -> Result<(BTreeMap<String, Desired>, u64), ClientError> {
+        self.get_json("/v1/wharf/services", blocking).await
     }
 
     pub async fn deregister(&self, id: &str) -> Result<(), ClientError> {

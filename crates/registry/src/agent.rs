@@ -167,6 +167,25 @@ impl Agent {
             .await
     }
 
+    /// Declares a supervised service and how many replicas to run (the supervisor, at start).
+    pub async fn declare_service(&self, name: &str, replicas: u32) -> Result<(), RegistryError> {
+        let desired = keys::Desired { replicas };
+        let value = serde_json::to_vec(&desired).expect("desired state serialises");
+        self.commit(Txn::new().op(Op::put(&keys::desired_key(name), value)))
+            .await
+    }
+
+    /// `wharf scale NAME=N`: changes the replicas of a service the supervisor runs.
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<(), RegistryError> {
+        let known = self.catalog.read(|state| state.desired.contains_key(name));
+        if !known {
+            return Err(RegistryError::NotFound(format!(
+                "no supervised service named {name:?} (is `wharf up` running it?)"
+            )));
+        }
+        self.declare_service(name, replicas).await
+    }
+
     /// A TTL check's pass/warn/fail: sets the status and output and restarts its TTL.
     pub async fn update_ttl(
         &self,

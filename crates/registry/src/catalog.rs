@@ -40,6 +40,8 @@ pub enum Resource {
     Services,
     /// Every check (`/v1/health/state`, node health).
     Checks,
+    /// The desired state of supervised services (`/v1/wharf/services`).
+    Desired,
 }
 
 /// The catalog's contents at one revision.
@@ -55,6 +57,9 @@ pub struct CatalogState {
     name_index: HashMap<String, u64>,
     services_index: u64,
     checks_index: u64,
+    /// Desired replicas of supervised services, by name.
+    pub desired: BTreeMap<String, keys::Desired>,
+    desired_index: u64,
     /// The revision the catalog was (re)loaded at: the index of anything not changed since.
     base_index: u64,
     /// The last revision applied.
@@ -74,6 +79,7 @@ impl CatalogState {
                 .unwrap_or(self.base_index),
             Resource::Services => self.services_index,
             Resource::Checks => self.checks_index,
+            Resource::Desired => self.desired_index,
         };
         index.max(self.base_index) + 1
     }
@@ -199,6 +205,17 @@ impl CatalogState {
             }
             self.services_index = revision;
             touched.push(Resource::Services);
+        } else if let Some(name) = key.strip_prefix(keys::DESIRED) {
+            match record {
+                Some(Record::Desired(desired)) => {
+                    self.desired.insert(name.to_owned(), desired);
+                }
+                _ => {
+                    self.desired.remove(name);
+                }
+            }
+            self.desired_index = revision;
+            touched.push(Resource::Desired);
         } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
             changes.checks.push(id.to_owned());
             let old = self.checks.remove(id);
@@ -318,6 +335,7 @@ impl Catalog {
             state.name_index.clear();
             state.services_index = range.revision;
             state.checks_index = range.revision;
+            state.desired_index = range.revision;
         }
         self.feed_checks(std::iter::once(CheckChange::Reload));
         self.notify_all(range.revision);

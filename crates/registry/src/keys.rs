@@ -3,12 +3,19 @@
 //! Layout (JSON values, so that `etcdctl get --prefix wharf/` is readable):
 //! - `wharf/services/<instance id>` → [`ServiceInstance`]
 //! - `wharf/checks/<check id>` → [`Check`]
+//! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
 
 use wharf_model::{Check, ServiceInstance};
 
 pub const ROOT: &str = "wharf/";
 pub const SERVICES: &str = "wharf/services/";
 pub const CHECKS: &str = "wharf/checks/";
+/// Desired state of supervised services (`wharf scale`), keyed by service name.
+pub const DESIRED: &str = "wharf/desired/";
+
+pub fn desired_key(name: &str) -> String {
+    format!("{DESIRED}{name}")
+}
 
 pub fn service_key(id: &str) -> String {
     format!("{SERVICES}{id}")
@@ -31,6 +38,13 @@ pub fn encode_check(check: &Check) -> Vec<u8> {
 pub enum Record {
     Service(ServiceInstance),
     Check(Check),
+    Desired(Desired),
+}
+
+/// What the supervisor should run of one service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Desired {
+    pub replicas: u32,
 }
 
 /// Decodes the record behind `key`; `None` for keys the registry does not own or cannot read
@@ -40,6 +54,8 @@ pub fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(Record::Service)
     } else if key.starts_with(CHECKS) {
         serde_json::from_slice(value).map(Record::Check)
+    } else if key.starts_with(DESIRED) {
+        serde_json::from_slice(value).map(Record::Desired)
     } else {
         return None;
     };

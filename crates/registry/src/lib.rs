@@ -25,6 +25,7 @@ use std::time::Duration;
 
 pub use agent::{Agent, RegistryError};
 pub use catalog::{Catalog, CatalogState, Resource, Stored};
+pub use keys::Desired;
 pub use node::NodeInfo;
 use tokio::sync::watch;
 use wharf_store::Store;

@@ -74,7 +74,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every replica of every service; `registry_url` is what the processes are told.
+    /// Starts every service; `registry_url` is what the processes are told. Each service's
+    /// replica count follows its desired state in the registry, so `wharf scale` changes it.
     pub fn start(
         client: Client,
         registry_url: String,
@@ -82,22 +83,21 @@ impl Supervisor {
         style: LogStyle,
     ) -> Supervisor {
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        for (color, spec) in specs.into_iter().enumerate() {
-            let spec = Arc::new(spec);
-            for n in 1..=spec.replicas {
-                let replica = Replica {
+        let tasks = specs
+            .into_iter()
+            .enumerate()
+            .map(|(color, spec)| {
+                let controller = Controller {
                     client: client.clone(),
                     registry_url: registry_url.clone(),
-                    spec: spec.clone(),
-                    id: format!("{}-{n}", spec.name),
-                    style: style
-                        .for_service(color)
-                        .named(&format!("{}-{n}", spec.name)),
+                    spec: Arc::new(spec),
+                    color,
+                    style,
+                    replicas: Vec::new(),
                 };
-                tasks.push(tokio::spawn(replica.run(stop_rx.clone())));
-            }
-        }
+                tokio::spawn(controller.run(stop_rx.clone()))
+            })
+            .collect();
         Supervisor { stop, tasks }
     }
 
@@ -105,6 +105,93 @@ impl Supervisor {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Keeps one service at its desired number of replicas.
+struct Controller {
+    client: Client,
+    registry_url: String,
+    spec: Arc<ServiceSpec>,
+    color: usize,
+    style: LogStyle,
+    replicas: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Controller {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Declare the service with the manifest's count; retry while the registry starts.
+        let mut delay = BACKOFF_START;
+        while let Err(e) = self
+            .client
+            .declare_service(&self.spec.name, self.spec.replicas)
+            .await
+        {
+            tracing::warn!(service = %self.spec.name, error = %e, "cannot declare service; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopped(&mut stop) => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        self.set_count(self.spec.replicas).await;
+        let mut index = 0;
+        loop {
+            let blocking = (index > 0).then_some(wharf_client::Blocking {
+                index,
+                wait: Duration::from_secs(60),
+            });
+            let answer = tokio::select! {
+                answer = self.client.desired(blocking) => answer,
+                _ = stopped(&mut stop) => break,
+            };
+            match answer {
+                Ok((desired, next)) => {
+                    index = next;
+                    if let Some(wanted) = desired.get(&self.spec.name) {
+                        self.set_count(wanted.replicas).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(service = %self.spec.name, error = %e, "cannot read desired state");
+                    index = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            }
+        }
+        self.set_count(0).await;
+    }
+
+    /// Starts or stops replicas, the highest-numbered first, until `wanted` run.
+    async fn set_count(&mut self, wanted: u32) {
+        let wanted = wanted as usize;
+        if wanted != self.replicas.len() {
+            tracing::info!(service = %self.spec.name, from = self.replicas.len(), to = wanted, "scaling");
+        }
+        while self.replicas.len() < wanted {
+            let n = self.replicas.len() + 1;
+            let id = format!("{}-{n}", self.spec.name);
+            let replica = Replica {
+                client: self.client.clone(),
+                registry_url: self.registry_url.clone(),
+                spec: self.spec.clone(),
+                style: self.style.for_service(self.color).named(&id),
+                id,
+            };
+            let (stop, stop_rx) = watch::channel(false);
+            self.replicas
+                .push((stop, tokio::spawn(replica.run(stop_rx))));
+        }
+        while self.replicas.len() > wanted {
+            let Some((stop, task)) = self.replicas.pop() else {
+                break;
+            };
+            let _ = stop.send(true);
             let _ = task.await;
         }
     }

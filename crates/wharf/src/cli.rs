@@ -34,6 +34,8 @@ pub enum Command {
     Deregister(DeregisterArgs),
     /// Follow the healthy instances of a service as they change.
     Watch(WatchArgs),
+    /// Change the number of replicas `wharf up` runs of a service: NAME=N.
+    Scale(ScaleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +220,28 @@ pub struct DeregisterArgs {
     pub id: String,
     #[command(flatten)]
     pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// NAME=N
+    #[arg(value_parser = parse_scale)]
+    pub target: (String, u32),
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+fn parse_scale(text: &str) -> Result<(String, u32), String> {
+    let (name, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=N"))?;
+    let count = count
+        .parse::<u32>()
+        .map_err(|_| format!("{text:?}: N must be a number from 0 to 64"))?;
+    if name.is_empty() || count > 64 {
+        return Err(format!("{text:?}: expected NAME=N with N from 0 to 64"));
+    }
+    Ok((name.to_owned(), count))
 }
 
 #[derive(Args, Debug)]

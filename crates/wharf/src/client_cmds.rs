@@ -6,7 +6,9 @@ use anyhow::Context;
 use serde_json::{Map, Value, json};
 use wharf_client::{Change, Client};
 
-use crate::cli::{DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, WatchArgs};
+use crate::cli::{
+    DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, ScaleArgs, WatchArgs,
+};
 use crate::{BadInput, table};
 
 fn client(registry: &RegistryUrl) -> anyhow::Result<Client> {
@@ -144,6 +146,13 @@ fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Value> {
         body.insert("Check".into(), Value::Object(check));
     }
     Ok(Value::Object(body))
+}
+
+pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let (name, replicas) = args.target;
+    client(&args.registry)?.scale(&name, replicas).await?;
+    println!("scaled {name} to {replicas}");
+    Ok(())
 }
 
 pub async fn deregister(args: DeregisterArgs) -> anyhow::Result<()> {

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
             Command::Watch(args) => client_cmds::watch(args).await,
+            Command::Scale(args) => client_cmds::scale(args).await,
         }
     });
     match result {

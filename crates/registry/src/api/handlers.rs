@@ -211,6 +211,68 @@ pub async fn metrics(State(agent): Shared) -> Response {
     response
 }
 
+// === wharf ===
+
+/// `GET /v1/wharf/services`: the desired state of supervised services, blocking-capable.
+pub async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+    let p = params(&q);
+    answer(&agent, &p, Resource::Desired, |state| {
+        let services: BTreeMap<&str, serde_json::Value> = state
+            .desired
+            .iter()
+            .map(|(name, desired)| (name.as_str(), json!({"Replicas": desired.replicas})))
+            .collect();
+        Ok(to_json(&services, p.has("pretty")))
+    })
+    .await
+}
+
+fn replicas_from(body: &[u8], q: &Option<String>) -> Result<u32, ApiError> {
+    if let Some(text) = params(q).get("replicas") {
+        return text.parse().map_err(|_| {
+            ApiError::bad_request(format!("Invalid replicas {text:?}: expected 0 or more"))
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    value
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("replicas")))
+        .and_then(|(_, v)| v.as_u64())
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n <= 64)
+        .ok_or_else(|| ApiError::bad_request("Replicas must be a number from 0 to 64"))
+}
+
+/// `PUT /v1/wharf/services/<name>` `{"Replicas": N}`: the supervisor declares what it runs.
+pub async fn declare_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Answer {
+    let replicas = replicas_from(&body, &q)?;
+    agent.declare_service(&name, replicas).await?;
+    Ok(ok())
+}
+
+/// `PUT /v1/wharf/scale/<name>?replicas=N`: `wharf scale NAME=N`.
+pub async fn scale_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Answer {
+    let replicas = replicas_from(&body, &q)?;
+    if replicas > 64 {
+        return Err(ApiError::bad_request(
+            "Replicas must be a number from 0 to 64",
+        ));
+    }
+    agent.scale(&name, replicas).await?;
+    Ok(ok())
+}
+
 // === status ===
 
 pub async fn status_leader(State(agent): Shared) -> Answer {
