@@ -333,3 +333,77 @@ fn scale_up_and_down_live() {
     let (code, _, _) = wharf(&registry, &["scale", "hello=-1"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn rolling_restart_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path(), &hello_service(2));
+    let registry = format!("http://{}", mesh.registry);
+    eventually("two passing", || mesh.passing("hello").len() == 2);
+    let old: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
+
+    let gateway = mesh.gateway;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst)
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
+                }
+                let response = send(
+                    gateway,
+                    "GET / HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n",
+                );
+                if response.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!(
+                        "{} {:?} {}",
+                        response.status,
+                        response.header("x-wharf-error"),
+                        response.text()
+                    ));
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let (code, out, err) = wharf(&registry, &["restart", "hello"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rolling restart of hello requested"));
+    eventually("both replaced", || {
+        let now = mesh.passing("hello");
+        now.len() == 2
+            && now
+                .iter()
+                .all(|(id, pid)| id.ends_with("-r1") && !old.contains(pid))
+    });
+    eventually("old instances gone from the registry", || {
+        mesh.get("/v1/health/service/hello")
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    for pid in old {
+        eventually("old instance stopped", || !alive(pid));
+    }
+    let (code, _, _) = wharf(&registry, &["restart", "nope"]);
+    assert_eq!(code, 2);
+}

@@ -109,6 +109,9 @@ pub struct AgentService {
 #[serde(rename_all = "PascalCase")]
 pub struct Desired {
     pub replicas: u32,
+    /// Bumped by each `wharf restart`.
+    #[serde(default)]
+    pub restart: u64,
 }
 
 /// Consul's relative weights of an instance.
@@ -216,6 +219,17 @@ impl Client {
     pub async fn scale(&self, name: &str, replicas: u32) -> Result<(), ClientError> {
         let path = format!("/v1/wharf/scale/{}?replicas={replicas}", encode(name));
         self.call(Method::PUT, &path, Vec::new()).await.map(drop)
+    }
+
+    /// `wharf restart NAME`: a rolling restart of a supervised service.
+    pub async fn restart(&self, name: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/wharf/restart/{}", encode(name)),
+            Vec::new(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Desired replicas of supervised services, as a blocking query.

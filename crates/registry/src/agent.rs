@@ -169,7 +169,14 @@ impl Agent {
 
     /// Declares a supervised service and how many replicas to run (the supervisor, at start).
     pub async fn declare_service(&self, name: &str, replicas: u32) -> Result<(), RegistryError> {
-        let desired = keys::Desired { replicas };
+        let restart = self
+            .catalog
+            .read(|state| state.desired.get(name).map_or(0, |d| d.restart));
+        self.write_desired(name, keys::Desired { replicas, restart })
+            .await
+    }
+
+    async fn write_desired(&self, name: &str, desired: keys::Desired) -> Result<(), RegistryError> {
         let value = serde_json::to_vec(&desired).expect("desired state serialises");
         self.commit(Txn::new().op(Op::put(&keys::desired_key(name), value)))
             .await
@@ -184,6 +191,23 @@ impl Agent {
             )));
         }
         self.declare_service(name, replicas).await
+    }
+
+    /// `wharf restart NAME`: asks the supervisor for a rolling restart of a service.
+    pub async fn restart(&self, name: &str) -> Result<(), RegistryError> {
+        let Some(current) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
+            return Err(RegistryError::NotFound(format!(
+                "no supervised service named {name:?} (is `wharf up` running it?)"
+            )));
+        };
+        self.write_desired(
+            name,
+            keys::Desired {
+                replicas: current.replicas,
+                restart: current.restart + 1,
+            },
+        )
+        .await
     }
 
     /// A TTL check's pass/warn/fail: sets the status and output and restarts its TTL.

@@ -45,6 +45,9 @@ pub enum Record {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Desired {
     pub replicas: u32,
+    /// Bumped by `wharf restart`: each new value asks for a rolling restart.
+    #[serde(default)]
+    pub restart: u64,
 }
 
 /// Decodes the record behind `key`; `None` for keys the registry does not own or cannot read

@@ -10,8 +10,11 @@
 //!    again after a backoff (100 ms doubling to 30 s, back to 100 ms after a minute of good
 //!    running), re-registering with the new port and the restart count in its meta, so that
 //!    a crash loop shows in `wharf instances`;
-//! 4. on stop: deregister first (so no new traffic is sent), then SIGTERM to the process
-//!    group, SIGKILL after [`STOP_GRACE`]; nothing is left behind.
+//! 4. on stop: deregister first (so no new traffic is sent), wait [`DRAIN`], then SIGTERM to
+//!    the process group, SIGKILL after [`STOP_GRACE`]; nothing is left behind.
+//!
+//! A controller per service keeps the number of replicas at the desired count stored in the
+//! registry (`wharf scale`), and replaces them one at a time on `wharf restart`.
 
 mod logs;
 
@@ -34,6 +37,9 @@ pub use logs::LogStyle;
 pub const CRITICAL_GRACE: Duration = Duration::from_secs(30);
 /// Time between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Between deregistration and SIGTERM: time for proxies to hear of the change and for
+/// requests in flight to finish.
+pub const DRAIN: Duration = Duration::from_millis(500);
 /// A process must open its port within this long after starting.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -117,7 +123,21 @@ struct Controller {
     spec: Arc<ServiceSpec>,
     color: usize,
     style: LogStyle,
-    replicas: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    replicas: Vec<Running>,
+}
+
+/// A replica task and the handle that stops it.
+struct Running {
+    id: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 impl Controller {
@@ -138,6 +158,7 @@ impl Controller {
         }
         self.set_count(self.spec.replicas).await;
         let mut index = 0;
+        let mut generation: Option<u64> = None;
         loop {
             let blocking = (index > 0).then_some(wharf_client::Blocking {
                 index,
@@ -152,6 +173,10 @@ impl Controller {
                     index = next;
                     if let Some(wanted) = desired.get(&self.spec.name) {
                         self.set_count(wanted.replicas).await;
+                        if generation.is_some_and(|g| wanted.restart > g) {
+                            self.rolling_restart(wanted.restart, &mut stop).await;
+                        }
+                        generation = Some(wanted.restart);
                     }
                 }
                 Err(e) => {
@@ -167,6 +192,22 @@ impl Controller {
         self.set_count(0).await;
     }
 
+    fn spawn(&self, id: String) -> Running {
+        let replica = Replica {
+            client: self.client.clone(),
+            registry_url: self.registry_url.clone(),
+            spec: self.spec.clone(),
+            style: self.style.for_service(self.color).named(&id),
+            id: id.clone(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        Running {
+            id,
+            stop,
+            task: tokio::spawn(replica.run(stop_rx)),
+        }
+    }
+
     /// Starts or stops replicas, the highest-numbered first, until `wanted` run.
     async fn set_count(&mut self, wanted: u32) {
         let wanted = wanted as usize;
@@ -174,25 +215,47 @@ impl Controller {
             tracing::info!(service = %self.spec.name, from = self.replicas.len(), to = wanted, "scaling");
         }
         while self.replicas.len() < wanted {
-            let n = self.replicas.len() + 1;
-            let id = format!("{}-{n}", self.spec.name);
-            let replica = Replica {
-                client: self.client.clone(),
-                registry_url: self.registry_url.clone(),
-                spec: self.spec.clone(),
-                style: self.style.for_service(self.color).named(&id),
-                id,
-            };
-            let (stop, stop_rx) = watch::channel(false);
-            self.replicas
-                .push((stop, tokio::spawn(replica.run(stop_rx))));
+            let id = format!("{}-{}", self.spec.name, self.replicas.len() + 1);
+            let running = self.spawn(id);
+            self.replicas.push(running);
         }
         while self.replicas.len() > wanted {
-            let Some((stop, task)) = self.replicas.pop() else {
+            let Some(running) = self.replicas.pop() else {
                 break;
             };
-            let _ = stop.send(true);
-            let _ = task.await;
+            running.stop().await;
+        }
+    }
+
+    /// Replaces the replicas one at a time: the new instance (id `<name>-<n>-r<generation>`)
+    /// must pass its check before the old one is deregistered, drained and stopped, so that
+    /// clients through the gateway see no failure. A replacement that never passes is
+    /// stopped and the old instance kept.
+    async fn rolling_restart(&mut self, generation: u64, stop: &mut watch::Receiver<bool>) {
+        tracing::info!(service = %self.spec.name, generation, "rolling restart");
+        for slot in 0..self.replicas.len() {
+            let id = format!("{}-{}-r{generation}", self.spec.name, slot + 1);
+            let replacement = self.spawn(id.clone());
+            let deadline = Instant::now() + START_DEADLINE + CRITICAL_GRACE;
+            let passing = loop {
+                match self
+                    .client
+                    .health_service(&self.spec.name, true, None)
+                    .await
+                {
+                    Ok((entries, _)) if entries.iter().any(|e| e.service.id == id) => break true,
+                    _ if Instant::now() > deadline || *stop.borrow() => break false,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            if !passing {
+                tracing::warn!(service = %self.spec.name, instance = %id, "replacement never passed; keeping the old instance");
+                replacement.stop().await;
+                return;
+            }
+            let old = std::mem::replace(&mut self.replicas[slot], replacement);
+            tracing::info!(service = %self.spec.name, old = %old.id, new = %id, "replaced");
+            old.stop().await;
         }
     }
 }
@@ -320,8 +383,10 @@ impl Replica {
                     return Ok(Ended::Exited(format!("exited: {status}")));
                 }
                 _ = stopped(stop) => {
-                    // Deregister first, so that no new request is sent to it while it stops.
+                    // Deregister first, so that no new request is sent to it, give clients
+                    // that already picked it a moment to finish, then stop it.
                     self.deregister().await;
+                    tokio::time::sleep(DRAIN).await;
                     terminate(&mut child, pid).await;
                     return Ok(Ended::Stop);
                 }

@@ -36,6 +36,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Change the number of replicas `wharf up` runs of a service: NAME=N.
     Scale(ScaleArgs),
+    /// Replace a service's instances one at a time, each new one passing before an old one stops.
+    Restart(RestartArgs),
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +229,14 @@ pub struct ScaleArgs {
     /// NAME=N
     #[arg(value_parser = parse_scale)]
     pub target: (String, u32),
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// Service name.
+    pub name: String,
     #[command(flatten)]
     pub registry: RegistryUrl,
 }

@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 use wharf_client::{Change, Client};
 
 use crate::cli::{
-    DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, ScaleArgs, WatchArgs,
+    DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, RestartArgs, ScaleArgs,
+    WatchArgs,
 };
 use crate::{BadInput, table};
 
@@ -152,6 +153,12 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let (name, replicas) = args.target;
     client(&args.registry)?.scale(&name, replicas).await?;
     println!("scaled {name} to {replicas}");
+    Ok(())
+}
+
+pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+    client(&args.registry)?.restart(&args.name).await?;
+    println!("rolling restart of {} requested", args.name);
     Ok(())
 }
 

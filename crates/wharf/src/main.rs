@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Deregister(args) => client_cmds::deregister(args).await,
             Command::Watch(args) => client_cmds::watch(args).await,
             Command::Scale(args) => client_cmds::scale(args).await,
+            Command::Restart(args) => client_cmds::restart(args).await,
         }
     });
     match result {

@@ -220,7 +220,12 @@ pub async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answ
         let services: BTreeMap<&str, serde_json::Value> = state
             .desired
             .iter()
-            .map(|(name, desired)| (name.as_str(), json!({"Replicas": desired.replicas})))
+            .map(|(name, desired)| {
+                (
+                    name.as_str(),
+                    json!({"Replicas": desired.replicas, "Restart": desired.restart}),
+                )
+            })
             .collect();
         Ok(to_json(&services, p.has("pretty")))
     })
@@ -270,6 +275,12 @@ pub async fn scale_service(
         ));
     }
     agent.scale(&name, replicas).await?;
+    Ok(ok())
+}
+
+/// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.
+pub async fn restart_service(State(agent): Shared, Path(name): Path<String>) -> Answer {
+    agent.restart(&name).await?;
     Ok(ok())
 }
 

@@ -59,6 +59,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/services", get(wharf_services))
         .route("/v1/wharf/services/{name}", write(declare_service))
         .route("/v1/wharf/scale/{name}", write(scale_service))
+        .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/metrics", get(handlers::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
