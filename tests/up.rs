@@ -407,3 +407,52 @@ fn rolling_restart_under_load_fails_no_request() {
     let (code, _, _) = wharf(&registry, &["restart", "nope"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn the_example_services_compose_through_the_gateway() {
+    let examples = Path::new(WHARF).parent().unwrap().join("examples");
+    let service = |name: &str, replicas: u32| {
+        format!(
+            "[services.{name}]\ncommand = [\"{}\"]\nreplicas = {replicas}\ncheck = {{ http = \"/healthz\", interval = \"1s\", timeout = \"1s\" }}\n",
+            examples.join(name).display()
+        )
+    };
+    let services = [
+        service("hello", 2),
+        service("api", 1),
+        service("notes", 1),
+        service("frontend", 1),
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path(), &services);
+    for name in ["hello", "api", "notes", "frontend"] {
+        eventually(name, || !mesh.passing(name).is_empty());
+    }
+    assert_eq!(mesh.through_gateway("hello", "/").text(), "Hello, World!");
+    assert_eq!(
+        mesh.through_gateway("api", "/api?data=42").json(),
+        serde_json::json!({"result": "42"})
+    );
+    let added = send(
+        mesh.gateway,
+        "POST /notes HTTP/1.1\r\nHost: notes\r\nContent-Length: 8\r\nConnection: close\r\n\r\nbuy milk",
+    );
+    assert_eq!((added.status, added.text().trim()), (200, "1"));
+    let composed = mesh.through_gateway("frontend", "/?data=x").json();
+    assert_eq!(
+        composed,
+        serde_json::json!({"greeting": "Hello, World!", "api": {"result": "x"}, "notes": 1})
+    );
+
+    // The notes outlive their process: kill -9, the replacement reads the same store.
+    let (_, pid) = mesh.passing("notes")[0];
+    signal("-KILL", i64::from(pid));
+    eventually("notes replaced", || {
+        mesh.passing("notes")
+            .first()
+            .is_some_and(|(_, new)| *new != pid)
+    });
+    let notes = mesh.through_gateway("notes", "/notes").json();
+    assert_eq!(notes, serde_json::json!([{"id": 1, "text": "buy milk"}]));
+}

@@ -49,6 +49,7 @@ pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
                     "port": e.service.port,
                     "tags": e.service.tags,
                     "status": e.aggregate_status(),
+                    "restarts": e.service.meta.get("wharf-restarts").and_then(|r| r.parse::<u64>().ok()),
                     "checks": e.checks.iter().map(|c| json!({
                         "id": c.check_id, "type": c.kind, "status": c.status, "output": c.output,
                     })).collect::<Vec<_>>(),
@@ -64,11 +65,16 @@ pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
                 e.service.id.clone(),
                 format!("{}:{}", e.address(), e.service.port),
                 e.aggregate_status().to_owned(),
+                e.service
+                    .meta
+                    .get("wharf-restarts")
+                    .cloned()
+                    .unwrap_or_else(|| "-".into()),
                 e.service.tags.join(","),
             ]
         })
         .collect();
-    table::print(&["ID", "ADDRESS", "STATUS", "TAGS"], &rows);
+    table::print(&["ID", "ADDRESS", "STATUS", "RESTARTS", "TAGS"], &rows);
     Ok(())
 }
 

@@ -59,8 +59,25 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
         manifest.services.len()
     );
 
+    // Every instance can reach the others through the gateway, and keeps its data in a
+    // folder of its service under the data directory.
+    let mut services = manifest.services;
+    for service in &mut services {
+        let data = manifest.data_dir.join("services").join(&service.name);
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
+        let data = std::fs::canonicalize(&data).unwrap_or(data);
+        service
+            .env
+            .entry("WHARF_GATEWAY".into())
+            .or_insert_with(|| format!("http://{}", proxy.listen_addr));
+        service
+            .env
+            .entry("WHARF_DATA".into())
+            .or_insert_with(|| data.display().to_string());
+    }
     let client = wharf_client::Client::new(&registry_url)?;
-    let supervisor = Supervisor::start(client, registry_url, manifest.services, LogStyle::detect());
+    let supervisor = Supervisor::start(client, registry_url, services, LogStyle::detect());
     shutdown_signal().await;
     println!("wharf up: stopping");
     // Stop taking requests, then deregister and stop every instance, then the registry.
