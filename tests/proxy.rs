@@ -512,3 +512,27 @@ async fn http2_clients_and_grpc_trailers() {
     assert_eq!(trailers.get("grpc-message").unwrap(), "fine");
     drop(proxy);
 }
+
+#[test]
+fn slow_clients_are_cut_off_without_stalling_others() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &["--header-timeout", "1s"]);
+    let mut slow = std::net::TcpStream::connect(proxy.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: hel").unwrap();
+    assert_eq!(
+        proxy.get("hello", "/").status,
+        200,
+        "others are served meanwhile"
+    );
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    assert!(
+        read.is_ok(),
+        "the proxy closed the slow connection rather than waiting forever: {read:?}"
+    );
+    assert!(
+        rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{rest:?}"
+    );
+}

@@ -50,6 +50,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Requests in flight per service before new ones get 503.
     pub max_concurrency: usize,
+    /// A client must send a complete request head within this long (slowloris: 408).
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
                 per_try: Duration::from_secs(5),
             },
             max_concurrency: 10_000,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -116,6 +119,7 @@ impl Proxy {
         let mut tasks = vec![tokio::spawn(serve_proxy(
             listener,
             shared,
+            config.header_timeout,
             shutdown_rx.clone(),
         ))];
         let mut admin_addr = None;
@@ -167,13 +171,13 @@ fn upstream_client(http2: bool) -> Client<HttpConnector, forward::Body> {
     builder.build(connector)
 }
 
-fn server_builder() -> auto::Builder<TokioExecutor> {
+fn server_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         // Slow clients (slowloris) get 408 after this long without a complete header.
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     builder
 }
@@ -185,10 +189,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 async fn serve_proxy(
     listener: TcpListener,
     shared: Arc<forward::Shared>,
+    header_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = server_builder();
+    let builder = server_builder(header_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -228,7 +233,7 @@ async fn serve_admin(
     metrics: metrics::Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = server_builder();
+    let builder = server_builder(Duration::from_secs(10));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -111,6 +111,9 @@ pub struct ProxyArgs {
     /// Requests in flight per service before new ones are refused with 503.
     #[arg(long, default_value_t = 10_000)]
     pub max_concurrency: usize,
+    /// A client must send a whole request head within this long, or get 408.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: std::time::Duration,
 }
 
 fn parse_policy(text: &str) -> Result<wharf_proxy::Policy, String> {

@@ -16,6 +16,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         per_try: args.try_timeout.min(args.timeout),
     };
     config.max_concurrency = args.max_concurrency.max(1);
+    config.header_timeout = args
+        .header_timeout
+        .max(std::time::Duration::from_millis(100));
     let proxy = Proxy::start(config).await?;
     tracing::info!("proxy started");
     println!("wharf proxy: listening on http://{}", proxy.listen_addr);
