@@ -77,8 +77,11 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
             .or_insert_with(|| data.display().to_string());
     }
     let client = wharf_client::Client::new(&registry_url)?;
-    let supervisor = Supervisor::start(client, registry_url, services, LogStyle::detect());
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let supervisor = Supervisor::start(client.clone(), registry_url, services, LogStyle::detect());
+    let progress = tokio::spawn(report_progress(client, names, replicas));
     shutdown_signal().await;
+    progress.abort();
     println!("wharf up: stopping");
     // Stop taking requests, then deregister and stop every instance, then the registry.
     proxy.stop().await;
@@ -86,4 +89,28 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     registry.stop().await;
     println!("wharf up: stopped");
     Ok(())
+}
+
+/// Prints how many instances pass as the mesh comes up, until all do (or a minute passes).
+async fn report_progress(client: wharf_client::Client, names: Vec<String>, expected: u32) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = u32::MAX;
+    while tokio::time::Instant::now() < deadline {
+        let mut passing = 0u32;
+        for name in &names {
+            if let Ok((entries, _)) = client.health_service(name, true, None).await {
+                passing += u32::try_from(entries.len()).unwrap_or(0);
+            }
+        }
+        if passing != last {
+            println!("wharf up: {passing}/{expected} instances passing");
+            last = passing;
+        }
+        if passing >= expected {
+            println!("wharf up: ready");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    println!("wharf up: {last}/{expected} instances passing after a minute; see the lines above");
 }
