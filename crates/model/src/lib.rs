@@ -15,3 +15,16 @@ pub use registration::{
     InvalidRegistration, decode_check_registration, decode_service_registration,
 };
 pub use service::{ServiceInstance, TaggedAddress, Weights};
+
+/// An error and all its causes on one line, `outer: inner: root`, for logs and for the
+/// one-line reasons the API and the proxy answer with.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

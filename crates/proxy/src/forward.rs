@@ -25,6 +25,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tower::retry::budget::Budget;
 
+use wharf_model::error_chain;
+
 use crate::balance::hash;
 use crate::discovery::{Directory, Lookup, Service};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
@@ -474,17 +476,6 @@ async fn forward_upgrade(
     });
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, incoming(body))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use wharf_model::check::MAX_OUTPUT;
-use wharf_model::{CheckKind, Status};
+use wharf_model::{CheckKind, Status, error_chain};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -245,17 +245,6 @@ fn read_varint(input: &mut &[u8]) -> Option<u64> {
         }
     }
     None
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
