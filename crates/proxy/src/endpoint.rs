@@ -21,6 +21,8 @@ pub struct Endpoint {
     pub inflight: AtomicU32,
     ewma: Mutex<PeakEwma>,
     pub outlier: Outlier,
+    /// Kept HTTP/1.1 connections to this endpoint.
+    pub connections: crate::upstream::Connections,
     /// This endpoint's latency histogram, looked up once.
     pub latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -37,6 +39,7 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new()),
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
+            connections: Default::default(),
         }
     }
 

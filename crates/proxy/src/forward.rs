@@ -204,6 +204,16 @@ async fn forward(
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     add_forwarded(&mut parts.headers, client.ip());
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 clients name the host in :authority; HTTP/1.1 upstreams need the header.
+        if let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, authority);
+        }
+    }
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -282,7 +292,7 @@ async fn forward(
         let in_flight = endpoint.start();
         let result = tokio::time::timeout(
             shared.timeouts.per_try.min(remaining),
-            http.request(upstream),
+            send(http, &endpoint, upstream, grpc),
         )
         .await;
         let elapsed = in_flight.elapsed();
@@ -309,12 +319,10 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 fail(service, &endpoint, now);
-                let connect = e.is_connect();
+                let connect = e.connect;
                 last = Failure::Upstream(format!(
                     "{} ({}): {}",
-                    endpoint.id,
-                    endpoint.addr,
-                    error_chain(&e)
+                    endpoint.id, endpoint.addr, e.message
                 ));
                 // A connect failure sent nothing, so any request may go elsewhere.
                 replayable && (connect || idempotent)
@@ -352,6 +360,33 @@ async fn forward(
         ),
         Failure::Upstream(error) => synthetic(StatusCode::BAD_GATEWAY, "upstream-error", error),
     }
+}
+
+/// One attempt: gRPC over the shared HTTP/2 client, everything else over the endpoint's own
+/// HTTP/1.1 connections (origin-form request line, the client's `Host` kept).
+async fn send(
+    http2: &Client<HttpConnector, Body>,
+    endpoint: &crate::endpoint::Endpoint,
+    mut request: Request<Body>,
+    grpc: bool,
+) -> Result<Response<Incoming>, crate::upstream::SendError> {
+    if grpc {
+        return http2
+            .request(request)
+            .await
+            .map_err(|e| crate::upstream::SendError {
+                connect: e.is_connect(),
+                message: error_chain(&e),
+            });
+    }
+    if let Some(path) = request.uri().path_and_query().cloned() {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    endpoint.connections.send(endpoint.addr, request).await
 }
 
 /// `http://<endpoint><path>`, from parts made once.

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod headers;
 pub mod metrics;
 pub mod outlier;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
