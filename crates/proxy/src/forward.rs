@@ -52,7 +52,10 @@ pub struct Timeouts {
 /// What the request path shares.
 pub struct Shared {
     pub directory: Arc<Directory>,
+    /// For protocol upgrades (WebSocket); other HTTP/1.1 traffic uses each endpoint's own
+    /// connections.
     pub http1: Client<HttpConnector, Body>,
+    /// For gRPC, which needs HTTP/2 end to end.
     pub http2: Client<HttpConnector, Body>,
     pub timeouts: Timeouts,
     pub metrics: Metrics,
@@ -242,7 +245,6 @@ async fn forward(
     // gRPC needs HTTP/2 end to end; everything else goes upstream over HTTP/1.1, which every
     // backend speaks, whatever the client used.
     let grpc = is_grpc(&parts.headers);
-    let http = if grpc { &shared.http2 } else { &shared.http1 };
     let path = parts
         .uri
         .path_and_query()
@@ -292,7 +294,7 @@ async fn forward(
         let in_flight = endpoint.start();
         let result = tokio::time::timeout(
             shared.timeouts.per_try.min(remaining),
-            send(http, &endpoint, upstream, grpc),
+            send(&shared.http2, &endpoint, upstream, grpc),
         )
         .await;
         let elapsed = in_flight.elapsed();
