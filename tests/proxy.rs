@@ -536,3 +536,37 @@ fn slow_clients_are_cut_off_without_stalling_others() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn a_response_still_streaming_holds_its_concurrency_slot() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &["--max-concurrency", "1"]);
+    let mut streaming = std::net::TcpStream::connect(proxy.addr).unwrap();
+    streaming
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    streaming
+        .write_all(b"GET /stream/3000 HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Read the head: the body is still on its way.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        streaming.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    let refused = proxy.get("hello", "/");
+    assert_eq!(
+        (refused.status, refused.header("x-wharf-error")),
+        (503, Some("overloaded"))
+    );
+    let mut rest = Vec::new();
+    streaming.read_to_end(&mut rest).unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest).contains('b'),
+        "the body completes"
+    );
+    eventually("the slot is free again", || {
+        proxy.get("hello", "/").status == 200
+    });
+}

@@ -3,6 +3,7 @@ connections alive, and supports a few behaviours chosen by path:
 
   /status/<code>   answer with that status
   /slow/<ms>       answer after a delay
+  /stream/<ms>     answer the head at once and the body over that long
   /echo            answer with the request body and headers as JSON
   Upgrade: echo    switch protocols and echo bytes back (a stand-in for WebSocket)
 
@@ -43,6 +44,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not data:
                     return
                 self.connection.sendall(data)
+        if self.path.startswith("/stream/"):
+            # Head now, body in two chunks some milliseconds apart.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("X-Backend", NAME)
+            self.end_headers()
+            self.wfile.write(b"1\r\na\r\n")
+            self.wfile.flush()
+            time.sleep(int(self.path.split("/")[2]) / 1000)
+            self.wfile.write(b"1\r\nb\r\n0\r\n\r\n")
+            return
         if self.path.startswith("/status/"):
             return self.answer(int(self.path.split("/")[2]), NAME.encode())
         if self.path.startswith("/slow/"):

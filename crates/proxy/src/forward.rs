@@ -193,7 +193,7 @@ async fn forward(
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
-    let Ok(_permit) = service.limiter.clone().try_acquire_owned() else {
+    let Ok(permit) = service.limiter.clone().try_acquire_owned() else {
         return synthetic(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -317,7 +317,7 @@ async fn forward(
                 } else {
                     endpoint.outlier.success();
                 }
-                return finish(response);
+                return hold(finish(response), permit);
             }
             Ok(Err(e)) => {
                 fail(service, &endpoint, now);
@@ -346,7 +346,7 @@ async fn forward(
         tried.push(index);
     }
     match last {
-        Failure::Response(response) => finish(response),
+        Failure::Response(response) => hold(finish(response), permit),
         _ if budget_exhausted => synthetic(
             StatusCode::SERVICE_UNAVAILABLE,
             "retry-budget-exhausted",
@@ -413,6 +413,18 @@ fn fail(service: &Service, endpoint: &crate::endpoint::Endpoint, now: Instant) {
         tracing::info!(service = %service.name, endpoint = %endpoint.id, "ejecting endpoint after consecutive failures");
         service.metrics.ejection(&endpoint.id);
     }
+}
+
+/// Keeps the service's concurrency slot until the response body has been sent (or the
+/// client has gone), not just until the head: a slow download still counts as in flight.
+fn hold(response: Response<Body>, permit: tokio::sync::OwnedSemaphorePermit) -> Response<Body> {
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            let _slot = &permit;
+            frame
+        })
+        .boxed()
+    })
 }
 
 fn finish(response: Response<Incoming>) -> Response<Body> {
