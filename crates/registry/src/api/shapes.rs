@@ -122,14 +122,12 @@ fn tagged(s: &ServiceInstance) -> BTreeMap<&str, AddressJson<'_>> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct DefinitionJson<'a> {
     #[serde(rename = "HTTP")]
     pub http: &'a str,
-    #[serde(rename = "Header")]
     pub header: Option<&'a BTreeMap<String, Vec<String>>>,
-    #[serde(rename = "Method")]
     pub method: &'a str,
-    #[serde(rename = "Body")]
     pub body: &'a str,
     #[serde(rename = "TLSServerName")]
     pub tls_server_name: &'a str,
@@ -141,48 +139,33 @@ pub struct DefinitionJson<'a> {
     pub grpc: &'a str,
     #[serde(rename = "GRPCUseTLS")]
     pub grpc_use_tls: bool,
-    #[serde(rename = "Interval")]
     pub interval: String,
-    #[serde(rename = "Timeout")]
     pub timeout: String,
-    #[serde(rename = "DeregisterCriticalServiceAfter")]
     pub deregister_critical_service_after: String,
 }
 
 /// Consul's `HealthCheck`.
 #[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct HealthCheckJson<'a> {
-    #[serde(rename = "Node")]
     pub node: &'a str,
     #[serde(rename = "CheckID")]
     pub check_id: &'a str,
-    #[serde(rename = "Name")]
     pub name: &'a str,
-    #[serde(rename = "Status")]
     pub status: &'static str,
-    #[serde(rename = "Notes")]
     pub notes: &'a str,
-    #[serde(rename = "Output")]
     pub output: &'a str,
     #[serde(rename = "ServiceID")]
     pub service_id: &'a str,
-    #[serde(rename = "ServiceName")]
     pub service_name: &'a str,
-    #[serde(rename = "ServiceTags")]
     pub service_tags: &'a [String],
     #[serde(rename = "Type")]
     pub kind: &'static str,
-    #[serde(rename = "Interval")]
     pub interval: String,
-    #[serde(rename = "Timeout")]
     pub timeout: String,
-    #[serde(rename = "ExposedPort")]
     pub exposed_port: u16,
-    #[serde(rename = "Definition")]
     pub definition: DefinitionJson<'a>,
-    #[serde(rename = "CreateIndex")]
     pub create_index: u64,
-    #[serde(rename = "ModifyIndex")]
     pub modify_index: u64,
 }
 
@@ -280,49 +263,33 @@ pub struct ServiceEntryJson<'a> {
 
 /// One entry of `/v1/catalog/service/<name>`.
 #[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CatalogServiceJson<'a> {
     #[serde(rename = "ID")]
     pub id: &'a str,
-    #[serde(rename = "Node")]
     pub node: &'a str,
-    #[serde(rename = "Address")]
     pub address: &'a str,
-    #[serde(rename = "Datacenter")]
     pub datacenter: &'a str,
-    #[serde(rename = "TaggedAddresses")]
     pub tagged_addresses: BTreeMap<&'a str, &'a str>,
-    #[serde(rename = "NodeMeta")]
     pub node_meta: &'a BTreeMap<String, String>,
-    #[serde(rename = "ServiceKind")]
     pub service_kind: &'a str,
     #[serde(rename = "ServiceID")]
     pub service_id: &'a str,
-    #[serde(rename = "ServiceName")]
     pub service_name: &'a str,
-    #[serde(rename = "ServiceTags")]
     pub service_tags: &'a [String],
-    #[serde(rename = "ServiceAddress")]
     pub service_address: &'a str,
     #[serde(
         rename = "ServiceTaggedAddresses",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub service_tagged_addresses: BTreeMap<&'a str, AddressJson<'a>>,
-    #[serde(rename = "ServiceWeights")]
     pub service_weights: WeightsJson,
-    #[serde(rename = "ServiceMeta")]
     pub service_meta: &'a BTreeMap<String, String>,
-    #[serde(rename = "ServicePort")]
     pub service_port: u16,
-    #[serde(rename = "ServiceEnableTagOverride")]
     pub service_enable_tag_override: bool,
-    #[serde(rename = "ServiceProxy")]
     pub service_proxy: serde_json::Value,
-    #[serde(rename = "ServiceConnect")]
     pub service_connect: serde_json::Value,
-    #[serde(rename = "CreateIndex")]
     pub create_index: u64,
-    #[serde(rename = "ModifyIndex")]
     pub modify_index: u64,
 }
 
