@@ -18,19 +18,10 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 # Wharf: three passing instances of hello.
-taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log" &
-pids+=($!)
+start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log"
 for _ in $(seq 200); do grep -q DNS "$work/wharf.out" 2>/dev/null && break; sleep 0.05; done
 HTTP=$(grep -o 'http://[0-9.:]*' "$work/wharf.out")
 WHARF_DNS_PORT=$(grep DNS "$work/wharf.out" | awk '{print $5}' | cut -d: -f2)
@@ -40,7 +31,7 @@ for i in 1 2 3; do
 done
 
 # NSD: the same answers from a static zone.
-NSD_PORT=$(free_port)
+NSD_PORT=$(free_udp_port)
 mkdir -p "$work/nsd"
 cat >"$work/nsd/wharf.zone" <<ZONE
 \$ORIGIN wharf.
@@ -77,8 +68,7 @@ zone:
   name: wharf.
   zonefile: wharf.zone
 CONF
-taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd/nsd.conf" &
-pids+=($!)
+start taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd/nsd.conf"
 for _ in $(seq 100); do dig @127.0.0.1 -p "$NSD_PORT" +short +tries=1 +time=1 hello.service.wharf A >/dev/null 2>&1 && break; sleep 0.1; done
 
 printf 'hello.service.wharf A\nhello.service.wharf SRV\n' >"$work/queries"

@@ -5,7 +5,7 @@
 # every run is bounded in time.
 #
 #   apt-get install wrk nginx haproxy
-#   bash bench/proxy.sh          # DURATION (default 10s) and CONNECTIONS (64) override
+#   bash bench/proxy.sh          # DURATION (default 10s, in seconds) and CONNECTIONS (64) override
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy; do
@@ -18,16 +18,7 @@ LOAD_CPU=${LOAD_CPU:-0}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  # Each server runs in its own process group (setsid), so that nginx's workers go too.
-  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" -H 'Host: hello' && return; sleep 0.05; done; echo "nothing on $1" >&2; exit 1; }
 
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); WHARF_PORT=$(free_port); ADMIN=$(free_port)
@@ -46,8 +37,7 @@ http {
   server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello\n"; } }
 }
 CONF
-setsid taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend" &
-pids+=($!)
+start taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend"
 
 # nginx as a reverse proxy, one worker, pooled upstream connections.
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -66,8 +56,7 @@ http {
   }
 }
 CONF
-setsid taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-pids+=($!)
+start taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
 
 # HAProxy, one thread, connection reuse.
 cat >"$work/haproxy.cfg" <<CONF
@@ -86,15 +75,13 @@ frontend fe
 backend hello
     server b1 127.0.0.1:$BACKEND
 CONF
-setsid taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
-pids+=($!)
+start taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1
 
 # Wharf, with the backend as a static upstream (the request path is the same as with the
 # registry: the endpoint set is read per request either way).
-setsid taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
-  --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log" &
-wharf_pid=$!
-pids+=($wharf_pid)
+start taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
+  --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log"
+wharf_pid=$last_pid
 
 for port in $BACKEND $NGINX $HAPROXY $WHARF_PORT; do wait_port "$port"; done
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
@@ -115,7 +102,10 @@ run() {
 run direct "$BACKEND"
 run nginx "$NGINX"
 run haproxy "$HAPROXY"
-( sleep 5; echo "wharf RSS under load: $(rss "$wharf_pid")" >"$work/rss" ) &
+# Sample Wharf's memory halfway through its run.
+( sleep $(( ${DURATION%s} / 2 )); echo "wharf RSS under load: $(rss "$wharf_pid")" >"$work/rss" ) &
+sampler=$!
 run wharf "$WHARF_PORT"
+wait "$sampler"
 cat "$work/rss"
 echo "wharf RSS idle: $wharf_idle"

@@ -19,28 +19,17 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 COUNT=${COUNT:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 client_port=$(free_port); peer_port=$(free_port)
-taskset -c "$SERVER_CPU" etcd --name bench --data-dir "$work/etcd" \
+start taskset -c "$SERVER_CPU" etcd --name bench --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$client_port" --advertise-client-urls "http://127.0.0.1:$client_port" \
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "bench=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1 &
-pids+=($!)
+  --initial-cluster "bench=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1
 ETCD="http://127.0.0.1:$client_port"
 
-taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log" &
-wharf_pid=$!
-pids+=($wharf_pid)
+start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log"
+wharf_pid=$last_pid
 
 for _ in $(seq 200); do
   grep -q http:// "$work/wharf.out" 2>/dev/null && curl -sf "$ETCD/health" >/dev/null 2>&1 && break
@@ -69,9 +58,8 @@ load read --url "$WHARF_URL" --service hello --count 200000 --concurrency "$CONC
 echo "== held blocking queries (each run on a fresh registry, so that its memory is the queries' own)"
 hold_run() {
   local dir="$work/hold-$1"
-  taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log" &
-  local pid=$!
-  pids+=($pid)
+  start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log"
+  local pid=$last_pid
   for _ in $(seq 200); do grep -q http:// "$dir.out" 2>/dev/null && break; sleep 0.05; done
   load hold --url "$(grep -o 'http://[0-9.:]*' "$dir.out")" --pid "$pid" --watchers "${WATCHERS:-10000}" --services "$1"
   kill "$pid"
