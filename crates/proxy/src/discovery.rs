@@ -135,12 +135,16 @@ impl Directory {
 
     /// The service called `name` (case-insensitive), starting its watch on first use.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Arc<Service>, Lookup> {
-        let key = name.to_lowercase();
+        let key: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
         let existing = self
             .services
             .read()
             .expect("directory lock")
-            .get(&key)
+            .get(&*key)
             .cloned();
         let service = match existing {
             Some(service) => service,
@@ -155,15 +159,15 @@ impl Directory {
                 }
                 match &**self.known.load() {
                     None => return Err(Lookup::RegistryUnavailable),
-                    Some(known) if !known.contains(&key) => return Err(Lookup::Unknown),
+                    Some(known) if !known.contains(&*key) => return Err(Lookup::Unknown),
                     Some(_) => {}
                 }
                 let mut services = self.services.write().expect("directory lock");
-                if let Some(service) = services.get(&key) {
+                if let Some(service) = services.get(&*key) {
                     service.clone()
                 } else {
                     let (service, ready) = self.new_service(&key);
-                    services.insert(key.clone(), service.clone());
+                    services.insert(key.clone().into_owned(), service.clone());
                     tokio::spawn(watch_service(client, Arc::downgrade(&service), ready));
                     service
                 }

@@ -1,64 +1,118 @@
-//! The life of a request through the gateway (see docs/request-lifecycle.md):
+//! The HTTP/2 path (h2c with prior knowledge, gRPC), on hyper; HTTP/1.x clients take the
+//! leaner path in [`crate::h1`]. Both follow the same plan (see docs/request-lifecycle.md and
+//! [`crate::failover`]): route (`:authority` → service) → concurrency limit → attempts, each
+//! on an endpoint the balancer picks, within a per-try timeout → on a connect error, or a
+//! 5xx/timeout of an idempotent request, retry on another endpoint if the budget allows →
+//! the response, or a refusal that says why in `x-wharf-error`.
 //!
-//! route (Host → service) → concurrency limit → overall deadline → attempts: balancer picks
-//! an endpoint (ejected ones are skipped) → per-try timeout → pooled client → on a connect
-//! error, or a 5xx/timeout/reset of an idempotent request, retry on another endpoint if the
-//! retry budget allows → response, or a response the proxy made itself that says why in
-//! `x-wharf-error`.
-//!
-//! Retries sit above the balancer so that a retry reaches another instance. A request body is
-//! replayable (so retryable) when it is empty or at most [`MAX_REPLAY`] bytes with a known
-//! length; streamed bodies (gRPC streams, uploads) get exactly one attempt.
+//! A request body is replayable (so retryable) when it is empty or at most [`MAX_REPLAY`]
+//! bytes with a known length; streamed bodies (gRPC streams, uploads) get exactly one attempt.
+//! gRPC goes upstream over HTTP/2; everything else over HTTP/1.1, which every backend speaks.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
-use tower::retry::budget::Budget;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use wharf_model::error_chain;
 
 use crate::balance::hash;
 use crate::discovery::{Directory, Lookup, Service};
+use crate::failover::{
+    Attempts, MAX_REPLAY, Next, Refusal, Timeouts, is_idempotent, is_retryable_status, service_name,
+};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
 use crate::metrics::Metrics;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// Largest request body kept in memory so that the request can be retried.
-pub const MAX_REPLAY: u64 = 64 * 1024;
-/// Attempts per request, the first included.
-pub const MAX_ATTEMPTS: usize = 3;
-
-/// Request deadlines.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// From the request's arrival to the response headers, retries included.
-    pub overall: Duration,
-    /// One attempt.
-    pub per_try: Duration,
-}
-
-/// What the request path shares.
+/// What the request paths share.
 pub struct Shared {
     pub directory: Arc<Directory>,
-    /// For protocol upgrades (WebSocket); other HTTP/1.1 traffic uses each endpoint's own
-    /// connections.
-    pub http1: Client<HttpConnector, Body>,
-    /// For gRPC, which needs HTTP/2 end to end.
+    /// For gRPC, which needs HTTP/2 end to end; other requests use each endpoint's own
+    /// HTTP/1.1 connections.
     pub http2: Client<HttpConnector, Body>,
     pub timeouts: Timeouts,
     pub metrics: Metrics,
+}
+
+/// Serves an HTTP/2 connection whose first bytes (the preface) were already read into
+/// `read`, until it closes or the proxy stops (then gracefully: requests in flight finish).
+pub async fn serve_h2(
+    stream: TcpStream,
+    read: BytesMut,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, request, peer).await) }
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(Replay { read, stream }), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Replay {
+    read: BytesMut,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -73,15 +127,11 @@ fn incoming(body: Incoming) -> Body {
 
 /// A response the proxy makes itself: the status, `x-wharf-error: <reason>` and a one-line
 /// explanation.
-pub fn synthetic(
-    status: StatusCode,
-    reason: &'static str,
-    detail: impl std::fmt::Display,
-) -> Response<Body> {
-    let mut response = Response::new(full(format!("{detail}\n")));
-    *response.status_mut() = status;
+pub fn synthetic(refusal: &Refusal) -> Response<Body> {
+    let mut response = Response::new(full(format!("{refusal}\n")));
+    *response.status_mut() = refusal.status();
     let headers = response.headers_mut();
-    headers.insert("x-wharf-error", HeaderValue::from_static(reason));
+    headers.insert("x-wharf-error", HeaderValue::from_static(refusal.reason()));
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -89,27 +139,13 @@ pub fn synthetic(
     response
 }
 
-/// The service a request is for: `Host: NAME`, `NAME.service.wharf` or `NAME.service.consul`,
-/// any port; HTTP/2 requests carry it in the `:authority`.
-pub fn route_name<B>(request: &Request<B>) -> Option<String> {
-    let host = request.uri().host().map(str::to_owned).or_else(|| {
-        request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-    })?;
-    let host = host.to_ascii_lowercase();
-    let host = host.trim_end_matches('.');
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
+/// The service an HTTP/2 request is for, from its `:authority` (or a `Host` field).
+fn route_name<B>(request: &Request<B>) -> Option<String> {
+    let host = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => request.headers().get(HOST)?.to_str().ok()?,
     };
-    let name = host
-        .strip_suffix(".service.wharf")
-        .or_else(|| host.strip_suffix(".service.consul"))
-        .unwrap_or(host);
-    (!name.is_empty()).then(|| name.to_owned())
+    service_name(host).map(|name| name.into_owned())
 }
 
 /// Answers one request.
@@ -119,59 +155,34 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Response<Body> {
     shared.metrics.requests.inc();
-    let Some(name) = route_name(&request) else {
-        shared.metrics.error("-", "no-host");
-        return synthetic(
-            StatusCode::BAD_REQUEST,
-            "no-host",
-            "the request names no service: set Host to NAME or NAME.service.wharf",
-        );
+    let service = match route_name(&request) {
+        None => Err(Refusal::NoHost),
+        Some(name) => shared.directory.get(&name).await.map_err(|e| match e {
+            Lookup::Unknown => Refusal::UnknownService(name),
+            Lookup::RegistryUnavailable => Refusal::RegistryUnavailable,
+        }),
     };
-    let service = match shared.directory.get(&name).await {
+    let service = match service {
         Ok(service) => service,
-        Err(Lookup::Unknown) => {
-            shared.metrics.error("-", "unknown-service");
-            return synthetic(
-                StatusCode::NOT_FOUND,
-                "unknown-service",
-                format_args!("no service named {name:?}"),
-            );
-        }
-        Err(Lookup::RegistryUnavailable) => {
-            shared.metrics.error("-", "registry-unavailable");
-            return synthetic(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "registry-unavailable",
-                "the proxy has not reached the registry yet",
-            );
+        Err(refusal) => {
+            shared.metrics.error("-", refusal.reason());
+            return synthetic(&refusal);
         }
     };
-    let started = Instant::now();
-    let response = forward(&shared, &service, request, client).await;
+    let started = std::time::Instant::now();
+    let response = match forward(&shared, &service, request, client).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            service.metrics.error(refusal.reason());
+            synthetic(&refusal)
+        }
+    };
     service
         .metrics
         .latency
         .observe(started.elapsed().as_secs_f64());
     service.metrics.response(response.status());
-    if let Some(reason) = response
-        .headers()
-        .get("x-wharf-error")
-        .and_then(|r| r.to_str().ok())
-    {
-        service.metrics.error(static_reason(reason));
-    }
     response
-}
-
-fn static_reason(reason: &str) -> &'static str {
-    match reason {
-        "no-healthy-instance" => "no-healthy-instance",
-        "overloaded" => "overloaded",
-        "timeout" => "timeout",
-        "retry-budget-exhausted" => "retry-budget-exhausted",
-        "bad-request-body" => "bad-request-body",
-        _ => "upstream-error",
-    }
 }
 
 /// A request body that can be sent again, or a stream that can be sent once.
@@ -180,29 +191,17 @@ enum RequestBody {
     Stream(Option<Incoming>),
 }
 
-/// How the last attempt ended.
-enum Failure {
-    Response(Response<Incoming>),
-    Upstream(String),
-    Timeout,
-}
-
 async fn forward(
     shared: &Shared,
     service: &Service,
     request: Request<Incoming>,
     client: SocketAddr,
-) -> Response<Body> {
-    let Ok(permit) = service.limiter.clone().try_acquire_owned() else {
-        return synthetic(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            format_args!("{} has too many requests in flight", service.name),
-        );
-    };
-    if is_upgrade(&request) {
-        return forward_upgrade(shared, service, request, client).await;
-    }
+) -> Result<Response<Body>, Refusal> {
+    let permit = service
+        .limiter
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
     let hash_key = ring_key(service, &request, client);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -217,10 +216,7 @@ async fn forward(
             parts.headers.insert(HOST, authority);
         }
     }
-    let idempotent = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
+    let idempotent = is_idempotent(parts.method.as_str().as_bytes());
     let known_length = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -231,19 +227,11 @@ async fn forward(
     } else if known_length.is_some_and(|len| len <= MAX_REPLAY) {
         match Limited::new(body, MAX_REPLAY as usize).collect().await {
             Ok(collected) => RequestBody::Replayable(collected.to_bytes()),
-            Err(e) => {
-                return synthetic(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request-body",
-                    format_args!("could not read the request body: {e}"),
-                );
-            }
+            Err(e) => return Err(Refusal::BadRequestBody(e.to_string())),
         }
     } else {
         RequestBody::Stream(Some(body))
     };
-    // gRPC needs HTTP/2 end to end; everything else goes upstream over HTTP/1.1, which every
-    // backend speaks, whatever the client used.
     let grpc = is_grpc(&parts.headers);
     let path = parts
         .uri
@@ -251,116 +239,59 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
-    service.budget.deposit();
-    let deadline = Instant::now() + shared.timeouts.overall;
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last = Failure::Upstream("no attempt".into());
-    let mut budget_exhausted = false;
-    for attempt in 0..MAX_ATTEMPTS {
-        let set = service.endpoints.load_full();
-        if set.is_empty() {
-            return synthetic(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no-healthy-instance",
-                format_args!("{} has no healthy instance", service.name),
-            );
-        }
-        if tried.len() >= set.endpoints.len() {
-            tried.clear(); // every endpoint tried: a retry may go to one again
-        }
-        let Some(index) = service.balancer.load().pick(&set, &tried, hash_key) else {
-            break;
-        };
-        let endpoint = set.endpoints[index].clone();
+    let mut attempts = Attempts::new(service, shared.timeouts, hash_key);
+    loop {
+        let (index, endpoint) = attempts.pick()?;
         let replayable = matches!(body, RequestBody::Replayable(_));
         let request_body = match &mut body {
             RequestBody::Replayable(bytes) => full(bytes.clone()),
             RequestBody::Stream(stream) => match stream.take() {
                 Some(stream) => incoming(stream),
-                None => break,
+                None => return Err(Refusal::Upstream("the body was already sent".into())),
             },
         };
-        let uri = upstream_uri(&endpoint, &path);
         let mut upstream = Request::new(request_body);
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = if grpc {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
         *upstream.headers_mut() = parts.headers.clone();
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let in_flight = endpoint.start();
         let result = tokio::time::timeout(
-            shared.timeouts.per_try.min(remaining),
-            send(&shared.http2, &endpoint, upstream, grpc),
+            attempts.time_limit(),
+            send(&shared.http2, &endpoint, upstream, &path, grpc),
         )
         .await;
-        let elapsed = in_flight.elapsed();
+        attempts.observe(&endpoint, in_flight.elapsed());
         drop(in_flight);
-        endpoint
-            .latency
-            .get_or_init(|| service.metrics.endpoint_latency(&endpoint.id))
-            .observe(elapsed.as_secs_f64());
-
-        let now = Instant::now();
-        let retryable = match result {
-            Ok(Ok(response)) if is_retryable_status(response.status()) => {
-                fail(service, &endpoint, now);
-                last = Failure::Response(response);
-                idempotent && replayable
-            }
+        let retryable_request = idempotent && replayable;
+        let (refusal, retryable) = match result {
             Ok(Ok(response)) => {
-                if response.status().is_server_error() {
-                    fail(service, &endpoint, now);
-                } else {
-                    endpoint.outlier.success();
+                let status = response.status();
+                if is_retryable_status(status)
+                    && attempts.failed(index, &endpoint, retryable_request) == Next::Retry
+                {
+                    continue;
                 }
-                return hold(finish(response), permit);
+                if !is_retryable_status(status) {
+                    attempts.answered(&endpoint, status);
+                }
+                return Ok(hold(finish(response), permit));
             }
-            Ok(Err(e)) => {
-                fail(service, &endpoint, now);
-                let connect = e.connect;
-                last = Failure::Upstream(format!(
+            Ok(Err(e)) => (
+                Refusal::Upstream(format!(
                     "{} ({}): {}",
                     endpoint.id, endpoint.addr, e.message
-                ));
+                )),
                 // A connect failure sent nothing, so any request may go elsewhere.
-                replayable && (connect || idempotent)
-            }
-            Err(_) => {
-                fail(service, &endpoint, now);
-                last = Failure::Timeout;
-                idempotent && replayable
-            }
-        };
-        if !retryable || attempt + 1 == MAX_ATTEMPTS || Instant::now() >= deadline {
-            break;
-        }
-        if !service.budget.withdraw() {
-            budget_exhausted = true;
-            break;
-        }
-        service.metrics.retries.inc();
-        tried.push(index);
-    }
-    match last {
-        Failure::Response(response) => hold(finish(response), permit),
-        _ if budget_exhausted => synthetic(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "retry-budget-exhausted",
-            format_args!(
-                "{}: the attempt failed and the retry budget is spent",
-                service.name
+                replayable && (e.connect || idempotent),
             ),
-        ),
-        Failure::Timeout => synthetic(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format_args!("{} did not answer in time", service.name),
-        ),
-        Failure::Upstream(error) => synthetic(StatusCode::BAD_GATEWAY, "upstream-error", error),
+            Err(_) => (Refusal::Timeout(service.name.clone()), retryable_request),
+        };
+        match attempts.failed(index, &endpoint, retryable) {
+            Next::Retry => {}
+            Next::Stop => return Err(refusal),
+            Next::BudgetExhausted => {
+                return Err(Refusal::RetryBudgetExhausted(service.name.clone()));
+            }
+        }
     }
 }
 
@@ -370,9 +301,18 @@ async fn send(
     http2: &Client<HttpConnector, Body>,
     endpoint: &crate::endpoint::Endpoint,
     mut request: Request<Body>,
+    path: &http::uri::PathAndQuery,
     grpc: bool,
 ) -> Result<Response<Incoming>, crate::upstream::SendError> {
+    let mut parts = http::uri::Parts::default();
     if grpc {
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(endpoint.authority.clone());
+    }
+    parts.path_and_query = Some(path.clone());
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+    if grpc {
+        *request.version_mut() = Version::HTTP_2;
         return http2
             .request(request)
             .await
@@ -381,38 +321,8 @@ async fn send(
                 message: error_chain(&e),
             });
     }
-    if let Some(path) = request.uri().path_and_query().cloned() {
-        let mut parts = http::uri::Parts::default();
-        parts.path_and_query = Some(path);
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
-        }
-    }
+    *request.version_mut() = Version::HTTP_11;
     endpoint.connections.send(endpoint.addr, request).await
-}
-
-/// `http://<endpoint><path>`, from parts made once.
-fn upstream_uri(endpoint: &crate::endpoint::Endpoint, path: &http::uri::PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(endpoint.authority.clone());
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// 5xx answers that say "try elsewhere": bad gateway, unavailable, gateway timeout.
-fn is_retryable_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
-}
-
-fn fail(service: &Service, endpoint: &crate::endpoint::Endpoint, now: Instant) {
-    if endpoint.outlier.failure(now) {
-        tracing::info!(service = %service.name, endpoint = %endpoint.id, "ejecting endpoint after consecutive failures");
-        service.metrics.ejection(&endpoint.id);
-    }
 }
 
 /// Keeps the service's concurrency slot until the response body has been sent (or the
@@ -452,107 +362,22 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.version() == Version::HTTP_11
-        && request.headers().contains_key(http::header::UPGRADE)
-        && request
-            .headers()
-            .get(http::header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-/// A protocol switch (WebSocket): one attempt, then bytes copied both ways.
-async fn forward_upgrade(
-    shared: &Shared,
-    service: &Service,
-    mut request: Request<Incoming>,
-    client: SocketAddr,
-) -> Response<Body> {
-    let downstream = hyper::upgrade::on(&mut request);
-    let hash_key = ring_key(service, &request, client);
-    let (mut parts, body) = request.into_parts();
-    strip_hop_by_hop(&mut parts.headers, true);
-    add_forwarded(&mut parts.headers, client.ip());
-    let set = service.endpoints.load_full();
-    let Some(index) = service.balancer.load().pick(&set, &[], hash_key) else {
-        return synthetic(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no-healthy-instance",
-            format_args!("{} has no healthy instance", service.name),
-        );
-    };
-    let endpoint = set.endpoints[index].clone();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut upstream = Request::new(incoming(body));
-    *upstream.method_mut() = parts.method.clone();
-    *upstream.uri_mut() = upstream_uri(&endpoint, &path);
-    *upstream.headers_mut() = parts.headers;
-    let mut response =
-        match tokio::time::timeout(shared.timeouts.per_try, shared.http1.request(upstream)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                return synthetic(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream-error",
-                    format_args!("{}: {}", endpoint.id, error_chain(&e)),
-                );
-            }
-            Err(_) => {
-                return synthetic(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format_args!("{} did not answer in time", endpoint.id),
-                );
-            }
-        };
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return finish(response);
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
-        let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream_upgrade) else {
-            return;
-        };
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
-    });
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, incoming(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn name(host: &str) -> Option<String> {
-        route_name(
-            &Request::builder()
-                .uri("/")
-                .header(HOST, host)
-                .body(())
-                .unwrap(),
-        )
-    }
-
     #[test]
-    fn routes_by_host_in_every_form() {
-        assert_eq!(name("hello").as_deref(), Some("hello"));
-        assert_eq!(name("Hello:8080").as_deref(), Some("hello"));
-        assert_eq!(name("hello.service.wharf").as_deref(), Some("hello"));
-        assert_eq!(name("hello.service.consul:80").as_deref(), Some("hello"));
-        assert_eq!(name("hello.service.wharf.").as_deref(), Some("hello"));
+    fn http2_requests_route_by_authority() {
         let h2 = Request::builder()
             .uri("http://api.service.wharf:8080/x")
             .body(())
             .unwrap();
         assert_eq!(route_name(&h2).as_deref(), Some("api"));
-        assert_eq!(name(""), None);
+        let host_only = Request::builder()
+            .uri("/x")
+            .header(HOST, "Hello")
+            .body(())
+            .unwrap();
+        assert_eq!(route_name(&host_only).as_deref(), Some("hello"));
     }
 }

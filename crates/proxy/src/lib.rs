@@ -3,14 +3,18 @@
 //!
 //! - [`discovery`] — endpoints from the registry's HTTP API (blocking queries);
 //! - [`balance`] — the policies; [`endpoint`] and [`outlier`] — per-endpoint state;
-//! - [`forward`] — the request path: route, limit, retry within a budget, timeouts;
-//! - [`headers`] — what a hop does to headers; [`metrics`] — Prometheus;
+//! - [`failover`] — what both request paths share: refusals, attempts, retries, timeouts;
+//! - [`h1`] — the HTTP/1.x path, by hand for speed; [`forward`] — the HTTP/2 path (h2c,
+//!   gRPC) on hyper, with [`upstream`] its HTTP/1.1 connections;
+//! - [`headers`] — what a hop does to headers on the hyper path; [`metrics`] — Prometheus;
 //! - this file — the listeners (proxy and admin) and their lifecycle.
 
 pub mod balance;
 pub mod discovery;
 pub mod endpoint;
+pub mod failover;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod metrics;
 pub mod outlier;
@@ -30,12 +34,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use balance::Policy;
-pub use forward::Timeouts;
+pub use failover::Timeouts;
 
 /// How a proxy runs.
 #[derive(Debug, Clone)]
@@ -105,8 +108,7 @@ impl Proxy {
             discovery::Directory::new(client, config.upstreams.clone(), defaults, metrics.clone());
         let shared = Arc::new(forward::Shared {
             directory: directory.clone(),
-            http1: upstream_client(false),
-            http2: upstream_client(true),
+            http2: http2_client(),
             timeouts: config.timeouts,
             metrics: metrics.clone(),
         });
@@ -157,19 +159,15 @@ impl Proxy {
     }
 }
 
-fn upstream_client(http2: bool) -> Client<HttpConnector, forward::Body> {
+fn http2_client() -> Client<HttpConnector, forward::Body> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .timer(TokioTimer::new());
-    if http2 {
-        builder.http2_only(true);
-    }
-    builder.build(connector)
+        .timer(TokioTimer::new())
+        .http2_only(true)
+        .build(connector)
 }
 
 fn server_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
@@ -177,7 +175,6 @@ fn server_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Slow clients (slowloris) get 408 after this long without a complete header.
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
     builder
@@ -187,14 +184,16 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Accepts client connections until the proxy stops, then gives those still busy a few
+/// seconds to finish (idle ones close at once).
 async fn serve_proxy(
     listener: TcpListener,
     shared: Arc<forward::Shared>,
     header_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = server_builder(header_timeout);
+    // Each connection holds a sender; when all are gone, `recv` returns `None`.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -208,24 +207,18 @@ async fn serve_proxy(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let shared_for_conn = shared.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let shared = shared_for_conn.clone();
-            async move { Ok::<_, Infallible>(forward::handle(shared, request, peer).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let gauge = shared.metrics.open_connections.clone();
-        gauge.inc();
+        let (shared, shutdown, alive) = (shared.clone(), shutdown.clone(), alive.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            let gauge = shared.metrics.open_connections.clone();
+            gauge.inc();
+            h1::serve(stream, peer, shared, header_timeout, shutdown).await;
             gauge.dec();
+            drop(alive);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    drop(alive);
+    let _ = tokio::time::timeout(Duration::from_secs(5), all_closed.recv()).await;
 }
 
 async fn serve_admin(

@@ -1,0 +1,646 @@
+//! The HTTP/1.x path, which nearly all traffic takes: one task per client connection reads a
+//! request, forwards it over a kept connection to the chosen endpoint, and relays the response
+//! back, with nothing between the two sockets but the connection's own buffers.
+//!
+//! Why by hand rather than hyper's server and client: those split each request over the
+//! connection's task, a dispatch channel and the upstream connection's task, and parse heads
+//! into header maps that a proxy only copies out again. Measured with `bench/proxy.sh`, that
+//! path reached 0.68x nginx's throughput; a proxy that moves a request from one socket to the
+//! other in one task, parsing heads in place (as nginx, HAProxy and Pingora do) is what the
+//! targets need. The parser is `httparse`, hyper's own.
+//!
+//! HTTP/2 connections (h2c with prior knowledge, gRPC) are recognised by their preface and
+//! handed to hyper ([`crate::forward`]), which this module does not try to replace.
+//!
+//! - [`head`] — parsing and writing heads; [`body`] — framing and relaying bodies;
+//! - [`pool`] — kept connections per endpoint;
+//! - this file — the connection loop and one request's exchange (see
+//!   docs/request-lifecycle.md).
+
+pub mod body;
+pub mod head;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::balance::{Policy, hash};
+use crate::discovery::{Lookup, Service};
+use crate::endpoint::Endpoint;
+use crate::failover::{Attempts, MAX_REPLAY, Next, Refusal, is_retryable_status, service_name};
+use crate::forward::Shared;
+use body::{Framing, READ_SIZE, RelayError, relay};
+use head::{Delivery, Head, HeadError, RequestFacts, ResponseFacts};
+use pool::Conn;
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one client connection until it closes, errs, idles out or the proxy stops.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = Client {
+        shared,
+        peer,
+        stream,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(1024),
+        request: Vec::with_capacity(1024),
+        head: Head::default(),
+        response_head: Head::default(),
+        header_timeout,
+        taken: Taken::Nothing,
+    };
+    let idle = tokio::time::sleep(header_timeout);
+    let attempt = tokio::time::sleep(header_timeout);
+    tokio::pin!(idle, attempt);
+    let mut first = true;
+    loop {
+        idle.as_mut().reset(Instant::now() + header_timeout);
+        match client.read_head(idle.as_mut(), &mut shutdown, first).await {
+            Ok(Arrival::Request) => {}
+            Ok(Arrival::Http2) => {
+                let Client {
+                    stream,
+                    buf,
+                    shared,
+                    peer,
+                    ..
+                } = client;
+                crate::forward::serve_h2(stream, buf, peer, shared, shutdown).await;
+                return;
+            }
+            Ok(Arrival::Closed) => return,
+            Err(error) => {
+                client.refuse_head(error).await;
+                return;
+            }
+        }
+        first = false;
+        match client.exchange(idle.as_mut(), attempt.as_mut()).await {
+            Step::Next if !*shutdown.borrow() => {}
+            _ => return,
+        }
+    }
+}
+
+/// What arrived on a connection waiting for a request.
+enum Arrival {
+    Request,
+    Http2,
+    Closed,
+}
+
+/// Why no request head could be read.
+enum ReadError {
+    Head(HeadError),
+    /// Part of a head came, and then nothing for too long (slowloris).
+    Timeout,
+}
+
+/// After an exchange: serve the next request, or close.
+enum Step {
+    Next,
+    Close,
+}
+
+/// One client connection and its reusable buffers.
+struct Client {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    stream: TcpStream,
+    /// Bytes read from the client, starting with the current request.
+    buf: BytesMut,
+    /// Bytes on their way to the client.
+    out: Vec<u8>,
+    /// The request as sent upstream: head, and the body when it is small enough to replay.
+    request: Vec<u8>,
+    head: Head,
+    response_head: Head,
+    header_timeout: Duration,
+    /// How much of the current request has been taken off `buf`.
+    taken: Taken,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Nothing,
+    /// Head and body: `buf` starts with whatever the client sent next.
+    All,
+    /// The head; the body streams (and may be left half-read by a failure).
+    Head,
+}
+
+/// How a request's body travels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RequestBody {
+    /// In `Client::request` with the head: the request can be sent again.
+    Replayable,
+    /// Relayed from the client during the one attempt.
+    Streamed(Framing),
+}
+
+/// Why an attempt produced no response head.
+enum AttemptError {
+    /// Nothing was sent: any request may go elsewhere.
+    Connect(String),
+    /// The endpoint failed after the request was (maybe) sent.
+    Upstream(String),
+    /// The client went away while its body was being relayed.
+    ClientGone,
+    Timeout,
+}
+
+impl Client {
+    async fn read_head(
+        &mut self,
+        mut idle: Pin<&mut Sleep>,
+        shutdown: &mut watch::Receiver<bool>,
+        first: bool,
+    ) -> Result<Arrival, ReadError> {
+        loop {
+            if !self.buf.is_empty() {
+                if first
+                    && H2_PREFACE.starts_with(&self.buf[..self.buf.len().min(H2_PREFACE.len())])
+                {
+                    if self.buf.len() >= H2_PREFACE.len() {
+                        return Ok(Arrival::Http2);
+                    }
+                } else {
+                    match head::parse_request(&self.buf, &mut self.head) {
+                        Ok(true) => return Ok(Arrival::Request),
+                        Ok(false) => {}
+                        Err(e) => return Err(ReadError::Head(e)),
+                    }
+                }
+            }
+            self.buf.reserve(READ_SIZE);
+            let waiting = self.buf.is_empty();
+            tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return Ok(Arrival::Closed),
+                    Ok(_) => {}
+                },
+                _ = idle.as_mut() => {
+                    return if waiting { Ok(Arrival::Closed) } else { Err(ReadError::Timeout) };
+                }
+                _ = shutdown.changed(), if waiting => return Ok(Arrival::Closed),
+            }
+        }
+    }
+
+    /// Answers a head that could not be read, and the connection closes.
+    async fn refuse_head(&mut self, error: ReadError) {
+        let (status, reason) = match error {
+            ReadError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request head did not arrive in time".to_owned(),
+            ),
+            ReadError::Head(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e.to_string())
+            }
+            ReadError::Head(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        self.out.clear();
+        head::write_error(&mut self.out, status, &reason);
+        let _ = self.stream.write_all(&self.out).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// One request: route, forward, answer. The head is parsed, at the start of `buf`.
+    async fn exchange(&mut self, idle: Pin<&mut Sleep>, attempt: Pin<&mut Sleep>) -> Step {
+        let shared = self.shared.clone();
+        shared.metrics.requests.inc();
+        self.taken = Taken::Nothing;
+        let facts = match head::request_facts(&self.buf, &self.head) {
+            Ok(facts) => facts,
+            Err(e) => {
+                self.refuse_head(ReadError::Head(e)).await;
+                return Step::Close;
+            }
+        };
+        if facts.is_connect {
+            self.out.clear();
+            head::write_error(
+                &mut self.out,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is a gateway, not a forward proxy",
+            );
+            let _ = self.stream.write_all(&self.out).await;
+            return Step::Close;
+        }
+        let service = match self.service(&facts).await {
+            Ok(service) => service,
+            Err(refusal) => {
+                shared.metrics.error("-", refusal.reason());
+                return self.refuse(&facts, &refusal).await;
+            }
+        };
+        let started = std::time::Instant::now();
+        let (status, step) = match self.forward(&service, &facts, idle, attempt).await {
+            Ok((status, step)) => (status, step),
+            Err(refusal) => {
+                service.metrics.error(refusal.reason());
+                (refusal.status(), self.refuse(&facts, &refusal).await)
+            }
+        };
+        service
+            .metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        service.metrics.response(status);
+        step
+    }
+
+    async fn service(&self, facts: &RequestFacts) -> Result<Arc<Service>, Refusal> {
+        let host = facts
+            .host
+            .and_then(|host| std::str::from_utf8(host.get(&self.buf)).ok());
+        let name = host.and_then(service_name).ok_or(Refusal::NoHost)?;
+        self.shared
+            .directory
+            .get(&name)
+            .await
+            .map_err(|lookup| match lookup {
+                Lookup::Unknown => Refusal::UnknownService(name.into_owned()),
+                Lookup::RegistryUnavailable => Refusal::RegistryUnavailable,
+            })
+    }
+
+    /// Answers with a refusal. The connection stays open if the request's body can be
+    /// skipped, that is, if there is none.
+    async fn refuse(&mut self, facts: &RequestFacts, refusal: &Refusal) -> Step {
+        let close = !facts.keep_alive
+            || facts.upgrade
+            || match self.taken {
+                Taken::Nothing => facts.body != Framing::Empty,
+                Taken::All => false,
+                Taken::Head => true,
+            };
+        if !close && self.taken == Taken::Nothing {
+            self.buf.advance(self.head.len);
+        }
+        self.out.clear();
+        head::write_refusal(&mut self.out, refusal, close);
+        match self.stream.write_all(&self.out).await {
+            Ok(()) if !close => Step::Next,
+            _ => Step::Close,
+        }
+    }
+
+    /// Forwards the request to the service and relays the answer; the response's status is
+    /// returned once it has been sent.
+    async fn forward(
+        &mut self,
+        service: &Service,
+        facts: &RequestFacts,
+        mut idle: Pin<&mut Sleep>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Result<(StatusCode, Step), Refusal> {
+        let _slot = service
+            .limiter
+            .try_acquire()
+            .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
+        let hash_key = self.ring_key(service);
+        let body = self.prepare_request(facts, idle.as_mut()).await?;
+        let replayable = body == RequestBody::Replayable;
+        let mut attempts = Attempts::new(service, self.shared.timeouts, hash_key);
+        loop {
+            let (index, endpoint) = attempts.pick()?;
+            timer.as_mut().reset(Instant::now() + attempts.time_limit());
+            let in_flight = endpoint.start();
+            let sent = tokio::select! {
+                biased;
+                sent = self.attempt(&endpoint, body, facts) => sent,
+                _ = timer.as_mut() => Err(AttemptError::Timeout),
+            };
+            attempts.observe(&endpoint, in_flight.elapsed());
+            drop(in_flight);
+            let retryable_request = facts.idempotent && replayable;
+            let failure = match sent {
+                Ok((conn, response)) => {
+                    let status =
+                        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    if is_retryable_status(status)
+                        && attempts.failed(index, &endpoint, retryable_request) == Next::Retry
+                    {
+                        continue; // the connection goes: its body is not wanted
+                    }
+                    if !is_retryable_status(status) {
+                        attempts.answered(&endpoint, status);
+                    }
+                    let step = self.respond(&endpoint, conn, response, facts).await;
+                    return Ok((status, step));
+                }
+                Err(AttemptError::ClientGone) => {
+                    return Ok((StatusCode::BAD_REQUEST, Step::Close));
+                }
+                Err(AttemptError::Connect(error)) => (
+                    Refusal::Upstream(format!("{} ({}): {error}", endpoint.id, endpoint.addr)),
+                    replayable,
+                ),
+                Err(AttemptError::Upstream(error)) => (
+                    Refusal::Upstream(format!("{} ({}): {error}", endpoint.id, endpoint.addr)),
+                    retryable_request,
+                ),
+                Err(AttemptError::Timeout) => {
+                    (Refusal::Timeout(service.name.clone()), retryable_request)
+                }
+            };
+            let (refusal, retryable) = failure;
+            match attempts.failed(index, &endpoint, retryable) {
+                Next::Retry => continue,
+                Next::Stop => return Err(refusal),
+                Next::BudgetExhausted => {
+                    return Err(Refusal::RetryBudgetExhausted(service.name.clone()));
+                }
+            }
+        }
+    }
+
+    /// The ring-hash key: the service's hash header, or the client's address.
+    fn ring_key(&self, service: &Service) -> Option<u64> {
+        if service.balancer.load().policy != Policy::RingHash {
+            return None;
+        }
+        let header = service.hash_header.load();
+        let from_header = header.as_ref().as_ref().and_then(|name| {
+            self.head
+                .fields
+                .iter()
+                .find(|f| {
+                    f.name
+                        .get(&self.buf)
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+                .map(|f| hash(&f.value.get(&self.buf)))
+        });
+        Some(from_header.unwrap_or_else(|| hash(&self.peer.ip())))
+    }
+
+    /// Writes the upstream request into `request` and takes the request off `buf`: with its
+    /// body when that is small enough to replay (read in full first), else the body is left
+    /// to stream.
+    async fn prepare_request(
+        &mut self,
+        facts: &RequestFacts,
+        mut idle: Pin<&mut Sleep>,
+    ) -> Result<RequestBody, Refusal> {
+        self.request.clear();
+        head::write_request(
+            &mut self.request,
+            &self.buf,
+            &self.head,
+            facts,
+            self.peer.ip(),
+        );
+        let head_len = self.head.len;
+        let length = match facts.body {
+            Framing::Empty => 0,
+            Framing::Length(n) if n <= MAX_REPLAY => n as usize,
+            framing => {
+                if facts.expect_continue {
+                    self.continue_100().await?;
+                }
+                self.buf.advance(head_len);
+                self.taken = Taken::Head;
+                return Ok(RequestBody::Streamed(framing));
+            }
+        };
+        if self.buf.len() < head_len + length {
+            if facts.expect_continue {
+                self.continue_100().await?;
+            }
+            idle.as_mut().reset(Instant::now() + self.header_timeout);
+            while self.buf.len() < head_len + length {
+                self.buf.reserve(head_len + length - self.buf.len());
+                tokio::select! {
+                    biased;
+                    read = self.stream.read_buf(&mut self.buf) => match read {
+                        Ok(0) => return Err(Refusal::BadRequestBody("the client closed the connection".into())),
+                        Err(e) => return Err(Refusal::BadRequestBody(e.to_string())),
+                        Ok(_) => {}
+                    },
+                    _ = idle.as_mut() => {
+                        return Err(Refusal::BadRequestBody("the body did not arrive in time".into()));
+                    }
+                }
+            }
+        }
+        self.request
+            .extend_from_slice(&self.buf[head_len..head_len + length]);
+        self.buf.advance(head_len + length);
+        self.taken = Taken::All;
+        Ok(RequestBody::Replayable)
+    }
+
+    /// The proxy reads the body itself, so it answers `Expect: 100-continue` itself.
+    async fn continue_100(&mut self) -> Result<(), Refusal> {
+        self.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| Refusal::BadRequestBody(e.to_string()))
+    }
+
+    /// One attempt: a connection to the endpoint, the request sent, the response head read.
+    /// A kept connection that turns out to have been closed by the endpoint while idle is
+    /// replaced by a new one, once, when the request can safely go again.
+    async fn attempt(
+        &mut self,
+        endpoint: &Endpoint,
+        body: RequestBody,
+        facts: &RequestFacts,
+    ) -> Result<(Conn, ResponseFacts), AttemptError> {
+        let mut conn = match endpoint.pool.take() {
+            Some(conn) => conn,
+            None => pool::connect(endpoint.addr)
+                .await
+                .map_err(|e| AttemptError::Connect(e.to_string()))?,
+        };
+        loop {
+            match self.send(&mut conn, body, facts).await {
+                Ok(response) => return Ok((conn, response)),
+                Err(Sent::Stale { wrote })
+                    if conn.reused
+                        && (!wrote || (facts.idempotent && body == RequestBody::Replayable)) =>
+                {
+                    conn = pool::connect(endpoint.addr)
+                        .await
+                        .map_err(|e| AttemptError::Connect(e.to_string()))?;
+                }
+                Err(Sent::Stale { wrote: false }) => {
+                    return Err(AttemptError::Connect("the connection closed".into()));
+                }
+                Err(Sent::Stale { wrote: true }) => {
+                    return Err(AttemptError::Upstream(
+                        "the connection closed before a response".into(),
+                    ));
+                }
+                Err(Sent::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        conn: &mut Conn,
+        body: RequestBody,
+        facts: &RequestFacts,
+    ) -> Result<ResponseFacts, Sent> {
+        if conn.stream.write_all(&self.request).await.is_err() {
+            return Err(Sent::Stale { wrote: false });
+        }
+        if let RequestBody::Streamed(framing) = body {
+            let mut nothing = Vec::new();
+            match relay(
+                framing,
+                false,
+                &mut self.stream,
+                &mut self.buf,
+                &mut conn.stream,
+                &mut nothing,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(RelayError::Write(e)) => {
+                    return Err(Sent::Failed(AttemptError::Upstream(format!(
+                        "sending the body: {e}"
+                    ))));
+                }
+                Err(_) => return Err(Sent::Failed(AttemptError::ClientGone)),
+            }
+        }
+        loop {
+            if !conn.buf.is_empty() {
+                match head::parse_response(&conn.buf, &mut self.response_head) {
+                    Ok(true)
+                        if (100..200).contains(&self.response_head.status)
+                            && self.response_head.status != 101 =>
+                    {
+                        // An interim answer (103 Early Hints…): the final one follows.
+                        conn.buf.advance(self.response_head.len);
+                        continue;
+                    }
+                    Ok(true) => {
+                        return head::response_facts(&conn.buf, &self.response_head, facts)
+                            .map_err(|e| {
+                                Sent::Failed(AttemptError::Upstream(format!("bad response: {e}")))
+                            });
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(Sent::Failed(AttemptError::Upstream(format!(
+                            "bad response: {e}"
+                        ))));
+                    }
+                }
+            }
+            conn.buf.reserve(READ_SIZE);
+            match conn.stream.read_buf(&mut conn.buf).await {
+                Ok(0) | Err(_) if conn.buf.is_empty() => return Err(Sent::Stale { wrote: true }),
+                Ok(0) => {
+                    return Err(Sent::Failed(AttemptError::Upstream(
+                        "the connection closed in the response head".into(),
+                    )));
+                }
+                Err(e) => return Err(Sent::Failed(AttemptError::Upstream(e.to_string()))),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Relays the response whose head is parsed in `conn`; the connection goes back to the
+    /// endpoint's pool if the exchange ended cleanly.
+    async fn respond(
+        &mut self,
+        endpoint: &Endpoint,
+        mut conn: Conn,
+        response: ResponseFacts,
+        facts: &RequestFacts,
+    ) -> Step {
+        let switching = response.status == 101 && facts.upgrade;
+        let dechunk = response.body == Framing::Chunked && self.head.minor == 0;
+        let close = !facts.keep_alive || response.body == Framing::UntilClose || dechunk;
+        let delivery = Delivery {
+            body: response.body,
+            dechunk,
+            close,
+        };
+        self.out.clear();
+        head::write_response(
+            &mut self.out,
+            &conn.buf,
+            &self.response_head,
+            delivery,
+            self.head.minor,
+        );
+        conn.buf.advance(self.response_head.len);
+        if switching {
+            self.tunnel(conn).await;
+            return Step::Close;
+        }
+        match relay(
+            response.body,
+            dechunk,
+            &mut conn.stream,
+            &mut conn.buf,
+            &mut self.stream,
+            &mut self.out,
+        )
+        .await
+        {
+            Ok(()) => {
+                if response.reusable && !facts.upgrade && conn.buf.is_empty() {
+                    endpoint.pool.put(conn);
+                }
+                if close {
+                    let _ = self.stream.shutdown().await;
+                    Step::Close
+                } else {
+                    Step::Next
+                }
+            }
+            // The client has part of a response: all it can be told is that it ends here.
+            Err(_) => Step::Close,
+        }
+    }
+
+    /// After `101 Switching Protocols`: the response head and whatever either side sent
+    /// early, then bytes both ways until one side closes.
+    async fn tunnel(&mut self, mut conn: Conn) {
+        self.out.extend_from_slice(&conn.buf);
+        if self.stream.write_all(&self.out).await.is_err() {
+            return;
+        }
+        if !self.buf.is_empty() && conn.stream.write_all(&self.buf).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut conn.stream).await;
+    }
+}
+
+/// How sending on one connection failed.
+enum Sent {
+    /// The connection was closed under the request: `wrote` says whether the request may
+    /// have reached the endpoint.
+    Stale {
+        wrote: bool,
+    },
+    Failed(AttemptError),
+}

@@ -1,0 +1,90 @@
+//! Kept-alive HTTP/1.1 connections to one endpoint.
+//!
+//! A request takes the most recently used idle connection (or opens one) and owns it until the
+//! response has been read to its end; then the connection goes back, ready for the next. An
+//! idle connection that the endpoint closed (or that received bytes nobody asked for) shows
+//! as readable, which costs no system call to see; it is dropped when next taken.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per endpoint, at most.
+const MAX_IDLE: usize = 256;
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to an endpoint and the bytes read from it but not yet used.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    /// It carried a request before: if it fails before any answer, the endpoint may simply
+    /// have closed it while idle.
+    pub reused: bool,
+}
+
+/// One endpoint's idle connections.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
+        f.debug_struct("Pool").field("idle", &idle).finish()
+    }
+}
+
+impl Pool {
+    /// An idle connection that still looks usable, if there is one.
+    pub fn take(&self) -> Option<Conn> {
+        loop {
+            let mut conn = self.idle.lock().expect("pool lock").pop()?;
+            if is_quiet(&conn.stream) {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keeps a connection whose last exchange ended cleanly.
+    pub fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Opens a connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(super::body::READ_SIZE),
+        reused: false,
+    })
+}
+
+/// Nothing to read on an idle connection: no close, no stray bytes. Readiness is cached by
+/// the runtime (cleared by the last read that drained the socket), so a quiet connection
+/// costs nothing to check and a possibly stale "readable" is confirmed with one read.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut context = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut context) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
