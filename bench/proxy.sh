@@ -57,6 +57,7 @@ http {
 }
 CONF
 start taskset -c "$PROXY_CPU" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
+nginx_pgid=$last_pid
 
 # HAProxy, one thread, connection reuse.
 cat >"$work/haproxy.cfg" <<CONF
@@ -76,6 +77,7 @@ backend hello
     server b1 127.0.0.1:$BACKEND
 CONF
 start taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1
+haproxy_pgid=$last_pid
 
 # Wharf, with the backend as a static upstream (the request path is the same as with the
 # registry: the endpoint set is read per request either way).
@@ -88,24 +90,44 @@ rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 wharf_idle=$(rss "$wharf_pid")
 
 echo "proxies on CPU $PROXY_CPU; backend (nginx) and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS -d$DURATION"
+# CPU time (clock ticks) used so far by every process of process group $1.
+cpu_ticks() {
+  local total=0 line rest
+  for stat in /proc/[0-9]*/stat; do
+    read -r line <"$stat" 2>/dev/null || continue
+    rest=${line##*) }
+    # shellcheck disable=SC2086
+    set -- $rest  # from field 3 (state): $3 = process group, $12 = utime, $13 = stime
+    [ "$3" = "$pgid" ] && total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+# run LABEL PORT [PGID]: one wrk run; with PGID, also the proxy's CPU time per request.
 run() {
-  local label=$1 port=$2
-  local out
+  local label=$1 port=$2 pgid=${3:-}
+  local out before after cpu=""
+  [ -n "$pgid" ] && before=$(cpu_ticks)
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: hello' "http://127.0.0.1:$port/")
-  local rps p50 p99 errors
+  local rps p50 p99 errors requests
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf '%-8s %10s req/s  p50 %8s  p99 %8s  %s\n' "$label" "$rps" "$p50" "$p99" "$errors"
+  if [ -n "$pgid" ]; then
+    after=$(cpu_ticks)
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" -v d="${DURATION%s}" \
+      'BEGIN { printf "cpu %5.2f us/req (%3.0f%% of a core)", t / hz / n * 1e6, t / hz / d * 100 }')
+  fi
+  printf '%-8s %10s req/s  p50 %8s  p99 %8s  %s %s\n' "$label" "$rps" "$p50" "$p99" "$cpu" "$errors"
 }
 run direct "$BACKEND"
-run nginx "$NGINX"
-run haproxy "$HAPROXY"
+run nginx "$NGINX" "$nginx_pgid"
+run haproxy "$HAPROXY" "$haproxy_pgid"
 # Sample Wharf's memory halfway through its run.
 ( sleep $(( ${DURATION%s} / 2 )); echo "wharf RSS under load: $(rss "$wharf_pid")" >"$work/rss" ) &
 sampler=$!
-run wharf "$WHARF_PORT"
+run wharf "$WHARF_PORT" "$wharf_pid"
 wait "$sampler"
 cat "$work/rss"
 echo "wharf RSS idle: $wharf_idle"

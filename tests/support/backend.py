@@ -4,7 +4,7 @@ connections alive, and supports a few behaviours chosen by path:
   /status/<code>   answer with that status
   /slow/<ms>       answer after a delay
   /stream/<ms>     answer the head at once and the body over that long
-  /echo            answer with the request body and headers as JSON
+  /echo            answer with the request body (chunked or not) and headers as JSON
   Upgrade: echo    switch protocols and echo bytes back (a stand-in for WebSocket)
 
 Usage: python3 backend.py NAME  -- listens on $PORT (or a free port) and prints
@@ -31,8 +31,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = self.read_chunked()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
         if self.headers.get("Upgrade", "").lower() == "echo":
             self.send_response(101)
             self.send_header("Upgrade", "echo")
@@ -65,6 +68,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                        "headers": {k.lower(): v for k, v in self.headers.items()}}
             return self.answer(200, json.dumps(payload).encode(), "application/json")
         return self.answer(200, NAME.encode())
+
+    def read_chunked(self):
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 

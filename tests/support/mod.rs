@@ -209,7 +209,7 @@ fn parse_response(raw: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
+    if chunked && !body.is_empty() {
         body = dechunk(&body);
     }
     Response {
@@ -448,4 +448,51 @@ pub fn send(addr: SocketAddr, raw: &str) -> Response {
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
     parse_response(&bytes)
+}
+
+/// Reads one response from a kept-alive connection, using its framing (`Content-Length` or
+/// chunked; no body after a HEAD or a 1xx/204/304). The body is returned de-chunked.
+pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Response {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .expect("read a response head");
+        assert!(n > 0, "the connection closed before a response");
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let mut response = parse_response(&head);
+    let status = response.status;
+    let no_body = head_request || status < 200 || status == 204 || status == 304;
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"));
+    if no_body {
+    } else if chunked {
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("chunk size");
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16)
+                .expect("hex chunk size");
+            if size == 0 {
+                let mut end = String::new();
+                while reader.read_line(&mut end).expect("trailers") > 2 {
+                    end.clear();
+                }
+                break;
+            }
+            let mut data = vec![0; size + 2];
+            reader.read_exact(&mut data).expect("chunk data");
+            response.body.extend_from_slice(&data[..size]);
+        }
+    } else if let Some(length) = response.header("content-length") {
+        let mut data = vec![0; length.parse().expect("numeric content-length")];
+        reader.read_exact(&mut data).expect("body");
+        response.body = data;
+    }
+    response
 }
