@@ -66,27 +66,36 @@ impl Endpoint {
     }
 }
 
-/// A request in flight to an endpoint.
+/// A request in flight to an endpoint; [`InFlight::finish`] (or dropping it) ends it.
 pub struct InFlight<'a> {
     endpoint: &'a Endpoint,
     started: Instant,
 }
 
 impl InFlight<'_> {
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// Ends the request, records its latency in the EWMA and returns it.
+    pub fn finish(self) -> Duration {
+        let rtt = self.record();
+        std::mem::forget(self);
+        rtt
+    }
+
+    fn record(&self) -> Duration {
+        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.started);
+        self.endpoint
+            .ewma
+            .lock()
+            .expect("ewma lock")
+            .observe(rtt, now);
+        rtt
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
-        let rtt = self.started.elapsed();
-        self.endpoint
-            .ewma
-            .lock()
-            .expect("ewma lock")
-            .observe(rtt, Instant::now());
+        self.record();
     }
 }
 

@@ -259,8 +259,7 @@ async fn forward(
             send(&shared.http2, &endpoint, upstream, &path, grpc),
         )
         .await;
-        attempts.observe(&endpoint, in_flight.elapsed());
-        drop(in_flight);
+        attempts.observe(&endpoint, in_flight.finish());
         let retryable_request = idempotent && replayable;
         let (refusal, retryable) = match result {
             Ok(Ok(response)) => {

@@ -11,7 +11,6 @@
 
 use std::io::Write as _;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 
 use super::body::Framing;
 
@@ -316,7 +315,7 @@ pub fn write_request(
     buf: &[u8],
     head: &Head,
     facts: &RequestFacts,
-    client: IpAddr,
+    client: &[u8],
 ) {
     out.extend_from_slice(head.method.get(buf));
     out.push(b' ');
@@ -367,17 +366,17 @@ pub fn write_request(
             }
         }
     }
-    let _ = write!(out, "{client}\r\n");
+    out.extend_from_slice(client);
+    out.extend_from_slice(b"\r\n");
     if !forwarded_proto {
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     }
     if !traceparent {
-        let _ = write!(
-            out,
-            "traceparent: 00-{:032x}-{:016x}-01\r\n",
-            fastrand::u128(1..),
-            fastrand::u64(1..)
-        );
+        out.extend_from_slice(b"traceparent: 00-");
+        write_hex(out, &fastrand::u128(1..).to_be_bytes());
+        out.push(b'-');
+        write_hex(out, &fastrand::u64(1..).to_be_bytes());
+        out.extend_from_slice(b"-01\r\n");
     }
     if facts.host_from_target
         && let Some(host) = facts.host
@@ -418,7 +417,9 @@ pub fn write_response(
     delivery: Delivery,
     client_minor: u8,
 ) {
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_decimal(out, u64::from(head.status));
+    out.push(b' ');
     out.extend_from_slice(head.reason.get(buf));
     out.extend_from_slice(b"\r\n");
     let switching = head.status == 101;
@@ -481,7 +482,9 @@ pub fn write_error(out: &mut Vec<u8>, status: http::StatusCode, reason: &str) {
 fn write_framing(out: &mut Vec<u8>, body: Framing) {
     match body {
         Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            write_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Empty | Framing::UntilClose => {}
@@ -510,20 +513,55 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     .any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
-/// The values of the head's `Connection` fields (usually none or one).
-fn connection_fields(buf: &[u8], head: &Head) -> Vec<Span> {
-    head.fields
-        .iter()
-        .filter(|f| f.name.get(buf).eq_ignore_ascii_case(b"connection"))
-        .map(|f| f.value)
-        .collect()
+/// The values of the head's `Connection` fields; more than a few is unheard of, and those
+/// beyond are ignored.
+#[derive(Default)]
+struct ConnectionFields {
+    values: [Span; 4],
+    count: usize,
+}
+
+fn connection_fields(buf: &[u8], head: &Head) -> ConnectionFields {
+    let mut fields = ConnectionFields::default();
+    for field in &head.fields {
+        if fields.count < fields.values.len()
+            && field.name.get(buf).eq_ignore_ascii_case(b"connection")
+        {
+            fields.values[fields.count] = field.value;
+            fields.count += 1;
+        }
+    }
+    fields
 }
 
 /// Whether `name` is listed in a `Connection` field, which makes it hop-by-hop.
-fn is_named_in(name: &[u8], buf: &[u8], connection: &[Span]) -> bool {
-    connection
+fn is_named_in(name: &[u8], buf: &[u8], connection: &ConnectionFields) -> bool {
+    connection.values[..connection.count]
         .iter()
         .any(|value| tokens(value.get(buf)).any(|token| token.eq_ignore_ascii_case(name)))
+}
+
+/// Lowercase hex of `bytes`, without `fmt` (this runs for most requests).
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0xf)]);
+    }
+}
+
+fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The comma-separated tokens of a field value, trimmed.
@@ -588,13 +626,7 @@ mod tests {
     fn upstream_head(raw: &[u8]) -> String {
         let (head, facts) = request(raw);
         let mut out = Vec::new();
-        write_request(
-            &mut out,
-            raw,
-            &head,
-            &facts.unwrap(),
-            "10.1.2.3".parse().unwrap(),
-        );
+        write_request(&mut out, raw, &head, &facts.unwrap(), b"10.1.2.3");
         String::from_utf8(out).unwrap()
     }
 
@@ -694,6 +726,19 @@ mod tests {
             "{head}"
         );
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn numbers_are_written_without_fmt() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 204, 18_446_744_073_709_551_615] {
+            out.clear();
+            write_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        out.clear();
+        write_hex(&mut out, &[0x0f, 0xa0]);
+        assert_eq!(out, b"0fa0");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub async fn serve(
         head: Head::default(),
         response_head: Head::default(),
         header_timeout,
+        client_ip: peer.ip().to_string().into_bytes(),
         taken: Taken::Nothing,
     };
     let idle = tokio::time::sleep(header_timeout);
@@ -132,6 +133,8 @@ struct Client {
     head: Head,
     response_head: Head,
     header_timeout: Duration,
+    /// The client's address as text, for `x-forwarded-for`.
+    client_ip: Vec<u8>,
     /// How much of the current request has been taken off `buf`.
     taken: Taken,
 }
@@ -329,8 +332,7 @@ impl Client {
                 sent = self.attempt(&endpoint, body, facts) => sent,
                 _ = timer.as_mut() => Err(AttemptError::Timeout),
             };
-            attempts.observe(&endpoint, in_flight.elapsed());
-            drop(in_flight);
+            attempts.observe(&endpoint, in_flight.finish());
             let retryable_request = facts.idempotent && replayable;
             let failure = match sent {
                 Ok((conn, response)) => {
@@ -407,7 +409,7 @@ impl Client {
             &self.buf,
             &self.head,
             facts,
-            self.peer.ip(),
+            &self.client_ip,
         );
         let head_len = self.head.len;
         let length = match facts.body {
