@@ -81,7 +81,7 @@ haproxy_pgid=$last_pid
 
 # Wharf, with the backend as a static upstream (the request path is the same as with the
 # registry: the endpoint set is read per request either way).
-start taskset -c "$PROXY_CPU" "$WHARF" proxy --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
+start taskset -c "$PROXY_CPU" "$WHARF" proxy --threads 1 --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
   --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log"
 wharf_pid=$last_pid
 

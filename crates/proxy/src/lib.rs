@@ -56,6 +56,8 @@ pub struct Config {
     pub max_concurrency: usize,
     /// A client must send a complete request head within this long (slowloris: 408).
     pub header_timeout: Duration,
+    /// Threads serving clients, each with its own event loop (0: one per available core).
+    pub threads: usize,
 }
 
 impl Config {
@@ -72,6 +74,7 @@ impl Config {
             },
             max_concurrency: 10_000,
             header_timeout: Duration::from_secs(10),
+            threads: 0,
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error(transparent)]
     Registry(#[from] wharf_client::ClientError),
+    #[error("cannot start a proxy thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A running proxy.
@@ -90,6 +95,7 @@ pub struct Proxy {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -113,18 +119,43 @@ impl Proxy {
             metrics: metrics.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = std::net::TcpListener::bind(config.listen)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|e| StartError::Bind(config.listen, e))?;
         let listen_addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(config.listen, e))?;
-        let mut tasks = vec![tokio::spawn(serve_proxy(
-            listener,
-            shared,
-            config.header_timeout,
-            shutdown_rx.clone(),
-        ))];
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        h1::pool::set_workers(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for worker in 0..threads {
+            let listener = listener.try_clone().map_err(StartError::Thread)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StartError::Thread)?;
+            let (shared, shutdown) = (shared.clone(), shutdown_rx.clone());
+            let header_timeout = config.header_timeout;
+            let handle = std::thread::Builder::new()
+                .name(format!("wharf-proxy-{worker}"))
+                .spawn(move || {
+                    h1::pool::set_this_worker(worker);
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                serve_proxy(listener, shared, header_timeout, shutdown).await;
+                            }
+                            Err(e) => tracing::error!(error = %e, "proxy: cannot listen"),
+                        }
+                    });
+                })
+                .map_err(StartError::Thread)?;
+            workers.push(handle);
+        }
+        let mut tasks = Vec::new();
         let mut admin_addr = None;
         if let Some(addr) = config.admin {
             let listener = TcpListener::bind(addr)
@@ -147,6 +178,7 @@ impl Proxy {
             admin_addr,
             shutdown,
             tasks,
+            workers,
         })
     }
 
@@ -156,6 +188,13 @@ impl Proxy {
         for task in self.tasks {
             let _ = task.await;
         }
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
     }
 }
 

@@ -114,6 +114,9 @@ pub struct ProxyArgs {
     /// A client must send a whole request head within this long, or get 408.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: std::time::Duration,
+    /// Threads serving clients, each with its own event loop; 0 = one per available core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 fn parse_policy(text: &str) -> Result<wharf_proxy::Policy, String> {

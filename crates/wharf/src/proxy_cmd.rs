@@ -19,6 +19,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     config.header_timeout = args
         .header_timeout
         .max(std::time::Duration::from_millis(100));
+    config.threads = args.threads;
     let proxy = Proxy::start(config).await?;
     tracing::info!("proxy started");
     println!("wharf proxy: listening on http://{}", proxy.listen_addr);

@@ -1,11 +1,17 @@
 //! Kept-alive HTTP/1.1 connections to one endpoint.
 //!
+//! Each proxy thread runs its own event loop, so each keeps its own idle connections (a
+//! connection is registered with the loop that opened it): the pool has one shard per
+//! thread, and a thread only takes from and returns to its own.
+//!
 //! A request takes the most recently used idle connection (or opens one) and owns it until the
 //! response has been read to its end; then the connection goes back, ready for the next. An
 //! idle connection that the endpoint closed (or that received bytes nobody asked for) shows
 //! as readable, which costs no system call to see; it is dropped when next taken.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -27,24 +33,59 @@ pub struct Conn {
     pub reused: bool,
 }
 
-/// One endpoint's idle connections.
-#[derive(Default)]
+/// Threads serving clients (so shards per pool); set before any pool is made.
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static THIS_WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many proxy threads there are (the largest count asked for wins).
+pub fn set_workers(count: usize) {
+    WORKERS.fetch_max(count.max(1), Ordering::Relaxed);
+}
+
+/// Which proxy thread this is.
+pub fn set_this_worker(index: usize) {
+    THIS_WORKER.set(index);
+}
+
+/// One endpoint's idle connections, a stack per proxy thread.
 pub struct Pool {
-    idle: Mutex<Vec<Conn>>,
+    shards: Box<[Mutex<Vec<Conn>>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            shards: (0..WORKERS.load(Ordering::Relaxed))
+                .map(|_| Mutex::default())
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
+        let idle: usize = self
+            .shards
+            .iter()
+            .map(|shard| shard.lock().map(|idle| idle.len()).unwrap_or(0))
+            .sum();
         f.debug_struct("Pool").field("idle", &idle).finish()
     }
 }
 
 impl Pool {
+    fn shard(&self) -> &Mutex<Vec<Conn>> {
+        &self.shards[THIS_WORKER.get() % self.shards.len()]
+    }
+
     /// An idle connection that still looks usable, if there is one.
     pub fn take(&self) -> Option<Conn> {
+        let shard = self.shard();
         loop {
-            let mut conn = self.idle.lock().expect("pool lock").pop()?;
+            let mut conn = shard.lock().expect("pool lock").pop()?;
             if is_quiet(&conn.stream) {
                 conn.reused = true;
                 return Some(conn);
@@ -54,7 +95,7 @@ impl Pool {
 
     /// Keeps a connection whose last exchange ended cleanly.
     pub fn put(&self, conn: Conn) {
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.shard().lock().expect("pool lock");
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
