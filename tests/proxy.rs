@@ -380,12 +380,20 @@ fn concurrency_limit_refuses_with_a_reason() {
 #[test]
 fn bad_requests_get_4xx_and_harm_no_one() {
     let (_dir, _registry, _backends, proxy) = mesh(1, &[]);
-    assert_eq!(send(proxy.addr, "GARBAGE\r\n\r\n").status, 400);
+    let garbage = send(proxy.addr, "GARBAGE\r\n\r\n");
+    assert_eq!(
+        (garbage.status, garbage.header("x-wharf-error")),
+        (400, Some("malformed-request"))
+    );
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: hello\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(100 * 1024)
     );
-    assert_eq!(send(proxy.addr, &huge).status, 431);
+    let huge = send(proxy.addr, &huge);
+    assert_eq!(
+        (huge.status, huge.header("x-wharf-error")),
+        (431, Some("head-too-large"))
+    );
     let no_host = send(proxy.addr, "GET / HTTP/1.0\r\n\r\n");
     assert_eq!(
         (no_host.status, no_host.header("x-wharf-error")),

@@ -204,7 +204,7 @@ async fn forward(
         .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
     let hash_key = ring_key(service, &request, client);
     let (mut parts, body) = request.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, client.ip());
     if !parts.headers.contains_key(HOST) {
         // HTTP/2 clients name the host in :authority; HTTP/1.1 upstreams need the header.
@@ -338,7 +338,7 @@ fn hold(response: Response<Body>, permit: tokio::sync::OwnedSemaphorePermit) -> 
 
 fn finish(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, incoming(body))
 }
 

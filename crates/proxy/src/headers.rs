@@ -1,12 +1,15 @@
-//! Header rules of a proxy hop (RFC 9110 §7.6): hop-by-hop headers are removed, the client's
-//! address is appended to `x-forwarded-for`, `x-forwarded-proto` says how it came in, and a
-//! W3C `traceparent` is passed on unchanged when valid or started when absent or invalid, so
-//! that traces begin at the edge.
+//! Header rules of a proxy hop (RFC 9110 §7.6) on the HTTP/2 path, where heads are
+//! `http::HeaderMap`s; the HTTP/1.x path applies the same rules to raw heads (`h1::head`).
+//! Hop-by-hop headers are removed, the client's address is appended to `x-forwarded-for`,
+//! `x-forwarded-proto` says how it came in, and a W3C `traceparent` is passed on unchanged
+//! when valid or started when absent or invalid, so that traces begin at the edge.
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+
+use crate::h1::head::is_valid_traceparent;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -14,17 +17,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// Removes hop-by-hop headers, those named in `Connection` included. `keep_upgrade` keeps
-/// `Connection: upgrade` and `Upgrade` for a protocol switch; `te: trailers` is always kept
+/// Removes hop-by-hop headers, those named in `Connection` included; `te: trailers` is kept
 /// (gRPC needs it).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == UPGRADE))
         .collect();
     for name in named {
         headers.remove(name);
@@ -32,17 +33,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let trailers_only = headers
         .get(TE)
         .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [KEEP_ALIVE, PROXY_CONNECTION, TRAILER, TRANSFER_ENCODING, TE] {
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TRAILER,
+        TRANSFER_ENCODING,
+        TE,
+        UPGRADE,
+    ] {
         headers.remove(name);
     }
     if trailers_only {
         headers.insert(TE, HeaderValue::from_static("trailers"));
-    }
-    if keep_upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
     }
 }
 
@@ -60,8 +63,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     }
     let valid = headers
         .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_valid_traceparent);
+        .is_some_and(|v| is_valid_traceparent(v.as_bytes()));
     if !valid {
         let trace = format!(
             "00-{:032x}-{:016x}-01",
@@ -70,23 +72,6 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
         );
         headers.insert(TRACEPARENT, HeaderValue::from_str(&trace).expect("ascii"));
     }
-}
-
-/// `00-<32 hex, not all 0>-<16 hex, not all 0>-<2 hex>` (W3C Trace Context, version 00).
-fn is_valid_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    parts.len() == 4
-        && parts[0] == "00"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2)
 }
 
 #[cfg(test)]
@@ -101,7 +86,7 @@ mod tests {
         headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("trailers"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers);
         assert!(headers.get("x-secret").is_none() && headers.get(KEEP_ALIVE).is_none());
         assert!(headers.get(CONNECTION).is_none());
         assert_eq!(
@@ -127,7 +112,7 @@ mod tests {
         fresh.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
         add_forwarded(&mut fresh, "127.0.0.1".parse().unwrap());
         assert!(is_valid_traceparent(
-            fresh.get(TRACEPARENT).unwrap().to_str().unwrap()
+            fresh.get(TRACEPARENT).unwrap().as_bytes()
         ));
     }
 }

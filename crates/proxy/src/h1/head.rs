@@ -27,8 +27,13 @@ pub struct Span {
 }
 
 impl Span {
+    /// Where `part` lies in `base`. A part from elsewhere (httparse answers a reason phrase
+    /// that is not UTF-8 with a static `""`) is an empty span.
     fn of(base: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        if start > base.len() || base.len() - start < part.len() {
+            return Span::default();
+        }
         Span {
             start: start as u32,
             end: (start + part.len()) as u32,
@@ -467,12 +472,13 @@ pub fn write_refusal(out: &mut Vec<u8>, refusal: &crate::failover::Refusal, clos
     );
 }
 
-/// An answer to a request that could not be read (400, 408, 431…); the connection closes.
-pub fn write_error(out: &mut Vec<u8>, status: http::StatusCode, reason: &str) {
-    let body = format!("{reason}\n");
+/// An answer to a request that could not be read (400, 408, 431…), with `x-wharf-error:
+/// <code>` and `detail` as the body; the connection closes.
+pub fn write_error(out: &mut Vec<u8>, status: http::StatusCode, code: &str, detail: &str) {
+    let body = format!("{detail}\n");
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nx-wharf-error: {code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len(),
@@ -797,6 +803,21 @@ mod tests {
             facts(b"HTTP/1.1 304 Not Modified\r\n\r\n", &get).body,
             Framing::Empty
         );
+    }
+
+    #[test]
+    fn a_reason_phrase_that_is_not_utf8_is_dropped() {
+        let raw = b"HTTP/1.1 200 \xcc\xdd\r\nContent-Length: 0\r\n\r\n";
+        let mut head = Head::default();
+        assert_eq!(parse_response(raw, &mut head), Ok(true));
+        let mut out = Vec::new();
+        let delivery = Delivery {
+            body: Framing::Empty,
+            dechunk: false,
+            close: false,
+        };
+        write_response(&mut out, raw, &head, delivery, 1);
+        assert!(out.starts_with(b"HTTP/1.1 200 \r\n"), "{out:?}");
     }
 
     #[test]

@@ -209,18 +209,21 @@ impl Client {
 
     /// Answers a head that could not be read, and the connection closes.
     async fn refuse_head(&mut self, error: ReadError) {
-        let (status, reason) = match error {
+        let (status, code, detail) = match error {
             ReadError::Timeout => (
                 StatusCode::REQUEST_TIMEOUT,
+                "head-timeout",
                 "the request head did not arrive in time".to_owned(),
             ),
-            ReadError::Head(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => {
-                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e.to_string())
-            }
-            ReadError::Head(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+            ReadError::Head(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head-too-large",
+                e.to_string(),
+            ),
+            ReadError::Head(e) => (StatusCode::BAD_REQUEST, "malformed-request", e.to_string()),
         };
         self.out.clear();
-        head::write_error(&mut self.out, status, &reason);
+        head::write_error(&mut self.out, status, code, &detail);
         let _ = self.stream.write_all(&self.out).await;
         let _ = self.stream.shutdown().await;
     }
@@ -242,6 +245,7 @@ impl Client {
             head::write_error(
                 &mut self.out,
                 StatusCode::METHOD_NOT_ALLOWED,
+                "connect-not-supported",
                 "CONNECT is not supported: this is a gateway, not a forward proxy",
             );
             let _ = self.stream.write_all(&self.out).await;
