@@ -722,3 +722,78 @@ fn garbage_from_an_upstream_is_a_502_that_says_why() {
     assert!(answer.text().contains("bad response"), "{}", answer.text());
     assert_eq!(proxy.get("hello", "/").status, 200, "others are unaffected");
 }
+
+#[test]
+fn an_upstream_that_closes_kept_connections_costs_no_request() {
+    // An instance that answers one request per connection and then closes it, without
+    // saying so (as servers with short keep-alive timeouts do): the proxy must notice before
+    // reusing the connection, or POSTs, which it may not retry, would fail.
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let once = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let once_addr = once.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        for mut conn in once.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match conn.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.is_empty() {
+                continue; // the registry's TCP check
+            }
+            let length = String::from_utf8_lossy(&head)
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            let _ = conn.read_exact(&mut body);
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let body = json!({"Name": "once", "ID": "once-1", "Address": "127.0.0.1", "Port": once_addr.port(),
+        "Check": {"TCP": once_addr.to_string(), "Interval": "1s", "Status": "passing"}});
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/register", &body.to_string())
+            .status,
+        200
+    );
+    let proxy = ProxyProcess::start(&registry.url(), &["--threads", "1"]);
+    let stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    for i in 0..20 {
+        let request = if i % 2 == 0 {
+            "POST /orders HTTP/1.1\r\nHost: once\r\nContent-Length: 3\r\n\r\nabc".to_owned()
+        } else {
+            "GET / HTTP/1.1\r\nHost: once\r\n\r\n".to_owned()
+        };
+        writer.write_all(request.as_bytes()).unwrap();
+        let response = read_response(&mut reader, false);
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (200, "ok"),
+            "request {i}: {:?}",
+            response.header("x-wharf-error")
+        );
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        20,
+        "each request reached the instance once"
+    );
+}
