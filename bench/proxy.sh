@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Proxy benchmark: Wharf beside nginx and HAProxy (Debian packages) as reverse proxies, in one
 # run, same backend (nginx answering a fixed body), same load generator (wrk), each proxy
-# pinned to the same single core; also the backend directly, as the ceiling. Loopback only;
-# every run is bounded in time.
+# pinned to the same single core; also the backend directly, as the ceiling. The proxies take
+# turns, round after round (a shared machine drifts; interleaving spreads the drift over all
+# of them), and the summary is the median of the rounds. Loopback only; every run is bounded
+# in time.
 #
 #   apt-get install wrk nginx haproxy
-#   bash bench/proxy.sh          # DURATION (default 10s, in seconds) and CONNECTIONS (64) override
+#   bash bench/proxy.sh     # ROUNDS (3), DURATION (10s, in seconds), CONNECTIONS (64) override
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy; do
@@ -16,6 +18,7 @@ WHARF=target/release/wharf
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 
 source bench/lib.sh
@@ -120,14 +123,36 @@ run() {
       'BEGIN { printf "cpu %5.2f us/req (%3.0f%% of a core)", t / hz / n * 1e6, t / hz / d * 100 }')
   fi
   printf '%-8s %10s req/s  p50 %8s  p99 %8s  %s %s\n' "$label" "$rps" "$p50" "$p99" "$cpu" "$errors"
+  # For the summary: label, req/s, p50 and p99 in microseconds, CPU microseconds per request.
+  echo "$label $rps $(us "$p50") $(us "$p99") $(echo "$cpu" | awk '{print $2}')" >>"$work/results"
 }
-run direct "$BACKEND"
-run nginx "$NGINX" "$nginx_pgid"
-run haproxy "$HAPROXY" "$haproxy_pgid"
-# Sample Wharf's memory halfway through its run.
-( sleep $(( ${DURATION%s} / 2 )); echo "wharf RSS under load: $(rss "$wharf_pid")" >"$work/rss" ) &
-sampler=$!
-run wharf "$WHARF_PORT" "$wharf_pid"
-wait "$sampler"
-cat "$work/rss"
+# wrk's "686.00us", "1.62ms", "1.01s" in microseconds.
+us() { echo "$1" | awk '/us$/ {print $1+0} /ms$/ {print $1*1000} /[0-9]s$/ {print $1*1000000}'; }
+
+for round in $(seq "$ROUNDS"); do
+  echo "round $round"
+  run direct "$BACKEND"
+  run nginx "$NGINX" "$nginx_pgid"
+  run haproxy "$HAPROXY" "$haproxy_pgid"
+  # Sample Wharf's memory halfway through its run.
+  ( sleep $(( ${DURATION%s} / 2 )); echo "$(rss "$wharf_pid")" >"$work/rss" ) &
+  sampler=$!
+  run wharf "$WHARF_PORT" "$wharf_pid"
+  wait "$sampler"
+  echo "wharf RSS under load: $(cat "$work/rss")"
+done
 echo "wharf RSS idle: $wharf_idle"
+
+echo
+echo "median of $ROUNDS rounds:"
+for label in direct nginx haproxy wharf; do
+  median() { awk -v l="$label" -v c="$1" '$1==l {print $c}' "$work/results" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+  printf '%-8s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  cpu %s us/req\n' \
+    "$label" "$(median 2)" "$(median 3)" "$(median 4)" "$(median 5)"
+  eval "${label}_rps=$(median 2) ${label}_p99=$(median 4) ${label}_cpu=$(median 5)"
+done
+awk -v w="$wharf_rps" -v n="$nginx_rps" -v h="$haproxy_rps" -v wp="$wharf_p99" -v np="$nginx_p99" \
+  -v hp="$haproxy_p99" -v wc="$wharf_cpu" -v nc="$nginx_cpu" -v hc="$haproxy_cpu" 'BEGIN {
+  printf "wharf/nginx:   throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / n, wp / np, wc / nc
+  printf "wharf/haproxy: throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / h, wp / hp, wc / hc
+}'
