@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes read from a connection at a time.
 pub const READ_SIZE: usize = 16 * 1024;
+/// A body that stops moving for this long is abandoned (Envoy's stream idle timeout), so that
+/// a sender trickling nothing cannot hold two connections forever.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Body bytes already read that are copied behind the head so that both go in one write;
 /// larger ones are written from where they lie.
 const COALESCE: usize = 16 * 1024;
@@ -133,16 +136,20 @@ pub enum RelayError {
     Write(io::Error),
     #[error("the connection closed before the body ended")]
     Truncated,
+    #[error("no byte of the body for {0:?}")]
+    Idle(std::time::Duration),
     #[error(transparent)]
     Chunk(#[from] ChunkError),
 }
 
 /// Sends a body from `from` to `to`: first `out` (a head, usually) with the body bytes that
 /// are already in `buf`, then the rest as it arrives. With `dechunk`, a chunked body goes
-/// on as bare data (for an HTTP/1.0 client). Bytes after the body's end stay in `buf`.
+/// on as bare data (for an HTTP/1.0 client). Bytes after the body's end stay in `buf`. A
+/// read that waits longer than `idle` ends the relay.
 pub async fn relay<R, W>(
     framing: Framing,
     dechunk: bool,
+    idle: std::time::Duration,
     from: &mut R,
     buf: &mut BytesMut,
     to: &mut W,
@@ -188,7 +195,10 @@ where
             return Ok(());
         }
         buf.reserve(READ_SIZE);
-        let read = from.read_buf(buf).await.map_err(RelayError::Read)?;
+        let read = tokio::time::timeout(idle, from.read_buf(buf))
+            .await
+            .map_err(|_| RelayError::Idle(idle))?
+            .map_err(RelayError::Read)?;
         if read == 0 {
             return match framing {
                 Framing::UntilClose => Ok(()),
@@ -265,6 +275,7 @@ mod tests {
         relay(
             Framing::Chunked,
             false,
+            IDLE_TIMEOUT,
             &mut source,
             &mut buf,
             &mut sink_end,
@@ -283,6 +294,24 @@ mod tests {
         assert!(b"NEXT".starts_with(&buf));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_moving_is_abandoned() {
+        let (mut source, _source_end) = tokio::io::duplex(64);
+        let (mut sink_end, _sink) = tokio::io::duplex(64);
+        let mut buf = BytesMut::from(&b"abc"[..]);
+        let result = relay(
+            Framing::Length(10),
+            false,
+            IDLE_TIMEOUT,
+            &mut source,
+            &mut buf,
+            &mut sink_end,
+            &mut Vec::new(),
+        )
+        .await;
+        assert!(matches!(result, Err(RelayError::Idle(_))), "{result:?}");
+    }
+
     #[tokio::test]
     async fn relay_of_a_truncated_body_is_an_error() {
         let (mut source, source_end) = tokio::io::duplex(64);
@@ -292,6 +321,7 @@ mod tests {
         let result = relay(
             Framing::Length(10),
             false,
+            IDLE_TIMEOUT,
             &mut source,
             &mut buf,
             &mut sink_end,

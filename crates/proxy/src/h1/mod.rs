@@ -516,6 +516,7 @@ impl Client {
             match relay(
                 framing,
                 false,
+                body::IDLE_TIMEOUT,
                 &mut self.stream,
                 &mut self.buf,
                 &mut conn.stream,
@@ -604,6 +605,7 @@ impl Client {
         match relay(
             response.body,
             dechunk,
+            body::IDLE_TIMEOUT,
             &mut conn.stream,
             &mut conn.buf,
             &mut self.stream,
