@@ -176,51 +176,35 @@ pub fn request_facts(buf: &[u8], head: &Head) -> Result<RequestFacts, HeadError>
         path: head.target,
         host_from_target: false,
         body: Framing::Empty,
-        keep_alive: head.minor >= 1,
+        keep_alive: false,
         upgrade: false,
         expect_continue: false,
         idempotent: crate::failover::is_idempotent(method),
         is_head: method == b"HEAD",
         is_connect: method == b"CONNECT",
     };
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
+    let mut framed = Framed::default();
     let mut has_upgrade_field = false;
-    let mut connection_upgrade = false;
     for field in &head.fields {
         let name = field.name.get(buf);
         let value = field.value.get(buf);
+        if framed.read(name, value)? {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             if facts.host.is_some() {
                 return Err(HeadError::Malformed("more than one Host field"));
             }
             facts.host = Some(field.value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = parse_length(value)?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(HeadError::Malformed("conflicting Content-Length fields"));
-            }
-            length = Some(parsed);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = Some(last_coding_is_chunked(value));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    facts.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.minor == 0 {
-                    facts.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
-                }
-            }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             has_upgrade_field = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
             facts.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         }
     }
-    facts.upgrade = head.minor >= 1 && has_upgrade_field && connection_upgrade;
-    facts.body = match (chunked, length) {
+    facts.keep_alive = framed.persistent(head.minor);
+    facts.upgrade = head.minor >= 1 && has_upgrade_field && framed.upgrade;
+    facts.body = match (framed.chunked, framed.length) {
         (Some(_), Some(_)) => {
             return Err(HeadError::Malformed(
                 "both Transfer-Encoding and Content-Length",
@@ -252,6 +236,47 @@ pub fn request_facts(buf: &[u8], head: &Head) -> Result<RequestFacts, HeadError>
     Ok(facts)
 }
 
+/// What any head says about its body's framing and its connection.
+#[derive(Default)]
+struct Framed {
+    length: Option<u64>,
+    /// Whether the last transfer coding is chunked, when there is a `Transfer-Encoding`.
+    chunked: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl Framed {
+    /// Reads `name: value` if it is a framing or connection field (`Ok(false)` if not).
+    fn read(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let parsed = parse_length(value)?;
+            if self.length.is_some_and(|l| l != parsed) {
+                return Err(HeadError::Malformed("conflicting Content-Length fields"));
+            }
+            self.length = Some(parsed);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.chunked = Some(last_coding_is_chunked(value));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(value) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Whether the connection stays open after the message: HTTP/1.1 unless it says `close`,
+    /// HTTP/1.0 only if it says `keep-alive`.
+    fn persistent(&self, minor: u8) -> bool {
+        !self.close && (minor >= 1 || self.keep_alive)
+    }
+}
+
 /// What a hop needs to know about a response.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseFacts {
@@ -267,36 +292,17 @@ pub fn response_facts(
     head: &Head,
     request: &RequestFacts,
 ) -> Result<ResponseFacts, HeadError> {
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut reusable = head.minor >= 1;
+    let mut framed = Framed::default();
     for field in &head.fields {
-        let name = field.name.get(buf);
-        let value = field.value.get(buf);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = parse_length(value)?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(HeadError::Malformed("conflicting Content-Length fields"));
-            }
-            length = Some(parsed);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = Some(last_coding_is_chunked(value));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.minor == 0 {
-                    reusable = true;
-                }
-            }
-        }
+        framed.read(field.name.get(buf), field.value.get(buf))?;
     }
+    let mut reusable = framed.persistent(head.minor);
     let status = head.status;
     let body = if request.is_head || (100..200).contains(&status) || status == 204 || status == 304
     {
         Framing::Empty
     } else {
-        match (chunked, length) {
+        match (framed.chunked, framed.length) {
             (Some(true), _) => Framing::Chunked,
             (Some(false), _) => Framing::UntilClose,
             (None, Some(0)) => Framing::Empty,
