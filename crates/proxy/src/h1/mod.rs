@@ -226,6 +226,26 @@ impl Client {
         head::write_error(&mut self.out, status, code, &detail);
         let _ = self.stream.write_all(&self.out).await;
         let _ = self.stream.shutdown().await;
+        self.linger().await;
+    }
+
+    /// Before closing on a client that may still be sending: read and drop what comes, for a
+    /// moment (nginx's lingering close). Closing a socket with unread bytes sends a reset,
+    /// which can destroy the answer before the client has read it.
+    async fn linger(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const MAX_DRAIN: usize = 1 << 20;
+        let mut drained = 0;
+        let mut scratch = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < MAX_DRAIN {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
     }
 
     /// One request: route, forward, answer. The head is parsed, at the start of `buf`.
@@ -249,6 +269,8 @@ impl Client {
                 "CONNECT is not supported: this is a gateway, not a forward proxy",
             );
             let _ = self.stream.write_all(&self.out).await;
+            let _ = self.stream.shutdown().await;
+            self.linger().await;
             return Step::Close;
         }
         let service = match self.service(&facts).await {
@@ -304,10 +326,13 @@ impl Client {
         }
         self.out.clear();
         head::write_refusal(&mut self.out, refusal, close);
-        match self.stream.write_all(&self.out).await {
-            Ok(()) if !close => Step::Next,
-            _ => Step::Close,
+        let written = self.stream.write_all(&self.out).await;
+        if written.is_ok() && !close {
+            return Step::Next;
         }
+        let _ = self.stream.shutdown().await;
+        self.linger().await;
+        Step::Close
     }
 
     /// Forwards the request to the service and relays the answer; the response's status is
