@@ -29,6 +29,18 @@ fn register_at(registry: &RegistryProcess, service: &str, id: &str, addr: std::n
     );
 }
 
+/// A TCP server that writes `answer` to every connection, whatever it is sent.
+fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(answer);
+        }
+    });
+    addr
+}
+
 /// A client connection to `addr` whose reads give up after 20 s rather than hang a test.
 fn connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let stream = std::net::TcpStream::connect(addr).unwrap();
@@ -691,14 +703,11 @@ fn garbage_from_an_upstream_is_a_502_that_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);
     // An "instance" that answers anything with bytes that are not HTTP.
-    let junk = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let junk_addr = junk.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut conn in junk.incoming().flatten() {
-            let _ = conn.write_all(b"SSH-2.0-OpenSSH\r\n\0\0garbage\r\n\r\n");
-        }
-    });
+    let junk_addr = answering(b"SSH-2.0-OpenSSH\r\n\0\0garbage\r\n\r\n");
     register_at(&registry, "junk", "junk-1", junk_addr);
+    // And one that switches protocols when nobody asked it to.
+    let switcher = answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nxxxx");
+    register_at(&registry, "switcher", "switcher-1", switcher);
     let backend = Backend::start("hello-1");
     register(&registry, "hello", &backend);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
@@ -710,6 +719,13 @@ fn garbage_from_an_upstream_is_a_502_that_says_why() {
         answer.text()
     );
     assert!(answer.text().contains("bad response"), "{}", answer.text());
+    let switched = proxy.get("switcher", "/");
+    assert_eq!(
+        (switched.status, switched.header("x-wharf-error")),
+        (502, Some("upstream-error")),
+        "{}",
+        switched.text()
+    );
     assert_eq!(proxy.get("hello", "/").status, 200, "others are unaffected");
 }
 

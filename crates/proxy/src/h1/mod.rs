@@ -569,6 +569,12 @@ impl Client {
                         conn.buf.advance(self.response_head.len);
                         continue;
                     }
+                    Ok(true) if self.response_head.status == 101 && !facts.upgrade => {
+                        return Err(Sent::Failed(AttemptError::Upstream(
+                            "bad response: 101 Switching Protocols to a request for no upgrade"
+                                .into(),
+                        )));
+                    }
                     Ok(true) => {
                         return head::response_facts(&conn.buf, &self.response_head, facts)
                             .map_err(|e| {
