@@ -699,7 +699,7 @@ fn ambiguous_framing_is_refused_and_smuggles_nothing() {
 }
 
 #[test]
-fn garbage_from_an_upstream_is_a_502_that_says_why() {
+fn upstream_garbage_an_unasked_101_and_early_hints() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);
     // An "instance" that answers anything with bytes that are not HTTP.
@@ -708,6 +708,11 @@ fn garbage_from_an_upstream_is_a_502_that_says_why() {
     // And one that switches protocols when nobody asked it to.
     let switcher = answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nxxxx");
     register_at(&registry, "switcher", "switcher-1", switcher);
+    let hinting = answering(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
+    register_at(&registry, "hinting", "hinting-1", hinting);
     let backend = Backend::start("hello-1");
     register(&registry, "hello", &backend);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
@@ -719,6 +724,19 @@ fn garbage_from_an_upstream_is_a_502_that_says_why() {
         answer.text()
     );
     assert!(answer.text().contains("bad response"), "{}", answer.text());
+    // Interim answers reach the client before the final one.
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: hinting\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(client);
+    let hints = read_response(&mut reader, false);
+    assert_eq!(
+        (hints.status, hints.header("link")),
+        (103, Some("</style.css>; rel=preload"))
+    );
+    let last = read_response(&mut reader, false);
+    assert_eq!((last.status, last.text().as_str()), (200, "ok"));
     let switched = proxy.get("switcher", "/");
     assert_eq!(
         (switched.status, switched.header("x-wharf-error")),

@@ -565,7 +565,27 @@ impl Client {
                         if (100..200).contains(&self.response_head.status)
                             && self.response_head.status != 101 =>
                     {
-                        // An interim answer (103 Early Hints…): the final one follows.
+                        // An interim answer (103 Early Hints…), passed on to HTTP/1.1 clients
+                        // (RFC 9110 §15.2) but for 100, which the proxy sends itself; the
+                        // final answer follows.
+                        if self.head.minor >= 1 && self.response_head.status != 100 {
+                            self.out.clear();
+                            let interim = Delivery {
+                                body: Framing::Empty,
+                                dechunk: false,
+                                close: false,
+                            };
+                            head::write_response(
+                                &mut self.out,
+                                &conn.buf,
+                                &self.response_head,
+                                interim,
+                                self.head.minor,
+                            );
+                            if self.stream.write_all(&self.out).await.is_err() {
+                                return Err(Sent::Failed(AttemptError::ClientGone));
+                            }
+                        }
                         conn.buf.advance(self.response_head.len);
                         continue;
                     }
