@@ -817,3 +817,80 @@ fn an_upstream_that_closes_kept_connections_costs_no_request() {
         "each request reached the instance once"
     );
 }
+
+/// Registers `backend` as an instance of `service` with service meta and a weight.
+fn register_with(
+    registry: &RegistryProcess,
+    service: &str,
+    backend: &Backend,
+    meta: Value,
+    weight: u32,
+) {
+    let body = json!({"Name": service, "ID": backend.name, "Address": "127.0.0.1", "Port": backend.port,
+        "Meta": meta, "Weights": {"Passing": weight, "Warning": 1},
+        "Check": {"TCP": backend.addr().to_string(), "Interval": "1s", "Status": "passing"}});
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/register", &body.to_string())
+            .status,
+        200
+    );
+}
+
+#[test]
+fn per_service_policies_from_service_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backends: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("hello-{i}")))
+        .collect();
+    let ring = json!({"wharf-balance": "ring-hash", "wharf-hash-header": "x-user"});
+    for backend in &backends {
+        register_with(&registry, "hello", backend, ring.clone(), 1);
+    }
+    let heavy = Backend::start("api-heavy");
+    let light = Backend::start("api-light");
+    let weighted = json!({"wharf-balance": "weighted"});
+    register_with(&registry, "api", &heavy, weighted.clone(), 9);
+    register_with(&registry, "api", &light, weighted, 1);
+    let proxy = ProxyProcess::start(&registry.url(), &[]);
+    eventually("all three hello instances known", || {
+        (0..30)
+            .map(|i| {
+                let raw = format!(
+                    "GET / HTTP/1.1\r\nHost: hello\r\nx-user: user-{i}\r\nConnection: close\r\n\r\n"
+                );
+                backend_of(&send(proxy.addr, &raw))
+            })
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 3
+    });
+
+    // ring-hash on x-user: each user sticks to one instance; users spread over all three.
+    for user in ["alice", "bob", "carol"] {
+        let raw =
+            format!("GET / HTTP/1.1\r\nHost: hello\r\nx-user: {user}\r\nConnection: close\r\n\r\n");
+        let seen: std::collections::HashSet<String> = (0..20)
+            .map(|_| backend_of(&send(proxy.addr, &raw)))
+            .collect();
+        assert_eq!(seen.len(), 1, "{user} went to {seen:?}");
+    }
+
+    // weighted 9:1: of 400 requests the heavy instance gets most (expected 360; a split
+    // this uneven by chance is beyond one in a billion).
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    eventually("both api instances known", || {
+        backend_of(&proxy.get("api", "/")) == "api-light"
+    });
+    for _ in 0..400 {
+        *counts
+            .entry(backend_of(&proxy.get("api", "/")))
+            .or_default() += 1;
+    }
+    let heavy_share = counts.get("api-heavy").copied().unwrap_or(0);
+    assert!(
+        (300..=399).contains(&heavy_share),
+        "weighted 9:1 gave {counts:?}"
+    );
+}
