@@ -14,13 +14,23 @@ use support::*;
 
 /// Registers `backend` as an instance of `service` with a TCP check every second.
 fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {
-    register_at(registry, service, &backend.name, backend.addr());
+    register_instance(registry, service, &backend.name, backend.addr(), json!({}));
 }
 
-/// Registers whatever listens on `addr` as instance `id` of `service`, TCP-checked.
-fn register_at(registry: &RegistryProcess, service: &str, id: &str, addr: std::net::SocketAddr) {
-    let body = json!({"Name": service, "ID": id, "Address": "127.0.0.1", "Port": addr.port(),
+/// Registers whatever listens on `addr` as instance `id` of `service`, TCP-checked every
+/// second, with `extra` fields (`Meta`, `Weights`…) added to the registration.
+fn register_instance(
+    registry: &RegistryProcess,
+    service: &str,
+    id: &str,
+    addr: std::net::SocketAddr,
+    extra: Value,
+) {
+    let mut body = json!({"Name": service, "ID": id, "Address": "127.0.0.1", "Port": addr.port(),
         "Check": {"TCP": addr.to_string(), "Interval": "1s", "Status": "passing"}});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
     assert_eq!(
         registry
             .put("/v1/agent/service/register", &body.to_string())
@@ -704,15 +714,15 @@ fn upstream_garbage_an_unasked_101_and_early_hints() {
     let registry = RegistryProcess::start(dir.path(), &[]);
     // An "instance" that answers anything with bytes that are not HTTP.
     let junk_addr = answering(b"SSH-2.0-OpenSSH\r\n\0\0garbage\r\n\r\n");
-    register_at(&registry, "junk", "junk-1", junk_addr);
+    register_instance(&registry, "junk", "junk-1", junk_addr, json!({}));
     // And one that switches protocols when nobody asked it to.
     let switcher = answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nxxxx");
-    register_at(&registry, "switcher", "switcher-1", switcher);
+    register_instance(&registry, "switcher", "switcher-1", switcher, json!({}));
     let hinting = answering(
         b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
           HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     );
-    register_at(&registry, "hinting", "hinting-1", hinting);
+    register_instance(&registry, "hinting", "hinting-1", hinting, json!({}));
     let backend = Backend::start("hello-1");
     register(&registry, "hello", &backend);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
@@ -788,7 +798,7 @@ fn an_upstream_that_closes_kept_connections_costs_no_request() {
             let _ = closed_tx.send(());
         }
     });
-    register_at(&registry, "once", "once-1", once_addr);
+    register_instance(&registry, "once", "once-1", once_addr, json!({}));
     let proxy = ProxyProcess::start(&registry.url(), &["--threads", "1"]);
     let stream = connect(proxy.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -818,25 +828,6 @@ fn an_upstream_that_closes_kept_connections_costs_no_request() {
     );
 }
 
-/// Registers `backend` as an instance of `service` with service meta and a weight.
-fn register_with(
-    registry: &RegistryProcess,
-    service: &str,
-    backend: &Backend,
-    meta: Value,
-    weight: u32,
-) {
-    let body = json!({"Name": service, "ID": backend.name, "Address": "127.0.0.1", "Port": backend.port,
-        "Meta": meta, "Weights": {"Passing": weight, "Warning": 1},
-        "Check": {"TCP": backend.addr().to_string(), "Interval": "1s", "Status": "passing"}});
-    assert_eq!(
-        registry
-            .put("/v1/agent/service/register", &body.to_string())
-            .status,
-        200
-    );
-}
-
 #[test]
 fn per_service_policies_from_service_meta() {
     let dir = tempfile::tempdir().unwrap();
@@ -844,15 +835,23 @@ fn per_service_policies_from_service_meta() {
     let backends: Vec<Backend> = (1..=3)
         .map(|i| Backend::start(&format!("hello-{i}")))
         .collect();
-    let ring = json!({"wharf-balance": "ring-hash", "wharf-hash-header": "x-user"});
+    let ring = json!({"Meta": {"wharf-balance": "ring-hash", "wharf-hash-header": "x-user"}});
     for backend in &backends {
-        register_with(&registry, "hello", backend, ring.clone(), 1);
+        register_instance(
+            &registry,
+            "hello",
+            &backend.name,
+            backend.addr(),
+            ring.clone(),
+        );
     }
     let heavy = Backend::start("api-heavy");
     let light = Backend::start("api-light");
-    let weighted = json!({"wharf-balance": "weighted"});
-    register_with(&registry, "api", &heavy, weighted.clone(), 9);
-    register_with(&registry, "api", &light, weighted, 1);
+    for (backend, weight) in [(&heavy, 9), (&light, 1)] {
+        let extra = json!({"Meta": {"wharf-balance": "weighted"},
+            "Weights": {"Passing": weight, "Warning": 1}});
+        register_instance(&registry, "api", &backend.name, backend.addr(), extra);
+    }
     let proxy = ProxyProcess::start(&registry.url(), &[]);
     eventually("all three hello instances known", || {
         (0..30)
