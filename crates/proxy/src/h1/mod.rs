@@ -13,13 +13,14 @@
 //! handed to hyper ([`crate::forward`]), which this module does not try to replace.
 //!
 //! - [`head`] — parsing and writing heads; [`body`] — framing and relaying bodies;
-//! - [`pool`] — kept connections per endpoint;
+//! - [`pool`] — kept connections per endpoint; [`spare`] — buffers only for busy connections;
 //! - this file — the connection loop and one request's exchange (see
 //!   docs/request-lifecycle.md).
 
 pub mod body;
 pub mod head;
 pub mod pool;
+pub mod spare;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,9 +58,9 @@ pub async fn serve(
         shared,
         peer,
         stream,
-        buf: BytesMut::with_capacity(READ_SIZE),
-        out: Vec::with_capacity(1024),
-        request: Vec::with_capacity(1024),
+        buf: BytesMut::new(),
+        out: Vec::new(),
+        request: Vec::new(),
         head: Head::default(),
         response_head: Head::default(),
         header_timeout,
@@ -82,7 +83,11 @@ pub async fn serve(
                     peer,
                     ..
                 } = client;
-                crate::forward::serve_h2(stream, buf, peer, shared, shutdown).await;
+                // Boxed: only HTTP/2 connections carry hyper's (large) connection state.
+                Box::pin(crate::forward::serve_h2(
+                    stream, buf, peer, shared, shutdown,
+                ))
+                .await;
                 return;
             }
             Ok(Arrival::Closed) => return,
@@ -191,8 +196,21 @@ impl Client {
                     }
                 }
             }
-            self.buf.reserve(READ_SIZE);
             let waiting = self.buf.is_empty();
+            if waiting {
+                // Idle: the buffers go back to the thread until the client sends again.
+                self.lend_buffers_back();
+                tokio::select! {
+                    biased;
+                    ready = self.stream.readable() => if ready.is_err() {
+                        return Ok(Arrival::Closed);
+                    },
+                    _ = idle.as_mut() => return Ok(Arrival::Closed),
+                    _ = shutdown.changed() => return Ok(Arrival::Closed),
+                }
+                self.borrow_buffers();
+            }
+            self.buf.reserve(READ_SIZE);
             tokio::select! {
                 biased;
                 read = self.stream.read_buf(&mut self.buf) => match read {
@@ -202,8 +220,24 @@ impl Client {
                 _ = idle.as_mut() => {
                     return if waiting { Ok(Arrival::Closed) } else { Err(ReadError::Timeout) };
                 }
-                _ = shutdown.changed(), if waiting => return Ok(Arrival::Closed),
             }
+        }
+    }
+
+    fn lend_buffers_back(&mut self) {
+        if self.buf.capacity() > 0 {
+            spare::return_buffers(spare::Buffers {
+                read: std::mem::take(&mut self.buf),
+                out: std::mem::take(&mut self.out),
+                request: std::mem::take(&mut self.request),
+            });
+        }
+    }
+
+    fn borrow_buffers(&mut self) {
+        if self.buf.capacity() == 0 {
+            let buffers = spare::buffers();
+            (self.buf, self.out, self.request) = (buffers.read, buffers.out, buffers.request);
         }
     }
 
@@ -236,7 +270,7 @@ impl Client {
         const LINGER: Duration = Duration::from_secs(2);
         const MAX_DRAIN: usize = 1 << 20;
         let mut drained = 0;
-        let mut scratch = [0u8; 4096];
+        let mut scratch = vec![0u8; 4096];
         let _ = tokio::time::timeout(LINGER, async {
             while drained < MAX_DRAIN {
                 match self.stream.read(&mut scratch).await {

@@ -24,7 +24,8 @@ const MAX_IDLE: usize = 256;
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A connection to an endpoint and the bytes read from it but not yet used.
+/// A connection to an endpoint and the bytes read from it but not yet used (no buffer while
+/// it idles in the pool).
 pub struct Conn {
     pub stream: TcpStream,
     pub buf: BytesMut,
@@ -88,13 +89,16 @@ impl Pool {
             let mut conn = shard.lock().expect("pool lock").pop()?;
             if is_quiet(&conn.stream) {
                 conn.reused = true;
+                conn.buf = super::spare::read_buffer();
                 return Some(conn);
             }
         }
     }
 
-    /// Keeps a connection whose last exchange ended cleanly.
-    pub fn put(&self, conn: Conn) {
+    /// Keeps a connection whose last exchange ended cleanly (nothing left in its buffer,
+    /// which goes back to the thread's spares while the connection idles).
+    pub fn put(&self, mut conn: Conn) {
+        super::spare::return_read_buffer(std::mem::take(&mut conn.buf));
         let mut idle = self.shard().lock().expect("pool lock");
         if idle.len() < MAX_IDLE {
             idle.push(conn);
@@ -110,7 +114,7 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
     stream.set_nodelay(true)?;
     Ok(Conn {
         stream,
-        buf: BytesMut::with_capacity(super::body::READ_SIZE),
+        buf: super::spare::read_buffer(),
         reused: false,
     })
 }
