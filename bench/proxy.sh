@@ -7,7 +7,8 @@
 # in time.
 #
 #   apt-get install wrk nginx haproxy
-#   bash bench/proxy.sh     # ROUNDS (3), DURATION (10s, in seconds), CONNECTIONS (64) override
+#   bash bench/proxy.sh     # ROUNDS (3), DURATION (10s, in seconds), CONNECTIONS (64),
+#                           # IDLE (2000 idle connections for the memory figure) override
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy; do
@@ -142,6 +143,12 @@ for round in $(seq "$ROUNDS"); do
   echo "wharf RSS under load: $(cat "$work/rss")"
 done
 echo "wharf RSS idle: $wharf_idle"
+
+# Memory per idle kept-alive client connection, Wharf beside nginx (its worker process).
+IDLE=${IDLE:-2000}
+ulimit -n "$(ulimit -Hn)"
+echo "wharf: $(python3 bench/idle_connections.py "$WHARF_PORT" "$wharf_pid" "$IDLE")"
+echo "nginx: $(python3 bench/idle_connections.py "$NGINX" "$(pgrep -P "$nginx_pgid" | head -1)" "$IDLE")"
 
 echo
 echo "median of $ROUNDS rounds:"
