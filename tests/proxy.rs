@@ -667,6 +667,12 @@ fn one_connection_carries_head_chunked_expect_and_pipelined_exchanges() {
         .unwrap();
     assert_eq!(read_response(&mut reader, false).status, 404);
     assert_eq!(read_response(&mut reader, false).text(), "hello-1");
+
+    // All of it went over one kept connection to the instance.
+    assert_eq!(
+        proxy.metric("wharf_proxy_upstream_connections_total{service=\"hello\"}"),
+        1.0
+    );
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub struct Metrics {
     latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     endpoint_latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     retries: Family<ServiceLabels, Counter>,
+    upstream_connections: Family<ServiceLabels, Counter>,
     ejections: Family<EndpointLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -89,6 +90,12 @@ impl Default for Metrics {
         );
         let retries = Family::<ServiceLabels, Counter>::default();
         registry.register("retries", "Retries sent", retries.clone());
+        let upstream_connections = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "upstream_connections",
+            "Connections opened to a service's endpoints (few when kept connections are reused)",
+            upstream_connections.clone(),
+        );
         let ejections = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "ejections",
@@ -113,6 +120,7 @@ impl Default for Metrics {
             latency,
             endpoint_latency,
             retries,
+            upstream_connections,
             ejections,
             errors,
             open_connections,
@@ -145,6 +153,7 @@ impl Metrics {
             ],
             latency: self.latency.get_or_create(&labels).clone(),
             retries: self.retries.get_or_create(&labels).clone(),
+            upstream_connections: self.upstream_connections.get_or_create(&labels).clone(),
             all: self.clone(),
         }
     }
@@ -175,6 +184,7 @@ pub struct ServiceMetrics {
     classes: [Counter; 5],
     pub latency: Histogram,
     pub retries: Counter,
+    pub upstream_connections: Counter,
     all: Metrics,
 }
 

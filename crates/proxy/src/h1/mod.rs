@@ -315,17 +315,17 @@ impl Client {
             }
         };
         let started = std::time::Instant::now();
-        let (status, step) = match self.forward(&service, &facts, idle, attempt).await {
+        let (status, step) = match self.forward(&service, &facts, idle, attempt, started).await {
             Ok((status, step)) => (status, step),
             Err(refusal) => {
                 service.metrics.error(refusal.reason());
+                service
+                    .metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
                 (refusal.status(), self.refuse(&facts, &refusal).await)
             }
         };
-        service
-            .metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
         service.metrics.response(status);
         step
     }
@@ -370,13 +370,15 @@ impl Client {
     }
 
     /// Forwards the request to the service and relays the answer; the response's status is
-    /// returned once it has been sent.
+    /// returned once it has been sent. The service's latency (from `started` to the response
+    /// head, as on the HTTP/2 path) is recorded when the head arrives.
     async fn forward(
         &mut self,
         service: &Service,
         facts: &RequestFacts,
         mut idle: Pin<&mut Sleep>,
         mut timer: Pin<&mut Sleep>,
+        started: std::time::Instant,
     ) -> Result<(StatusCode, Step), Refusal> {
         let _slot = service
             .limiter
@@ -392,7 +394,7 @@ impl Client {
             let in_flight = endpoint.start();
             let sent = tokio::select! {
                 biased;
-                sent = self.attempt(&endpoint, body, facts) => sent,
+                sent = self.attempt(service, &endpoint, body, facts) => sent,
                 _ = timer.as_mut() => Err(AttemptError::Timeout),
             };
             attempts.observe(&endpoint, in_flight.finish());
@@ -409,6 +411,10 @@ impl Client {
                     if !is_retryable_status(status) {
                         attempts.answered(&endpoint, status);
                     }
+                    service
+                        .metrics
+                        .latency
+                        .observe(started.elapsed().as_secs_f64());
                     let step = self.respond(&endpoint, conn, response, facts).await;
                     return Ok((status, step));
                 }
@@ -527,15 +533,14 @@ impl Client {
     /// replaced by a new one, once, when the request can safely go again.
     async fn attempt(
         &mut self,
+        service: &Service,
         endpoint: &Endpoint,
         body: RequestBody,
         facts: &RequestFacts,
     ) -> Result<(Conn, ResponseFacts), AttemptError> {
         let mut conn = match endpoint.pool.take() {
             Some(conn) => conn,
-            None => pool::connect(endpoint.addr)
-                .await
-                .map_err(|e| AttemptError::Connect(e.to_string()))?,
+            None => connect(service, endpoint).await?,
         };
         loop {
             match self.send(&mut conn, body, facts).await {
@@ -544,9 +549,7 @@ impl Client {
                     if conn.reused
                         && (!wrote || (facts.idempotent && body == RequestBody::Replayable)) =>
                 {
-                    conn = pool::connect(endpoint.addr)
-                        .await
-                        .map_err(|e| AttemptError::Connect(e.to_string()))?;
+                    conn = connect(service, endpoint).await?;
                 }
                 Err(Sent::Stale { wrote: false }) => {
                     return Err(AttemptError::Connect("the connection closed".into()));
@@ -726,6 +729,15 @@ impl Client {
         }
         let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut conn.stream).await;
     }
+}
+
+/// A new connection to the endpoint, counted.
+async fn connect(service: &Service, endpoint: &Endpoint) -> Result<Conn, AttemptError> {
+    let conn = pool::connect(endpoint.addr)
+        .await
+        .map_err(|e| AttemptError::Connect(e.to_string()))?;
+    service.metrics.upstream_connections.inc();
+    Ok(conn)
 }
 
 /// How sending on one connection failed.
