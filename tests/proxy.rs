@@ -353,27 +353,42 @@ fn forwarding_headers_and_hop_by_hop() {
 }
 
 #[test]
-fn protocol_upgrades_pass_through() {
-    let (_dir, _registry, _backends, proxy) = mesh(1, &[]);
+fn protocol_upgrades_pass_through_and_hold_their_slot() {
+    let (_dir, _registry, _backends, proxy) = mesh(1, &["--max-concurrency", "1"]);
     let mut stream = connect(proxy.addr);
     stream
         .write_all(
             b"GET /chat HTTP/1.1\r\nHost: hello\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
         )
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let head = read_head(&mut stream).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
     stream.write_all(b"ping").unwrap();
     let mut echoed = [0u8; 4];
     stream.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"ping", "bytes flow both ways after the switch");
+    // The open tunnel is a request in flight: with one slot, others wait their turn.
+    let refused = proxy.get("hello", "/");
+    assert_eq!(
+        (refused.status, refused.header("x-wharf-error")),
+        (503, Some("overloaded"))
+    );
+    drop(stream);
+    eventually("the slot is free once the tunnel closes", || {
+        proxy.get("hello", "/").status == 200
+    });
+}
+
+/// Reads a response head byte by byte, leaving what follows unread.
+fn read_head(stream: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[test]
@@ -582,13 +597,7 @@ fn a_response_still_streaming_holds_its_concurrency_slot() {
         .write_all(b"GET /stream/3000 HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n")
         .unwrap();
     // Read the head: the body is still on its way.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        streaming.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    assert!(read_head(&mut streaming).starts_with("HTTP/1.1 200"));
     let refused = proxy.get("hello", "/");
     assert_eq!(
         (refused.status, refused.header("x-wharf-error")),
