@@ -583,18 +583,7 @@ fn cli_lists_registers_deregisters_and_watches() {
 fn a_second_registry_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = RegistryProcess::start(dir.path(), &[]);
-    let output = std::process::Command::new(WHARF)
-        .args([
-            "registry",
-            "--http",
-            "127.0.0.1:0",
-            "--dns",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = registry_command(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot open the store"));
 }

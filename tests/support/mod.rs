@@ -24,19 +24,26 @@ pub struct RegistryProcess {
     pub data_dir: PathBuf,
 }
 
+/// `wharf registry` on free loopback ports (HTTP and DNS) with its data in `data_dir`.
+pub fn registry_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(WHARF);
+    command
+        .args([
+            "registry",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    command
+}
+
 impl RegistryProcess {
     /// Starts a registry on `127.0.0.1:0` with its data in `data_dir`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> RegistryProcess {
-        let mut child = Command::new(WHARF)
-            .args([
-                "registry",
-                "--http",
-                "127.0.0.1:0",
-                "--dns",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+        let mut child = registry_command(data_dir)
             .args(extra)
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::piped())

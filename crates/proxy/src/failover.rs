@@ -223,10 +223,6 @@ impl<'s> Attempts<'s> {
             .get_or_init(|| self.service.metrics.endpoint_latency(&endpoint.id))
             .observe(elapsed.as_secs_f64());
     }
-
-    pub fn service(&self) -> &'s Service {
-        self.service
-    }
 }
 
 fn tried_all(tried: &[usize], endpoints: usize) -> bool {

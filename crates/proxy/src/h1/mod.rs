@@ -284,8 +284,7 @@ impl Client {
 
     /// One request: route, forward, answer. The head is parsed, at the start of `buf`.
     async fn exchange(&mut self, idle: Pin<&mut Sleep>, attempt: Pin<&mut Sleep>) -> Step {
-        let shared = self.shared.clone();
-        shared.metrics.requests.inc();
+        self.shared.metrics.requests.inc();
         self.taken = Taken::Nothing;
         let facts = match head::request_facts(&self.buf, &self.head) {
             Ok(facts) => facts,
@@ -310,7 +309,7 @@ impl Client {
         let service = match self.service(&facts).await {
             Ok(service) => service,
             Err(refusal) => {
-                shared.metrics.error("-", refusal.reason());
+                self.shared.metrics.error("-", refusal.reason());
                 return self.refuse(&facts, &refusal).await;
             }
         };

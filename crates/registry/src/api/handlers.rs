@@ -232,21 +232,27 @@ pub async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answ
     .await
 }
 
+/// The replicas asked for, from `?replicas=N` or a `{"Replicas": N}` body: 0 to 64.
 fn replicas_from(body: &[u8], q: &Option<String>) -> Result<u32, ApiError> {
-    if let Some(text) = params(q).get("replicas") {
-        return text.parse().map_err(|_| {
+    let out_of_range = || ApiError::bad_request("Replicas must be a number from 0 to 64");
+    let replicas = if let Some(text) = params(q).get("replicas") {
+        text.parse::<u32>().map_err(|_| {
             ApiError::bad_request(format!("Invalid replicas {text:?}: expected 0 or more"))
-        });
+        })?
+    } else {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+        value
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("replicas")))
+            .and_then(|(_, v)| v.as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(out_of_range)?
+    };
+    if replicas > 64 {
+        return Err(out_of_range());
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
-    value
-        .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("replicas")))
-        .and_then(|(_, v)| v.as_u64())
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n <= 64)
-        .ok_or_else(|| ApiError::bad_request("Replicas must be a number from 0 to 64"))
+    Ok(replicas)
 }
 
 /// `PUT /v1/wharf/services/<name>` `{"Replicas": N}`: the supervisor declares what it runs.
@@ -269,11 +275,6 @@ pub async fn scale_service(
     body: Bytes,
 ) -> Answer {
     let replicas = replicas_from(&body, &q)?;
-    if replicas > 64 {
-        return Err(ApiError::bad_request(
-            "Replicas must be a number from 0 to 64",
-        ));
-    }
     agent.scale(&name, replicas).await?;
     Ok(ok())
 }
