@@ -230,6 +230,9 @@ impl Fields {
     fn port(&self, key: &str) -> Result<u16> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(n)) if n.is_f64() => {
+                Err(invalid(format!("Invalid port {n}: must be an integer")))
+            }
             Some(Value::Number(n)) => n
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
@@ -430,6 +433,9 @@ impl Fields {
             )));
         }
         if let Some(ttl) = self.duration("ttl")? {
+            if interval.is_some_and(|i| !i.is_zero()) {
+                return Err(invalid("Interval and TTL cannot both be specified"));
+            }
             if ttl.is_zero() {
                 return Err(invalid("Invalid check: TTL must be > 0 for TTL checks"));
             }
@@ -572,13 +578,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_bodies_with_a_reason() {
-        let cases: [(&[u8], &str); 12] = [
+        let cases: [(&[u8], &str); 14] = [
             (b"{", "Request decode failed"),
             (b"[]", "expected a JSON object"),
             (b"{}", "Missing service name"),
             (br#"{"Name": ""}"#, "Missing service name"),
             (br#"{"Name": 5}"#, "expected a string"),
             (br#"{"Name": "a", "Port": 70000}"#, "Invalid port"),
+            (br#"{"Name": "a", "Port": 80.5}"#, "must be an integer"),
+            (br#"{"Name": "a", "Check": {"TTL": "10s", "Interval": "10s"}}"#, "Interval and TTL cannot both be specified"),
             (br#"{"Name": "a", "Check": {"HTTP": "http://x/", "Interval": "soon"}}"#, "invalid duration"),
             (br#"{"Name": "a", "Check": {"HTTP": "http://x/"}}"#, "Interval must be > 0"),
             (br#"{"Name": "a", "Check": {"Interval": "1s"}}"#, "must define one of"),

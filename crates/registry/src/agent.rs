@@ -296,7 +296,15 @@ impl Agent {
         self.ttl_resets.lock().expect("ttl lock").remove(id);
     }
 
-    async fn commit(&self, txn: Txn) -> Result<(), RegistryError> {
+    /// Commits `txn` with the tombstones of what it deletes, and waits until the catalog
+    /// has applied it.
+    async fn commit(&self, mut txn: Txn) -> Result<(), RegistryError> {
+        let tombstones = self.catalog.read(|state| state.tombstones(&txn.ops));
+        txn.ops.extend(
+            tombstones
+                .into_iter()
+                .map(|tombstone| Op::put(&tombstone.key(), Vec::new())),
+        );
         let outcome = self.store.txn(txn).await?;
         self.catalog.wait_applied(outcome.revision).await;
         Ok(())

@@ -10,8 +10,10 @@
 //! channel carrying its index, created when first asked for, so a held query is one parked
 //! task and one receiver, and a write wakes only the queries that watch what it changed.
 //! Indexes are store revisions: monotonic across restarts because the store's revision is.
-//! Deletions are remembered per name for as long as the process runs; after a restart every
-//! name starts at the revision the catalog loaded, which is at least any index served before.
+//! A resource's index is the revision of its last change, read from its records' revisions
+//! and, for deletions, from the tombstones written with them ([`keys::Tombstone`]), so that
+//! loading the catalog again (a restart) gives every resource the index it had: watchers
+//! wake when what they watch changes, not because the registry restarted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use wharf_model::{Check, ServiceInstance, Status};
 use wharf_store::{EventKind, Revision, Store, StoreError, WatchBatch};
 
-use crate::keys::{self, Record};
+use crate::keys::{self, Record, Tombstone};
 
 /// A record with the revisions that created and last changed it (Consul's CreateIndex and
 /// ModifyIndex).
@@ -57,11 +59,11 @@ pub struct CatalogState {
     name_index: HashMap<String, u64>,
     services_index: u64,
     checks_index: u64,
+    /// Last change of a node-level check, which counts for every service.
+    node_checks_index: u64,
     /// Desired replicas of supervised services, by name.
     pub desired: BTreeMap<String, keys::Desired>,
     desired_index: u64,
-    /// The revision the catalog was (re)loaded at: the index of anything not changed since.
-    base_index: u64,
     /// The last revision applied.
     revision: Revision,
 }
@@ -69,19 +71,68 @@ pub struct CatalogState {
 impl CatalogState {
     /// The index of a resource: the revision of its last change, plus one, so that it is never
     /// 0 (clients busy-loop on 0) and an empty store (revision 0) and its first write
-    /// (revision 1) do not share an index.
+    /// (revision 1) do not share an index. A name that never had an instance is at 1.
     pub fn index(&self, resource: &Resource) -> u64 {
         let index = match resource {
-            Resource::Service(name) => self
-                .name_index
-                .get(name)
-                .copied()
-                .unwrap_or(self.base_index),
+            Resource::Service(name) => self.name_index.get(name).copied().unwrap_or(0),
             Resource::Services => self.services_index,
             Resource::Checks => self.checks_index,
             Resource::Desired => self.desired_index,
         };
-        index.max(self.base_index) + 1
+        index + 1
+    }
+
+    /// The tombstones that `ops` must write beside them: what each deletion (or a put that
+    /// moves an instance to another name, or a check to another owner) takes away from.
+    pub fn tombstones(&self, ops: &[wharf_store::Op]) -> BTreeSet<Tombstone> {
+        let mut tombstones = BTreeSet::new();
+        let name_of = |instance_id: &str| {
+            self.instances
+                .get(instance_id)
+                .map(|s| s.value.name.to_lowercase())
+        };
+        let check_owner_lost = |tombstones: &mut BTreeSet<Tombstone>, owner: &str| {
+            if owner.is_empty() {
+                tombstones.insert(Tombstone::NodeChecks);
+            } else if let Some(name) = name_of(owner) {
+                tombstones.insert(Tombstone::Service(name));
+            }
+        };
+        for op in ops {
+            let (key, put) = match op {
+                wharf_store::Op::Put { key, value, .. } => (key, Some(value)),
+                wharf_store::Op::Delete { key } => (key, None),
+                wharf_store::Op::DeletePrefix { .. } => continue,
+            };
+            if let Some(id) = key.strip_prefix(keys::SERVICES) {
+                let Some(old) = name_of(id) else { continue };
+                let new = put
+                    .and_then(|value| keys::decode(key, value))
+                    .and_then(|record| match record {
+                        Record::Service(service) => Some(service.name.to_lowercase()),
+                        _ => None,
+                    });
+                if new.as_deref() != Some(old.as_str()) {
+                    tombstones.insert(Tombstone::Service(old));
+                    tombstones.insert(Tombstone::Services);
+                }
+            } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
+                let Some(old) = self.checks.get(id) else {
+                    continue;
+                };
+                let new_owner = put
+                    .and_then(|value| keys::decode(key, value))
+                    .and_then(|record| match record {
+                        Record::Check(check) => Some(check.service_id),
+                        _ => None,
+                    });
+                if new_owner.as_deref() != Some(old.value.service_id.as_str()) {
+                    tombstones.insert(Tombstone::Checks);
+                    check_owner_lost(&mut tombstones, &old.value.service_id);
+                }
+            }
+        }
+        tombstones
     }
 
     /// Instances of `name` (case-insensitive), in id order.
@@ -157,12 +208,29 @@ impl CatalogState {
 
     fn clear_to(&mut self, revision: Revision) {
         *self = CatalogState {
-            base_index: revision,
             revision,
             ..CatalogState::default()
         };
-        self.services_index = revision;
-        self.checks_index = revision;
+    }
+
+    /// Gives each service name the last change of its instances, their checks and the
+    /// node's checks, after a load: records are loaded in key order (checks before the
+    /// instances they belong to), so [`CatalogState::apply`] could not do it on the way.
+    fn reindex_names(&mut self) {
+        let node_checks = self.node_checks_index;
+        for (name, ids) in &self.by_name {
+            let mut last = node_checks;
+            for id in ids {
+                if let Some(instance) = self.instances.get(id) {
+                    last = last.max(instance.modify_index);
+                }
+                for check in self.own_checks(id) {
+                    last = last.max(check.modify_index);
+                }
+            }
+            let index = self.name_index.entry(name.clone()).or_default();
+            *index = (*index).max(last);
+        }
     }
 
     /// Applies one record change and returns the resources it touched.
@@ -203,8 +271,23 @@ impl CatalogState {
                 );
                 self.touch_name(name, revision, touched);
             }
-            self.services_index = revision;
+            self.services_index = self.services_index.max(revision);
             touched.push(Resource::Services);
+        } else if let Some(Record::Tombstone(tombstone)) = record {
+            match tombstone {
+                Tombstone::Service(name) => self.touch_name(name, revision, touched),
+                Tombstone::Services => {
+                    self.services_index = self.services_index.max(revision);
+                    touched.push(Resource::Services);
+                }
+                Tombstone::Checks => {
+                    self.checks_index = self.checks_index.max(revision);
+                    touched.push(Resource::Checks);
+                }
+                Tombstone::NodeChecks => {
+                    self.node_checks_index = self.node_checks_index.max(revision);
+                }
+            }
         } else if let Some(name) = key.strip_prefix(keys::DESIRED) {
             match record {
                 Some(Record::Desired(desired)) => {
@@ -214,7 +297,7 @@ impl CatalogState {
                     self.desired.remove(name);
                 }
             }
-            self.desired_index = revision;
+            self.desired_index = self.desired_index.max(revision);
             touched.push(Resource::Desired);
         } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
             changes.checks.push(id.to_owned());
@@ -245,6 +328,7 @@ impl CatalogState {
             }
             for owner in owners {
                 if owner.is_empty() {
+                    self.node_checks_index = self.node_checks_index.max(revision);
                     // A node-level check counts for every instance on the node.
                     let names: Vec<String> = self.by_name.keys().cloned().collect();
                     for name in names {
@@ -255,13 +339,14 @@ impl CatalogState {
                     self.touch_name(name, revision, touched);
                 }
             }
-            self.checks_index = revision;
+            self.checks_index = self.checks_index.max(revision);
             touched.push(Resource::Checks);
         }
     }
 
     fn touch_name(&mut self, name: String, revision: u64, touched: &mut Vec<Resource>) {
-        self.name_index.insert(name.clone(), revision);
+        let index = self.name_index.entry(name.clone()).or_default();
+        *index = (*index).max(revision);
         touched.push(Resource::Service(name));
     }
 }
@@ -331,11 +416,7 @@ impl Catalog {
                     &mut changes,
                 );
             }
-            // Everything read now counts as changed at the load revision.
-            state.name_index.clear();
-            state.services_index = range.revision;
-            state.checks_index = range.revision;
-            state.desired_index = range.revision;
+            state.reindex_names();
         }
         self.feed_checks(std::iter::once(CheckChange::Reload));
         self.notify_all(range.revision);
@@ -547,6 +628,50 @@ mod tests {
             status,
             Status::Critical,
             "a critical node check makes every instance critical"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_gives_every_resource_the_index_it_had() {
+        let (agent, _dir) = agent().await;
+        register(&agent, r#"{"Name":"a","Check":{"TTL":"1m"}}"#).await;
+        register(&agent, r#"{"Name":"b"}"#).await;
+        register(&agent, r#"{"Name":"c","ID":"c-1"}"#).await;
+        register(&agent, r#"{"Name":"c","ID":"c-2","Check":{"TTL":"1m"}}"#).await;
+        let disk = wharf_model::decode_check_registration(br#"{"Name":"disk","TTL":"1m"}"#);
+        agent.register_check(disk.unwrap()).await.unwrap();
+        let mem = wharf_model::decode_check_registration(br#"{"Name":"mem","TTL":"1m"}"#);
+        agent.register_check(mem.unwrap()).await.unwrap();
+        agent.deregister_service("c-2").await.unwrap();
+        agent.deregister_service("c-1").await.unwrap();
+        agent.deregister_check("mem").await.unwrap();
+        register(&agent, r#"{"Name":"e","ID":"moving"}"#).await;
+        register(&agent, r#"{"Name":"f","ID":"moving"}"#).await;
+        agent.declare_service("a", 2).await.unwrap();
+        register(&agent, r#"{"Name":"b","ID":"b-2"}"#).await;
+        let resources = [
+            Resource::Service("a".into()),
+            Resource::Service("b".into()),
+            Resource::Service("c".into()),
+            Resource::Service("e".into()),
+            Resource::Service("f".into()),
+            Resource::Service("never".into()),
+            Resource::Services,
+            Resource::Checks,
+            Resource::Desired,
+        ];
+        let indexes = |catalog: &Catalog| -> Vec<u64> {
+            resources
+                .iter()
+                .map(|r| catalog.read(|s| s.index(r)))
+                .collect()
+        };
+        let before = indexes(&agent.catalog);
+        let reloaded = Catalog::follow(agent.store.clone()).await.unwrap();
+        assert_eq!(indexes(&reloaded), before, "{resources:?}");
+        assert!(
+            before[1] > before[0],
+            "b changed last, and only b: a keeps its own index"
         );
     }
 

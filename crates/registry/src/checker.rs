@@ -2,9 +2,11 @@
 //!
 //! Probed checks (HTTP, TCP, gRPC) run every interval after a random first delay, so that a
 //! registry restart does not probe everything at once. Each result goes through
-//! [`Agent::record_result`]: a status change is a write with a new index immediately; an
-//! output-only change is written at most every [`OUTPUT_REFRESH`], as Consul's
-//! `check_update_interval` does, so that chatty outputs do not wake blocking queries.
+//! [`Agent::record_result`]: a status change is a write with a new index immediately, and so
+//! is the first output of a check that has none yet (a new check starts critical with an
+//! empty output, and must show why from its first probe); any other output-only change is
+//! written at most every [`OUTPUT_REFRESH`], as Consul's `check_update_interval` does, so
+//! that chatty outputs do not wake blocking queries.
 //! TTL checks wait for their deadline, which pass/warn/fail push back. A reaper removes
 //! instances whose check has been critical longer than `DeregisterCriticalServiceAfter`.
 
@@ -124,7 +126,9 @@ async fn run_check(agent: Arc<Agent>, id: String) {
         let Some(stored) = agent.catalog.read(|state| state.checks.get(&id).cloned()) else {
             return;
         };
-        let write_output = last_write.elapsed() >= OUTPUT_REFRESH;
+        // A check that has never shown why it is in its state (a new check starts critical
+        // with no output) shows the first result at once, as Consul's agent does.
+        let write_output = stored.value.output.is_empty() || last_write.elapsed() >= OUTPUT_REFRESH;
         let before = (stored.value.status, stored.modify_index);
         match agent
             .record_result(&stored, status, &output, write_output)

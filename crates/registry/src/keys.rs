@@ -4,6 +4,8 @@
 //! - `wharf/services/<instance id>` → [`ServiceInstance`]
 //! - `wharf/checks/<check id>` → [`Check`]
 //! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
+//! - `wharf/tombstones/...` → empty: written with every deletion, so that the revision of
+//!   the last change of what was deleted survives a restart (see [`Tombstone`])
 
 use wharf_model::{Check, ServiceInstance};
 
@@ -12,6 +14,48 @@ pub const SERVICES: &str = "wharf/services/";
 pub const CHECKS: &str = "wharf/checks/";
 /// Desired state of supervised services (`wharf scale`), keyed by service name.
 pub const DESIRED: &str = "wharf/desired/";
+
+/// Marks of deletions, one per thing a blocking query watches.
+pub const TOMBSTONES: &str = "wharf/tombstones/";
+
+/// What a deletion changed. A blocking query's index is the revision of the last change of
+/// what it watches; a record's own revision says that for puts, but a deleted record takes
+/// its revision with it. Each deletion therefore also writes the tombstone of what it
+/// changed, in the same transaction, and the tombstone's revision stands in for it when the
+/// catalog is loaded again, so that a restart neither moves an index nor sends one back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tombstone {
+    /// An instance of this (lower-cased) service name, or one of its checks, was removed.
+    Service(String),
+    /// An instance was removed: the list of services may have changed.
+    Services,
+    /// A check was removed.
+    Checks,
+    /// A node-level check was removed: it counted for every service.
+    NodeChecks,
+}
+
+impl Tombstone {
+    pub fn key(&self) -> String {
+        match self {
+            Tombstone::Service(name) => format!("{TOMBSTONES}service/{name}"),
+            Tombstone::Services => format!("{TOMBSTONES}services"),
+            Tombstone::Checks => format!("{TOMBSTONES}checks"),
+            Tombstone::NodeChecks => format!("{TOMBSTONES}node-checks"),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Tombstone> {
+        match key.strip_prefix(TOMBSTONES)? {
+            "services" => Some(Tombstone::Services),
+            "checks" => Some(Tombstone::Checks),
+            "node-checks" => Some(Tombstone::NodeChecks),
+            other => other
+                .strip_prefix("service/")
+                .map(|name| Tombstone::Service(name.to_owned())),
+        }
+    }
+}
 
 pub fn desired_key(name: &str) -> String {
     format!("{DESIRED}{name}")
@@ -39,6 +83,7 @@ pub enum Record {
     Service(ServiceInstance),
     Check(Check),
     Desired(Desired),
+    Tombstone(Tombstone),
 }
 
 /// What the supervisor should run of one service.
@@ -59,6 +104,8 @@ pub fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(Record::Check)
     } else if key.starts_with(DESIRED) {
         serde_json::from_slice(value).map(Record::Desired)
+    } else if let Some(tombstone) = Tombstone::from_key(key) {
+        return Some(Record::Tombstone(tombstone));
     } else {
         return None;
     };

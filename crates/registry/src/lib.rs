@@ -43,6 +43,28 @@ pub struct Config {
     pub min_deregister_after: Duration,
     /// How often the reaper looks for instances critical for too long.
     pub reap_interval: Duration,
+    /// Bounds on what one HTTP client may hold.
+    pub http_limits: HttpLimits,
+}
+
+/// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections at once from one IP address (Consul's `http_max_conns_per_client`);
+    /// more are answered 429 and closed. Held blocking queries count.
+    pub max_conns_per_client: usize,
+    /// How long a request head may take, a kept-alive connection may sit idle, and a
+    /// request body may go without sending anything. A held blocking query is not idle.
+    pub read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_conns_per_client: 200,
+            read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Config {
@@ -54,6 +76,7 @@ impl Config {
             node,
             min_deregister_after: Duration::from_secs(60),
             reap_interval: Duration::from_secs(1),
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -101,7 +124,12 @@ impl Registry {
             None => None,
         };
         let router = api::router(agent.clone());
-        let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            config.http_limits.clone(),
+            shutdown_rx,
+        ));
         Ok(Registry {
             http_addr,
             dns_addr,

@@ -1,32 +1,59 @@
-//! The HTTP listener: hyper directly rather than `axum::serve`, for two things Consul
-//! clients see: title-cased header names (`X-Consul-Index`, as Go prints them, for scripts
-//! that grep `curl -i`), and a graceful stop that answers held blocking queries.
+//! The HTTP listener: hyper directly rather than `axum::serve`, for what Consul clients and
+//! operators see: title-cased header names (`X-Consul-Index`, as Go prints them, for scripts
+//! that grep `curl -i`), a graceful stop that answers held blocking queries, and Consul's
+//! limits on one client: at most [`HttpLimits::max_conns_per_client`] connections per IP
+//! address (more are answered 429 and closed, as Consul's `http_max_conns_per_client`), and
+//! [`HttpLimits::read_timeout`] for a request head and for an idle kept-alive connection.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::HttpLimits;
+
+/// The read buffer's cap, and so the largest request head hyper reads. The API's own
+/// limits (`api::MAX_URI`, `api::MAX_HEAD_FIELDS`) are well inside it, so that an over-long
+/// head usually gets their reasoned 414 or 431 rather than hyper's bare 431.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The reason Consul gives when one address holds too many connections.
+pub const TOO_MANY_CONNECTIONS: &str =
+    "Your IP is issuing too many concurrent connections, please rate limit your calls";
 
 /// Serves `router` on `listener` until `shutdown` turns true, then waits (at most a few
 /// seconds) for connections to finish.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .title_case_headers(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        // Held blocking queries sit on idle keep-alive connections; capping the read buffer
-        // at its initial size keeps each one small (bodies are bounded by MAX_BODY anyway).
-        .max_buf_size(8192);
+        .timer(TokioTimer::new())
+        // hyper starts this timer whenever it waits for a head, on a new connection and
+        // after each answer, so it bounds idle kept-alive connections too; a held blocking
+        // query is not waiting for a head.
+        .header_read_timeout(limits.read_timeout)
+        .max_buf_size(MAX_HEAD);
+    let connections = ConnectionCounts::default();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -39,13 +66,108 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
             _ = crate::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = connections.take(peer.ip(), limits.max_conns_per_client) else {
+            tracing::warn!(client = %peer.ip(), limit = limits.max_conns_per_client, "too many connections from one address");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let service = TowerToHyperService::new(router.clone());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(slot);
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// Answers the request on a connection over the limit with 429 and its reason, then closes.
+/// It reads the request first, so that closing does not reset the answer away.
+async fn refuse(stream: TcpStream) {
+    let service = hyper::service::service_fn(|_request| async {
+        let body = Full::new(Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")));
+        let mut response = http::Response::new(body);
+        *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = connection.await;
+}
+
+/// Open connections per client address.
+#[derive(Debug, Clone, Default)]
+struct ConnectionCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection's place in [`ConnectionCounts`], given back when dropped.
+struct Slot {
+    counts: ConnectionCounts,
+    ip: IpAddr,
+}
+
+impl ConnectionCounts {
+    /// A slot for one more connection from `ip`, unless it already holds `limit` (0: no limit).
+    fn take(&self, ip: IpAddr, limit: usize) -> Option<Slot> {
+        let mut counts = self.0.lock().expect("connection counts lock");
+        let count = counts.entry(ip).or_default();
+        if limit != 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().expect("connection counts lock");
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_address_and_given_back() {
+        let counts = ConnectionCounts::default();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = counts.take(a, 2).unwrap();
+        let _second = counts.take(a, 2).unwrap();
+        assert!(counts.take(a, 2).is_none(), "a third from one address");
+        assert!(
+            counts.take(b, 2).is_some(),
+            "another address has its own count"
+        );
+        drop(first);
+        assert!(
+            counts.take(a, 2).is_some(),
+            "a closed connection frees its slot"
+        );
+        assert!(counts.take(a, 0).is_some(), "0 means no limit");
+    }
 }

@@ -75,6 +75,13 @@ pub struct RegistryArgs {
     /// Datacenter name answered to clients.
     #[arg(long, default_value = "dc1")]
     pub datacenter: String,
+    /// Most HTTP connections at once from one client address; more get 429 (0: no limit).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub http_max_conns_per_client: usize,
+    /// How long a request head may take, an idle connection may stay open, and a request
+    /// body may send nothing.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_read_timeout: std::time::Duration,
     /// Floor for DeregisterCriticalServiceAfter (Consul: 1m). Lowered only by tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
     pub min_deregister_after: std::time::Duration,

@@ -23,6 +23,7 @@ pub struct Manifest {
     pub registry_dns: SocketAddr,
     pub data_dir: PathBuf,
     pub domain: String,
+    pub http_limits: wharf_registry::HttpLimits,
     pub gateway_listen: SocketAddr,
     pub gateway_admin: SocketAddr,
     pub balance: wharf_proxy::Policy,
@@ -56,6 +57,8 @@ struct RawRegistry {
     dns: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     domain: Option<String>,
+    http_max_conns_per_client: Option<Spanned<i64>>,
+    http_read_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,6 +120,30 @@ impl Manifest {
                 .parse()
                 .map_err(|e: String| error(Some(policy.span()), e))?,
         };
+        let mut http_limits = wharf_registry::HttpLimits::default();
+        if let Some(limit) = &raw.registry.http_max_conns_per_client {
+            let value = *limit.get_ref();
+            http_limits.max_conns_per_client = usize::try_from(value).map_err(|_| {
+                error(
+                    Some(limit.span()),
+                    format!("registry http_max_conns_per_client must be 0 or more, not {value}"),
+                )
+            })?;
+        }
+        if let Some(timeout) = &raw.registry.http_read_timeout {
+            http_limits.read_timeout = wharf_model::parse_go_duration(timeout.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    error(
+                        Some(timeout.span()),
+                        format!(
+                            "registry http_read_timeout must be a duration above zero such as \"30s\", not {:?}",
+                            timeout.get_ref()
+                        ),
+                    )
+                })?;
+        }
         let mut services = Vec::new();
         for (name, service) in raw.services {
             let span = name.span();
@@ -224,6 +251,7 @@ impl Manifest {
                 .data_dir
                 .map_or_else(|| dir.join(".wharf"), |d| dir.join(d)),
             domain: raw.registry.domain.unwrap_or_else(|| "wharf".into()),
+            http_limits,
             gateway_listen: raw
                 .gateway
                 .listen

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use wharf_registry::{Config, NodeInfo, Registry, node};
+use wharf_registry::{Config, HttpLimits, NodeInfo, Registry, node};
 use wharf_store::EmbeddedStore;
 
 use crate::cli::RegistryArgs;
@@ -30,6 +30,10 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.min_deregister_after = args.min_deregister_after;
     config.dns = Some(args.dns);
     config.domain = args.domain;
+    config.http_limits = HttpLimits {
+        max_conns_per_client: args.http_max_conns_per_client,
+        read_timeout: args.http_read_timeout,
+    };
 
     let registry = Registry::start(Arc::new(store), config).await?;
     tracing::info!(data = %store_path.display(), "registry started");

@@ -36,6 +36,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     );
     config.dns = Some(manifest.registry_dns);
     config.domain = manifest.domain.clone();
+    config.http_limits = manifest.http_limits.clone();
     let registry = Registry::start(Arc::new(store), config).await?;
     let registry_url = format!("http://{}", registry.http_addr);
 

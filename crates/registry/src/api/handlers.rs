@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::body::RequestBody;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 use wharf_model::{Status, decode_check_registration, decode_service_registration};
 
@@ -123,7 +123,11 @@ fn check_json<'a>(
     HealthCheckJson::new(agent.node(), check, service)
 }
 
-pub async fn register_service(State(agent): Shared, RawQuery(q): RawQuery, body: Bytes) -> Answer {
+pub async fn register_service(
+    State(agent): Shared,
+    RawQuery(q): RawQuery,
+    body: RequestBody,
+) -> Answer {
     let p = params(&q);
     let registration =
         decode_service_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
@@ -140,7 +144,7 @@ pub async fn deregister_service(State(agent): Shared, Path(id): Path<String>) ->
     Ok(ok())
 }
 
-pub async fn register_check(State(agent): Shared, body: Bytes) -> Answer {
+pub async fn register_check(State(agent): Shared, body: RequestBody) -> Answer {
     let check = decode_check_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
     agent.register_check(check).await?;
     Ok(ok())
@@ -182,7 +186,11 @@ pub async fn check_fail(
 }
 
 /// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
-pub async fn check_update(State(agent): Shared, Path(id): Path<String>, body: Bytes) -> Answer {
+pub async fn check_update(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    body: RequestBody,
+) -> Answer {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let field = |name: &str| {
@@ -260,7 +268,7 @@ pub async fn declare_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    body: RequestBody,
 ) -> Answer {
     let replicas = replicas_from(&body, &q)?;
     agent.declare_service(&name, replicas).await?;
@@ -272,7 +280,7 @@ pub async fn scale_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    body: RequestBody,
 ) -> Answer {
     let replicas = replicas_from(&body, &q)?;
     agent.scale(&name, replicas).await?;

@@ -4,11 +4,18 @@
 //! body; reads answer `application/json` with `X-Consul-Index`, `X-Consul-Knownleader` and
 //! `X-Consul-Lastcontact`; errors are a status and a one-line plain-text reason. Bodies are
 //! read whatever their Content-Type (py-consul sends none) up to [`MAX_BODY`].
+//!
+//! Every refusal says why in its body, as Consul's do: 405 names the method (with `Allow`),
+//! 413/414/431 name the limit, a path with a bad escape or an empty name is a 400, and the
+//! families of Consul's API that Wharf does not answer yet are 501 ([`unimplemented`]).
 
 mod blocking;
+mod body;
+mod guard;
 mod handlers;
 pub mod params;
 pub mod shapes;
+pub mod unimplemented;
 
 use std::sync::Arc;
 
@@ -16,20 +23,20 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, put};
+use axum::routing::{MethodRouter, any, get, put};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::metrics::RequestLabels;
 use crate::{Agent, RegistryError};
 
-/// Largest request body accepted; larger ones get 413.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub use body::MAX_BODY;
+pub use guard::{MAX_HEAD_FIELDS, MAX_URI};
 
-/// The API's routes. axum's `Router::layer` wraps what is above it, so the body limit applies
-/// to every route.
+/// The API's routes. axum's `Router::layer` wraps what is above it (the fallback included),
+/// so the guards and the request counter see every request.
 pub fn router(agent: Arc<Agent>) -> Router {
     use handlers::*;
-    Router::new()
+    let routes = Router::new()
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/agent/service/{*id}", get(agent_service))
@@ -60,14 +67,55 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/services/{name}", write(declare_service))
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
-        .route("/metrics", get(handlers::metrics))
+        .route("/metrics", get(handlers::metrics));
+    let routes = missing_names(unimplemented::routes(routes))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Bodies are read by [`body::RequestBody`], which has its own limit and says why.
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             count_requests,
         ))
-        .with_state(agent)
+        .with_state(agent.clone());
+    // The guards wrap the whole router rather than each route, so that a refusal is final
+    // (a route's method filter would add `Allow` to it) and 405s are seen as answered.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(guard::method_not_allowed))
+        .layer(axum::middleware::from_fn_with_state(
+            agent,
+            guard::request_line_and_fields,
+        ))
+}
+
+/// A path whose name or id is empty (`/v1/catalog/service/`) is a 400 naming what is
+/// missing, as Consul answers, rather than a 404 for an endpoint that does exist.
+fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
+    const EMPTY: &[(&str, &str)] = &[
+        ("/v1/agent/service/", "service ID"),
+        ("/v1/agent/service/deregister/", "service ID"),
+        ("/v1/agent/check/deregister/", "check ID"),
+        ("/v1/agent/check/pass/", "check ID"),
+        ("/v1/agent/check/warn/", "check ID"),
+        ("/v1/agent/check/fail/", "check ID"),
+        ("/v1/agent/check/update/", "check ID"),
+        ("/v1/catalog/service/", "service name"),
+        ("/v1/catalog/node/", "node name"),
+        ("/v1/health/service/", "service name"),
+        ("/v1/health/checks/", "service name"),
+        ("/v1/health/state/", "check state"),
+        ("/v1/health/node/", "node name"),
+        ("/v1/wharf/services/", "service name"),
+        ("/v1/wharf/scale/", "service name"),
+        ("/v1/wharf/restart/", "service name"),
+    ];
+    EMPTY.iter().fold(router, |router, (path, what)| {
+        let reason = format!("Missing {what}");
+        router.route(
+            path,
+            any(move || std::future::ready(ApiError::bad_request(reason.clone()))),
+        )
+    })
 }
 
 /// Writes answer `PUT` as Consul does, and `POST` too, which is harmless and saves a
@@ -88,6 +136,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
     pub fn bad_request(reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -135,7 +190,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Counts every answer by route template and status code.
+/// Counts every answer by route template and status code; refusals of the head before any
+/// route is chosen count as `refused` ([`guard`]).
 async fn count_requests(
     State(agent): State<Arc<Agent>>,
     matched: Option<MatchedPath>,

@@ -199,7 +199,8 @@ impl<'a> HealthCheckJson<'a> {
         }
         let probed = !matches!(c.kind, CheckKind::Ttl { .. });
         let interval = if probed {
-            duration(c.interval)
+            // As it is used: raised to the minimum (`"Interval": 10` is 10 ns to Consul).
+            duration(c.interval.map(|_| c.effective_interval()))
         } else {
             String::new()
         };

@@ -5,7 +5,8 @@
 //! (node checks included) left out, warning kept; answers shuffled on every query; SRV targets
 //! `<hex-ip>.addr.<dc>.<domain>` (or `<node>.node...`) with their addresses in the additional
 //! section; NXDOMAIN for names that do not exist or have no healthy instance, NODATA for a
-//! name without records of the asked type, both with an SOA in the authority section.
+//! name without records of the asked type, both with an SOA in the authority section. The
+//! apex answers its SOA and NS (this node); zone transfers are NOTIMP.
 //!
 //! Size: over TCP everything up to 64 KiB. Over UDP, with EDNS0, as much as the client's
 //! advertised payload; without it at most [`UDP_ANSWER_LIMIT`] answers (Consul's
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use wharf_model::Status;
 
@@ -112,13 +113,22 @@ pub fn answer(
         response.metadata.response_code = ResponseCode::Refused; // not ours; we do not recurse
         return encode(response, limit);
     };
+    if matches!(query.query_type, RecordType::AXFR | RecordType::IXFR) {
+        // The zone is the live catalog: there is no copy to transfer.
+        response.metadata.response_code = ResponseCode::NotImp;
+        return encode(response, limit);
+    }
     let labels: Vec<String> = qname
         .iter()
         .take(usize::from(qname.num_labels() - domain.num_labels()))
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let found = names::parse(&labels, &zone.node.datacenter)
-        .and_then(|lookup| records(zone, state, &domain, query, lookup));
+    let found = if labels.is_empty() {
+        Some(apex(zone, &domain, query.query_type))
+    } else {
+        names::parse(&labels, &zone.node.datacenter)
+            .and_then(|lookup| records(zone, state, &domain, query, lookup))
+    };
     match found {
         None => {
             response.metadata.response_code = ResponseCode::NXDomain;
@@ -134,7 +144,7 @@ pub fn answer(
                 usize::MAX
             };
             let kept: Vec<Record> = answers.into_iter().take(cap).collect();
-            let targets: HashSet<Name> = kept.iter().filter_map(srv_target).collect();
+            let targets: HashSet<Name> = kept.iter().filter_map(target_of).collect();
             response.add_answers(kept);
             response.add_additionals(
                 additionals
@@ -154,11 +164,40 @@ fn size_limit(request: &Message, transport: Transport) -> usize {
     }
 }
 
-fn srv_target(record: &Record) -> Option<Name> {
+/// The name a record points at, whose addresses go in the additional section.
+fn target_of(record: &Record) -> Option<Name> {
     match &record.data {
         RData::SRV(srv) => Some(srv.target.clone()),
+        RData::NS(ns) => Some(ns.0.clone()),
         _ => None,
     }
+}
+
+/// The zone's apex (`wharf.`, `consul.`): its SOA and its one name server, this node, as
+/// Consul answers them; other types are NODATA.
+fn apex(zone: &Zone, domain: &Name, qtype: RecordType) -> (Vec<Record>, Vec<Record>) {
+    let mut answers = Vec::new();
+    let mut additionals = Vec::new();
+    if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+        answers.push(soa(domain));
+    }
+    if matches!(qtype, RecordType::NS | RecordType::ANY) {
+        let server = format!(
+            "{}.node.{}.{}",
+            zone.node.name, zone.node.datacenter, domain
+        );
+        if let Ok(server) = Name::from_ascii(&server) {
+            answers.push(Record::from_rdata(
+                domain.clone(),
+                0,
+                RData::NS(NS(server.clone())),
+            ));
+            if let Ok(ip) = IpAddr::from_str(&zone.node.address) {
+                additionals.extend(address_records(&server, RecordType::ANY, [ip]));
+            }
+        }
+    }
+    (answers, additionals)
 }
 
 /// The answer and additional records for a lookup; `None` when the name does not exist.
@@ -306,7 +345,7 @@ fn encode(response: Message, limit: usize) -> Option<Vec<u8>> {
         let mut smaller = response.clone();
         smaller.metadata.truncation = true;
         smaller.answers.truncate(n);
-        let targets: HashSet<Name> = smaller.answers.iter().filter_map(srv_target).collect();
+        let targets: HashSet<Name> = smaller.answers.iter().filter_map(target_of).collect();
         smaller.additionals.retain(|r| targets.contains(&r.name));
         smaller.to_vec().ok().filter(|b| b.len() <= limit)
     };

@@ -1,0 +1,264 @@
+//! Consul's endpoints that Wharf does not answer yet, answered `501 Not Implemented`.
+//!
+//! A `404` is not a safe answer for them: clients read a 404 as "absent" (the npm client's
+//! `kv.get` resolves `undefined`, py-consul's returns `None`) and some turn a bodiless failure
+//! into success (python-consul2's `kv.put(..., acquire=session)` returns a truthy tuple, so a
+//! lock looks acquired). Every client raises on a 5xx, and a 501 with the family named says
+//! exactly what is missing. A path that is not Consul's at all stays 404.
+//!
+//! The table is Consul's own route list (`agent/http_register.go`, plus Enterprise's
+//! namespaces and partitions), less what Wharf answers. When an issue implements a family,
+//! its rows leave [`FAMILIES`] and `docs/consul-compat.md`.
+
+use axum::Router;
+use axum::routing::any;
+use http::{HeaderValue, StatusCode, header};
+
+use super::ApiError;
+
+/// One family of Consul endpoints that Wharf does not answer yet.
+#[derive(Debug)]
+pub struct Family {
+    /// The family as the reason names it, e.g. `/v1/kv`.
+    pub name: &'static str,
+    /// Paths answered 501: exact paths, or prefixes when they end in `/`.
+    pub paths: &'static [&'static str],
+    /// Where to look instead, when Wharf has something close.
+    pub hint: Option<&'static str>,
+}
+
+/// Every Consul endpoint family Wharf does not answer yet.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "/v1/kv",
+        paths: &["/v1/kv", "/v1/kv/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/session",
+        paths: &["/v1/session", "/v1/session/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/txn",
+        paths: &["/v1/txn"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/acl",
+        paths: &["/v1/acl", "/v1/acl/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/token",
+        paths: &["/v1/agent/token/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/members",
+        paths: &["/v1/agent/members"],
+        hint: Some("this registry is a single node; see /v1/catalog/nodes"),
+    },
+    Family {
+        name: "/v1/agent/join",
+        paths: &[
+            "/v1/agent/join/",
+            "/v1/agent/leave",
+            "/v1/agent/force-leave/",
+        ],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/maintenance",
+        paths: &["/v1/agent/maintenance", "/v1/agent/service/maintenance/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/reload",
+        paths: &["/v1/agent/reload"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/host",
+        paths: &["/v1/agent/host", "/v1/agent/version"],
+        hint: Some("see /v1/agent/self"),
+    },
+    Family {
+        name: "/v1/agent/monitor",
+        paths: &["/v1/agent/monitor"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/agent/metrics",
+        paths: &["/v1/agent/metrics", "/v1/agent/metrics/"],
+        hint: Some("Prometheus metrics are at /metrics"),
+    },
+    Family {
+        name: "/v1/agent/health/service",
+        paths: &["/v1/agent/health/"],
+        hint: Some("see /v1/health/service/<name>"),
+    },
+    Family {
+        name: "/v1/agent/connect",
+        paths: &["/v1/agent/connect/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/catalog/register",
+        paths: &["/v1/catalog/register", "/v1/catalog/deregister"],
+        hint: Some("register instances with /v1/agent/service/register"),
+    },
+    Family {
+        name: "/v1/catalog/connect",
+        paths: &["/v1/catalog/connect/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/catalog/node-services",
+        paths: &["/v1/catalog/node-services/"],
+        hint: Some("see /v1/catalog/node/<node>"),
+    },
+    Family {
+        name: "/v1/catalog/gateway-services",
+        paths: &["/v1/catalog/gateway-services/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/health/connect",
+        paths: &["/v1/health/connect/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/health/ingress",
+        paths: &["/v1/health/ingress/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/config",
+        paths: &["/v1/config", "/v1/config/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/connect",
+        paths: &["/v1/connect/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/coordinate",
+        paths: &["/v1/coordinate/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/discovery-chain",
+        paths: &["/v1/discovery-chain/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/event",
+        paths: &["/v1/event/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/query",
+        paths: &["/v1/query", "/v1/query/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/snapshot",
+        paths: &["/v1/snapshot"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/operator",
+        paths: &["/v1/operator/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/peering",
+        paths: &["/v1/peering/", "/v1/peerings"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/exported-services",
+        paths: &["/v1/exported-services", "/v1/imported-services"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/internal",
+        paths: &["/v1/internal/"],
+        hint: None,
+    },
+    Family {
+        name: "/v1/namespace",
+        paths: &[
+            "/v1/namespace",
+            "/v1/namespace/",
+            "/v1/namespaces",
+            "/v1/partition",
+            "/v1/partition/",
+            "/v1/partitions",
+        ],
+        hint: Some("Consul Enterprise; Wharf has the default namespace and partition only"),
+    },
+];
+
+impl Family {
+    /// The one-line reason of the 501.
+    pub fn reason(&self) -> String {
+        match self.hint {
+            Some(hint) => format!("Wharf does not implement {} yet ({hint})", self.name),
+            None => format!("Wharf does not implement {} yet", self.name),
+        }
+    }
+}
+
+/// Adds a route answering 501 for every path of every family, whatever the method.
+pub fn routes<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router<S> {
+    for family in FAMILIES {
+        let reason = family.reason();
+        for path in family.paths {
+            let reason = reason.clone();
+            let answer = any(move || std::future::ready(not_implemented(&reason)));
+            router = match path.strip_suffix('/') {
+                Some(prefix) => router
+                    .route(&format!("{prefix}/"), answer.clone())
+                    .route(&format!("{prefix}/{{*rest}}"), answer),
+                None => router.route(path, answer),
+            };
+        }
+    }
+    router
+}
+
+fn not_implemented(reason: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = ApiError::new(StatusCode::NOT_IMPLEMENTED, reason).into_response();
+    // Nothing to cache or retry on: say so, as a 501 is cacheable by default (RFC 9110).
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_path_is_listed_twice_and_every_path_is_consuls_form() {
+        let mut seen = std::collections::HashSet::new();
+        for family in FAMILIES {
+            assert!(family.name.starts_with("/v1/"), "{}", family.name);
+            for path in family.paths {
+                assert!(path.starts_with("/v1/"), "{path}");
+                assert!(seen.insert(*path), "{path} listed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_name_the_family() {
+        let kv = FAMILIES.iter().find(|f| f.name == "/v1/kv").unwrap();
+        assert_eq!(kv.reason(), "Wharf does not implement /v1/kv yet");
+    }
+}
