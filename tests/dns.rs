@@ -288,3 +288,56 @@ fn bad_packets_get_an_error_code_or_silence_and_stall_nothing() {
     );
     drop(stalled);
 }
+
+#[test]
+fn the_apex_answers_its_soa_and_ns_and_zone_transfers_are_not_implemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--node", "alpha"]);
+    for domain in ["wharf.", "consul."] {
+        let soa = dns::udp(registry.dns, domain, RecordType::SOA, None);
+        assert_eq!(
+            soa.metadata.response_code,
+            ResponseCode::NoError,
+            "{domain}"
+        );
+        assert!(
+            matches!(&soa.answers[..], [r] if matches!(&r.data, RData::SOA(s) if s.mname.to_ascii() == format!("ns.{domain}"))),
+            "{domain} SOA: {:?}",
+            soa.answers
+        );
+
+        let ns = dns::udp(registry.dns, domain, RecordType::NS, None);
+        assert_eq!(ns.metadata.response_code, ResponseCode::NoError, "{domain}");
+        let server = format!("alpha.node.dc1.{domain}");
+        assert!(
+            matches!(&ns.answers[..], [r] if matches!(&r.data, RData::NS(n) if n.0.to_ascii() == server)),
+            "{domain} NS: {:?}",
+            ns.answers
+        );
+        assert!(
+            ns.additionals.iter().any(|r| r.name.to_ascii() == server
+                && matches!(&r.data, RData::A(a) if a.0.to_string() == "127.0.0.1")),
+            "the name server's address comes along: {:?}",
+            ns.additionals
+        );
+
+        let a = dns::udp(registry.dns, domain, RecordType::A, None);
+        assert_eq!(
+            a.metadata.response_code,
+            ResponseCode::NoError,
+            "apex A is NODATA"
+        );
+        assert!(a.answers.is_empty());
+        assert!(matches!(&a.authorities[..], [r] if matches!(r.data, RData::SOA(_))));
+
+        for transfer in [RecordType::AXFR, RecordType::IXFR] {
+            let answer = dns::tcp(registry.dns, domain, transfer);
+            assert_eq!(
+                answer.metadata.response_code,
+                ResponseCode::NotImp,
+                "{domain} {transfer}"
+            );
+            assert!(answer.answers.is_empty());
+        }
+    }
+}

@@ -72,10 +72,19 @@ pub async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let read_timeout = limits.read_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            // hyper's head timer starts only once the protocol is known, which takes a first
+            // byte: a connection that sends none within the read timeout is closed here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
             drop(slot);
         });
     }
