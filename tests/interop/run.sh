@@ -6,11 +6,13 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-# DNS clients from Debian: dig (dnsutils) and HAProxy.
-if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null; then
+# From Debian: the DNS clients dig (dnsutils) and HAProxy, and Debian's own Consul client
+# (python3-consul 0.7.1, for Debian's python3).
+if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null \
+  || ! /usr/bin/python3 -c 'import consul' 2>/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq dnsutils haproxy >/dev/null
+  apt-get install -y -qq dnsutils haproxy python3-consul >/dev/null
 fi
 
 cargo build --locked -p wharf --manifest-path "$root/Cargo.toml"
@@ -19,6 +21,13 @@ export WHARF_BIN="$root/target/debug/wharf"
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
+# Older Python clients are all the `consul` package too: each in a folder of its own, put on
+# PYTHONPATH by test_unimplemented.py.
+for client in python-consul==1.1.0 python-consul2==0.1.5; do
+  folder="$here/.clients/${client%%==*}"
+  [ -d "$folder/consul" ] || "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    --target "$folder" "$client"
+done
 (cd "$here/python" && "$venv/bin/pytest" -q)
 
 (cd "$here/node" && npm ci --silent --no-audit --no-fund && node --test)

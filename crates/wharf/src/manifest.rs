@@ -287,6 +287,8 @@ fn command_exists(command: &str, dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Manifest, ManifestError> {
@@ -337,6 +339,18 @@ env = { GREETING = "hi" }
     }
 
     #[test]
+    fn registry_limits_default_to_consuls_and_can_be_set() {
+        let manifest = parse("").unwrap();
+        assert_eq!(manifest.http_limits.max_conns_per_client, 200);
+        assert_eq!(manifest.http_limits.read_timeout, Duration::from_secs(30));
+        let manifest =
+            parse("[registry]\nhttp_max_conns_per_client = 0\nhttp_read_timeout = \"2m\"\n")
+                .unwrap();
+        assert_eq!(manifest.http_limits.max_conns_per_client, 0);
+        assert_eq!(manifest.http_limits.read_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
     fn refusals_name_the_line_and_the_reason() {
         let cases = [
             (
@@ -382,6 +396,12 @@ env = { GREETING = "hi" }
                 2,
                 "invalid socket address",
             ),
+            (
+                "[registry]\ndns = \"127.0.0.1:8600\"\nhttp_max_conns_per_client = -5\n",
+                3,
+                "must be 0 or more",
+            ),
+            ("[registry]\nhttp_read_timeout = \"0s\"\n", 2, "above zero"),
         ];
         for (text, line, reason) in cases {
             let err = parse(text).unwrap_err();

@@ -158,3 +158,55 @@ test("a watch wakes on change and does not spin", async () => {
     }
   });
 });
+
+// Every family Wharf does not answer yet must make the client throw, never resolve to
+// something that reads as "absent" (kv.get resolved `undefined` on the old 404) or success.
+test("every endpoint family not answered yet throws with its reason", async () => {
+  await withRegistry(async (consul) => {
+    const sid = "0b0d0a1c-0000-0000-0000-000000000000";
+    const calls = [
+      ["/v1/kv", "kv.get", () => consul.kv.get("config/db")],
+      ["/v1/kv", "kv.get recurse", () => consul.kv.get({ key: "config/", recurse: true })],
+      ["/v1/kv", "kv.keys", () => consul.kv.keys("config/")],
+      ["/v1/kv", "kv.set", () => consul.kv.set("config/db", "x")],
+      ["/v1/kv", "kv.set acquire", () => consul.kv.set({ key: "lock", value: "x", acquire: sid })],
+      ["/v1/kv", "kv.del", () => consul.kv.del("config/db")],
+      ["/v1/session", "session.create", () => consul.session.create({ ttl: "10s" })],
+      ["/v1/session", "session.list", () => consul.session.list()],
+      ["/v1/session", "session.info", () => consul.session.info(sid)],
+      ["/v1/session", "session.node", () => consul.session.node("wharf")],
+      ["/v1/session", "session.renew", () => consul.session.renew(sid)],
+      ["/v1/session", "session.destroy", () => consul.session.destroy(sid)],
+      ["/v1/txn", "transaction.create", () => consul.transaction.create([{ KV: { Verb: "get", Key: "a" } }])],
+      ["/v1/acl", "acl.bootstrap", () => consul.acl.bootstrap()],
+      ["/v1/acl", "acl.replication", () => consul.acl.replication()],
+      ["/v1/agent/members", "agent.members", () => consul.agent.members()],
+      ["/v1/agent/reload", "agent.reload", () => consul.agent.reload()],
+      ["/v1/agent/join", "agent.join", () => consul.agent.join("127.0.0.1")],
+      ["/v1/agent/join", "agent.forceLeave", () => consul.agent.forceLeave("other")],
+      ["/v1/agent/maintenance", "agent.maintenance", () => consul.agent.maintenance(true)],
+      ["/v1/agent/maintenance", "agent.service.maintenance", () => consul.agent.service.maintenance({ id: "web-1", enable: true })],
+      ["/v1/catalog/register", "catalog.register", () => consul.catalog.register({ node: "ext", address: "10.0.0.9" })],
+      ["/v1/catalog/register", "catalog.deregister", () => consul.catalog.deregister({ node: "ext" })],
+      ["/v1/event", "event.fire", () => consul.event.fire("deploy", "v2")],
+      ["/v1/event", "event.list", () => consul.event.list()],
+      ["/v1/query", "query.list", () => consul.query.list()],
+      ["/v1/query", "query.create", () => consul.query.create({ name: "db", service: { service: "db" } })],
+      ["/v1/query", "query.execute", () => consul.query.execute("db")],
+    ];
+    for (const [family, name, call] of calls) {
+      let outcome;
+      try {
+        outcome = { returned: await call() };
+      } catch (error) {
+        outcome = { error };
+      }
+      assert.ok(outcome.error, `${name} resolved instead of throwing: ${JSON.stringify(outcome.returned)}`);
+      assert.equal(outcome.error.response?.statusCode, 501, `${name}: ${outcome.error}`);
+      // The reason is the message where the client passes the body on, and always the body.
+      const body = String(outcome.error.response?.body ?? "");
+      assert.match(body, /does not implement/, `${name}: ${body}`);
+      assert.ok(body.includes(family), `${name}: ${body}`);
+    }
+  });
+});

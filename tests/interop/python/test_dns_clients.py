@@ -46,6 +46,23 @@ def register_hello(c, ports):
 
 
 @pytest.mark.skipif(shutil.which("dig") is None and not os.environ.get("CI"), reason="dig not installed (tests/interop/run.sh installs it)")
+def test_dig_zone_apex(registry):
+    for domain in ["wharf.", "consul."]:
+        assert dig_status(registry, domain, "SOA") == "NOERROR"
+        soa = dig(registry, domain, "SOA")
+        assert len(soa) == 1 and soa[0].startswith(f"ns.{domain} hostmaster.{domain} "), soa
+        assert dig_status(registry, domain, "NS") == "NOERROR"
+        [server] = dig(registry, domain, "NS")
+        assert server.endswith(f".node.dc1.{domain}"), server
+        assert dig(registry, server) == ["127.0.0.1"], "the name server's name resolves"
+        out = subprocess.run(
+            ["dig", "@127.0.0.1", "-p", str(registry.dns_port), domain, "AXFR", "+tries=1", "+time=2"],
+            capture_output=True, text=True, timeout=10,
+        )
+        assert "NOTIMP" in out.stdout or "Transfer failed" in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(shutil.which("dig") is None and not os.environ.get("CI"), reason="dig not installed (tests/interop/run.sh installs it)")
 def test_dig_name_forms(registry):
     c = consul.Consul(host=registry.host, port=registry.port)
     register_hello(c, [9001, 9002, 9003])
