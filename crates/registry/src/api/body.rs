@@ -19,6 +19,22 @@ use crate::Agent;
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// Most bytes of a refused body read and dropped before the refusal is sent.
+const DRAIN_LIMIT: usize = 4 * MAX_BODY;
+
+/// Reads and drops what is left of a refused body, up to [`DRAIN_LIMIT`], so that a client
+/// still sending it reads the refusal instead of a broken pipe (Go's server does the same
+/// with the rest of an oversized body); past the limit the connection is simply closed.
+async fn drain(body: &mut axum::body::Body, stall: std::time::Duration) {
+    let mut dropped = 0;
+    while dropped < DRAIN_LIMIT {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Ok(Some(Ok(frame))) => dropped += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
+}
+
 /// A whole request body, at most [`MAX_BODY`] bytes, none of its frames later than the
 /// registry's read timeout.
 #[derive(Debug)]
@@ -48,10 +64,11 @@ impl FromRequest<Arc<Agent>> for RequestBody {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let mut body = request.into_body();
         if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            drain(&mut body, stall).await;
             return Err(too_large());
         }
-        let mut body = request.into_body();
         let mut collected = BytesMut::new();
         loop {
             let frame = match tokio::time::timeout(stall, body.frame()).await {
@@ -74,6 +91,7 @@ impl FromRequest<Arc<Agent>> for RequestBody {
             };
             if let Ok(data) = frame.into_data() {
                 if collected.len() + data.len() > MAX_BODY {
+                    drain(&mut body, stall).await;
                     return Err(too_large());
                 }
                 collected.extend_from_slice(&data);
