@@ -58,7 +58,9 @@ load read --url "$WHARF_URL" --service hello --count 200000 --concurrency "$CONC
 echo "== held blocking queries (each run on a fresh registry, so that its memory is the queries' own)"
 hold_run() {
   local dir="$work/hold-$1"
-  start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$dir" >"$dir.out" 2>"$dir.log"
+  # All watchers come from 127.0.0.1: lift the per-client connection limit (200 by default).
+  start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$dir" \
+    --http-max-conns-per-client 0 >"$dir.out" 2>"$dir.log"
   local pid=$last_pid
   for _ in $(seq 200); do grep -q http:// "$dir.out" 2>/dev/null && break; sleep 0.05; done
   load hold --url "$(grep -o 'http://[0-9.:]*' "$dir.out")" --pid "$pid" --watchers "${WATCHERS:-10000}" --services "$1"

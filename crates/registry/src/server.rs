@@ -23,10 +23,13 @@ use tokio::sync::watch;
 
 use crate::HttpLimits;
 
-/// The read buffer's cap, and so the largest request head hyper reads. The API's own
-/// limits (`api::MAX_URI`, `api::MAX_HEAD_FIELDS`) are well inside it, so that an over-long
-/// head usually gets their reasoned 414 or 431 rather than hyper's bare 431.
-const MAX_HEAD: usize = 64 * 1024;
+/// The read buffer's cap, and so the largest request head hyper reads (past it, hyper answers
+/// a bare 431 and closes). The API's own limits (`api::MAX_URI`, `api::MAX_HEAD_FIELDS`) are
+/// inside it, so that a head just over them gets their reasoned 414 or 431. It stays at
+/// hyper's minimum, 8 KiB: every held blocking query keeps its connection's buffers, and a
+/// larger cap costs about 7 KiB more per held query (measured with `wharf-bench hold`:
+/// 14.3 KiB per query at 8 KiB, 21.5 KiB at 16 or 64 KiB).
+const MAX_HEAD: usize = 8 * 1024;
 
 /// The reason Consul gives when one address holds too many connections.
 pub const TOO_MANY_CONNECTIONS: &str =

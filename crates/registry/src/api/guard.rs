@@ -1,48 +1,35 @@
-//! Checks on every request before it reaches an endpoint, and reasons for the refusals axum
-//! makes on its own.
+//! Checks on every request before it reaches its endpoint's handler, and reasons for the
+//! refusals axum makes on its own. They run in the one middleware every route has (the
+//! request counter in `api/mod.rs`), so they add no layer of their own to the request path.
 //!
 //! hyper refuses a head that does not fit its read buffer with a bodiless 431. The limits
-//! here are well inside that buffer (`server.rs`), so that a long request line or large
-//! header fields get a status that names what was too long (414 or 431) and a body that
-//! says by how much; only a head past the buffer itself gets hyper's bare answer.
+//! here are inside that buffer (`server.rs`), so that a long request line or large header
+//! fields get a status that names what was too long (414 or 431) and a body that says by
+//! how much; only a head past the buffer itself gets hyper's bare answer.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 
 use super::ApiError;
-use crate::Agent;
-use crate::metrics::RequestLabels;
 
 /// Longest request target (path and query) accepted; longer ones get 414.
-pub const MAX_URI: usize = 8 * 1024;
+pub const MAX_URI: usize = 4 * 1024;
 /// Most bytes of header fields accepted (names, values and their separators); more get 431.
-pub const MAX_HEAD_FIELDS: usize = 32 * 1024;
+/// With [`MAX_URI`] it stays inside the 8 KiB head buffer (`server.rs`), so that a head just
+/// over either limit still reaches this check.
+pub const MAX_HEAD_FIELDS: usize = 4 * 1024;
 
-/// Refuses over-long request lines and header sections, and paths with a bad escape.
-pub async fn request_line_and_fields(
-    State(agent): State<Arc<Agent>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(refusal) = check(&request) {
-        let labels = RequestLabels {
-            endpoint: "refused".to_owned(),
-            code: refusal.status.as_u16(),
-        };
-        agent.metrics.requests.get_or_create(&labels).inc();
-        let mut response = refusal.into_response();
-        // The client may still be sending the rest: a refusal of the head ends the connection.
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return response;
-    }
-    next.run(request).await
+/// The refusal of a request whose target or header fields are over the limits, or whose
+/// path has a bad escape; it ends the connection, as the client may still be sending.
+pub fn refusal(request: &Request) -> Option<Response> {
+    let refusal = check(request).err()?;
+    let mut response = refusal.into_response();
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Some(response)
 }
 
 fn check(request: &Request) -> Result<(), ApiError> {
@@ -88,9 +75,7 @@ fn bad_escape(path: &str) -> Option<&str> {
 }
 
 /// Gives axum's bodiless 405 a reason, as Consul's `method GET not allowed`; `Allow` is kept.
-pub async fn method_not_allowed(request: Request, next: Next) -> Response {
-    let method: Method = request.method().clone();
-    let response = next.run(request).await;
+pub fn with_reason_if_405(method: &Method, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }

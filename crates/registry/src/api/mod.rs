@@ -68,24 +68,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/metrics", get(handlers::metrics));
-    let routes = missing_names(unimplemented::routes(routes))
+    missing_names(unimplemented::routes(routes))
         .fallback(not_found)
         // Bodies are read by [`body::RequestBody`], which has its own limit and says why.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
-            count_requests,
+            answer_and_count,
         ))
-        .with_state(agent.clone());
-    // The guards wrap the whole router rather than each route, so that a refusal is final
-    // (a route's method filter would add `Allow` to it) and 405s are seen as answered.
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::from_fn(guard::method_not_allowed))
-        .layer(axum::middleware::from_fn_with_state(
-            agent,
-            guard::request_line_and_fields,
-        ))
+        .with_state(agent)
 }
 
 /// A path whose name or id is empty (`/v1/catalog/service/`) is a 400 naming what is
@@ -190,16 +181,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Counts every answer by route template and status code; refusals of the head before any
-/// route is chosen count as `refused` ([`guard`]).
-async fn count_requests(
+/// Refuses what [`guard`] refuses, gives a 405 its reason, and counts every answer by route
+/// template and status code.
+async fn answer_and_count(
     State(agent): State<Arc<Agent>>,
     matched: Option<MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let endpoint = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let response = next.run(request).await;
+    let method = request.method().clone();
+    let response = match guard::refusal(&request) {
+        Some(refusal) => refusal,
+        None => guard::with_reason_if_405(&method, next.run(request).await),
+    };
     let labels = RequestLabels {
         endpoint,
         code: response.status().as_u16(),
