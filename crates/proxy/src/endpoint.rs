@@ -127,13 +127,15 @@ impl PeakEwma {
 
     fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_secs_f64();
-        let current = self.value(now);
-        self.value_secs = if rtt > current {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let weight = (-elapsed / DECAY.as_secs_f64()).exp();
+        // The stored estimate decayed to now, once (tower's `load/peak_ewma.rs`): the peak
+        // is compared with it, and it is blended with the new sample by the same weight.
+        let decayed = self.value_secs * weight;
+        self.value_secs = if rtt > decayed {
             rtt
         } else {
-            let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-            let weight = (-elapsed / DECAY.as_secs_f64()).exp();
-            current * weight + rtt * (1.0 - weight)
+            decayed + rtt * (1.0 - weight)
         };
         self.updated = now;
     }
@@ -155,13 +157,20 @@ mod tests {
             (ewma.value(start) - 0.1).abs() < 1e-9,
             "a slow response counts at once"
         );
-        let later = start + Duration::from_secs(10);
+        // One time constant later a 1 ms response blends in with weight 1 - 1/e: the 100 ms
+        // estimate is decayed once, not twice.
+        let later = start + DECAY;
         ewma.observe(Duration::from_millis(1), later);
+        let weight = (-1.0f64).exp();
+        let expected = 0.1 * weight + 0.001 * (1.0 - weight);
         let value = ewma.value(later);
         assert!(
-            value < 0.1 && value > 0.001,
-            "fast responses pull it down gradually: {value}"
+            (value - expected).abs() < 1e-9,
+            "fast responses pull it down by the decay: {value}, expected {expected}"
         );
+        // With no new sample it keeps decaying towards zero at the same rate.
+        let value = ewma.value(later + DECAY);
+        assert!((value - expected * weight).abs() < 1e-9, "{value}");
     }
 
     #[test]

@@ -60,18 +60,33 @@ impl Outlier {
         true
     }
 
+    /// Whether the endpoint is ejected at `now`: one atomic load, no lock, as the balancer
+    /// asks it of every candidate on every pick.
     pub fn is_ejected(&self, now: Instant) -> bool {
-        self.state
-            .lock()
-            .expect("outlier lock")
-            .until
-            .is_some_and(|until| until > now)
+        self.ejected_until.load(Ordering::Relaxed) > nanos(now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pick_does_not_wait_for_the_ejection_lock() {
+        let outlier = std::sync::Arc::new(Outlier::default());
+        let now = Instant::now();
+        for _ in 0..CONSECUTIVE_FAILURES {
+            outlier.failure(now);
+        }
+        // Another thread records a failure (and holds the lock) while the balancer asks.
+        let held = outlier.state.lock().unwrap();
+        let (answer, answered) = std::sync::mpsc::channel();
+        let asking = outlier.clone();
+        std::thread::spawn(move || answer.send(asking.is_ejected(now)).unwrap());
+        let ejected = answered.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        assert_eq!(ejected, Ok(true), "is_ejected blocked on the lock");
+    }
 
     #[test]
     fn consecutive_failures_eject_with_growing_backoff() {
