@@ -122,6 +122,52 @@ fn http_check_moves_an_instance_out_of_and_back_into_the_healthy_list() {
 }
 
 #[test]
+fn check_thresholds_hold_the_status_until_enough_results_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let endpoint = HealthEndpoint::start(200);
+    let body = json!({"Name": "web", "ID": "web-1", "Port": endpoint.addr.port(),
+        "Check": {"HTTP": endpoint.url(), "Interval": "1s", "Timeout": "1s",
+            "SuccessBeforePassing": 2, "FailuresBeforeWarning": 1, "FailuresBeforeCritical": 3}});
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/register", &body.to_string())
+            .status,
+        200
+    );
+    let definition = &registry.get("/v1/health/checks/web").json()[0]["Definition"];
+    assert_eq!(definition["SuccessBeforePassing"], 2);
+    assert_eq!(definition["FailuresBeforeWarning"], 1);
+    assert_eq!(definition["FailuresBeforeCritical"], 3);
+    eventually("web-1 passing", || {
+        passing_ids(&registry, "web") == ["web-1"]
+    });
+
+    // A 500 is critical to a check without thresholds; here the first failures only warn.
+    endpoint.set(500);
+    eventually("the first failure warns", || {
+        check_status(&registry, "service:web-1") == "warning"
+    });
+    eventually("the third failure in a row is critical", || {
+        check_status(&registry, "service:web-1") == "critical"
+    });
+    endpoint.set(200);
+    eventually("web-1 back", || passing_ids(&registry, "web") == ["web-1"]);
+
+    let refused = json!({"Name": "bad", "Check": {"TTL": "10s",
+        "FailuresBeforeWarning": 4, "FailuresBeforeCritical": 2}});
+    let response = registry.put("/v1/agent/service/register", &refused.to_string());
+    assert_eq!(response.status, 400);
+    assert!(
+        response
+            .text()
+            .contains("can't be higher than FailuresBeforeCritical"),
+        "{}",
+        response.text()
+    );
+}
+
+#[test]
 fn tcp_check_follows_the_listener() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);

@@ -34,6 +34,9 @@ pub struct Check {
     /// Remove the whole instance once this check has been critical this long.
     #[serde(default)]
     pub deregister_critical_after: Option<Duration>,
+    /// Results in a row needed before the status follows a probe (not used by TTL checks).
+    #[serde(default)]
+    pub thresholds: crate::Thresholds,
     pub status: Status,
     #[serde(default)]
     pub output: String,
@@ -149,6 +152,7 @@ mod tests {
             interval: None,
             timeout: None,
             deregister_critical_after: None,
+            thresholds: Default::default(),
             status: Status::Critical,
             output: String::new(),
             critical_since_ms: Some(5),

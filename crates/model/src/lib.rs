@@ -7,6 +7,7 @@ pub mod duration;
 pub mod health;
 pub mod registration;
 pub mod service;
+pub mod threshold;
 
 pub use check::{Check, CheckKind};
 pub use duration::{format_go_duration, parse_go_duration};
@@ -15,6 +16,7 @@ pub use registration::{
     InvalidRegistration, decode_check_registration, decode_service_registration,
 };
 pub use service::{ServiceInstance, TaggedAddress, Weights};
+pub use threshold::{Streak, Thresholds};
 
 /// An error and all its causes on one line, `outer: inner: root`, for logs and for the
 /// one-line reasons the API and the proxy answer with.

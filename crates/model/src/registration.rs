@@ -384,6 +384,18 @@ impl Fields {
         if deregister_critical_after == Some(Duration::ZERO) {
             deregister_critical_after = None;
         }
+        let thresholds = crate::Thresholds {
+            success_before_passing: self.u32("successbeforepassing", 0)?,
+            failures_before_warning: self.u32("failuresbeforewarning", 0)?,
+            failures_before_critical: self.u32("failuresbeforecritical", 0)?,
+        };
+        if thresholds.failures_before_warning > thresholds.failures_before_critical
+            && thresholds.failures_before_critical > 0
+        {
+            return Err(invalid(
+                "Invalid check: FailuresBeforeWarning can't be higher than FailuresBeforeCritical",
+            ));
+        }
         Ok(Check {
             id,
             name: self.string("name")?.unwrap_or_default(),
@@ -393,6 +405,7 @@ impl Fields {
             interval,
             timeout: self.duration("timeout")?,
             deregister_critical_after,
+            thresholds,
             status,
             output: String::new(),
             critical_since_ms: None,

@@ -7,6 +7,9 @@
 //! empty output, and must show why from its first probe); any other output-only change is
 //! written at most every [`OUTPUT_REFRESH`], as Consul's `check_update_interval` does, so
 //! that chatty outputs do not wake blocking queries.
+//! A result changes the status only once the check's thresholds (Consul's
+//! `SuccessBeforePassing`, `FailuresBeforeWarning`, `FailuresBeforeCritical`) are reached,
+//! counted per running check ([`Streak`]); a changed definition starts the count again.
 //! TTL checks wait for their deadline, which pass/warn/fail push back. A reaper removes
 //! instances whose check has been critical longer than `DeregisterCriticalServiceAfter`.
 
@@ -17,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use wharf_model::{Check, CheckKind, Status};
+use wharf_model::{Check, CheckKind, Status, Streak, Thresholds};
 
 use crate::catalog::CheckChange;
 use crate::{Agent, now_ms, probe};
@@ -37,6 +40,7 @@ struct Definition {
     kind: CheckKind,
     interval: Duration,
     timeout: Duration,
+    thresholds: Thresholds,
 }
 
 impl Definition {
@@ -45,6 +49,7 @@ impl Definition {
             kind: check.kind.clone(),
             interval: check.effective_interval(),
             timeout: check.effective_timeout(),
+            thresholds: check.thresholds,
         }
     }
 }
@@ -121,8 +126,14 @@ async fn run_check(agent: Arc<Agent>, id: String) {
         .mul_f64(fastrand::f64());
     tokio::time::sleep(stagger).await;
     let mut last_write = Instant::now();
+    let mut streak = Streak::default();
     loop {
-        let (status, output) = probe::run(&check.kind, timeout).await;
+        let (result, output) = probe::run(&check.kind, timeout).await;
+        let Some(status) = streak.judge(&check.thresholds, result) else {
+            tracing::debug!(check = %id, %result, "result has not reached its check's threshold");
+            tokio::time::sleep(interval).await;
+            continue;
+        };
         let Some(stored) = agent.catalog.read(|state| state.checks.get(&id).cloned()) else {
             return;
         };

@@ -142,6 +142,9 @@ pub struct DefinitionJson<'a> {
     pub interval: String,
     pub timeout: String,
     pub deregister_critical_service_after: String,
+    pub success_before_passing: u32,
+    pub failures_before_warning: u32,
+    pub failures_before_critical: u32,
 }
 
 /// Consul's `HealthCheck`.
@@ -235,6 +238,9 @@ impl<'a> HealthCheckJson<'a> {
                 deregister_critical_service_after: c
                     .deregister_critical_after
                     .map_or_else(|| "0s".to_owned(), format_go_duration),
+                success_before_passing: c.thresholds.success_before_passing,
+                failures_before_warning: c.thresholds.effective_failures_before_warning(),
+                failures_before_critical: c.thresholds.failures_before_critical,
             },
             interval,
             timeout,
