@@ -69,10 +69,6 @@ impl EndpointSet {
         ring.sort_unstable();
         EndpointSet { endpoints, ring }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
 }
 
 pub fn hash(value: &impl Hash) -> u64 {

@@ -509,11 +509,6 @@ impl Catalog {
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
     }
-
-    /// Number of live notifiers (for metrics and tests).
-    pub fn notifier_count(&self) -> usize {
-        self.notifiers.read().expect("notifier lock").len()
-    }
 }
 
 async fn run_follower(

@@ -112,11 +112,6 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { shared })
     }
 
-    /// The revision of the last committed write.
-    pub fn revision(&self) -> Revision {
-        self.shared.state.lock().expect("store state lock").revision
-    }
-
     async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,

@@ -115,8 +115,3 @@ impl Watch {
 /// Default watch channel depth; a consumer that falls this far behind gets
 /// [`StoreError::WatchLagged`] instead of unbounded memory growth.
 pub const WATCH_BUFFER: usize = 4096;
-
-/// Shorthand for tests and tools: the keys' values as UTF-8 text.
-pub fn utf8(kv: &KeyValue) -> String {
-    String::from_utf8_lossy(&kv.value).into_owned()
-}
