@@ -7,7 +7,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-pub fn question(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+pub(crate) fn question(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     let mut message = Message::query();
     message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     if let Some(size) = edns {
@@ -19,7 +19,7 @@ pub fn question(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
 }
 
 /// Sends raw bytes over UDP; `None` if nothing came back within a second.
-pub fn udp_raw(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn udp_raw(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))
@@ -31,12 +31,12 @@ pub fn udp_raw(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-pub fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
+pub(crate) fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
     let reply = udp_raw(server, &question(name, qtype, edns)).expect("an answer over UDP");
     Message::from_vec(&reply).expect("a well-formed answer")
 }
 
-pub fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+pub(crate) fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let packet = question(name, qtype, None);
     let mut stream = TcpStream::connect(server).unwrap();
     stream
@@ -54,7 +54,7 @@ pub fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
 }
 
 /// Ports of the SRV answers, sorted.
-pub fn srv_ports(message: &Message) -> Vec<u16> {
+pub(crate) fn srv_ports(message: &Message) -> Vec<u16> {
     let mut ports: Vec<u16> = message
         .answers
         .iter()
@@ -68,7 +68,7 @@ pub fn srv_ports(message: &Message) -> Vec<u16> {
 }
 
 /// Addresses of the A answers, as text, sorted.
-pub fn a_records(message: &Message) -> Vec<String> {
+pub(crate) fn a_records(message: &Message) -> Vec<String> {
     let mut ips: Vec<String> = message
         .answers
         .iter()

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A `wharf registry` process; killed when dropped.
-pub struct RegistryProcess {
+pub(crate) struct RegistryProcess {
     child: Child,
     pub addr: SocketAddr,
     /// DNS, UDP and TCP on the same port.
@@ -25,7 +25,7 @@ pub struct RegistryProcess {
 }
 
 /// `wharf registry` on free loopback ports (HTTP and DNS) with its data in `data_dir`.
-pub fn registry_command(data_dir: &Path) -> Command {
+pub(crate) fn registry_command(data_dir: &Path) -> Command {
     let mut command = Command::new(WHARF);
     command
         .args([
@@ -42,7 +42,7 @@ pub fn registry_command(data_dir: &Path) -> Command {
 
 impl RegistryProcess {
     /// Starts a registry on `127.0.0.1:0` with its data in `data_dir`.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> RegistryProcess {
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> RegistryProcess {
         let mut child = registry_command(data_dir)
             .args(extra)
             .env("WHARF_LOG", "warn")
@@ -81,22 +81,22 @@ impl RegistryProcess {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `kill -9`, then wait for the process to be gone.
-    pub fn kill_9(mut self) {
+    pub(crate) fn kill_9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
-    pub fn terminate(mut self) -> bool {
+    pub(crate) fn terminate(mut self) -> bool {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -113,12 +113,12 @@ impl RegistryProcess {
         }
     }
 
-    pub fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         request(self.addr, "GET", path, b"")
     }
 
     /// The value of an unlabelled metric from `/metrics` (0 if absent).
-    pub fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").text();
         text.lines()
             .find_map(|line| {
@@ -131,7 +131,7 @@ impl RegistryProcess {
             .unwrap_or(0.0)
     }
 
-    pub fn put(&self, path: &str, body: &str) -> Response {
+    pub(crate) fn put(&self, path: &str, body: &str) -> Response {
         request(self.addr, "PUT", path, body.as_bytes())
     }
 }
@@ -145,30 +145,30 @@ impl Drop for RegistryProcess {
 
 /// An HTTP answer.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
-    pub fn index(&self) -> u64 {
+    pub(crate) fn index(&self) -> u64 {
         self.header("x-consul-index")
             .expect("X-Consul-Index header")
             .parse()
@@ -177,7 +177,7 @@ impl Response {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect to registry");
     stream
         .set_read_timeout(Some(Duration::from_secs(700)))
@@ -246,7 +246,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`].
-pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -255,13 +255,13 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// A tiny HTTP server for health checks: answers every request with the current status.
-pub struct HealthEndpoint {
+pub(crate) struct HealthEndpoint {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
 }
 
 impl HealthEndpoint {
-    pub fn start(status: u16) -> HealthEndpoint {
+    pub(crate) fn start(status: u16) -> HealthEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(AtomicU16::new(status));
@@ -289,11 +289,11 @@ impl HealthEndpoint {
         }
     }
 
-    pub fn set(&self, status: u16) {
+    pub(crate) fn set(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/health", self.addr)
     }
 }
@@ -306,7 +306,7 @@ impl Drop for HealthEndpoint {
 }
 
 /// Runs `wharf` with `args` against `registry`; returns exit code, stdout, stderr.
-pub fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(WHARF)
         .args(args)
         .env("WHARF_REGISTRY", registry)
@@ -321,14 +321,14 @@ pub fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
 }
 
 /// A backend process (`tests/support/backend.py`) that answers with its name; killed on drop.
-pub struct Backend {
+pub(crate) struct Backend {
     child: Option<Child>,
     pub name: String,
     pub port: u16,
 }
 
 impl Backend {
-    pub fn start(name: &str) -> Backend {
+    pub(crate) fn start(name: &str) -> Backend {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/support/backend.py"
@@ -356,12 +356,12 @@ impl Backend {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// `kill -9`, and wait until it is gone.
-    pub fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -376,14 +376,14 @@ impl Drop for Backend {
 }
 
 /// A `wharf proxy` process on port 0; killed on drop.
-pub struct ProxyProcess {
+pub(crate) struct ProxyProcess {
     child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
 }
 
 impl ProxyProcess {
-    pub fn start(registry: &str, extra: &[&str]) -> ProxyProcess {
+    pub(crate) fn start(registry: &str, extra: &[&str]) -> ProxyProcess {
         let mut child = Command::new(WHARF)
             .args([
                 "proxy",
@@ -421,7 +421,7 @@ impl ProxyProcess {
     }
 
     /// GET `path` with `Host: host`.
-    pub fn get(&self, host: &str, path: &str) -> Response {
+    pub(crate) fn get(&self, host: &str, path: &str) -> Response {
         send(
             self.addr,
             &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
@@ -429,7 +429,7 @@ impl ProxyProcess {
     }
 
     /// The value of a metric line from `/metrics` that starts with `prefix` (0 if absent).
-    pub fn metric(&self, prefix: &str) -> f64 {
+    pub(crate) fn metric(&self, prefix: &str) -> f64 {
         let text = request(self.admin, "GET", "/metrics", b"").text();
         text.lines()
             .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
@@ -446,7 +446,7 @@ impl Drop for ProxyProcess {
 
 /// Sends raw bytes as a request and reads the whole answer (the request must ask for
 /// `Connection: close`).
-pub fn send(addr: SocketAddr, raw: &str) -> Response {
+pub(crate) fn send(addr: SocketAddr, raw: &str) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -459,7 +459,7 @@ pub fn send(addr: SocketAddr, raw: &str) -> Response {
 
 /// Reads one response from a kept-alive connection, using its framing (`Content-Length` or
 /// chunked; no body after a HEAD or a 1xx/204/304). The body is returned de-chunked.
-pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> Response {
+pub(crate) fn read_response(reader: &mut impl BufRead, head_request: bool) -> Response {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();

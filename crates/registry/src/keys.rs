@@ -9,14 +9,14 @@
 
 use wharf_model::{Check, ServiceInstance};
 
-pub const ROOT: &str = "wharf/";
-pub const SERVICES: &str = "wharf/services/";
-pub const CHECKS: &str = "wharf/checks/";
+pub(crate) const ROOT: &str = "wharf/";
+pub(crate) const SERVICES: &str = "wharf/services/";
+pub(crate) const CHECKS: &str = "wharf/checks/";
 /// Desired state of supervised services (`wharf scale`), keyed by service name.
-pub const DESIRED: &str = "wharf/desired/";
+pub(crate) const DESIRED: &str = "wharf/desired/";
 
 /// Marks of deletions, one per thing a blocking query watches.
-pub const TOMBSTONES: &str = "wharf/tombstones/";
+pub(crate) const TOMBSTONES: &str = "wharf/tombstones/";
 
 /// What a deletion changed. A blocking query's index is the revision of the last change of
 /// what it watches; a record's own revision says that for puts, but a deleted record takes
@@ -57,29 +57,29 @@ impl Tombstone {
     }
 }
 
-pub fn desired_key(name: &str) -> String {
+pub(crate) fn desired_key(name: &str) -> String {
     format!("{DESIRED}{name}")
 }
 
-pub fn service_key(id: &str) -> String {
+pub(crate) fn service_key(id: &str) -> String {
     format!("{SERVICES}{id}")
 }
 
-pub fn check_key(id: &str) -> String {
+pub(crate) fn check_key(id: &str) -> String {
     format!("{CHECKS}{id}")
 }
 
-pub fn encode_service(service: &ServiceInstance) -> Vec<u8> {
+pub(crate) fn encode_service(service: &ServiceInstance) -> Vec<u8> {
     serde_json::to_vec(service).expect("a service always serialises")
 }
 
-pub fn encode_check(check: &Check) -> Vec<u8> {
+pub(crate) fn encode_check(check: &Check) -> Vec<u8> {
     serde_json::to_vec(check).expect("a check always serialises")
 }
 
 /// A record read from the store.
 #[derive(Debug)]
-pub enum Record {
+pub(crate) enum Record {
     Service(ServiceInstance),
     Check(Check),
     Desired(Desired),
@@ -97,7 +97,7 @@ pub struct Desired {
 
 /// Decodes the record behind `key`; `None` for keys the registry does not own or cannot read
 /// (logged: a bad record must not stop the registry from serving the rest).
-pub fn decode(key: &str, value: &[u8]) -> Option<Record> {
+pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
     let decoded = if key.starts_with(SERVICES) {
         serde_json::from_slice(value).map(Record::Service)
     } else if key.starts_with(CHECKS) {

@@ -11,13 +11,13 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "A service mesh in one binary: registry, discovery and health checks."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the whole mesh from a manifest: registry, gateway and every service's instances.
     Up(UpArgs),
     /// Run the registry: catalog, health checker and the Consul-compatible HTTP API.
@@ -41,7 +41,7 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// The manifest.
     #[arg(
         short = 'f',
@@ -53,7 +53,7 @@ pub struct UpArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RegistryArgs {
+pub(crate) struct RegistryArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
     pub http: SocketAddr,
@@ -88,7 +88,7 @@ pub struct RegistryArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Where clients connect.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -154,7 +154,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 /// Where client commands find the registry.
 #[derive(Args, Debug, Clone)]
-pub struct RegistryUrl {
+pub(crate) struct RegistryUrl {
     /// Registry HTTP address.
     #[arg(
         long = "registry",
@@ -167,7 +167,7 @@ pub struct RegistryUrl {
 }
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[command(flatten)]
     pub registry: RegistryUrl,
     /// Print JSON for scripts instead of a table.
@@ -176,7 +176,7 @@ pub struct ListArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct InstancesArgs {
+pub(crate) struct InstancesArgs {
     /// Service name.
     pub name: String,
     /// Only instances whose checks all pass.
@@ -187,7 +187,7 @@ pub struct InstancesArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RegisterArgs {
+pub(crate) struct RegisterArgs {
     /// Service name (or give the whole Consul registration body with --file).
     #[arg(required_unless_present = "file")]
     pub name: Option<String>,
@@ -230,7 +230,7 @@ pub struct RegisterArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct DeregisterArgs {
+pub(crate) struct DeregisterArgs {
     /// Instance id.
     pub id: String,
     #[command(flatten)]
@@ -238,7 +238,7 @@ pub struct DeregisterArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct ScaleArgs {
+pub(crate) struct ScaleArgs {
     /// NAME=N
     #[arg(value_parser = parse_scale)]
     pub target: (String, u32),
@@ -247,7 +247,7 @@ pub struct ScaleArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RestartArgs {
+pub(crate) struct RestartArgs {
     /// Service name.
     pub name: String,
     #[command(flatten)]
@@ -268,7 +268,7 @@ fn parse_scale(text: &str) -> Result<(String, u32), String> {
 }
 
 #[derive(Args, Debug)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Service name.
     pub name: String,
     /// Stop after this many changes (default: follow until interrupted).

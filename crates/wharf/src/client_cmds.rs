@@ -21,7 +21,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn services(args: ListArgs) -> anyhow::Result<()> {
+pub(crate) async fn services(args: ListArgs) -> anyhow::Result<()> {
     let services = client(&args.registry)?.services().await?;
     if args.json {
         return print_json(&services);
@@ -34,7 +34,7 @@ pub async fn services(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
+pub(crate) async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     let (entries, _) = client(&args.list.registry)?
         .health_service(&args.name, args.passing, None)
         .await?;
@@ -78,7 +78,7 @@ pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let body = match &args.file {
         Some(path) => read_body(path)?,
         None => registration_from_flags(&args)?,
@@ -155,26 +155,26 @@ fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(body))
 }
 
-pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let (name, replicas) = args.target;
     client(&args.registry)?.scale(&name, replicas).await?;
     println!("scaled {name} to {replicas}");
     Ok(())
 }
 
-pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+pub(crate) async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     client(&args.registry)?.restart(&args.name).await?;
     println!("rolling restart of {} requested", args.name);
     Ok(())
 }
 
-pub async fn deregister(args: DeregisterArgs) -> anyhow::Result<()> {
+pub(crate) async fn deregister(args: DeregisterArgs) -> anyhow::Result<()> {
     client(&args.registry)?.deregister(&args.id).await?;
     println!("deregistered {}", args.id);
     Ok(())
 }
 
-pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+pub(crate) async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let client = client(&args.list.registry)?;
     let mut watch = client.watch(&args.name);
     let mut seen = 0;

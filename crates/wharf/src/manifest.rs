@@ -18,7 +18,7 @@ const MAX_REPLICAS: u32 = 64;
 
 /// A manifest, validated.
 #[derive(Debug)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub registry_http: SocketAddr,
     pub registry_dns: SocketAddr,
     pub data_dir: PathBuf,
@@ -33,7 +33,7 @@ pub struct Manifest {
 /// Why a manifest was refused: `file:line: reason`.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {reason}")]
-pub struct ManifestError {
+pub(crate) struct ManifestError {
     pub file: String,
     pub line: usize,
     pub reason: String,
@@ -89,7 +89,7 @@ struct RawCheck {
 }
 
 impl Manifest {
-    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    pub(crate) fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
             file: path.display().to_string(),
             line: 0,
@@ -98,7 +98,7 @@ impl Manifest {
         Manifest::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let file = path.display().to_string();
         let error = |span: Option<Range<usize>>, reason: String| ManifestError {
             file: file.clone(),

@@ -5,7 +5,7 @@ use wharf_proxy::{Config, Proxy, Timeouts};
 use crate::cli::ProxyArgs;
 use crate::registry_cmd::shutdown_signal;
 
-pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let mut config = Config::new(args.listen);
     config.admin = Some(args.admin);
     config.registry = Some(args.registry);

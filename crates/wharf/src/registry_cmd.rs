@@ -9,7 +9,7 @@ use wharf_store::EmbeddedStore;
 
 use crate::cli::RegistryArgs;
 
-pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let store_path = args.data_dir.join("registry.redb");
@@ -49,7 +49,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
 }
 
 /// The node's id, made once and kept in the data directory.
-pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
@@ -62,7 +62,7 @@ pub fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     }
 }
 
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -1,7 +1,7 @@
 //! Plain-text tables for people: columns padded to their widest cell.
 
 /// Prints `rows` under `header`, left-aligned, two spaces between columns.
-pub fn print(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

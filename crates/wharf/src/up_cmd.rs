@@ -13,7 +13,7 @@ use crate::BadInput;
 use crate::manifest::Manifest;
 use crate::registry_cmd::{node_id, shutdown_signal};
 
-pub async fn run(file: PathBuf) -> anyhow::Result<()> {
+pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     // Refuse a bad manifest before anything starts.
     let manifest = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
 

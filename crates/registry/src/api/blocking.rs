@@ -16,7 +16,7 @@ use crate::Agent;
 use crate::catalog::{CatalogState, Resource};
 
 /// Answers a read of `resource` rendered by `render`, blocking if the client asked to.
-pub async fn answer(
+pub(super) async fn answer(
     agent: &Agent,
     params: &Params,
     resource: Resource,

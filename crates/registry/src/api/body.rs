@@ -38,7 +38,7 @@ async fn drain(body: &mut axum::body::Body, stall: std::time::Duration) {
 /// A whole request body, at most [`MAX_BODY`] bytes, none of its frames later than the
 /// registry's read timeout.
 #[derive(Debug)]
-pub struct RequestBody(pub Bytes);
+pub(super) struct RequestBody(pub Bytes);
 
 impl std::ops::Deref for RequestBody {
     type Target = [u8];

@@ -22,7 +22,7 @@ pub const MAX_HEAD_FIELDS: usize = 4 * 1024;
 
 /// The refusal of a request whose target or header fields are over the limits, or whose
 /// path has a bad escape; it ends the connection, as the client may still be sending.
-pub fn refusal(request: &Request) -> Option<Response> {
+pub(super) fn refusal(request: &Request) -> Option<Response> {
     let refusal = check(request).err()?;
     let mut response = refusal.into_response();
     response.headers_mut().insert(
@@ -75,7 +75,7 @@ fn bad_escape(path: &str) -> Option<&str> {
 }
 
 /// Gives axum's bodiless 405 a reason, as Consul's `method GET not allowed`; `Allow` is kept.
-pub fn with_reason_if_405(method: &Method, response: Response) -> Response {
+pub(super) fn with_reason_if_405(method: &Method, response: Response) -> Response {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }

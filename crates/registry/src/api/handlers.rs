@@ -32,7 +32,7 @@ fn params(query: &Option<String>) -> Params {
 
 // === agent ===
 
-pub async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let node = agent.node();
     let body = json!({
         "Config": {
@@ -60,7 +60,7 @@ pub async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     Ok(json(to_json(&body, params(&q).has("pretty"))))
 }
 
-pub async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     p.check_common(&agent.node().datacenter)?;
     let body = agent.catalog.read(|state| {
@@ -78,7 +78,7 @@ pub async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answ
     Ok(json(body))
 }
 
-pub async fn agent_service(
+pub(super) async fn agent_service(
     State(agent): Shared,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
@@ -97,7 +97,7 @@ pub async fn agent_service(
     .await
 }
 
-pub async fn agent_checks(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_checks(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     p.check_common(&agent.node().datacenter)?;
     let body = agent.catalog.read(|state| {
@@ -123,7 +123,7 @@ fn check_json<'a>(
     HealthCheckJson::new(agent.node(), check, service)
 }
 
-pub async fn register_service(
+pub(super) async fn register_service(
     State(agent): Shared,
     RawQuery(q): RawQuery,
     body: RequestBody,
@@ -139,18 +139,18 @@ pub async fn register_service(
     Ok(ok())
 }
 
-pub async fn deregister_service(State(agent): Shared, Path(id): Path<String>) -> Answer {
+pub(super) async fn deregister_service(State(agent): Shared, Path(id): Path<String>) -> Answer {
     agent.deregister_service(&id).await?;
     Ok(ok())
 }
 
-pub async fn register_check(State(agent): Shared, body: RequestBody) -> Answer {
+pub(super) async fn register_check(State(agent): Shared, body: RequestBody) -> Answer {
     let check = decode_check_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
     agent.register_check(check).await?;
     Ok(ok())
 }
 
-pub async fn deregister_check(State(agent): Shared, Path(id): Path<String>) -> Answer {
+pub(super) async fn deregister_check(State(agent): Shared, Path(id): Path<String>) -> Answer {
     agent.deregister_check(&id).await?;
     Ok(ok())
 }
@@ -161,7 +161,7 @@ async fn ttl_update(agent: &Agent, id: &str, status: Status, q: &Option<String>)
     Ok(ok())
 }
 
-pub async fn check_pass(
+pub(super) async fn check_pass(
     State(agent): Shared,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
@@ -169,7 +169,7 @@ pub async fn check_pass(
     ttl_update(&agent, &id, Status::Passing, &q).await
 }
 
-pub async fn check_warn(
+pub(super) async fn check_warn(
     State(agent): Shared,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
@@ -177,7 +177,7 @@ pub async fn check_warn(
     ttl_update(&agent, &id, Status::Warning, &q).await
 }
 
-pub async fn check_fail(
+pub(super) async fn check_fail(
     State(agent): Shared,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
@@ -186,7 +186,7 @@ pub async fn check_fail(
 }
 
 /// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
-pub async fn check_update(
+pub(super) async fn check_update(
     State(agent): Shared,
     Path(id): Path<String>,
     body: RequestBody,
@@ -209,7 +209,7 @@ pub async fn check_update(
 }
 
 /// Prometheus text exposition of the registry's metrics.
-pub async fn metrics(State(agent): Shared) -> Response {
+pub(super) async fn metrics(State(agent): Shared) -> Response {
     let body = agent.metrics.render(&agent.catalog);
     let mut response = body.into_response();
     response.headers_mut().insert(
@@ -222,7 +222,7 @@ pub async fn metrics(State(agent): Shared) -> Response {
 // === wharf ===
 
 /// `GET /v1/wharf/services`: the desired state of supervised services, blocking-capable.
-pub async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     answer(&agent, &p, Resource::Desired, |state| {
         let services: BTreeMap<&str, serde_json::Value> = state
@@ -264,7 +264,7 @@ fn replicas_from(body: &[u8], q: &Option<String>) -> Result<u32, ApiError> {
 }
 
 /// `PUT /v1/wharf/services/<name>` `{"Replicas": N}`: the supervisor declares what it runs.
-pub async fn declare_service(
+pub(super) async fn declare_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
@@ -276,7 +276,7 @@ pub async fn declare_service(
 }
 
 /// `PUT /v1/wharf/scale/<name>?replicas=N`: `wharf scale NAME=N`.
-pub async fn scale_service(
+pub(super) async fn scale_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
@@ -288,21 +288,21 @@ pub async fn scale_service(
 }
 
 /// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.
-pub async fn restart_service(State(agent): Shared, Path(name): Path<String>) -> Answer {
+pub(super) async fn restart_service(State(agent): Shared, Path(name): Path<String>) -> Answer {
     agent.restart(&name).await?;
     Ok(ok())
 }
 
 // === status ===
 
-pub async fn status_leader(State(agent): Shared) -> Answer {
+pub(super) async fn status_leader(State(agent): Shared) -> Answer {
     Ok(json(to_json(
         &format!("{}:8300", agent.node().address),
         false,
     )))
 }
 
-pub async fn status_peers(State(agent): Shared) -> Answer {
+pub(super) async fn status_peers(State(agent): Shared) -> Answer {
     Ok(json(to_json(
         &[format!("{}:8300", agent.node().address)],
         false,
@@ -311,7 +311,7 @@ pub async fn status_peers(State(agent): Shared) -> Answer {
 
 // === catalog ===
 
-pub async fn catalog_datacenters(State(agent): Shared) -> Answer {
+pub(super) async fn catalog_datacenters(State(agent): Shared) -> Answer {
     Ok(json(to_json(&[&agent.node().datacenter], false)))
 }
 
@@ -321,7 +321,7 @@ fn node_matches(agent: &Agent, p: &Params) -> Result<bool, ApiError> {
     Ok(p.node_meta()?.iter().all(|(k, v)| meta.get(k) == Some(v)))
 }
 
-pub async fn catalog_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn catalog_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     let node_ok = node_matches(&agent, &p)?;
     answer(&agent, &p, Resource::Services, |state| {
@@ -348,7 +348,7 @@ fn tagged_instances<'a>(
         .collect()
 }
 
-pub async fn catalog_service(
+pub(super) async fn catalog_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
@@ -374,7 +374,7 @@ pub async fn catalog_service(
     .await
 }
 
-pub async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     let node_ok = node_matches(&agent, &p)?;
     answer(&agent, &p, Resource::Services, |_| {
@@ -388,7 +388,7 @@ pub async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answe
     .await
 }
 
-pub async fn catalog_node(
+pub(super) async fn catalog_node(
     State(agent): Shared,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
@@ -413,7 +413,7 @@ pub async fn catalog_node(
 
 // === health ===
 
-pub async fn health_service(
+pub(super) async fn health_service(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
@@ -450,7 +450,7 @@ pub async fn health_service(
     .await
 }
 
-pub async fn health_checks(
+pub(super) async fn health_checks(
     State(agent): Shared,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
@@ -478,7 +478,7 @@ pub async fn health_checks(
     .await
 }
 
-pub async fn health_state(
+pub(super) async fn health_state(
     State(agent): Shared,
     Path(wanted): Path<String>,
     RawQuery(q): RawQuery,
@@ -509,7 +509,7 @@ pub async fn health_state(
     .await
 }
 
-pub async fn health_node(
+pub(super) async fn health_node(
     State(agent): Shared,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
