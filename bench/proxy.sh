@@ -15,7 +15,7 @@ for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install wrk nginx haproxy" >&2; exit 2; }
 done
 cargo build --release -q -p wharf
-WHARF=target/release/wharf
+WHARF=${WHARF:-target/release/wharf}   # another binary to compare: WHARF=path
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 DURATION=${DURATION:-10s}

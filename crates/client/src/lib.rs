@@ -1,8 +1,9 @@
 //! A typed async client of the registry's HTTP API (the Consul subset Wharf answers).
 //!
-//! Used by the CLI, and later by the proxy and the supervisor, which must also work against a
-//! real Consul: so it speaks only the public API, never the store. A watch of a service is
-//! a loop of blocking queries turned into a stream of endpoint changes ([`Change`]).
+//! Used by the CLI and the supervisor, which must also work against a real Consul: so it
+//! speaks only the public API, never the store. (The proxy follows the registry with its own
+//! blocking queries in `proxy/src/discovery.rs`, for now.) A watch of a service is a loop of
+//! blocking queries turned into a stream of endpoint changes ([`Change`]).
 
 mod watch;
 

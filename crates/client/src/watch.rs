@@ -1,7 +1,7 @@
 //! A service watch as a stream of endpoint changes.
 //!
-//! Consumers (the proxy's balancer, the CLI) want to hear "this endpoint came, that one
-//! went", not to re-diff full lists everywhere (tower's `discover`, linkerd's `resolve`). The
+//! Consumers (`wharf watch` today) want to hear "this endpoint came, that one went", not to
+//! re-diff full lists everywhere (tower's `discover`, linkerd's `resolve`). The
 //! watch holds one blocking query at a time on the passing instances and turns each answer
 //! into the difference with the previous one; after an error it backs off and starts over
 //! with a [`Change::Reset`].
