@@ -21,8 +21,6 @@ pub struct Endpoint {
     pub inflight: AtomicU32,
     ewma: Mutex<PeakEwma>,
     pub outlier: Outlier,
-    /// Kept HTTP/1.1 connections of the HTTP/1.x path.
-    pub pool: crate::h1::pool::Pool,
     /// Kept HTTP/1.1 connections of the HTTP/2 path (hyper's).
     pub connections: crate::upstream::Connections,
     /// This endpoint's latency histogram, looked up once.
@@ -41,7 +39,6 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new()),
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
-            pool: Default::default(),
             connections: Default::default(),
         }
     }

@@ -129,7 +129,6 @@ impl Proxy {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        h1::pool::set_workers(threads);
         let mut workers = Vec::with_capacity(threads);
         for worker in 0..threads {
             let listener = listener.try_clone().map_err(StartError::Thread)?;
@@ -142,7 +141,6 @@ impl Proxy {
             let handle = std::thread::Builder::new()
                 .name(format!("wharf-proxy-{worker}"))
                 .spawn(move || {
-                    h1::pool::set_this_worker(worker);
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
                             Ok(listener) => {

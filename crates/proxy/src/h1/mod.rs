@@ -537,7 +537,7 @@ impl Client {
         body: RequestBody,
         facts: &RequestFacts,
     ) -> Result<(Conn, ResponseFacts), AttemptError> {
-        let mut conn = match endpoint.pool.take() {
+        let mut conn = match pool::take(endpoint.addr) {
             Some(conn) => conn,
             None => connect(service, endpoint).await?,
         };
@@ -702,7 +702,7 @@ impl Client {
         {
             Ok(()) => {
                 if response.reusable && !facts.upgrade && conn.buf.is_empty() {
-                    endpoint.pool.put(conn);
+                    pool::put(endpoint.addr, conn);
                 }
                 if close {
                     let _ = self.stream.shutdown().await;

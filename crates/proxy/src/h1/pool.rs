@@ -1,113 +1,106 @@
-//! Kept-alive HTTP/1.1 connections to one endpoint.
+//! Kept-alive HTTP/1.1 connections, owned by the HTTP/1 transport and kept per proxy thread,
+//! by endpoint address (as pingora's connector owns its pool).
 //!
-//! Each proxy thread runs its own event loop, so each keeps its own idle connections (a
-//! connection is registered with the loop that opened it): the pool has one shard per
-//! thread, and a thread only takes from and returns to its own.
+//! Each proxy thread runs its own event loop, and a connection is registered with the loop
+//! that opened it, so each thread keeps its own idle connections in a thread-local map: no
+//! lock, no count of threads to agree on beforehand, and an endpoint carries no transport
+//! state. (It used to: a pool per endpoint, sharded by a process-wide thread count that the
+//! endpoints of `--upstream` services were created before, so all threads shared their one
+//! shard.) Connections are keyed by address: an instance that comes back on the same
+//! address may use the connections kept for it.
 //!
 //! A request takes the most recently used idle connection (or opens one) and owns it until the
 //! response has been read to its end; then the connection goes back, ready for the next. An
 //! idle connection that the endpoint closed (or that received bytes nobody asked for) shows
-//! as readable, which costs no system call to see; it is dropped when next taken.
+//! as readable, which costs no system call to see; it is dropped when next taken, and every
+//! [`SWEEP_EVERY`] returns the thread drops such connections everywhere, so that addresses
+//! no longer routed to do not keep theirs.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per endpoint, at most.
+/// Idle connections kept per endpoint and thread, at most.
 const MAX_IDLE: usize = 256;
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Returns between two sweeps of a thread's idle connections.
+const SWEEP_EVERY: u32 = 4096;
 
 /// A connection to an endpoint and the bytes read from it but not yet used (no buffer while
 /// it idles in the pool).
-pub struct Conn {
-    pub stream: TcpStream,
-    pub buf: BytesMut,
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
     /// It carried a request before: if it fails before any answer, the endpoint may simply
     /// have closed it while idle.
-    pub reused: bool,
+    pub(crate) reused: bool,
 }
 
-/// Threads serving clients (so shards per pool); set before any pool is made.
-static WORKERS: AtomicUsize = AtomicUsize::new(1);
+/// One thread's idle connections.
+#[derive(Default)]
+struct Idle {
+    by_endpoint: HashMap<SocketAddr, Vec<Conn>>,
+    returns_since_sweep: u32,
+}
 
 thread_local! {
-    static THIS_WORKER: Cell<usize> = const { Cell::new(0) };
+    static IDLE: RefCell<Idle> = RefCell::default();
 }
 
-/// How many proxy threads there are (the largest count asked for wins).
-pub fn set_workers(count: usize) {
-    WORKERS.fetch_max(count.max(1), Ordering::Relaxed);
-}
-
-/// Which proxy thread this is.
-pub fn set_this_worker(index: usize) {
-    THIS_WORKER.set(index);
-}
-
-/// One endpoint's idle connections, a stack per proxy thread.
-pub struct Pool {
-    shards: Box<[Mutex<Vec<Conn>>]>,
-}
-
-impl Default for Pool {
-    fn default() -> Pool {
-        Pool {
-            shards: (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| Mutex::default())
-                .collect(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle: usize = self
-            .shards
-            .iter()
-            .map(|shard| shard.lock().map(|idle| idle.len()).unwrap_or(0))
-            .sum();
-        f.debug_struct("Pool").field("idle", &idle).finish()
-    }
-}
-
-impl Pool {
-    fn shard(&self) -> &Mutex<Vec<Conn>> {
-        &self.shards[THIS_WORKER.get() % self.shards.len()]
-    }
-
-    /// An idle connection that still looks usable, if there is one.
-    pub fn take(&self) -> Option<Conn> {
-        let shard = self.shard();
-        loop {
-            let mut conn = shard.lock().expect("pool lock").pop()?;
+/// An idle connection to `addr` that still looks usable, if this thread has one.
+pub(crate) fn take(addr: SocketAddr) -> Option<Conn> {
+    IDLE.with_borrow_mut(|idle| {
+        let kept = idle.by_endpoint.get_mut(&addr)?;
+        while let Some(mut conn) = kept.pop() {
             if is_quiet(&conn.stream) {
                 conn.reused = true;
                 conn.buf = super::spare::read_buffer();
                 return Some(conn);
             }
         }
-    }
+        None
+    })
+}
 
-    /// Keeps a connection whose last exchange ended cleanly (nothing left in its buffer,
-    /// which goes back to the thread's spares while the connection idles).
-    pub fn put(&self, mut conn: Conn) {
-        super::spare::return_read_buffer(std::mem::take(&mut conn.buf));
-        let mut idle = self.shard().lock().expect("pool lock");
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
+/// Keeps a connection to `addr` whose last exchange ended cleanly (nothing left in its
+/// buffer, which goes back to the thread's spares while the connection idles).
+pub(crate) fn put(addr: SocketAddr, mut conn: Conn) {
+    super::spare::return_read_buffer(std::mem::take(&mut conn.buf));
+    IDLE.with_borrow_mut(|idle| {
+        let kept = idle.by_endpoint.entry(addr).or_default();
+        if kept.len() < MAX_IDLE {
+            kept.push(conn);
         }
-    }
+        idle.returns_since_sweep += 1;
+        if idle.returns_since_sweep >= SWEEP_EVERY {
+            idle.returns_since_sweep = 0;
+            sweep(idle);
+        }
+    });
+}
+
+/// Drops the idle connections that their endpoints closed, and the addresses left with none.
+fn sweep(idle: &mut Idle) {
+    idle.by_endpoint.retain(|_, kept| {
+        kept.retain(|conn| is_quiet(&conn.stream));
+        !kept.is_empty()
+    });
+}
+
+/// How many idle connections this thread keeps to `addr` (for tests).
+#[cfg(test)]
+fn idle_count(addr: SocketAddr) -> usize {
+    IDLE.with_borrow(|idle| idle.by_endpoint.get(&addr).map_or(0, Vec::len))
 }
 
 /// Opens a connection to `addr`.
-pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+pub(crate) async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -131,5 +124,73 @@ fn is_quiet(stream: &TcpStream) -> bool {
             let mut probe = [0u8; 1];
             matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(listener: &tokio::net::TcpListener) -> (Conn, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let (conn, accepted) = tokio::join!(connect(addr), listener.accept());
+        (conn.unwrap(), accepted.unwrap().0)
+    }
+
+    /// Waits (with a deadline) until the runtime has seen what the peer did.
+    async fn settle(mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_comes_back_to_its_thread_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conn, _peer) = pair(&listener).await;
+        put(addr, conn);
+        assert_eq!(idle_count(addr), 1);
+        let elsewhere = std::thread::spawn(move || take(addr).is_none())
+            .join()
+            .unwrap();
+        assert!(
+            elsewhere,
+            "another proxy thread has its own idle connections"
+        );
+        let again = take(addr).expect("the kept connection");
+        assert!(again.reused);
+        assert!(take(addr).is_none(), "taken once");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_the_endpoint_closed_are_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, peer) = pair(&listener).await;
+        put(addr, closed);
+        drop(peer);
+        settle(|| IDLE.with_borrow(|idle| !is_quiet(&idle.by_endpoint[&addr][0].stream))).await;
+        assert!(
+            take(addr).is_none(),
+            "a closed connection is not handed out"
+        );
+
+        let (closed, peer) = pair(&listener).await;
+        let (open, _open_peer) = pair(&listener).await;
+        put(addr, closed);
+        put(addr, open);
+        drop(peer);
+        settle(|| IDLE.with_borrow(|idle| !is_quiet(&idle.by_endpoint[&addr][0].stream))).await;
+        IDLE.with_borrow_mut(sweep);
+        assert_eq!(idle_count(addr), 1, "the sweep keeps only the open one");
+        drop(take(addr));
+        IDLE.with_borrow_mut(sweep);
+        assert!(
+            IDLE.with_borrow(|idle| idle.by_endpoint.is_empty()),
+            "an address left with nothing is forgotten"
+        );
     }
 }
