@@ -69,8 +69,11 @@ fn bad_escape(path: &str) -> Option<&str> {
             && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
     })?;
-    let end = (at + 3).min(path.len());
-    // The path is ASCII (http::Uri guarantees it), so any byte offset is a char boundary.
+    // Up to three characters (a path may carry UTF-8 that hyper let through).
+    let end = path[at..]
+        .char_indices()
+        .nth(3)
+        .map_or(path.len(), |(i, _)| at + i);
     Some(&path[at..end])
 }
 
@@ -102,5 +105,7 @@ mod tests {
         assert_eq!(bad_escape("/v1/catalog/service/web%"), Some("%"));
         assert_eq!(bad_escape("/v1/catalog/service/web%4"), Some("%4"));
         assert_eq!(bad_escape("/a%41%g1"), Some("%g1"));
+        assert_eq!(bad_escape("/a%é€x"), Some("%é€"), "never cuts a character");
+        assert_eq!(bad_escape("/a%4é"), Some("%4é"));
     }
 }
