@@ -24,6 +24,10 @@ struct Mesh {
     registry: SocketAddr,
     gateway: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    /// Its log lines (stderr), also passed on to the test's stderr.
+    logs: Arc<Mutex<Vec<String>>>,
+    /// Turns true once its stderr has closed: every log line is in `logs`.
+    logs_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Mesh {
@@ -37,10 +41,22 @@ impl Mesh {
             .arg(dir.join("wharf.toml"))
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .expect("start wharf up");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let log_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected_logs = logs.clone();
+        let logs_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = logs_closed.clone();
+        std::thread::spawn(move || {
+            for line in log_lines.map_while(Result::ok) {
+                eprintln!("{line}");
+                collected_logs.lock().unwrap().push(line);
+            }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut address = |prefix: &str| -> SocketAddr {
@@ -64,6 +80,8 @@ impl Mesh {
             registry,
             gateway,
             output,
+            logs,
+            logs_closed,
         }
     }
 
@@ -198,6 +216,7 @@ fn up_runs_registers_heals_and_stops_cleanly() {
 
     // SIGTERM: instances deregistered and stopped, nothing left behind.
     let pids: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
+    let logged_before_stop = mesh.logs.lock().unwrap().len();
     signal("-TERM", i64::from(mesh.child.id()));
     let mut status = None;
     eventually("wharf up exits", || {
@@ -215,6 +234,17 @@ fn up_runs_registers_heals_and_stops_cleanly() {
             .iter()
             .any(|l| l == "wharf up: stopped")
     );
+    // A clean stop logs no warning (the proxy's watches used to report the registry they
+    // watch going away as an outage).
+    eventually("the log is read to its end", || {
+        mesh.logs_closed.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let logs = mesh.logs.lock().unwrap();
+    let warnings: Vec<&String> = logs[logged_before_stop..]
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(warnings.is_empty(), "warnings while stopping: {warnings:?}");
 }
 
 #[test]

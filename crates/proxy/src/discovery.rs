@@ -63,6 +63,9 @@ pub struct Directory {
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
+    /// Turns true when the proxy stops: the watches end quietly, before the registry they
+    /// watch goes away (which they would otherwise report as an outage).
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Why a name cannot be routed.
@@ -80,6 +83,7 @@ impl Directory {
         static_upstreams: Vec<(String, Vec<SocketAddr>)>,
         defaults: ServiceDefaults,
         metrics: crate::metrics::Metrics,
+        shutdown: watch::Receiver<bool>,
     ) -> Arc<Directory> {
         let directory = Arc::new(Directory {
             client,
@@ -88,6 +92,7 @@ impl Directory {
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
             metrics,
+            shutdown,
         });
         for (name, addrs) in static_upstreams {
             let endpoints = addrs
@@ -168,7 +173,12 @@ impl Directory {
                 } else {
                     let (service, ready) = self.new_service(&key);
                     services.insert(key.clone().into_owned(), service.clone());
-                    tokio::spawn(watch_service(client, Arc::downgrade(&service), ready));
+                    tokio::spawn(watch_service(
+                        client,
+                        Arc::downgrade(&service),
+                        ready,
+                        self.shutdown.clone(),
+                    ));
                     service
                 }
             }
@@ -181,15 +191,27 @@ impl Directory {
     }
 }
 
+/// Resolves once the proxy is stopping.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 async fn watch_catalog(directory: std::sync::Weak<Directory>) {
     let mut index = 0;
     let mut failures = 0u32;
+    let Some(mut shutdown) = directory.upgrade().map(|d| d.shutdown.clone()) else {
+        return;
+    };
     loop {
         let Some(client) = directory.upgrade().and_then(|d| d.client.clone()) else {
             return;
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        match client.services_blocking(blocking).await {
+        let answer = tokio::select! {
+            answer = client.services_blocking(blocking) => answer,
+            () = stopping(&mut shutdown) => return,
+        };
+        match answer {
             Ok((services, next)) => {
                 failures = 0;
                 index = if next < index { 0 } else { next };
@@ -204,7 +226,10 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
                 failures += 1;
                 index = 0;
                 tracing::warn!(error = %e, "proxy: cannot list services from the registry");
-                tokio::time::sleep(backoff(failures)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff(failures)) => {}
+                    () = stopping(&mut shutdown) => return,
+                }
             }
         }
     }
@@ -214,6 +239,7 @@ async fn watch_service(
     client: Client,
     service: std::sync::Weak<Service>,
     ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut index = 0;
     let mut failures = 0u32;
@@ -222,7 +248,11 @@ async fn watch_service(
             return;
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        match client.health_service(&name, true, blocking).await {
+        let answer = tokio::select! {
+            answer = client.health_service(&name, true, blocking) => answer,
+            () = stopping(&mut shutdown) => return,
+        };
+        match answer {
             Ok((entries, next)) => {
                 failures = 0;
                 index = if next < index { 0 } else { next };
@@ -238,7 +268,10 @@ async fn watch_service(
                 tracing::warn!(service = %name, error = %e, "proxy: cannot watch service; keeping its last endpoints");
                 // Let waiting requests go on with what is known rather than hang.
                 let _ = ready.send(true);
-                tokio::time::sleep(backoff(failures)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff(failures)) => {}
+                    () = stopping(&mut shutdown) => return,
+                }
             }
         }
     }

@@ -110,15 +110,20 @@ impl Proxy {
             policy: config.policy,
             max_concurrency: config.max_concurrency,
         };
-        let directory =
-            discovery::Directory::new(client, config.upstreams.clone(), defaults, metrics.clone());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let directory = discovery::Directory::new(
+            client,
+            config.upstreams.clone(),
+            defaults,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
         let shared = Arc::new(forward::Shared {
             directory: directory.clone(),
             http2: http2_client(),
             timeouts: config.timeouts,
             metrics: metrics.clone(),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let listener = std::net::TcpListener::bind(config.listen)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
             .map_err(|e| StartError::Bind(config.listen, e))?;
