@@ -1,7 +1,7 @@
 //! `hello`: the smallest service of the mesh. `GET /` answers "Hello, World!", `GET /healthz`
 //! answers "ok". Listens on `127.0.0.1:$PORT` (the supervisor sets `PORT`).
 //!
-//! Run under the mesh: `cargo build --release --examples && ./target/release/wharf up`.
+//! Run under the mesh: `cargo build --release --bins --examples && ./target/release/wharf up`.
 
 use axum::Router;
 use axum::routing::get;
