@@ -1,6 +1,5 @@
-//! What every request path shares, whatever the protocol it speaks: the answers the proxy makes
-//! itself ([`Refusal`], each with its status and `x-wharf-error` reason), and the plan of a
-//! request's attempts ([`Attempts`]): which endpoint next, how long one attempt may take, and
+//! What every request path shares, whatever the protocol it speaks: the plan of a request's
+//! attempts ([`Attempts`]): which endpoint next, how long one attempt may take, and
 //! whether a failed attempt may be tried again elsewhere — retryable, attempts left, before
 //! the overall deadline and within the service's retry budget.
 //!
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tower::retry::budget::Budget;
 
+pub(crate) use crate::answers::Refusal;
 use crate::discovery::Service;
 use crate::endpoint::Endpoint;
 
@@ -28,77 +28,6 @@ pub struct Timeouts {
     pub overall: Duration,
     /// One attempt.
     pub per_try: Duration,
-}
-
-/// A response the proxy makes itself, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    NoHost,
-    UnknownService(String),
-    RegistryUnavailable,
-    Overloaded(String),
-    NoHealthyInstance(String),
-    RetryBudgetExhausted(String),
-    Timeout(String),
-    Upstream(String),
-    BadRequestBody(String),
-}
-
-impl Refusal {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Refusal::NoHost | Refusal::BadRequestBody(_) => StatusCode::BAD_REQUEST,
-            Refusal::UnknownService(_) => StatusCode::NOT_FOUND,
-            Refusal::RegistryUnavailable
-            | Refusal::Overloaded(_)
-            | Refusal::NoHealthyInstance(_)
-            | Refusal::RetryBudgetExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// The `x-wharf-error` value, also the `reason` label of the error metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::NoHost => "no-host",
-            Refusal::UnknownService(_) => "unknown-service",
-            Refusal::RegistryUnavailable => "registry-unavailable",
-            Refusal::Overloaded(_) => "overloaded",
-            Refusal::NoHealthyInstance(_) => "no-healthy-instance",
-            Refusal::RetryBudgetExhausted(_) => "retry-budget-exhausted",
-            Refusal::Timeout(_) => "timeout",
-            Refusal::Upstream(_) => "upstream-error",
-            Refusal::BadRequestBody(_) => "bad-request-body",
-        }
-    }
-}
-
-/// The one-line explanation in the body.
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::NoHost => write!(
-                f,
-                "the request names no service: set Host to NAME or NAME.service.wharf"
-            ),
-            Refusal::UnknownService(name) => write!(f, "no service named {name:?}"),
-            Refusal::RegistryUnavailable => {
-                write!(f, "the proxy has not reached the registry yet")
-            }
-            Refusal::Overloaded(name) => write!(f, "{name} has too many requests in flight"),
-            Refusal::NoHealthyInstance(name) => write!(f, "{name} has no healthy instance"),
-            Refusal::RetryBudgetExhausted(name) => write!(
-                f,
-                "{name}: the attempt failed and the retry budget is spent"
-            ),
-            Refusal::Timeout(name) => write!(f, "{name} did not answer in time"),
-            Refusal::Upstream(error) => write!(f, "{error}"),
-            Refusal::BadRequestBody(error) => {
-                write!(f, "could not read the request body: {error}")
-            }
-        }
-    }
 }
 
 /// The service a request is for, from its `Host` (or HTTP/2 `:authority`): `NAME`,

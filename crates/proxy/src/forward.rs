@@ -115,7 +115,7 @@ impl AsyncWrite for Replay {
     }
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
@@ -123,20 +123,6 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 
 fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
-}
-
-/// A response the proxy makes itself: the status, `x-wharf-error: <reason>` and a one-line
-/// explanation.
-pub fn synthetic(refusal: &Refusal) -> Response<Body> {
-    let mut response = Response::new(full(format!("{refusal}\n")));
-    *response.status_mut() = refusal.status();
-    let headers = response.headers_mut();
-    headers.insert("x-wharf-error", HeaderValue::from_static(refusal.reason()));
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// The service an HTTP/2 request is for, from its `:authority` (or a `Host` field).
@@ -166,7 +152,7 @@ pub async fn handle(
         Ok(service) => service,
         Err(refusal) => {
             shared.metrics.error("-", refusal.reason());
-            return synthetic(&refusal);
+            return crate::answers::http2_response(&refusal);
         }
     };
     let started = std::time::Instant::now();
@@ -174,7 +160,7 @@ pub async fn handle(
         Ok(response) => response,
         Err(refusal) => {
             service.metrics.error(refusal.reason());
-            synthetic(&refusal)
+            crate::answers::http2_response(&refusal)
         }
     };
     service

@@ -3,12 +3,14 @@
 //!
 //! - [`discovery`] — endpoints from the registry's HTTP API (blocking queries);
 //! - [`balance`] — the policies; [`endpoint`] and [`outlier`] — per-endpoint state;
-//! - [`failover`] — what both request paths share: refusals, attempts, retries, timeouts;
+//! - [`answers`] — every answer the proxy makes itself, rendered for both paths;
+//! - [`failover`] — what both request paths share: attempts, retries, timeouts;
 //! - [`h1`] — the HTTP/1.x path, by hand for speed; [`forward`] — the HTTP/2 path (h2c,
 //!   gRPC) on hyper, with [`upstream`] its HTTP/1.1 connections;
 //! - [`headers`] — what a hop does to headers on the hyper path; [`metrics`] — Prometheus;
 //! - this file — the listeners (proxy and admin) and their lifecycle.
 
+pub mod answers;
 pub mod balance;
 pub mod discovery;
 pub mod endpoint;

@@ -9,7 +9,6 @@
 //! `Transfer-Encoding` and `Content-Length`, differing `Content-Length`s, a request coding
 //! other than chunked last.
 
-use std::io::Write as _;
 use std::mem::MaybeUninit;
 
 use super::body::Framing;
@@ -461,34 +460,6 @@ pub fn write_response(
         }
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// A response the proxy makes itself.
-pub fn write_refusal(out: &mut Vec<u8>, refusal: &crate::failover::Refusal, close: bool) {
-    let body = format!("{refusal}\n");
-    let status = refusal.status();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nx-wharf-error: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        refusal.reason(),
-        body.len(),
-        if close { "connection: close\r\n" } else { "" },
-    );
-}
-
-/// An answer to a request that could not be read (400, 408, 431…), with `x-wharf-error:
-/// <code>` and `detail` as the body; the connection closes.
-pub fn write_error(out: &mut Vec<u8>, status: http::StatusCode, code: &str, detail: &str) {
-    let body = format!("{detail}\n");
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nx-wharf-error: {code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len(),
-    );
 }
 
 fn write_framing(out: &mut Vec<u8>, body: Framing) {

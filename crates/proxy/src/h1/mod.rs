@@ -243,21 +243,20 @@ impl Client {
 
     /// Answers a head that could not be read, and the connection closes.
     async fn refuse_head(&mut self, error: ReadError) {
-        let (status, code, detail) = match error {
-            ReadError::Timeout => (
-                StatusCode::REQUEST_TIMEOUT,
-                "head-timeout",
-                "the request head did not arrive in time".to_owned(),
-            ),
-            ReadError::Head(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "head-too-large",
-                e.to_string(),
-            ),
-            ReadError::Head(e) => (StatusCode::BAD_REQUEST, "malformed-request", e.to_string()),
+        let refusal = match error {
+            ReadError::Timeout => Refusal::HeadTimeout,
+            ReadError::Head(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => {
+                Refusal::HeadTooLarge(e.to_string())
+            }
+            ReadError::Head(e) => Refusal::MalformedRequest(e.to_string()),
         };
+        self.refuse_and_close(&refusal).await;
+    }
+
+    /// Answers `refusal` and closes, lingering so that the answer is read.
+    async fn refuse_and_close(&mut self, refusal: &Refusal) {
         self.out.clear();
-        head::write_error(&mut self.out, status, code, &detail);
+        crate::answers::write_h1(&mut self.out, refusal, true);
         let _ = self.stream.write_all(&self.out).await;
         let _ = self.stream.shutdown().await;
         self.linger().await;
@@ -294,16 +293,7 @@ impl Client {
             }
         };
         if facts.is_connect {
-            self.out.clear();
-            head::write_error(
-                &mut self.out,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "connect-not-supported",
-                "CONNECT is not supported: this is a gateway, not a forward proxy",
-            );
-            let _ = self.stream.write_all(&self.out).await;
-            let _ = self.stream.shutdown().await;
-            self.linger().await;
+            self.refuse_and_close(&Refusal::ConnectNotSupported).await;
             return Step::Close;
         }
         let service = match self.service(&facts).await {
@@ -358,7 +348,7 @@ impl Client {
             self.buf.advance(self.head.len);
         }
         self.out.clear();
-        head::write_refusal(&mut self.out, refusal, close);
+        crate::answers::write_h1(&mut self.out, refusal, close);
         let written = self.stream.write_all(&self.out).await;
         if written.is_ok() && !close {
             return Step::Next;
