@@ -38,6 +38,28 @@ pub struct Service {
     ready: watch::Receiver<bool>,
 }
 
+impl Service {
+    /// The ring-hash key of a request, the same on both request paths: the request's value of
+    /// the service's hash header (`value_of` looks it up in whatever form the path holds its
+    /// head), else the client's address. `None` unless the service balances by ring hash,
+    /// so that other policies hash nothing.
+    pub(crate) fn ring_key<'h>(
+        &self,
+        value_of: impl FnOnce(&http::HeaderName) -> Option<&'h [u8]>,
+        client: IpAddr,
+    ) -> Option<u64> {
+        if self.balancer.load().policy != Policy::RingHash {
+            return None;
+        }
+        let header = self.hash_header.load();
+        let from_header = header.as_ref().as_ref().and_then(value_of);
+        Some(from_header.map_or_else(
+            || crate::balance::hash(&client),
+            |v| crate::balance::hash(&v),
+        ))
+    }
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
@@ -319,4 +341,51 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
     service
         .endpoints
         .store(Arc::new(EndpointSet::new(endpoints)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(policy: Policy, header: Option<&str>) -> Arc<Service> {
+        let (_, shutdown) = watch::channel(false);
+        let defaults = ServiceDefaults {
+            policy,
+            max_concurrency: 10,
+        };
+        let directory = Directory::new(None, Vec::new(), defaults, Default::default(), shutdown);
+        let (service, _ready) = directory.new_service("web");
+        service.hash_header.store(Arc::new(
+            header.map(|h| http::HeaderName::from_bytes(h.as_bytes()).unwrap()),
+        ));
+        service
+    }
+
+    #[tokio::test]
+    async fn the_ring_key_is_the_header_value_else_the_client() {
+        let client: IpAddr = "10.0.0.7".parse().unwrap();
+        let sticky = service(Policy::RingHash, Some("x-user"));
+        let alice = sticky.ring_key(|name| (name == "x-user").then_some(&b"alice"[..]), client);
+        assert_eq!(alice, Some(crate::balance::hash(&&b"alice"[..])));
+        assert_ne!(
+            alice,
+            sticky.ring_key(|_| Some(&b"bob"[..]), client),
+            "users spread"
+        );
+        assert_eq!(
+            sticky.ring_key(|_| None, client),
+            Some(crate::balance::hash(&client)),
+            "a request without the header sticks by its client"
+        );
+        let by_client = service(Policy::RingHash, None);
+        assert_eq!(
+            by_client.ring_key(|_| panic!("no header to look up"), client),
+            Some(crate::balance::hash(&client))
+        );
+        let round_robin = service(Policy::RoundRobin, Some("x-user"));
+        assert_eq!(
+            round_robin.ring_key(|_| panic!("nothing hashed"), client),
+            None
+        );
+    }
 }

@@ -30,7 +30,6 @@ use tokio::sync::watch;
 
 use wharf_model::error_chain;
 
-use crate::balance::hash;
 use crate::discovery::{Directory, Lookup, Service};
 use crate::failover::{
     Attempts, MAX_REPLAY, Next, Refusal, Timeouts, is_idempotent, is_retryable_status, service_name,
@@ -188,7 +187,10 @@ async fn forward(
         .clone()
         .try_acquire_owned()
         .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
-    let hash_key = ring_key(service, &request, client);
+    let hash_key = service.ring_key(
+        |name| request.headers().get(name).map(HeaderValue::as_bytes),
+        client.ip(),
+    );
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, client.ip());
@@ -326,18 +328,6 @@ fn finish(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, incoming(body))
-}
-
-fn ring_key<B>(service: &Service, request: &Request<B>, client: SocketAddr) -> Option<u64> {
-    let header = service.hash_header.load();
-    match header.as_ref() {
-        Some(name) => request
-            .headers()
-            .get(name)
-            .map(|v| hash(&v.as_bytes()))
-            .or(Some(hash(&client.ip()))),
-        None => Some(hash(&client.ip())),
-    }
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {

@@ -34,7 +34,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::balance::{Policy, hash};
 use crate::discovery::{Lookup, Service};
 use crate::endpoint::Endpoint;
 use crate::failover::{Attempts, MAX_REPLAY, Next, Refusal, is_retryable_status, service_name};
@@ -373,7 +372,20 @@ impl Client {
             .limiter
             .try_acquire()
             .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
-        let hash_key = self.ring_key(service);
+        let (head, buf) = (&self.head, &self.buf);
+        let hash_key = service.ring_key(
+            |name| {
+                head.fields
+                    .iter()
+                    .find(|f| {
+                        f.name
+                            .get(buf)
+                            .eq_ignore_ascii_case(name.as_str().as_bytes())
+                    })
+                    .map(|f| f.value.get(buf))
+            },
+            self.peer.ip(),
+        );
         let body = self.prepare_request(facts, idle.as_mut()).await?;
         let replayable = body == RequestBody::Replayable;
         let mut attempts = Attempts::new(service, self.shared.timeouts, hash_key);
@@ -431,26 +443,6 @@ impl Client {
                 }
             }
         }
-    }
-
-    /// The ring-hash key: the service's hash header, or the client's address.
-    fn ring_key(&self, service: &Service) -> Option<u64> {
-        if service.balancer.load().policy != Policy::RingHash {
-            return None;
-        }
-        let header = service.hash_header.load();
-        let from_header = header.as_ref().as_ref().and_then(|name| {
-            self.head
-                .fields
-                .iter()
-                .find(|f| {
-                    f.name
-                        .get(&self.buf)
-                        .eq_ignore_ascii_case(name.as_str().as_bytes())
-                })
-                .map(|f| hash(&f.value.get(&self.buf)))
-        });
-        Some(from_header.unwrap_or_else(|| hash(&self.peer.ip())))
     }
 
     /// Writes the upstream request into `request` and takes the request off `buf`: with its
