@@ -458,6 +458,10 @@ fn the_example_services_compose_through_the_gateway() {
     let mesh = Mesh::start(dir.path(), &services);
     for name in ["hello", "api", "notes", "frontend"] {
         eventually(name, || !mesh.passing(name).is_empty());
+        // Passing in the registry, then known to the gateway: its watch follows a moment later.
+        eventually(&format!("{name} through the gateway"), || {
+            mesh.through_gateway(name, "/healthz").status == 200
+        });
     }
     assert_eq!(mesh.through_gateway("hello", "/").text(), "Hello, World!");
     assert_eq!(
@@ -482,6 +486,10 @@ fn the_example_services_compose_through_the_gateway() {
         mesh.passing("notes")
             .first()
             .is_some_and(|(_, new)| *new != pid)
+    });
+    // The gateway hears of the replacement (its new port) through its watch, a moment later.
+    eventually("the gateway reaches the replacement", || {
+        mesh.through_gateway("notes", "/healthz").status == 200
     });
     let notes = mesh.through_gateway("notes", "/notes").json();
     assert_eq!(notes, serde_json::json!([{"id": 1, "text": "buy milk"}]));

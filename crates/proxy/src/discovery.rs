@@ -230,8 +230,11 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
         let answer = tokio::select! {
-            answer = client.services_blocking(blocking) => answer,
+            // Stopping first: as the proxy stops, its threads' runtimes drop the connections
+            // they opened, so an answer may fail at the same moment; that is no outage.
+            biased;
             () = stopping(&mut shutdown) => return,
+            answer = client.services_blocking(blocking) => answer,
         };
         match answer {
             Ok((services, next)) => {
@@ -271,8 +274,11 @@ async fn watch_service(
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
         let answer = tokio::select! {
-            answer = client.health_service(&name, true, blocking) => answer,
+            // Stopping first: as the proxy stops, its threads' runtimes drop the connections
+            // they opened, so an answer may fail at the same moment; that is no outage.
+            biased;
             () = stopping(&mut shutdown) => return,
+            answer = client.health_service(&name, true, blocking) => answer,
         };
         match answer {
             Ok((entries, next)) => {
