@@ -213,9 +213,18 @@ impl Directory {
     }
 }
 
-/// Resolves once the proxy is stopping.
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// `work`'s output, or `None` if the proxy stops first. Stopping wins a tie: as the proxy
+/// stops, its threads' runtimes drop the connections they opened, so an answer may fail at
+/// that same moment, and that is no outage to report.
+async fn unless_stopping<T>(
+    shutdown: &mut watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => None,
+        output = work => Some(output),
+    }
 }
 
 async fn watch_catalog(directory: std::sync::Weak<Directory>) {
@@ -229,12 +238,9 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
             return;
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        let answer = tokio::select! {
-            // Stopping first: as the proxy stops, its threads' runtimes drop the connections
-            // they opened, so an answer may fail at the same moment; that is no outage.
-            biased;
-            () = stopping(&mut shutdown) => return,
-            answer = client.services_blocking(blocking) => answer,
+        let Some(answer) = unless_stopping(&mut shutdown, client.services_blocking(blocking)).await
+        else {
+            return;
         };
         match answer {
             Ok((services, next)) => {
@@ -251,9 +257,9 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
                 failures += 1;
                 index = 0;
                 tracing::warn!(error = %e, "proxy: cannot list services from the registry");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff(failures)) => {}
-                    () = stopping(&mut shutdown) => return,
+                let pause = tokio::time::sleep(backoff(failures));
+                if unless_stopping(&mut shutdown, pause).await.is_none() {
+                    return;
                 }
             }
         }
@@ -273,12 +279,9 @@ async fn watch_service(
             return;
         };
         let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        let answer = tokio::select! {
-            // Stopping first: as the proxy stops, its threads' runtimes drop the connections
-            // they opened, so an answer may fail at the same moment; that is no outage.
-            biased;
-            () = stopping(&mut shutdown) => return,
-            answer = client.health_service(&name, true, blocking) => answer,
+        let health = client.health_service(&name, true, blocking);
+        let Some(answer) = unless_stopping(&mut shutdown, health).await else {
+            return;
         };
         match answer {
             Ok((entries, next)) => {
@@ -296,9 +299,9 @@ async fn watch_service(
                 tracing::warn!(service = %name, error = %e, "proxy: cannot watch service; keeping its last endpoints");
                 // Let waiting requests go on with what is known rather than hang.
                 let _ = ready.send(true);
-                tokio::select! {
-                    () = tokio::time::sleep(backoff(failures)) => {}
-                    () = stopping(&mut shutdown) => return,
+                let pause = tokio::time::sleep(backoff(failures));
+                if unless_stopping(&mut shutdown, pause).await.is_none() {
+                    return;
                 }
             }
         }

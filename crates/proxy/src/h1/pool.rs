@@ -137,10 +137,11 @@ mod tests {
         (conn.unwrap(), accepted.unwrap().0)
     }
 
-    /// Waits (with a deadline) until the runtime has seen what the peer did.
-    async fn settle(mut done: impl FnMut() -> bool) {
+    /// Waits (with a deadline) until the runtime has seen that the peer of the oldest idle
+    /// connection to `addr` closed it.
+    async fn until_seen_closed(addr: SocketAddr) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !done() {
+        while IDLE.with_borrow(|idle| is_quiet(&idle.by_endpoint[&addr][0].stream)) {
             assert!(tokio::time::Instant::now() < deadline, "timed out");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -172,7 +173,7 @@ mod tests {
         let (closed, peer) = pair(&listener).await;
         put(addr, closed);
         drop(peer);
-        settle(|| IDLE.with_borrow(|idle| !is_quiet(&idle.by_endpoint[&addr][0].stream))).await;
+        until_seen_closed(addr).await;
         assert!(
             take(addr).is_none(),
             "a closed connection is not handed out"
@@ -183,7 +184,7 @@ mod tests {
         put(addr, closed);
         put(addr, open);
         drop(peer);
-        settle(|| IDLE.with_borrow(|idle| !is_quiet(&idle.by_endpoint[&addr][0].stream))).await;
+        until_seen_closed(addr).await;
         IDLE.with_borrow_mut(sweep);
         assert_eq!(idle_count(addr), 1, "the sweep keeps only the open one");
         drop(take(addr));

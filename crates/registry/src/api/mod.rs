@@ -20,7 +20,7 @@ pub mod unimplemented;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::extract::{MatchedPath, State};
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, put};
@@ -70,8 +70,6 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/metrics", get(handlers::metrics));
     missing_names(unimplemented::routes(routes))
         .fallback(not_found)
-        // Bodies are read by [`body::RequestBody`], which has its own limit and says why.
-        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             answer_and_count,
