@@ -116,9 +116,10 @@ pub(crate) fn write_h1(out: &mut Vec<u8>, refusal: &Refusal, close: bool) {
     );
 }
 
-/// `refusal` as a response of the HTTP/2 path.
-pub(crate) fn http2_response(refusal: &Refusal) -> Response<crate::forward::Body> {
-    let mut response = Response::new(crate::forward::full(format!("{refusal}\n")));
+/// `refusal` as a response of the HTTP/2 path (the transport boxes the body as it boxes
+/// every body).
+pub(crate) fn http2_response(refusal: &Refusal) -> Response<bytes::Bytes> {
+    let mut response = Response::new(bytes::Bytes::from(format!("{refusal}\n")));
     *response.status_mut() = refusal.status();
     let headers = response.headers_mut();
     headers.insert("x-wharf-error", HeaderValue::from_static(refusal.reason()));

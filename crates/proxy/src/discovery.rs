@@ -16,64 +16,12 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use wharf_client::{Blocking, Client, ServiceEntry};
 
-use crate::balance::{Balancer, EndpointSet, Policy};
-use crate::endpoint::Endpoint;
-use crate::metrics::ServiceMetrics;
+use crate::service::{Balancer, Endpoint, EndpointSet, Policy, Service, ServiceDefaults};
 
 /// How long a blocking query is held.
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the first request for a service waits for its first answer.
 const FIRST_ANSWER: Duration = Duration::from_secs(5);
-
-/// A routable service: its endpoints, balancer and per-service limits.
-pub struct Service {
-    pub name: String,
-    pub endpoints: ArcSwap<EndpointSet>,
-    pub balancer: ArcSwap<Balancer>,
-    pub limiter: Arc<tokio::sync::Semaphore>,
-    pub budget: tower::retry::budget::TpsBudget,
-    pub metrics: ServiceMetrics,
-    /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
-    pub hash_header: ArcSwap<Option<http::HeaderName>>,
-    ready: watch::Receiver<bool>,
-}
-
-impl Service {
-    /// The ring-hash key of a request, the same on both request paths: the request's value of
-    /// the service's hash header (`value_of` looks it up in whatever form the path holds its
-    /// head), else the client's address. `None` unless the service balances by ring hash,
-    /// so that other policies hash nothing.
-    pub(crate) fn ring_key<'h>(
-        &self,
-        value_of: impl FnOnce(&http::HeaderName) -> Option<&'h [u8]>,
-        client: IpAddr,
-    ) -> Option<u64> {
-        if self.balancer.load().policy != Policy::RingHash {
-            return None;
-        }
-        let header = self.hash_header.load();
-        let from_header = header.as_ref().as_ref().and_then(value_of);
-        Some(from_header.map_or_else(
-            || crate::balance::hash(&client),
-            |v| crate::balance::hash(&v),
-        ))
-    }
-}
-
-impl std::fmt::Debug for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Settings every service gets.
-#[derive(Debug, Clone)]
-pub struct ServiceDefaults {
-    pub policy: Policy,
-    pub max_concurrency: usize,
-}
 
 /// Every service the proxy knows how to reach.
 pub struct Directory {
@@ -144,20 +92,8 @@ impl Directory {
     }
 
     fn new_service(&self, name: &str) -> (Arc<Service>, watch::Sender<bool>) {
-        let (ready_tx, ready) = watch::channel(false);
-        let service = Arc::new(Service {
-            name: name.to_owned(),
-            endpoints: ArcSwap::from_pointee(EndpointSet::default()),
-            balancer: ArcSwap::from_pointee(Balancer::new(self.defaults.policy)),
-            limiter: Arc::new(tokio::sync::Semaphore::new(self.defaults.max_concurrency)),
-            // Linkerd's and Envoy's budget: retries may add 20% to requests, plus 10/s so
-            // that a quiet service can still retry, over a 10 s window.
-            budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
-            metrics: self.metrics.service(name),
-            hash_header: ArcSwap::from_pointee(None),
-            ready,
-        });
-        (service, ready_tx)
+        let (service, known) = Service::new(name, &self.defaults, self.metrics.service(name));
+        (Arc::new(service), known)
     }
 
     /// The service called `name` (case-insensitive), starting its watch on first use.
@@ -205,10 +141,7 @@ impl Directory {
                 }
             }
         };
-        if !*service.ready.borrow() {
-            let mut ready = service.ready.clone();
-            let _ = tokio::time::timeout(FIRST_ANSWER, ready.wait_for(|r| *r)).await;
-        }
+        service.wait_known(FIRST_ANSWER).await;
         Ok(service)
     }
 }
@@ -350,51 +283,4 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
     service
         .endpoints
         .store(Arc::new(EndpointSet::new(endpoints)));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn service(policy: Policy, header: Option<&str>) -> Arc<Service> {
-        let (_, shutdown) = watch::channel(false);
-        let defaults = ServiceDefaults {
-            policy,
-            max_concurrency: 10,
-        };
-        let directory = Directory::new(None, Vec::new(), defaults, Default::default(), shutdown);
-        let (service, _ready) = directory.new_service("web");
-        service.hash_header.store(Arc::new(
-            header.map(|h| http::HeaderName::from_bytes(h.as_bytes()).unwrap()),
-        ));
-        service
-    }
-
-    #[tokio::test]
-    async fn the_ring_key_is_the_header_value_else_the_client() {
-        let client: IpAddr = "10.0.0.7".parse().unwrap();
-        let sticky = service(Policy::RingHash, Some("x-user"));
-        let alice = sticky.ring_key(|name| (name == "x-user").then_some(&b"alice"[..]), client);
-        assert_eq!(alice, Some(crate::balance::hash(&&b"alice"[..])));
-        assert_ne!(
-            alice,
-            sticky.ring_key(|_| Some(&b"bob"[..]), client),
-            "users spread"
-        );
-        assert_eq!(
-            sticky.ring_key(|_| None, client),
-            Some(crate::balance::hash(&client)),
-            "a request without the header sticks by its client"
-        );
-        let by_client = service(Policy::RingHash, None);
-        assert_eq!(
-            by_client.ring_key(|_| panic!("no header to look up"), client),
-            Some(crate::balance::hash(&client))
-        );
-        let round_robin = service(Policy::RoundRobin, Some("x-user"));
-        assert_eq!(
-            round_robin.ring_key(|_| panic!("nothing hashed"), client),
-            None
-        );
-    }
 }

@@ -1,26 +1,27 @@
 //! The data plane: a gateway that routes by `Host` to a service's healthy instances,
 //! balances across them, and routes around failures.
 //!
+//! - [`plan`] — **the life of a request**, in order, for every transport: route, admit,
+//!   attempts (pick, per-try limit, outlier recording, retry within the budget), answer;
+//! - [`service`] — the domain below the transports: service, endpoint, balancer, outliers;
 //! - [`discovery`] — endpoints from the registry's HTTP API (blocking queries);
-//! - [`balance`] — the policies; [`endpoint`] and [`outlier`] — per-endpoint state;
-//! - [`answers`] — every answer the proxy makes itself, rendered for both paths;
-//! - [`failover`] — what both request paths share: attempts, retries, timeouts;
-//! - [`h1`] — the HTTP/1.x path, by hand for speed; [`forward`] — the HTTP/2 path (h2c,
-//!   gRPC) on hyper, with [`upstream`] its HTTP/1.1 connections;
-//! - [`headers`] — what a hop does to headers on the hyper path; [`metrics`] — Prometheus;
-//! - this file — the listeners (proxy and admin) and their lifecycle.
+//! - [`answers`] — every answer the proxy makes itself, rendered for each transport;
+//! - [`hop`] — the hop rules: hop-by-hop fields, `x-forwarded-*`, `traceparent`, idempotency;
+//! - the transports: [`h1`] — HTTP/1.x, by hand for speed; [`h2`] — HTTP/2 (h2c, gRPC) on
+//!   hyper; each owns its connections to endpoints, kept per thread by address;
+//! - [`metrics`] — Prometheus; this file — the listeners (proxy and admin) and their lifecycle.
+//!
+//! Imports go one way: transports → plan → discovery → service → metrics, with answers and
+//! hop beside the plan; nothing below imports what is above it.
 
 pub mod answers;
-pub mod balance;
 pub mod discovery;
-pub mod endpoint;
-pub mod failover;
-pub mod forward;
 pub mod h1;
-pub mod headers;
+pub mod h2;
+pub mod hop;
 pub mod metrics;
-pub mod outlier;
-pub mod upstream;
+pub mod plan;
+pub mod service;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,15 +33,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use balance::Policy;
-pub use failover::Timeouts;
+pub use plan::Timeouts;
+pub use service::Policy;
 
 /// How a proxy runs.
 #[derive(Debug, Clone)]
@@ -108,7 +107,7 @@ impl Proxy {
             .map(wharf_client::Client::new)
             .transpose()?;
         let metrics = metrics::Metrics::default();
-        let defaults = discovery::ServiceDefaults {
+        let defaults = service::ServiceDefaults {
             policy: config.policy,
             max_concurrency: config.max_concurrency,
         };
@@ -120,9 +119,8 @@ impl Proxy {
             metrics.clone(),
             shutdown_rx.clone(),
         );
-        let shared = Arc::new(forward::Shared {
+        let shared = Arc::new(plan::Shared {
             directory: directory.clone(),
-            http2: http2_client(),
             timeouts: config.timeouts,
             metrics: metrics.clone(),
         });
@@ -203,17 +201,6 @@ impl Proxy {
     }
 }
 
-fn http2_client() -> Client<HttpConnector, forward::Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .timer(TokioTimer::new())
-        .http2_only(true)
-        .build(connector)
-}
-
 fn server_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -232,7 +219,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// seconds to finish (idle ones close at once).
 async fn serve_proxy(
     listener: TcpListener,
-    shared: Arc<forward::Shared>,
+    shared: Arc<plan::Shared>,
     header_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -324,4 +311,63 @@ fn admin(
         http::HeaderValue::from_static(content_type),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    /// The modules in layers, lowest first: a module imports only from layers below its own,
+    /// so the import graph has no cycle and the domain knows no transport.
+    const LAYERS: [&[&str]; 6] = [
+        &["metrics", "answers", "hop"],
+        &["service"],
+        &["discovery"],
+        &["plan"],
+        &["h2"],
+        &["h1"],
+    ];
+
+    fn layer(module: &str) -> usize {
+        LAYERS
+            .iter()
+            .position(|layer| layer.contains(&module))
+            .unwrap_or_else(|| panic!("module {module} has no layer in LAYERS"))
+    }
+
+    #[test]
+    fn imports_go_down_the_layers_only() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.clone()];
+        let mut checked = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let relative = path.strip_prefix(&src).unwrap();
+            let module = relative.iter().next().unwrap().to_str().unwrap();
+            let module = module.trim_end_matches(".rs");
+            if module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (at, _) in line.match_indices("crate::") {
+                    let used: String = line[at + "crate::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if used != module {
+                        assert!(
+                            layer(&used) < layer(module),
+                            "{} imports crate::{used}, a layer above or beside it",
+                            relative.display()
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 10, "found the imports ({checked})");
+    }
 }

@@ -4,6 +4,8 @@
 //! proxy hop's changes (RFC 9110 §7.6, RFC 9112): hop-by-hop headers removed, those named in
 //! `Connection` included; `x-forwarded-for` appended, `x-forwarded-proto` set, a W3C
 //! `traceparent` kept when valid or started; framing headers rewritten to match the body.
+//! The rules themselves are [`crate::hop`]'s, shared with the HTTP/2 path; this module
+//! applies them to raw bytes.
 //!
 //! Ambiguous framing is refused rather than guessed (request smuggling): both
 //! `Transfer-Encoding` and `Content-Length`, differing `Content-Length`s, a request coding
@@ -12,6 +14,10 @@
 use std::mem::MaybeUninit;
 
 use super::body::Framing;
+use crate::hop::{
+    PROTO, TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_PROTO, is_hop_by_hop, is_valid_traceparent,
+    keeps_trailers, tokens, write_new_traceparent,
+};
 
 /// Largest head accepted, request or response.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -178,7 +184,7 @@ pub fn request_facts(buf: &[u8], head: &Head) -> Result<RequestFacts, HeadError>
         keep_alive: false,
         upgrade: false,
         expect_continue: false,
-        idempotent: crate::failover::is_idempotent(method),
+        idempotent: crate::hop::is_idempotent(method),
         is_head: method == b"HEAD",
         is_connect: method == b"CONNECT",
     };
@@ -342,11 +348,11 @@ pub fn write_request(
     for field in &head.fields {
         let name = field.name.get(buf);
         let value = field.value.get(buf);
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_bytes()) {
             continue; // written last, with this client appended
         }
         if name.eq_ignore_ascii_case(b"te") {
-            trailers |= value.eq_ignore_ascii_case(b"trailers");
+            trailers |= keeps_trailers(value);
             continue;
         }
         if is_hop_by_hop(name)
@@ -356,19 +362,24 @@ pub fn write_request(
         {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"traceparent") {
+        if name.eq_ignore_ascii_case(TRACEPARENT.as_bytes()) {
             if traceparent || !is_valid_traceparent(value) {
                 continue;
             }
             traceparent = true;
         }
-        forwarded_proto |= name.eq_ignore_ascii_case(b"x-forwarded-proto");
+        forwarded_proto |= name.eq_ignore_ascii_case(X_FORWARDED_PROTO.as_bytes());
         write_field(out, name, value);
     }
     // All earlier hops, then this client, in one field. (A `Vec` never fails a write.)
-    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(X_FORWARDED_FOR.as_bytes());
+    out.extend_from_slice(b": ");
     for field in &head.fields {
-        if field.name.get(buf).eq_ignore_ascii_case(b"x-forwarded-for") {
+        if field
+            .name
+            .get(buf)
+            .eq_ignore_ascii_case(X_FORWARDED_FOR.as_bytes())
+        {
             let value = field.value.get(buf).trim_ascii();
             if !value.is_empty() {
                 out.extend_from_slice(value);
@@ -379,14 +390,13 @@ pub fn write_request(
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\n");
     if !forwarded_proto {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        write_field(out, X_FORWARDED_PROTO.as_bytes(), PROTO.as_bytes());
     }
     if !traceparent {
-        out.extend_from_slice(b"traceparent: 00-");
-        write_hex(out, &fastrand::u128(1..).to_be_bytes());
-        out.push(b'-');
-        write_hex(out, &fastrand::u64(1..).to_be_bytes());
-        out.extend_from_slice(b"-01\r\n");
+        out.extend_from_slice(TRACEPARENT.as_bytes());
+        out.extend_from_slice(b": ");
+        write_new_traceparent(out);
+        out.extend_from_slice(b"\r\n");
     }
     if facts.host_from_target
         && let Some(host) = facts.host
@@ -481,21 +491,6 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1), and the framing field rewritten by each hop.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ]
-    .iter()
-    .any(|hop| name.eq_ignore_ascii_case(hop))
-}
-
 /// The values of the head's `Connection` fields; more than a few is unheard of, and those
 /// beyond are ignored.
 #[derive(Default)]
@@ -524,15 +519,6 @@ fn is_named_in(name: &[u8], buf: &[u8], connection: &ConnectionFields) -> bool {
         .any(|value| tokens(value.get(buf)).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
-/// Lowercase hex of `bytes`, without `fmt` (this runs for most requests).
-fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 0xf)]);
-    }
-}
-
 fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -545,14 +531,6 @@ fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-}
-
-/// The comma-separated tokens of a field value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(|token| token.trim_ascii())
-        .filter(|token| !token.is_empty())
 }
 
 fn last_coding_is_chunked(value: &[u8]) -> bool {
@@ -575,24 +553,6 @@ fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
 fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &value[prefix.len()..])
-}
-
-/// `00-<32 hex, not all 0>-<16 hex, not all 0>-<2 hex>` (W3C Trace Context, version 00).
-pub fn is_valid_traceparent(value: &[u8]) -> bool {
-    let hex = |s: &[u8]| {
-        s.iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    };
-    let nonzero = |s: &[u8]| s.iter().any(|&b| b != b'0');
-    value.len() == 55
-        && &value[..3] == b"00-"
-        && value[35] == b'-'
-        && value[52] == b'-'
-        && hex(&value[3..35])
-        && nonzero(&value[3..35])
-        && hex(&value[36..52])
-        && nonzero(&value[36..52])
-        && hex(&value[53..55])
 }
 
 #[cfg(test)]
@@ -719,9 +679,6 @@ mod tests {
             write_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
-        out.clear();
-        write_hex(&mut out, &[0x0f, 0xa0]);
-        assert_eq!(out, b"0fa0");
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! targets need. The parser is `httparse`, hyper's own.
 //!
 //! HTTP/2 connections (h2c with prior knowledge, gRPC) are recognised by their preface and
-//! handed to hyper ([`crate::forward`]), which this module does not try to replace.
+//! handed to hyper ([`crate::h2`]), which this module does not try to replace.
+//!
+//! The life of a request is [`crate::plan`]'s; this transport does the steps that touch bytes.
 //!
 //! - [`head`] — parsing and writing heads; [`body`] — framing and relaying bodies;
 //! - [`pool`] — kept connections per endpoint; [`spare`] — buffers only for busy connections;
-//! - this file — the connection loop and one request's exchange (see
-//!   docs/request-lifecycle.md).
+//! - this file — the connection loop, one request's exchange, and one attempt
+//!   ([`plan::Transport`] for HTTP/1).
 
 pub mod body;
 pub mod head;
@@ -34,10 +36,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::discovery::{Lookup, Service};
-use crate::endpoint::Endpoint;
-use crate::failover::{Attempts, MAX_REPLAY, Next, Refusal, is_retryable_status, service_name};
-use crate::forward::Shared;
+use crate::plan::{
+    self, AttemptError, Failure, MAX_REPLAY, Refusal, RequestTraits, Shared, Transport,
+};
+use crate::service::{Endpoint, Service};
 use body::{Framing, READ_SIZE, RelayError, relay};
 use head::{Delivery, Head, HeadError, RequestFacts, ResponseFacts};
 use pool::Conn;
@@ -83,10 +85,7 @@ pub async fn serve(
                     ..
                 } = client;
                 // Boxed: only HTTP/2 connections carry hyper's (large) connection state.
-                Box::pin(crate::forward::serve_h2(
-                    stream, buf, peer, shared, shutdown,
-                ))
-                .await;
+                Box::pin(crate::h2::serve_h2(stream, buf, peer, shared, shutdown)).await;
                 return;
             }
             Ok(Arrival::Closed) => return,
@@ -159,17 +158,6 @@ enum RequestBody {
     Replayable,
     /// Relayed from the client during the one attempt.
     Streamed(Framing),
-}
-
-/// Why an attempt produced no response head.
-enum AttemptError {
-    /// Nothing was sent: any request may go elsewhere.
-    Connect(String),
-    /// The endpoint failed after the request was (maybe) sent.
-    Upstream(String),
-    /// The client went away while its body was being relayed.
-    ClientGone,
-    Timeout,
 }
 
 impl Client {
@@ -295,7 +283,10 @@ impl Client {
             self.refuse_and_close(&Refusal::ConnectNotSupported).await;
             return Step::Close;
         }
-        let service = match self.service(&facts).await {
+        let host = facts
+            .host
+            .and_then(|host| std::str::from_utf8(host.get(&self.buf)).ok());
+        let service = match plan::route(&self.shared, host).await {
             Ok(service) => service,
             Err(refusal) => {
                 self.shared.metrics.error("-", refusal.reason());
@@ -303,34 +294,17 @@ impl Client {
             }
         };
         let started = std::time::Instant::now();
-        let (status, step) = match self.forward(&service, &facts, idle, attempt, started).await {
-            Ok((status, step)) => (status, step),
-            Err(refusal) => {
-                service.metrics.error(refusal.reason());
-                service
-                    .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
-                (refusal.status(), self.refuse(&facts, &refusal).await)
+        match self.forward(&service, &facts, idle, attempt, started).await {
+            Ok(step) => step,
+            Err(Failure::Refused(refusal)) => {
+                plan::refused(&service, started, &refusal);
+                self.refuse(&facts, &refusal).await
             }
-        };
-        service.metrics.response(status);
-        step
-    }
-
-    async fn service(&self, facts: &RequestFacts) -> Result<Arc<Service>, Refusal> {
-        let host = facts
-            .host
-            .and_then(|host| std::str::from_utf8(host.get(&self.buf)).ok());
-        let name = host.and_then(service_name).ok_or(Refusal::NoHost)?;
-        self.shared
-            .directory
-            .get(&name)
-            .await
-            .map_err(|lookup| match lookup {
-                Lookup::Unknown => Refusal::UnknownService(name.into_owned()),
-                Lookup::RegistryUnavailable => Refusal::RegistryUnavailable,
-            })
+            Err(Failure::ClientGone) => {
+                plan::client_gone(&service);
+                Step::Close
+            }
+        }
     }
 
     /// Answers with a refusal. The connection stays open if the request's body can be
@@ -357,21 +331,16 @@ impl Client {
         Step::Close
     }
 
-    /// Forwards the request to the service and relays the answer; the response's status is
-    /// returned once it has been sent. The service's latency (from `started` to the response
-    /// head, as on the HTTP/2 path) is recorded when the head arrives.
+    /// Steps 2 to 5 of the plan: admitted, prepared, forwarded, the answer relayed.
     async fn forward(
         &mut self,
         service: &Service,
         facts: &RequestFacts,
         mut idle: Pin<&mut Sleep>,
-        mut timer: Pin<&mut Sleep>,
+        timer: Pin<&mut Sleep>,
         started: std::time::Instant,
-    ) -> Result<(StatusCode, Step), Refusal> {
-        let _slot = service
-            .limiter
-            .try_acquire()
-            .map_err(|_| Refusal::Overloaded(service.name.clone()))?;
+    ) -> Result<Step, Failure> {
+        let _slot = plan::admit(service)?;
         let (head, buf) = (&self.head, &self.buf);
         let hash_key = service.ring_key(
             |name| {
@@ -387,62 +356,27 @@ impl Client {
             self.peer.ip(),
         );
         let body = self.prepare_request(facts, idle.as_mut()).await?;
-        let replayable = body == RequestBody::Replayable;
-        let mut attempts = Attempts::new(service, self.shared.timeouts, hash_key);
-        loop {
-            let (index, endpoint) = attempts.pick()?;
-            timer.as_mut().reset(Instant::now() + attempts.time_limit());
-            let in_flight = endpoint.start();
-            let sent = tokio::select! {
-                biased;
-                sent = self.attempt(service, &endpoint, body, facts) => sent,
-                _ = timer.as_mut() => Err(AttemptError::Timeout),
-            };
-            attempts.observe(&endpoint, in_flight.finish());
-            let retryable_request = facts.idempotent && replayable;
-            let failure = match sent {
-                Ok((conn, response)) => {
-                    let status =
-                        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                    if is_retryable_status(status)
-                        && attempts.failed(index, &endpoint, retryable_request) == Next::Retry
-                    {
-                        continue; // the connection goes: its body is not wanted
-                    }
-                    if !is_retryable_status(status) {
-                        attempts.answered(&endpoint, status);
-                    }
-                    service
-                        .metrics
-                        .latency
-                        .observe(started.elapsed().as_secs_f64());
-                    let step = self.respond(&endpoint, conn, response, facts).await;
-                    return Ok((status, step));
-                }
-                Err(AttemptError::ClientGone) => {
-                    return Ok((StatusCode::BAD_REQUEST, Step::Close));
-                }
-                Err(AttemptError::Connect(error)) => (
-                    Refusal::Upstream(format!("{} ({}): {error}", endpoint.id, endpoint.addr)),
-                    replayable,
-                ),
-                Err(AttemptError::Upstream(error)) => (
-                    Refusal::Upstream(format!("{} ({}): {error}", endpoint.id, endpoint.addr)),
-                    retryable_request,
-                ),
-                Err(AttemptError::Timeout) => {
-                    (Refusal::Timeout(service.name.clone()), retryable_request)
-                }
-            };
-            let (refusal, retryable) = failure;
-            match attempts.failed(index, &endpoint, retryable) {
-                Next::Retry => continue,
-                Next::Stop => return Err(refusal),
-                Next::BudgetExhausted => {
-                    return Err(Refusal::RetryBudgetExhausted(service.name.clone()));
-                }
-            }
-        }
+        let traits = RequestTraits {
+            idempotent: facts.idempotent,
+            replayable: body == RequestBody::Replayable,
+        };
+        let timeouts = self.shared.timeouts;
+        let mut attempt = Attempt {
+            client: self,
+            body,
+            facts,
+        };
+        let (endpoint, (conn, response)) = plan::forward(
+            service,
+            timeouts,
+            hash_key,
+            traits,
+            &mut attempt,
+            timer,
+            started,
+        )
+        .await?;
+        Ok(self.respond(&endpoint, conn, response, facts).await)
     }
 
     /// Writes the upstream request into `request` and takes the request off `buf`: with its
@@ -509,7 +443,8 @@ impl Client {
             .map_err(|e| Refusal::BadRequestBody(e.to_string()))
     }
 
-    /// One attempt: a connection to the endpoint, the request sent, the response head read.
+    /// One attempt ([`Attempt`]): a connection to the endpoint, the request sent, the
+    /// response head read.
     /// A kept connection that turns out to have been closed by the endpoint while idle is
     /// replaced by a new one, once, when the request can safely go again.
     async fn attempt(
@@ -709,6 +644,31 @@ impl Client {
             return;
         }
         let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut conn.stream).await;
+    }
+}
+
+/// One request's attempts on HTTP/1: the client connection, whose buffers hold the request.
+struct Attempt<'c> {
+    client: &'c mut Client,
+    body: RequestBody,
+    facts: &'c RequestFacts,
+}
+
+impl Transport for Attempt<'_> {
+    type Answer = (Conn, ResponseFacts);
+
+    fn status((_, response): &(Conn, ResponseFacts)) -> StatusCode {
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    async fn send(
+        &mut self,
+        service: &Service,
+        endpoint: &Endpoint,
+    ) -> Result<(Conn, ResponseFacts), AttemptError> {
+        self.client
+            .attempt(service, endpoint, self.body, self.facts)
+            .await
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::endpoint::Endpoint;
+use super::endpoint::Endpoint;
 
 /// Virtual nodes per endpoint on the hash ring.
 const RING_REPLICAS: usize = 100;
@@ -175,7 +175,7 @@ fn two_choices(count: usize, cost: impl Fn(usize) -> f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outlier::CONSECUTIVE_FAILURES;
+    use crate::service::outlier::CONSECUTIVE_FAILURES;
 
     fn set(n: usize) -> EndpointSet {
         EndpointSet::new(

@@ -4,7 +4,7 @@
 //! Envoy's defaults: five consecutive failures (connect errors or 5xx) eject an endpoint for
 //! 30 s times the number of times it has been ejected, up to 300 s. An ejected endpoint is
 //! simply not a candidate for the balancer; it comes back when its time is up. The balancer
-//! never lets ejection take every endpoint out ([`crate::balance`]).
+//! never lets ejection take every endpoint out ([`super::balance`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};

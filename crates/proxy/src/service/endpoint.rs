@@ -1,12 +1,14 @@
 //! One upstream instance and what the proxy knows about it: load (requests in flight),
-//! latency (peak EWMA) and health as seen from traffic (outlier state).
+//! latency (peak EWMA) and health as seen from traffic (outlier state). No transport: the
+//! connections to it belong to the transports, kept by its address (`h1::pool`,
+//! `h2::connections`).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::outlier::Outlier;
+use super::outlier::Outlier;
 
 /// An instance the proxy can send requests to.
 #[derive(Debug)]
@@ -21,8 +23,6 @@ pub struct Endpoint {
     pub inflight: AtomicU32,
     ewma: Mutex<PeakEwma>,
     pub outlier: Outlier,
-    /// Kept HTTP/1.1 connections of the HTTP/2 path (hyper's).
-    pub connections: crate::upstream::Connections,
     /// This endpoint's latency histogram, looked up once.
     pub latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -39,7 +39,6 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new()),
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
-            connections: Default::default(),
         }
     }
 

@@ -1,0 +1,366 @@
+//! The HTTP/2 transport (h2c with prior knowledge, gRPC), on hyper; HTTP/1.x clients take the
+//! leaner path in [`crate::h1`]. The life of a request is [`crate::plan`]'s; this module does
+//! the steps that touch HTTP/2: the route from `:authority`, the hop rules applied to header
+//! maps, the body collected for replay (at most [`MAX_REPLAY`] bytes with a known length;
+//! streamed bodies, gRPC streams and uploads, get exactly one attempt), and one attempt's send
+//! ([`connections`]): gRPC upstream over HTTP/2, everything else over HTTP/1.1, which every
+//! backend speaks.
+
+pub(crate) mod connections;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body as _, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::hop::{add_forwarded, is_idempotent, strip_hop_by_hop};
+use crate::plan::{
+    self, AttemptError, Failure, MAX_REPLAY, Refusal, RequestTraits, Shared, Transport,
+};
+use crate::service::{Endpoint, Service};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Serves an HTTP/2 connection whose first bytes (the preface) were already read into
+/// `read`, until it closes or the proxy stops (then gracefully: requests in flight finish).
+pub async fn serve_h2(
+    stream: TcpStream,
+    read: BytesMut,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, request, peer).await) }
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(Replay { read, stream }), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Replay {
+    read: BytesMut,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn incoming(body: Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+/// A refusal as this transport sends it.
+fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    crate::answers::http2_response(refusal).map(full)
+}
+
+/// The host an HTTP/2 request names: its `:authority`, else a `Host` field.
+fn host<B>(request: &Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(HOST)?.to_str().ok(),
+    }
+}
+
+/// Answers one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
+    shared.metrics.requests.inc();
+    let service = match plan::route(&shared, host(&request)).await {
+        Ok(service) => service,
+        Err(refusal) => {
+            shared.metrics.error("-", refusal.reason());
+            return refusal_response(&refusal);
+        }
+    };
+    let started = Instant::now();
+    // hyper drops this future when the client resets the stream or goes: counted then.
+    let mut waiting = Waiting {
+        service: &service,
+        answered: false,
+    };
+    let response = match forward(&shared, &service, request, client, started).await {
+        Ok(response) => response,
+        Err(Failure::Refused(refusal)) => {
+            plan::refused(&service, started, &refusal);
+            refusal_response(&refusal)
+        }
+        Err(Failure::ClientGone) => {
+            plan::client_gone(&service);
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
+    };
+    waiting.answered = true;
+    response
+}
+
+/// A request still waiting for its answer; dropped unanswered, its client has gone.
+struct Waiting<'s> {
+    service: &'s Service,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            plan::client_gone(self.service);
+        }
+    }
+}
+
+/// A request body that can be sent again, or a stream that can be sent once.
+enum RequestBody {
+    Replayable(Bytes),
+    Stream(Option<Incoming>),
+}
+
+/// One request's attempts on HTTP/2: what each attempt sends.
+struct Attempt {
+    parts: http::request::Parts,
+    body: RequestBody,
+    path: http::uri::PathAndQuery,
+    grpc: bool,
+    /// Set when the client's body stream failed under an attempt: the client has gone.
+    client_failed: Arc<AtomicBool>,
+}
+
+impl Transport for Attempt {
+    type Answer = Response<Incoming>;
+
+    fn status(answer: &Response<Incoming>) -> StatusCode {
+        answer.status()
+    }
+
+    async fn send(
+        &mut self,
+        _service: &Service,
+        endpoint: &Endpoint,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let body = match &mut self.body {
+            RequestBody::Replayable(bytes) => full(bytes.clone()),
+            RequestBody::Stream(stream) => match stream.take() {
+                Some(stream) => watched(stream, self.client_failed.clone()),
+                None => return Err(AttemptError::Upstream("the body was already sent".into())),
+            },
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.parts.method.clone();
+        *request.headers_mut() = self.parts.headers.clone();
+        let mut uri = http::uri::Parts::default();
+        if self.grpc {
+            uri.scheme = Some(http::uri::Scheme::HTTP);
+            uri.authority = Some(endpoint.authority.clone());
+        }
+        uri.path_and_query = Some(self.path.clone());
+        *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+        let sent = if self.grpc {
+            *request.version_mut() = Version::HTTP_2;
+            connections::send_grpc(request).await
+        } else {
+            // Origin-form request line, the client's `Host` kept.
+            *request.version_mut() = Version::HTTP_11;
+            connections::send_http1(endpoint.addr, request).await
+        };
+        match sent {
+            Err(_) if self.client_failed.load(Ordering::Relaxed) => Err(AttemptError::ClientGone),
+            sent => sent,
+        }
+    }
+}
+
+/// The client's body stream, relayed; a failure to read it marks the client as gone.
+fn watched(body: Incoming, client_failed: Arc<AtomicBool>) -> Body {
+    body.map_err(move |e| {
+        client_failed.store(true, Ordering::Relaxed);
+        Box::new(e) as BoxError
+    })
+    .boxed()
+}
+
+/// Steps 2 to 4 of the plan for one HTTP/2 request.
+async fn forward(
+    shared: &Shared,
+    service: &Service,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    started: Instant,
+) -> Result<Response<Body>, Failure> {
+    let permit = plan::admit(service)?;
+    let hash_key = service.ring_key(
+        |name| request.headers().get(name).map(HeaderValue::as_bytes),
+        client.ip(),
+    );
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, client.ip());
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 clients name the host in :authority; HTTP/1.1 upstreams need the header.
+        if let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, authority);
+        }
+    }
+    let known_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = if body.is_end_stream() {
+        RequestBody::Replayable(Bytes::new())
+    } else if known_length.is_some_and(|len| len <= MAX_REPLAY) {
+        match Limited::new(body, MAX_REPLAY as usize).collect().await {
+            Ok(collected) => RequestBody::Replayable(collected.to_bytes()),
+            Err(e) => return Err(Refusal::BadRequestBody(e.to_string()).into()),
+        }
+    } else {
+        RequestBody::Stream(Some(body))
+    };
+    let traits = RequestTraits {
+        idempotent: is_idempotent(parts.method.as_str().as_bytes()),
+        replayable: matches!(body, RequestBody::Replayable(_)),
+    };
+    let mut attempt = Attempt {
+        grpc: is_grpc(&parts.headers),
+        path: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        parts,
+        body,
+        client_failed: Arc::default(),
+    };
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let (_, response) = plan::forward(
+        service,
+        shared.timeouts,
+        hash_key,
+        traits,
+        &mut attempt,
+        timer,
+        started,
+    )
+    .await?;
+    Ok(hold(finish(response), permit))
+}
+
+/// Keeps the service's concurrency slot until the response body has been sent (or the
+/// client has gone), not just until the head: a slow download still counts as in flight.
+fn hold(response: Response<Body>, permit: tokio::sync::OwnedSemaphorePermit) -> Response<Body> {
+    response.map(|body| {
+        body.map_frame(move |frame: Frame<Bytes>| {
+            let _slot = &permit;
+            frame
+        })
+        .boxed()
+    })
+}
+
+fn finish(response: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, incoming(body))
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::service_name;
+
+    #[test]
+    fn http2_requests_route_by_authority() {
+        let route_name = |request: &Request<()>| {
+            host(request)
+                .and_then(service_name)
+                .map(|name| name.into_owned())
+        };
+        let h2 = Request::builder()
+            .uri("http://api.service.wharf:8080/x")
+            .body(())
+            .unwrap();
+        assert_eq!(route_name(&h2).as_deref(), Some("api"));
+        let host_only = Request::builder()
+            .uri("/x")
+            .header(HOST, "Hello")
+            .body(())
+            .unwrap();
+        assert_eq!(route_name(&host_only).as_deref(), Some("hello"));
+    }
+}

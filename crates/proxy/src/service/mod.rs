@@ -1,0 +1,149 @@
+//! The domain below the transports: a service, its endpoints, how one is chosen and which are
+//! kept out for failing. Nothing here knows how requests travel (HTTP/1, HTTP/2, TLS) or
+//! where endpoints come from (the registry, `--upstream`): the transports and discovery build
+//! on this module, never the other way round.
+//!
+//! - [`endpoint`] — one instance: load, peak-EWMA latency, outlier state;
+//! - [`balance`] — the policies over a service's [`EndpointSet`];
+//! - [`outlier`] — passive ejection after consecutive failures;
+//! - this file — [`Service`]: endpoints, balancer, limits, retry budget and metrics together.
+
+pub mod balance;
+pub mod endpoint;
+pub mod outlier;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+pub use balance::{Balancer, EndpointSet, Policy};
+pub use endpoint::Endpoint;
+
+use crate::metrics::ServiceMetrics;
+
+/// Settings every service gets.
+#[derive(Debug, Clone)]
+pub struct ServiceDefaults {
+    pub policy: Policy,
+    pub max_concurrency: usize,
+}
+
+/// A routable service: its endpoints, balancer and per-service limits.
+pub struct Service {
+    pub name: String,
+    pub endpoints: ArcSwap<EndpointSet>,
+    pub balancer: ArcSwap<Balancer>,
+    pub limiter: Arc<tokio::sync::Semaphore>,
+    pub budget: tower::retry::budget::TpsBudget,
+    pub metrics: ServiceMetrics,
+    /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
+    pub hash_header: ArcSwap<Option<http::HeaderName>>,
+    /// Turns true once the service's endpoints are known (or given up on for now).
+    known: watch::Receiver<bool>,
+}
+
+impl Service {
+    /// A service with no endpoints yet, and the sender that says when they are known.
+    pub fn new(
+        name: &str,
+        defaults: &ServiceDefaults,
+        metrics: ServiceMetrics,
+    ) -> (Service, watch::Sender<bool>) {
+        let (known_tx, known) = watch::channel(false);
+        let service = Service {
+            name: name.to_owned(),
+            endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+            balancer: ArcSwap::from_pointee(Balancer::new(defaults.policy)),
+            limiter: Arc::new(tokio::sync::Semaphore::new(defaults.max_concurrency)),
+            // Linkerd's and Envoy's budget: retries may add 20% to requests, plus 10/s so
+            // that a quiet service can still retry, over a 10 s window.
+            budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+            metrics,
+            hash_header: ArcSwap::from_pointee(None),
+            known,
+        };
+        (service, known_tx)
+    }
+
+    /// Waits (at most `limit`) until the service's endpoints are known.
+    pub async fn wait_known(&self, limit: Duration) {
+        if !*self.known.borrow() {
+            let mut known = self.known.clone();
+            let _ = tokio::time::timeout(limit, known.wait_for(|k| *k)).await;
+        }
+    }
+
+    /// The ring-hash key of a request, the same on every transport: the request's value of
+    /// the service's hash header (`value_of` looks it up in whatever form the transport holds
+    /// its head), else the client's address. `None` unless the service balances by ring hash,
+    /// so that other policies hash nothing.
+    pub(crate) fn ring_key<'h>(
+        &self,
+        value_of: impl FnOnce(&http::HeaderName) -> Option<&'h [u8]>,
+        client: IpAddr,
+    ) -> Option<u64> {
+        if self.balancer.load().policy != Policy::RingHash {
+            return None;
+        }
+        let header = self.hash_header.load();
+        let from_header = header.as_ref().as_ref().and_then(value_of);
+        Some(from_header.map_or_else(|| balance::hash(&client), |v| balance::hash(&v)))
+    }
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(policy: Policy, header: Option<&str>) -> Service {
+        let defaults = ServiceDefaults {
+            policy,
+            max_concurrency: 10,
+        };
+        let metrics = crate::metrics::Metrics::default().service("web");
+        let (service, _known) = Service::new("web", &defaults, metrics);
+        service.hash_header.store(Arc::new(
+            header.map(|h| http::HeaderName::from_bytes(h.as_bytes()).unwrap()),
+        ));
+        service
+    }
+
+    #[test]
+    fn the_ring_key_is_the_header_value_else_the_client() {
+        let client: IpAddr = "10.0.0.7".parse().unwrap();
+        let sticky = service(Policy::RingHash, Some("x-user"));
+        let alice = sticky.ring_key(|name| (name == "x-user").then_some(&b"alice"[..]), client);
+        assert_eq!(alice, Some(balance::hash(&&b"alice"[..])));
+        assert_ne!(
+            alice,
+            sticky.ring_key(|_| Some(&b"bob"[..]), client),
+            "users spread"
+        );
+        assert_eq!(
+            sticky.ring_key(|_| None, client),
+            Some(balance::hash(&client)),
+            "a request without the header sticks by its client"
+        );
+        let by_client = service(Policy::RingHash, None);
+        assert_eq!(
+            by_client.ring_key(|_| panic!("no header to look up"), client),
+            Some(balance::hash(&client))
+        );
+        let round_robin = service(Policy::RoundRobin, Some("x-user"));
+        assert_eq!(
+            round_robin.ring_key(|_| panic!("nothing hashed"), client),
+            None
+        );
+    }
+}
