@@ -1,10 +1,13 @@
 //! A typed async client of the registry's HTTP API (the Consul subset Wharf answers).
 //!
-//! Used by the CLI and the supervisor, which must also work against a real Consul: so it
-//! speaks only the public API, never the store. (The proxy follows the registry with its own
-//! blocking queries in `proxy/src/discovery.rs`, for now.) A watch of a service is a loop of
-//! blocking queries turned into a stream of endpoint changes ([`Change`]).
+//! Used by the CLI, the supervisor and the proxy, which must also work against a real
+//! Consul: so it speaks only the public API, never the store. Everything that follows the
+//! registry does it through one [`Follower`] (blocking queries, index handling, backoff);
+//! [`ServiceWatch`] turns a follower of a service into endpoint changes ([`Change`]).
+//! Instances are registered from a typed [`Registration`].
 
+mod follow;
+mod registration;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -20,6 +23,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wharf_model::error_chain;
 
+pub use follow::{DesiredState, Follower, Health, Query, Services, backoff};
+pub use registration::{CheckRegistration, Registration};
 pub use watch::{Change, Endpoint, ServiceWatch};
 
 /// What a call to the registry can fail with.
@@ -196,8 +201,18 @@ impl Client {
         self.get_json(&path, blocking).await
     }
 
-    /// Registers an instance from a Consul registration body.
-    pub async fn register(&self, registration: &serde_json::Value) -> Result<(), ClientError> {
+    /// Registers an instance.
+    pub async fn register(&self, registration: &Registration) -> Result<(), ClientError> {
+        let body =
+            serde_json::to_vec(registration).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.call(Method::PUT, "/v1/agent/service/register", body)
+            .await
+            .map(drop)
+    }
+
+    /// Registers an instance from a Consul registration body as given (a user's file, with
+    /// whatever fields it has).
+    pub async fn register_json(&self, registration: &serde_json::Value) -> Result<(), ClientError> {
         let body =
             serde_json::to_vec(registration).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.call(Method::PUT, "/v1/agent/service/register", body)

@@ -1,5 +1,5 @@
-//! Where the proxy learns endpoints: the registry's HTTP API only, with blocking queries, so
-//! that it works on top of a real Consul as well.
+//! Where the proxy learns endpoints: the registry's HTTP API only, with blocking queries
+//! (the client crate's `Follower`), so that it works on top of a real Consul as well.
 //!
 //! Two kinds of watch: one on `/v1/catalog/services` (which names exist, to tell an unknown
 //! service, 404, from one with no healthy instance, 503), and one per service routed to, on
@@ -14,12 +14,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use wharf_client::{Blocking, Client, ServiceEntry};
+use wharf_client::{Client, Health, ServiceEntry, Services};
 
 use crate::service::{Balancer, Endpoint, EndpointSet, Policy, Service, ServiceDefaults};
 
-/// How long a blocking query is held.
-const WAIT: Duration = Duration::from_secs(60);
 /// How long the first request for a service waits for its first answer.
 const FIRST_ANSWER: Duration = Duration::from_secs(5);
 
@@ -161,40 +159,23 @@ async fn unless_stopping<T>(
 }
 
 async fn watch_catalog(directory: std::sync::Weak<Directory>) {
-    let mut index = 0;
-    let mut failures = 0u32;
-    let Some(mut shutdown) = directory.upgrade().map(|d| d.shutdown.clone()) else {
+    let Some((mut follower, mut shutdown)) = directory.upgrade().and_then(|d| {
+        let client = d.client.as_ref()?;
+        Some((client.follow(Services), d.shutdown.clone()))
+    }) else {
         return;
     };
-    loop {
-        let Some(client) = directory.upgrade().and_then(|d| d.client.clone()) else {
-            return;
-        };
-        let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        let Some(answer) = unless_stopping(&mut shutdown, client.services_blocking(blocking)).await
-        else {
+    while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
+        let Some(directory) = directory.upgrade() else {
             return;
         };
         match answer {
-            Ok((services, next)) => {
-                failures = 0;
-                index = if next < index { 0 } else { next };
+            Ok(services) => {
                 let names: HashSet<String> = services.keys().map(|n| n.to_lowercase()).collect();
-                let Some(directory) = directory.upgrade() else {
-                    return;
-                };
                 directory.known.store(Arc::new(Some(names)));
                 directory.known_ready.send_replace(true);
             }
-            Err(e) => {
-                failures += 1;
-                index = 0;
-                tracing::warn!(error = %e, "proxy: cannot list services from the registry");
-                let pause = tokio::time::sleep(backoff(failures));
-                if unless_stopping(&mut shutdown, pause).await.is_none() {
-                    return;
-                }
-            }
+            Err(e) => tracing::warn!(error = %e, "proxy: cannot list services from the registry"),
         }
     }
 }
@@ -202,47 +183,26 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
 async fn watch_service(
     client: Client,
     service: std::sync::Weak<Service>,
-    ready: watch::Sender<bool>,
+    known: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut index = 0;
-    let mut failures = 0u32;
-    loop {
-        let Some(name) = service.upgrade().map(|s| s.name.clone()) else {
-            return;
-        };
-        let blocking = (index > 0).then_some(Blocking { index, wait: WAIT });
-        let health = client.health_service(&name, true, blocking);
-        let Some(answer) = unless_stopping(&mut shutdown, health).await else {
+    let Some(name) = service.upgrade().map(|s| s.name.clone()) else {
+        return;
+    };
+    let mut follower = client.follow(Health::passing(&name));
+    while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
+        let Some(service) = service.upgrade() else {
             return;
         };
         match answer {
-            Ok((entries, next)) => {
-                failures = 0;
-                index = if next < index { 0 } else { next };
-                let Some(service) = service.upgrade() else {
-                    return;
-                };
-                update(&service, &entries);
-                let _ = ready.send(true);
-            }
+            Ok(entries) => update(&service, &entries),
             Err(e) => {
-                failures += 1;
-                index = 0;
                 tracing::warn!(service = %name, error = %e, "proxy: cannot watch service; keeping its last endpoints");
-                // Let waiting requests go on with what is known rather than hang.
-                let _ = ready.send(true);
-                let pause = tokio::time::sleep(backoff(failures));
-                if unless_stopping(&mut shutdown, pause).await.is_none() {
-                    return;
-                }
             }
         }
+        // Either way, requests waiting for the first answer go on with what is known.
+        let _ = known.send(true);
     }
-}
-
-fn backoff(failures: u32) -> Duration {
-    (Duration::from_millis(100) * 2u32.pow(failures.min(8))).min(Duration::from_secs(10))
 }
 
 /// Replaces the service's endpoints, keeping the state of those that stay.
@@ -283,4 +243,71 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
     service
         .endpoints
         .store(Arc::new(EndpointSet::new(endpoints)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(instances: &[(&str, u16)], meta: serde_json::Value) -> Vec<ServiceEntry> {
+        let list: Vec<serde_json::Value> = instances
+            .iter()
+            .map(|(id, port)| {
+                serde_json::json!({
+                    "Node": {"Node": "local", "Address": "127.0.0.1"},
+                    "Service": {"ID": id, "Service": "web", "Port": port, "Meta": meta},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::Value::Array(list)).unwrap()
+    }
+
+    fn web() -> Service {
+        let defaults = ServiceDefaults {
+            policy: Policy::RoundRobin,
+            max_concurrency: 10,
+        };
+        let metrics = crate::metrics::Metrics::default().service("web");
+        Service::new("web", &defaults, metrics).0
+    }
+
+    #[test]
+    fn an_answer_replaces_the_set_and_endpoints_that_stay_keep_their_state() {
+        let web = web();
+        update(&web, &entries(&[("web-1", 8001), ("web-2", 8002)], serde_json::json!({})));
+        let first = web.endpoints.load_full();
+        assert_eq!(first.endpoints.len(), 2);
+        let _busy = first.endpoints[0].start();
+
+        update(&web, &entries(&[("web-1", 8001), ("web-3", 8003)], serde_json::json!({})));
+        let second = web.endpoints.load();
+        let ids: Vec<&str> = second.endpoints.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["web-1", "web-3"]);
+        assert!(
+            Arc::ptr_eq(&first.endpoints[0], &second.endpoints[0]),
+            "web-1 stayed: the same endpoint, its load and latency kept"
+        );
+        assert_eq!(second.endpoints[0].inflight(), 1);
+
+        // The same id on a new port is a new endpoint (the instance restarted).
+        update(&web, &entries(&[("web-1", 9001)], serde_json::json!({})));
+        assert!(!Arc::ptr_eq(&first.endpoints[0], &web.endpoints.load().endpoints[0]));
+    }
+
+    #[test]
+    fn service_meta_sets_the_policy_and_the_hash_header() {
+        let web = web();
+        let meta = serde_json::json!({"wharf-balance": "ring-hash", "wharf-hash-header": "x-user"});
+        update(&web, &entries(&[("web-1", 8001)], meta));
+        assert_eq!(web.balancer.load().policy, Policy::RingHash);
+        assert_eq!(
+            web.hash_header.load().as_ref().as_ref().map(|h| h.as_str()),
+            Some("x-user")
+        );
+        // An instance without an IP address is skipped, not routed to.
+        let mut odd = entries(&[("web-9", 8009)], serde_json::json!({}));
+        odd[0].node.address = "not-an-ip".into();
+        update(&web, &odd);
+        assert!(web.endpoints.load().endpoints.is_empty());
+    }
 }

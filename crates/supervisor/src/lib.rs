@@ -26,10 +26,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
-use wharf_client::Client;
+use wharf_client::{CheckRegistration, Client, Registration};
 
 pub use logs::LogStyle;
 
@@ -416,18 +415,32 @@ impl Replica {
                 path,
                 interval,
                 timeout,
-            } => json!({
-                "HTTP": format!("http://127.0.0.1:{port}{path}"), "Interval": interval, "Timeout": timeout,
-            }),
-            CheckSpec::Tcp { interval, timeout } => json!({
-                "TCP": format!("127.0.0.1:{port}"), "Interval": interval, "Timeout": timeout,
-            }),
+            } => CheckRegistration {
+                http: Some(format!("http://127.0.0.1:{port}{path}")),
+                interval: Some(interval.clone()),
+                timeout: Some(timeout.clone()),
+                ..CheckRegistration::default()
+            },
+            CheckSpec::Tcp { interval, timeout } => CheckRegistration {
+                tcp: Some(format!("127.0.0.1:{port}")),
+                interval: Some(interval.clone()),
+                timeout: Some(timeout.clone()),
+                ..CheckRegistration::default()
+            },
         };
-        let body = json!({
-            "Name": self.spec.name, "ID": self.id, "Address": "127.0.0.1", "Port": port,
-            "Meta": {"wharf-pid": pid.to_string(), "wharf-restarts": restarts.to_string()},
-            "Check": check,
-        });
+        let body = Registration {
+            name: self.spec.name.clone(),
+            id: Some(self.id.clone()),
+            address: Some("127.0.0.1".into()),
+            port: Some(port),
+            meta: [
+                ("wharf-pid".to_owned(), pid.to_string()),
+                ("wharf-restarts".to_owned(), restarts.to_string()),
+            ]
+            .into(),
+            check: Some(check),
+            ..Registration::default()
+        };
         self.client.register(&body).await
     }
 

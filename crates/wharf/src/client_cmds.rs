@@ -3,8 +3,8 @@
 use std::io::Read;
 
 use anyhow::Context;
-use serde_json::{Map, Value, json};
-use wharf_client::{Change, Client};
+use serde_json::{Value, json};
+use wharf_client::{Change, CheckRegistration, Client, Registration};
 
 use crate::cli::{
     DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, RestartArgs, ScaleArgs,
@@ -79,17 +79,23 @@ pub(crate) async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let body = match &args.file {
-        Some(path) => read_body(path)?,
-        None => registration_from_flags(&args)?,
-    };
     let client = client(&args.registry)?;
-    client.register(&body).await?;
-    let id = body
-        .get("ID")
-        .or(body.get("Name"))
-        .and_then(Value::as_str)
-        .unwrap_or("(from file)");
+    let id = match &args.file {
+        Some(path) => {
+            let body = read_body(path)?;
+            client.register_json(&body).await?;
+            body.get("ID")
+                .or(body.get("Name"))
+                .and_then(Value::as_str)
+                .unwrap_or("(from file)")
+                .to_owned()
+        }
+        None => {
+            let registration = registration_from_flags(&args)?;
+            client.register(&registration).await?;
+            registration.id.unwrap_or(registration.name)
+        }
+    };
     println!("registered {id}");
     Ok(())
 }
@@ -106,53 +112,41 @@ fn read_body(path: &std::path::Path) -> anyhow::Result<Value> {
         .map_err(|e| BadInput(format!("{}: not JSON: {e}", path.display())).into())
 }
 
-fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Value> {
-    let name = args.name.clone().unwrap_or_default();
-    let mut body = Map::new();
-    body.insert("Name".into(), json!(name));
-    if let Some(id) = &args.id {
-        body.insert("ID".into(), json!(id));
-    }
-    if let Some(address) = &args.address {
-        body.insert("Address".into(), json!(address));
-    }
-    if let Some(port) = args.port {
-        body.insert("Port".into(), json!(port));
-    }
-    if !args.tags.is_empty() {
-        body.insert("Tags".into(), json!(args.tags));
-    }
-    if !args.meta.is_empty() {
-        let mut meta = Map::new();
-        for pair in &args.meta {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| BadInput(format!("--meta {pair:?}: expected KEY=VALUE")))?;
-            meta.insert(k.into(), json!(v));
-        }
-        body.insert("Meta".into(), Value::Object(meta));
-    }
-    let mut check = Map::new();
-    if let Some(url) = &args.http_check {
-        check.insert("HTTP".into(), json!(url));
-    } else if let Some(address) = &args.tcp_check {
-        check.insert("TCP".into(), json!(address));
-    } else if let Some(ttl) = &args.ttl {
-        check.insert("TTL".into(), json!(ttl));
-    }
-    if !check.is_empty() {
+fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Registration> {
+    let meta = args
+        .meta
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| BadInput(format!("--meta {pair:?}: expected KEY=VALUE")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut check = CheckRegistration {
+        http: args.http_check.clone(),
+        tcp: args.http_check.is_none().then(|| args.tcp_check.clone()).flatten(),
+        ttl: (args.http_check.is_none() && args.tcp_check.is_none())
+            .then(|| args.ttl.clone())
+            .flatten(),
+        ..CheckRegistration::default()
+    };
+    let has_check = check.http.is_some() || check.tcp.is_some() || check.ttl.is_some();
+    if has_check {
         if args.ttl.is_none() {
-            check.insert("Interval".into(), json!(args.interval));
+            check.interval = Some(args.interval.clone());
         }
-        if let Some(timeout) = &args.timeout {
-            check.insert("Timeout".into(), json!(timeout));
-        }
-        if let Some(after) = &args.deregister_after {
-            check.insert("DeregisterCriticalServiceAfter".into(), json!(after));
-        }
-        body.insert("Check".into(), Value::Object(check));
+        check.timeout = args.timeout.clone();
+        check.deregister_critical_service_after = args.deregister_after.clone();
     }
-    Ok(Value::Object(body))
+    Ok(Registration {
+        name: args.name.clone().unwrap_or_default(),
+        id: args.id.clone(),
+        address: args.address.clone(),
+        port: args.port,
+        tags: args.tags.clone(),
+        meta,
+        check: has_check.then_some(check),
+    })
 }
 
 pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
