@@ -569,6 +569,73 @@ async fn http2_clients_and_grpc_trailers() {
     drop(proxy);
 }
 
+/// A client that goes away before its answer counts as `client-gone` on both transports: an
+/// HTTP/1.1 client that hangs up mid-upload, an HTTP/2 client that drops its connection while
+/// its request waits on a slow backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_is_counted_the_same_on_both_paths() {
+    let (_dir, _registry, _backends, proxy) =
+        tokio::task::spawn_blocking(|| mesh(1, &[])).await.unwrap();
+    let gone = r#"wharf_proxy_errors_total{service="hello",reason="client-gone"}"#;
+    let metric = |name: &'static str| {
+        let admin = proxy.admin;
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let text = request(admin, "GET", "/metrics", b"").text();
+                text.lines()
+                    .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let until = |name: &'static str, at_least: f64| {
+        let metric = &metric;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while metric(name).await < at_least {
+                assert!(Instant::now() < deadline, "{name} never reached {at_least}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // HTTP/1.1: a streamed upload that stops half-way with the connection.
+    {
+        let mut upload = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        upload
+            .write_all(b"PUT /echo HTTP/1.1\r\nHost: hello\r\nContent-Length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        upload.write_all(&[b'x'; 100 * 1024]).await.unwrap();
+    }
+    until(gone, 1.0).await;
+
+    // HTTP/2: the connection dropped while the request waits for its answer.
+    let requests = metric("wharf_proxy_requests_total").await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let waiting = tokio::spawn(async move {
+        let request = http::Request::builder()
+            .uri("http://hello/slow/10000")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let _ = sender.send_request(request).await;
+    });
+    until("wharf_proxy_requests_total", requests + 1.0).await;
+    waiting.abort();
+    connection.abort();
+    until(gone, 2.0).await;
+}
+
 #[test]
 fn slow_clients_are_cut_off_without_stalling_others() {
     let (_dir, _registry, _backends, proxy) = mesh(1, &["--header-timeout", "1s"]);

@@ -219,7 +219,10 @@ mod tests {
         let targets = server.await.unwrap();
         let indexes: Vec<Option<&str>> = targets
             .iter()
-            .map(|t| t.split_once("index=").map(|(_, rest)| rest.split('&').next().unwrap()))
+            .map(|t| {
+                t.split_once("index=")
+                    .map(|(_, rest)| rest.split('&').next().unwrap())
+            })
             .collect();
         assert_eq!(indexes, [None, Some("5"), Some("5"), Some("7")]);
     }

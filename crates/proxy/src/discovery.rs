@@ -274,12 +274,18 @@ mod tests {
     #[test]
     fn an_answer_replaces_the_set_and_endpoints_that_stay_keep_their_state() {
         let web = web();
-        update(&web, &entries(&[("web-1", 8001), ("web-2", 8002)], serde_json::json!({})));
+        update(
+            &web,
+            &entries(&[("web-1", 8001), ("web-2", 8002)], serde_json::json!({})),
+        );
         let first = web.endpoints.load_full();
         assert_eq!(first.endpoints.len(), 2);
         let _busy = first.endpoints[0].start();
 
-        update(&web, &entries(&[("web-1", 8001), ("web-3", 8003)], serde_json::json!({})));
+        update(
+            &web,
+            &entries(&[("web-1", 8001), ("web-3", 8003)], serde_json::json!({})),
+        );
         let second = web.endpoints.load();
         let ids: Vec<&str> = second.endpoints.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["web-1", "web-3"]);
@@ -291,7 +297,10 @@ mod tests {
 
         // The same id on a new port is a new endpoint (the instance restarted).
         update(&web, &entries(&[("web-1", 9001)], serde_json::json!({})));
-        assert!(!Arc::ptr_eq(&first.endpoints[0], &web.endpoints.load().endpoints[0]));
+        assert!(!Arc::ptr_eq(
+            &first.endpoints[0],
+            &web.endpoints.load().endpoints[0]
+        ));
     }
 
     #[test]

@@ -124,7 +124,11 @@ fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Registration> 
         .collect::<Result<_, _>>()?;
     let mut check = CheckRegistration {
         http: args.http_check.clone(),
-        tcp: args.http_check.is_none().then(|| args.tcp_check.clone()).flatten(),
+        tcp: args
+            .http_check
+            .is_none()
+            .then(|| args.tcp_check.clone())
+            .flatten(),
         ttl: (args.http_check.is_none() && args.tcp_check.is_none())
             .then(|| args.ttl.clone())
             .flatten(),

@@ -1,0 +1,64 @@
+//! What the supervisor is asked to run, and how patient it is.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the registry checks an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckSpec {
+    /// `GET http://127.0.0.1:PORT<path>`.
+    Http {
+        path: String,
+        interval: String,
+        timeout: String,
+    },
+    /// A TCP connect to the port.
+    Tcp { interval: String, timeout: String },
+}
+
+/// One service to run.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// argv; `command[0]` is resolved by the caller.
+    pub command: Vec<String>,
+    pub replicas: u32,
+    pub env: BTreeMap<String, String>,
+    pub check: CheckSpec,
+    /// Working directory of the processes.
+    pub dir: PathBuf,
+}
+
+/// The supervisor's waits. [`Timings::default`] is what `wharf up` uses; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// A check stays critical this long before its process is restarted.
+    pub critical_grace: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Between deregistration and SIGTERM: time for proxies to hear of the change and for
+    /// requests in flight to finish.
+    pub drain: Duration,
+    /// A process must open its port within this long after starting.
+    pub start_deadline: Duration,
+    /// The first restart's delay, doubled after each restart up to `backoff_max`.
+    pub backoff_start: Duration,
+    pub backoff_max: Duration,
+    /// Running this long resets the backoff.
+    pub ran_well: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            critical_grace: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+            drain: Duration::from_millis(500),
+            start_deadline: Duration::from_secs(30),
+            backoff_start: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            ran_well: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The controller and the replicas in-process, against a fake registry: real processes
+//! (a few lines of Python that listen on `PORT`), no registry process, short timings.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use wharf_client::{ClientError, Desired, Registration};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Registered { id: String, pid: i32, restarts: u32 },
+    Deregistered(String),
+}
+
+/// A registry in memory: it records what the supervisor does, gives each instance the status
+/// `status_of` says as it registers, and lets the test change desired state and health.
+struct Fake {
+    events: Mutex<Vec<Event>>,
+    desired: watch::Sender<Option<Desired>>,
+    health: watch::Sender<Arc<HealthView>>,
+    status_of: fn(&str) -> &'static str,
+}
+
+impl Fake {
+    fn new(status_of: fn(&str) -> &'static str) -> Arc<Fake> {
+        Arc::new(Fake {
+            events: Mutex::default(),
+            desired: watch::Sender::new(None),
+            health: watch::Sender::new(Arc::default()),
+            status_of,
+        })
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn want(&self, replicas: u32, restart: u64) {
+        self.desired
+            .send_replace(Some(Desired { replicas, restart }));
+    }
+
+    fn set_status(&self, id: &str, status: &str) {
+        self.health.send_modify(|view| {
+            Arc::make_mut(view).insert(id.to_owned(), status.to_owned());
+        });
+    }
+
+    /// Waits (polling, at most 20 s) until the recorded events satisfy `done`.
+    async fn until(&self, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; events: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Registry for Fake {
+    async fn declare(&self, _service: &str, replicas: u32) -> Result<(), ClientError> {
+        self.desired.send_if_modified(|desired| {
+            let first = desired.is_none();
+            if first {
+                *desired = Some(Desired {
+                    replicas,
+                    restart: 0,
+                });
+            }
+            first
+        });
+        Ok(())
+    }
+
+    async fn register(&self, registration: &Registration) -> Result<(), ClientError> {
+        let id = registration.id.clone().unwrap();
+        let meta = |key: &str| &registration.meta[key];
+        self.events.lock().unwrap().push(Event::Registered {
+            id: id.clone(),
+            pid: meta("wharf-pid").parse().unwrap(),
+            restarts: meta("wharf-restarts").parse().unwrap(),
+        });
+        self.set_status(&id, (self.status_of)(&id));
+        Ok(())
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), ClientError> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(Event::Deregistered(id.to_owned()));
+        self.health.send_modify(|view| {
+            Arc::make_mut(view).remove(id);
+        });
+        Ok(())
+    }
+
+    fn desired(
+        &self,
+        _service: &str,
+        _stop: watch::Receiver<bool>,
+    ) -> watch::Receiver<Option<Desired>> {
+        self.desired.subscribe()
+    }
+
+    fn health(
+        &self,
+        _service: &str,
+        _stop: watch::Receiver<bool>,
+    ) -> watch::Receiver<Arc<HealthView>> {
+        self.health.subscribe()
+    }
+}
+
+const TIMINGS: Timings = Timings {
+    critical_grace: Duration::from_millis(300),
+    stop_grace: Duration::from_secs(2),
+    drain: Duration::from_millis(10),
+    start_deadline: Duration::from_secs(10),
+    backoff_start: Duration::from_millis(10),
+    backoff_max: Duration::from_millis(100),
+    ran_well: Duration::from_secs(60),
+};
+
+fn spec(replicas: u32) -> ServiceSpec {
+    let listen = "import os, socket, time\n\
+        s = socket.socket()\n\
+        s.bind(('127.0.0.1', int(os.environ['PORT'])))\n\
+        s.listen()\n\
+        time.sleep(120)\n";
+    ServiceSpec {
+        name: "svc".into(),
+        command: vec!["python3".into(), "-c".into(), listen.into()],
+        replicas,
+        env: BTreeMap::new(),
+        check: CheckSpec::Tcp {
+            interval: "1s".into(),
+            timeout: "1s".into(),
+        },
+        dir: std::env::temp_dir(),
+    }
+}
+
+fn start(fake: &Arc<Fake>, replicas: u32, timings: Timings) -> Supervisor {
+    Supervisor::start_with(
+        fake.clone(),
+        "http://127.0.0.1:1".into(),
+        vec![spec(replicas)],
+        LogStyle::Plain,
+        timings,
+    )
+}
+
+fn registered(events: &[Event], id: &str) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| matches!(e, Event::Registered { id: i, .. } if i == id))
+}
+
+fn deregistered(events: &[Event], id: &str) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| matches!(e, Event::Deregistered(i) if i == id))
+}
+
+fn pids(events: &[Event]) -> Vec<i32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Registered { pid, .. } => Some(*pid),
+            Event::Deregistered(_) => None,
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn passing(_: &str) -> &'static str {
+    "passing"
+}
+
+#[tokio::test]
+async fn replicas_follow_the_desired_count_and_stop_leaves_nothing() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 2, TIMINGS);
+    fake.until("two replicas", |e| {
+        registered(e, "svc-1").is_some() && registered(e, "svc-2").is_some()
+    })
+    .await;
+
+    fake.want(3, 0);
+    fake.until("a third", |e| registered(e, "svc-3").is_some())
+        .await;
+
+    fake.want(1, 0);
+    let events = fake
+        .until("scaled down to one", |e| deregistered(e, "svc-2").is_some())
+        .await;
+    assert!(
+        deregistered(&events, "svc-3") < deregistered(&events, "svc-2"),
+        "the highest-numbered go first: {events:#?}"
+    );
+    assert_eq!(deregistered(&events, "svc-1"), None);
+
+    supervisor.stop().await;
+    let events = fake.events();
+    assert!(deregistered(&events, "svc-1").is_some(), "stop deregisters");
+    for pid in pids(&events) {
+        assert!(!alive(pid), "process {pid} was stopped");
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_restart_drains_each_old_replica_only_after_its_replacement_passes() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 2, TIMINGS);
+    fake.until("two replicas", |e| registered(e, "svc-2").is_some())
+        .await;
+    fake.want(2, 1);
+    let events = fake
+        .until("both replaced", |e| deregistered(e, "svc-2").is_some())
+        .await;
+    for slot in ["svc-1", "svc-2"] {
+        let new = registered(&events, &format!("{slot}-r1")).expect("a replacement");
+        let old = deregistered(&events, slot).expect("the old one drained");
+        assert!(new < old, "{slot}: the replacement first: {events:#?}");
+    }
+    assert!(
+        registered(&events, "svc-2-r1") > deregistered(&events, "svc-1"),
+        "one at a time: {events:#?}"
+    );
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn a_replacement_that_never_passes_is_stopped_and_the_old_replica_kept() {
+    let fake = Fake::new(|id| {
+        if id.contains("-r") {
+            "critical"
+        } else {
+            "passing"
+        }
+    });
+    let timings = Timings {
+        start_deadline: Duration::from_millis(500),
+        critical_grace: Duration::from_millis(500),
+        ..TIMINGS
+    };
+    let supervisor = start(&fake, 1, timings);
+    fake.until("one replica", |e| registered(e, "svc-1").is_some())
+        .await;
+    fake.want(1, 1);
+    let events = fake
+        .until("the replacement given up", |e| {
+            deregistered(e, "svc-1-r1").is_some()
+        })
+        .await;
+    assert_eq!(deregistered(&events, "svc-1"), None, "{events:#?}");
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_critical_past_the_grace_or_killed_is_restarted() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 1, TIMINGS);
+    let restarted = |n: u32| {
+        move |events: &[Event]| {
+            events.iter().any(
+                |e| matches!(e, Event::Registered { id, restarts, .. } if id == "svc-1" && *restarts == n),
+            )
+        }
+    };
+    let events = fake.until("running", restarted(0)).await;
+
+    fake.set_status("svc-1", "critical");
+    let events_after = fake.until("restarted for its check", restarted(1)).await;
+    assert!(!alive(pids(&events)[0]), "the critical process was stopped");
+
+    let pid = *pids(&events_after).last().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    fake.until("restarted after kill -9", restarted(2)).await;
+    supervisor.stop().await;
+}
