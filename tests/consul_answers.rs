@@ -3,14 +3,12 @@
 //! Consul's validation, Consul's limits on one client, and indexes that a restart leaves
 //! alone.
 
-mod support;
-
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
-use support::*;
+use crate::support::*;
 use wharf_registry::api::unimplemented::FAMILIES;
 
 /// Paths to try for one entry of the table: an exact path as it is; a prefix bare, with one

@@ -1,14 +1,10 @@
 //! The DNS interface of a real `wharf registry`, over real UDP and TCP sockets.
 
-mod support;
-
-#[path = "support/dns.rs"]
-mod dns;
-
+use crate::support::dns;
 use hickory_proto::op::{MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
-use support::*;
+use crate::support::*;
 
 fn register(registry: &RegistryProcess, body: serde_json::Value) {
     let response = registry.put("/v1/agent/service/register", &body.to_string());

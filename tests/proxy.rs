@@ -1,8 +1,6 @@
 //! The gateway proxy as users run it: a real registry, real backend processes, a real
 //! `wharf proxy`, real sockets. No timing assertions; conditions are polled with a deadline.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -10,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::*;
+use crate::support::*;
 
 /// Registers `backend` as an instance of `service` with a TCP check every second.
 fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {

@@ -1,12 +1,10 @@
 //! The registry as users run it: a real `wharf registry` process on port 0, real sockets,
 //! real health-check targets. No timing assertions: conditions are polled with a deadline.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::*;
+use crate::support::*;
 
 fn ids(entries: &Value) -> Vec<String> {
     let mut ids: Vec<String> = entries

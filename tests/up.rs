@@ -2,8 +2,6 @@
 //! under the supervisor), the gateway in front. Every process is stopped at the end, even on
 //! failure: the mesh by SIGKILL of its process group, each instance by the supervisor.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -11,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use support::*;
+use crate::support::*;
 
 const BACKEND: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -2,11 +2,11 @@
 //! to it over a real socket, poll for conditions with a deadline, and stop every process
 //! started, even when the test fails (the handles kill on drop).
 
-#![allow(dead_code)]
+pub(crate) mod dns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -21,7 +21,6 @@ pub(crate) struct RegistryProcess {
     pub addr: SocketAddr,
     /// DNS, UDP and TCP on the same port.
     pub dns: SocketAddr,
-    pub data_dir: PathBuf,
 }
 
 /// `wharf registry` on free loopback ports (HTTP and DNS) with its data in `data_dir`.
@@ -77,16 +76,11 @@ impl RegistryProcess {
             child,
             addr,
             dns,
-            data_dir: data_dir.to_owned(),
         }
     }
 
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// `kill -9`, then wait for the process to be gone.
