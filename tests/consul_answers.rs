@@ -7,8 +7,8 @@ use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use serde_json::json;
 use crate::support::*;
+use serde_json::json;
 use wharf_registry::api::unimplemented::FAMILIES;
 
 /// Paths to try for one entry of the table: an exact path as it is; a prefix bare, with one

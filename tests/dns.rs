@@ -1,10 +1,10 @@
 //! The DNS interface of a real `wharf registry`, over real UDP and TCP sockets.
 
 use crate::support::dns;
+use crate::support::*;
 use hickory_proto::op::{MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
-use crate::support::*;
 
 fn register(registry: &RegistryProcess, body: serde_json::Value) {
     let response = registry.put("/v1/agent/service/register", &body.to_string());

@@ -7,32 +7,48 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use crate::support::*;
+use serde_json::Value;
 
 /// Registers `backend` as an instance of `service` with a TCP check every second.
 fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {
-    register_instance(registry, service, &backend.name, backend.addr(), json!({}));
+    register_instance(registry, service, &backend.name, backend.addr(), &[], None);
 }
 
 /// Registers whatever listens on `addr` as instance `id` of `service`, TCP-checked every
-/// second, with `extra` fields (`Meta`, `Weights`…) added to the registration.
+/// second and passing from the start, with `meta` and a passing weight if given.
 fn register_instance(
     registry: &RegistryProcess,
     service: &str,
     id: &str,
     addr: std::net::SocketAddr,
-    extra: Value,
+    meta: &[(&str, &str)],
+    weight: Option<u32>,
 ) {
-    let mut body = json!({"Name": service, "ID": id, "Address": "127.0.0.1", "Port": addr.port(),
-        "Check": {"TCP": addr.to_string(), "Interval": "1s", "Status": "passing"}});
-    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
+    let registration = wharf_client::Registration {
+        name: service.into(),
+        id: Some(id.into()),
+        address: Some("127.0.0.1".into()),
+        port: Some(addr.port()),
+        meta: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        weights: weight.map(|passing| wharf_client::Weights {
+            passing,
+            warning: 1,
+        }),
+        check: Some(wharf_client::CheckRegistration {
+            tcp: Some(addr.to_string()),
+            interval: Some("1s".into()),
+            status: Some("passing".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let body = serde_json::to_string(&registration).unwrap();
     assert_eq!(
-        registry
-            .put("/v1/agent/service/register", &body.to_string())
-            .status,
+        registry.put("/v1/agent/service/register", &body).status,
         200
     );
 }
@@ -794,15 +810,15 @@ fn upstream_garbage_an_unasked_101_and_early_hints() {
     let registry = RegistryProcess::start(dir.path(), &[]);
     // An "instance" that answers anything with bytes that are not HTTP.
     let junk_addr = answering(b"SSH-2.0-OpenSSH\r\n\0\0garbage\r\n\r\n");
-    register_instance(&registry, "junk", "junk-1", junk_addr, json!({}));
+    register_instance(&registry, "junk", "junk-1", junk_addr, &[], None);
     // And one that switches protocols when nobody asked it to.
     let switcher = answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nxxxx");
-    register_instance(&registry, "switcher", "switcher-1", switcher, json!({}));
+    register_instance(&registry, "switcher", "switcher-1", switcher, &[], None);
     let hinting = answering(
         b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
           HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     );
-    register_instance(&registry, "hinting", "hinting-1", hinting, json!({}));
+    register_instance(&registry, "hinting", "hinting-1", hinting, &[], None);
     let backend = Backend::start("hello-1");
     register(&registry, "hello", &backend);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
@@ -878,7 +894,7 @@ fn an_upstream_that_closes_kept_connections_costs_no_request() {
             let _ = closed_tx.send(());
         }
     });
-    register_instance(&registry, "once", "once-1", once_addr, json!({}));
+    register_instance(&registry, "once", "once-1", once_addr, &[], None);
     let proxy = ProxyProcess::start(&registry.url(), &["--threads", "1"]);
     let stream = connect(proxy.addr);
     let mut writer = stream.try_clone().unwrap();
@@ -915,22 +931,32 @@ fn per_service_policies_from_service_meta() {
     let backends: Vec<Backend> = (1..=3)
         .map(|i| Backend::start(&format!("hello-{i}")))
         .collect();
-    let ring = json!({"Meta": {"wharf-balance": "ring-hash", "wharf-hash-header": "x-user"}});
+    let ring = [
+        ("wharf-balance", "ring-hash"),
+        ("wharf-hash-header", "x-user"),
+    ];
     for backend in &backends {
         register_instance(
             &registry,
             "hello",
             &backend.name,
             backend.addr(),
-            ring.clone(),
+            &ring,
+            None,
         );
     }
     let heavy = Backend::start("api-heavy");
     let light = Backend::start("api-light");
     for (backend, weight) in [(&heavy, 9), (&light, 1)] {
-        let extra = json!({"Meta": {"wharf-balance": "weighted"},
-            "Weights": {"Passing": weight, "Warning": 1}});
-        register_instance(&registry, "api", &backend.name, backend.addr(), extra);
+        let weighted = [("wharf-balance", "weighted")];
+        register_instance(
+            &registry,
+            "api",
+            &backend.name,
+            backend.addr(),
+            &weighted,
+            Some(weight),
+        );
     }
     let proxy = ProxyProcess::start(&registry.url(), &[]);
     eventually("all three hello instances known", || {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use crate::support::*;
+use serde_json::{Value, json};
 
 fn ids(entries: &Value) -> Vec<String> {
     let mut ids: Vec<String> = entries

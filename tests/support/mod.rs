@@ -72,11 +72,7 @@ impl RegistryProcess {
             let _ = child.kill();
             panic!("registry did not announce its DNS address: {line:?}");
         };
-        RegistryProcess {
-            child,
-            addr,
-            dns,
-        }
+        RegistryProcess { child, addr, dns }
     }
 
     pub(crate) fn url(&self) -> String {

@@ -122,7 +122,7 @@ pub struct Desired {
 }
 
 /// Consul's relative weights of an instance.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Weights {
     pub passing: u32,

@@ -21,6 +21,9 @@ pub struct Registration {
     pub tags: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
+    /// Relative weights for balancers that use them (Consul's `Weights`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<crate::Weights>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckRegistration>,
 }
@@ -42,6 +45,9 @@ pub struct CheckRegistration {
     pub timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deregister_critical_service_after: Option<String>,
+    /// The status before the first result (Consul's default: critical).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 #[cfg(test)]

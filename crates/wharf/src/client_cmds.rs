@@ -150,6 +150,7 @@ fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Registration> 
         tags: args.tags.clone(),
         meta,
         check: has_check.then_some(check),
+        ..Registration::default()
     })
 }
 
