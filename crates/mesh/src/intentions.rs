@@ -357,13 +357,16 @@ impl Intentions {
 /// Evaluation order: precedence, highest first; deny before allow at the same precedence;
 /// then by names, so that the order is stable.
 pub fn sort(intentions: &mut [Intention]) {
-    intentions.sort_by(|a, b| {
-        b.precedence
-            .cmp(&a.precedence)
-            .then_with(|| deny_first(a).cmp(&deny_first(b)))
-            .then_with(|| a.source_name.cmp(&b.source_name))
-            .then_with(|| a.destination_name.cmp(&b.destination_name))
-    });
+    intentions.sort_by(order);
+}
+
+/// The order of [`sort`], for callers that sort something holding intentions.
+pub fn order(a: &Intention, b: &Intention) -> std::cmp::Ordering {
+    b.precedence
+        .cmp(&a.precedence)
+        .then_with(|| deny_first(a).cmp(&deny_first(b)))
+        .then_with(|| a.source_name.cmp(&b.source_name))
+        .then_with(|| a.destination_name.cmp(&b.destination_name))
 }
 
 fn deny_first(intention: &Intention) -> u8 {

@@ -43,6 +43,8 @@ pub struct Agent {
     pub metrics: crate::metrics::Metrics,
     /// TTL deadlines of TTL checks, reset by pass/warn/fail.
     ttl_resets: std::sync::Mutex<HashMap<String, watch::Sender<Instant>>>,
+    /// The leaves this agent issued, by service.
+    pub(crate) leaves: crate::connect::LeafCache,
 }
 
 impl Agent {
@@ -53,6 +55,7 @@ impl Agent {
             config,
             metrics: Default::default(),
             ttl_resets: Default::default(),
+            leaves: Default::default(),
         })
     }
 
@@ -298,7 +301,7 @@ impl Agent {
 
     /// Commits `txn` with the tombstones of what it deletes, and waits until the catalog
     /// has applied it.
-    async fn commit(&self, mut txn: Txn) -> Result<(), RegistryError> {
+    pub(crate) async fn commit(&self, mut txn: Txn) -> Result<(), RegistryError> {
         let tombstones = self.catalog.read(|state| state.tombstones(&txn.ops));
         txn.ops.extend(
             tombstones

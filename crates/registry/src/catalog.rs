@@ -44,6 +44,10 @@ pub enum Resource {
     Checks,
     /// The desired state of supervised services (`/v1/wharf/services`).
     Desired,
+    /// The certificate authority: its roots and configuration.
+    ConnectCa,
+    /// Every intention.
+    Intentions,
 }
 
 /// The catalog's contents at one revision.
@@ -64,6 +68,11 @@ pub struct CatalogState {
     /// Desired replicas of supervised services, by name.
     pub desired: BTreeMap<String, keys::Desired>,
     desired_index: u64,
+    /// The certificate authority, once made.
+    pub ca: Option<Stored<crate::connect::CaState>>,
+    /// Intentions by `<source>/<destination>`.
+    pub intentions: BTreeMap<String, Stored<wharf_mesh::intentions::Intention>>,
+    intentions_index: u64,
     /// The last revision applied.
     revision: Revision,
 }
@@ -78,6 +87,8 @@ impl CatalogState {
             Resource::Services => self.services_index,
             Resource::Checks => self.checks_index,
             Resource::Desired => self.desired_index,
+            Resource::ConnectCa => self.ca.as_ref().map_or(0, |ca| ca.modify_index),
+            Resource::Intentions => self.intentions_index,
         };
         index + 1
     }
@@ -104,6 +115,12 @@ impl CatalogState {
                 wharf_store::Op::Delete { key } => (key, None),
                 wharf_store::Op::DeletePrefix { .. } => continue,
             };
+            if key.starts_with(keys::INTENTIONS) {
+                if put.is_none() {
+                    tombstones.insert(Tombstone::Intentions);
+                }
+                continue;
+            }
             if let Some(id) = key.strip_prefix(keys::SERVICES) {
                 let Some(old) = name_of(id) else { continue };
                 let new = put
@@ -287,7 +304,39 @@ impl CatalogState {
                 Tombstone::NodeChecks => {
                     self.node_checks_index = self.node_checks_index.max(revision);
                 }
+                Tombstone::Intentions => {
+                    self.intentions_index = self.intentions_index.max(revision);
+                    touched.push(Resource::Intentions);
+                }
             }
+        } else if key == keys::CONNECT_CA {
+            self.ca = match record {
+                Some(Record::Ca(ca)) => Some(Stored {
+                    value: *ca,
+                    create_index: create,
+                    modify_index: revision,
+                }),
+                _ => None,
+            };
+            touched.push(Resource::ConnectCa);
+        } else if let Some(pair) = key.strip_prefix(keys::INTENTIONS) {
+            match record {
+                Some(Record::Intention(intention)) => {
+                    self.intentions.insert(
+                        pair.to_owned(),
+                        Stored {
+                            value: *intention,
+                            create_index: create,
+                            modify_index: revision,
+                        },
+                    );
+                }
+                _ => {
+                    self.intentions.remove(pair);
+                }
+            }
+            self.intentions_index = self.intentions_index.max(revision);
+            touched.push(Resource::Intentions);
         } else if let Some(name) = key.strip_prefix(keys::DESIRED) {
             match record {
                 Some(Record::Desired(desired)) => {

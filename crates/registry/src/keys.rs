@@ -4,6 +4,8 @@
 //! - `wharf/services/<instance id>` → [`ServiceInstance`]
 //! - `wharf/checks/<check id>` → [`Check`]
 //! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
+//! - `wharf/connect/ca` → [`crate::connect::CaState`] (the CA: cluster id, roots with keys)
+//! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
 //! - `wharf/tombstones/...` → empty: written with every deletion, so that the revision of
 //!   the last change of what was deleted survives a restart (see [`Tombstone`])
 
@@ -14,6 +16,15 @@ pub(crate) const SERVICES: &str = "wharf/services/";
 pub(crate) const CHECKS: &str = "wharf/checks/";
 /// Desired state of supervised services (`wharf scale`), keyed by service name.
 pub(crate) const DESIRED: &str = "wharf/desired/";
+
+/// The certificate authority, one record.
+pub(crate) const CONNECT_CA: &str = "wharf/connect/ca";
+/// Intentions, keyed by `<source>/<destination>` (lower case, `*` for any).
+pub(crate) const INTENTIONS: &str = "wharf/intentions/";
+
+pub(crate) fn intention_key(source: &str, destination: &str) -> String {
+    format!("{INTENTIONS}{source}/{destination}")
+}
 
 /// Marks of deletions, one per thing a blocking query watches.
 pub(crate) const TOMBSTONES: &str = "wharf/tombstones/";
@@ -33,6 +44,8 @@ pub enum Tombstone {
     Checks,
     /// A node-level check was removed: it counted for every service.
     NodeChecks,
+    /// An intention was removed.
+    Intentions,
 }
 
 impl Tombstone {
@@ -42,6 +55,7 @@ impl Tombstone {
             Tombstone::Services => format!("{TOMBSTONES}services"),
             Tombstone::Checks => format!("{TOMBSTONES}checks"),
             Tombstone::NodeChecks => format!("{TOMBSTONES}node-checks"),
+            Tombstone::Intentions => format!("{TOMBSTONES}intentions"),
         }
     }
 
@@ -50,6 +64,7 @@ impl Tombstone {
             "services" => Some(Tombstone::Services),
             "checks" => Some(Tombstone::Checks),
             "node-checks" => Some(Tombstone::NodeChecks),
+            "intentions" => Some(Tombstone::Intentions),
             other => other
                 .strip_prefix("service/")
                 .map(|name| Tombstone::Service(name.to_owned())),
@@ -83,6 +98,8 @@ pub(crate) enum Record {
     Service(ServiceInstance),
     Check(Check),
     Desired(Desired),
+    Ca(Box<crate::connect::CaState>),
+    Intention(Box<wharf_mesh::intentions::Intention>),
     Tombstone(Tombstone),
 }
 
@@ -104,6 +121,10 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(Record::Check)
     } else if key.starts_with(DESIRED) {
         serde_json::from_slice(value).map(Record::Desired)
+    } else if key == CONNECT_CA {
+        serde_json::from_slice(value).map(|ca| Record::Ca(Box::new(ca)))
+    } else if key.starts_with(INTENTIONS) {
+        serde_json::from_slice(value).map(|i| Record::Intention(Box::new(i)))
     } else if let Some(tombstone) = Tombstone::from_key(key) {
         return Some(Record::Tombstone(tombstone));
     } else {

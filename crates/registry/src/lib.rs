@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod catalog;
 pub mod checker;
+pub mod connect;
 pub mod dns;
 mod keys;
 pub mod metrics;
@@ -45,6 +46,8 @@ pub struct Config {
     pub reap_interval: Duration,
     /// Bounds on what one HTTP client may hold.
     pub http_limits: HttpLimits,
+    /// The certificate authority and intentions.
+    pub mesh: connect::MeshConfig,
 }
 
 /// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
@@ -77,6 +80,7 @@ impl Config {
             min_deregister_after: Duration::from_secs(60),
             reap_interval: Duration::from_secs(1),
             http_limits: HttpLimits::default(),
+            mesh: connect::MeshConfig::default(),
         }
     }
 }
@@ -96,6 +100,7 @@ impl Registry {
     pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<Registry, StartError> {
         let catalog = Catalog::follow(store.clone()).await?;
         let agent = Agent::new(store, catalog, config.clone());
+        agent.ensure_ca().await.map_err(StartError::Ca)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         checker::spawn(agent.clone(), shutdown_rx.clone());
         let listener = tokio::net::TcpListener::bind(config.http)
@@ -154,6 +159,8 @@ pub enum StartError {
     Store(#[from] wharf_store::StoreError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot make the certificate authority: {0}")]
+    Ca(RegistryError),
 }
 
 /// Milliseconds since the Unix epoch, for timestamps kept in the store.

@@ -82,6 +82,12 @@ pub(crate) struct RegistryArgs {
     /// body may send nothing.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub http_read_timeout: std::time::Duration,
+    /// Lifetime of the leaf certificates the mesh's CA issues (Consul's LeafCertTTL).
+    #[arg(long, default_value = "72h", value_parser = parse_duration, value_name = "DURATION")]
+    pub leaf_ttl: std::time::Duration,
+    /// What a call that no intention matches gets: allow or deny.
+    #[arg(long, default_value = "allow", value_parser = parse_default_intention, value_name = "ACTION")]
+    pub default_intention: wharf_mesh::intentions::DefaultAction,
     /// Floor for DeregisterCriticalServiceAfter (Consul: 1m). Lowered only by tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
     pub min_deregister_after: std::time::Duration,
@@ -124,6 +130,14 @@ pub(crate) struct ProxyArgs {
     /// Threads serving clients, each with its own event loop; 0 = one per available core.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+fn parse_default_intention(text: &str) -> Result<wharf_mesh::intentions::DefaultAction, String> {
+    match text {
+        "allow" => Ok(wharf_mesh::intentions::DefaultAction::Allow),
+        "deny" => Ok(wharf_mesh::intentions::DefaultAction::Deny),
+        other => Err(format!("expected allow or deny, not {other:?}")),
+    }
 }
 
 fn parse_policy(text: &str) -> Result<wharf_proxy::Policy, String> {

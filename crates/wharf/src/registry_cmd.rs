@@ -34,6 +34,8 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         max_conns_per_client: args.http_max_conns_per_client,
         read_timeout: args.http_read_timeout,
     };
+    config.mesh.leaf_ttl = args.leaf_ttl;
+    config.mesh.default_intention = args.default_intention;
 
     let registry = Registry::start(Arc::new(store), config).await?;
     tracing::info!(data = %store_path.display(), "registry started");

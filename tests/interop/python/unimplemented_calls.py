@@ -43,7 +43,6 @@ CALLS = [
     ("/v1/operator", "operator.raft_config", lambda: c.operator.raft_config()),
     ("/v1/query", "query.list", lambda: c.query.list()),
     ("/v1/query", "query.create", lambda: c.query.create("db")),
-    ("/v1/connect", "connect.ca.roots", lambda: c.connect.ca.roots()),
     ("/v1/config", "config.list", lambda: c.config.list("service-defaults")),
     ("/v1/snapshot", "snapshot.save", lambda: c.snapshot.save()),
     ("/v1/discovery-chain", "discovery_chain.get", lambda: c.discovery_chain.get("web")),

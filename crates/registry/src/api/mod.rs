@@ -11,6 +11,7 @@
 
 mod blocking;
 mod body;
+mod connect;
 mod guard;
 mod handlers;
 pub mod params;
@@ -67,6 +68,35 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/services/{name}", write(declare_service))
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
+        .route("/v1/agent/connect/ca/roots", get(connect::ca_roots))
+        .route("/v1/connect/ca/roots", get(connect::ca_roots))
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::ca_leaf))
+        .route(
+            "/v1/agent/connect/authorize",
+            axum::routing::post(connect::authorize),
+        )
+        .route(
+            "/v1/connect/ca/configuration",
+            get(connect::ca_configuration).put(connect::set_ca_configuration),
+        )
+        .route(
+            "/v1/connect/intentions",
+            get(connect::list).post(connect::create_legacy),
+        )
+        .route(
+            "/v1/connect/intentions/exact",
+            get(connect::get_exact)
+                .put(connect::put_exact)
+                .delete(connect::delete_exact),
+        )
+        .route("/v1/connect/intentions/check", get(connect::check))
+        .route("/v1/connect/intentions/match", get(connect::matching))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(connect::get_legacy)
+                .put(connect::put_legacy)
+                .delete(connect::delete_legacy),
+        )
         .route("/metrics", get(handlers::metrics));
     missing_names(unimplemented::routes(routes))
         .fallback(not_found)

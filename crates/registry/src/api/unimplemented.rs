@@ -99,11 +99,6 @@ pub const FAMILIES: &[Family] = &[
         hint: Some("see /v1/health/service/<name>"),
     },
     Family {
-        name: "/v1/agent/connect",
-        paths: &["/v1/agent/connect/"],
-        hint: None,
-    },
-    Family {
         name: "/v1/catalog/register",
         paths: &["/v1/catalog/register", "/v1/catalog/deregister"],
         hint: Some("register instances with /v1/agent/service/register"),
@@ -136,11 +131,6 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "/v1/config",
         paths: &["/v1/config", "/v1/config/"],
-        hint: None,
-    },
-    Family {
-        name: "/v1/connect",
-        paths: &["/v1/connect/"],
         hint: None,
     },
     Family {

@@ -1,0 +1,418 @@
+//! Consul Connect's CA and intentions on a real `wharf registry`: certificates checked with
+//! `openssl`, root rotation, leaves that renew, intentions with Consul's precedence.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn openssl(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn leaf(registry: &RegistryProcess, service: &str) -> Value {
+    let answer = registry.get(&format!("/v1/agent/connect/ca/leaf/{service}"));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+#[test]
+fn the_ca_is_made_once_and_its_leaves_verify_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let roots = registry.get("/v1/agent/connect/ca/roots");
+    assert_eq!(roots.status, 200);
+    let roots = roots.json();
+    let domain = roots["TrustDomain"].as_str().unwrap().to_owned();
+    assert!(domain.ends_with(".consul"), "{domain}");
+    assert_eq!(roots["Roots"].as_array().unwrap().len(), 1);
+    let root = &roots["Roots"][0];
+    assert_eq!(root["ID"], roots["ActiveRootID"]);
+    assert_eq!(root["Active"], true);
+    assert_eq!(root["PrivateKeyType"], "ec");
+    assert!(
+        root.get("PrivateKey").is_none(),
+        "the key never leaves the registry"
+    );
+    assert_eq!(registry.get("/v1/connect/ca/roots").json(), roots);
+    let pem = registry.get("/v1/connect/ca/roots?pem=true");
+    assert_eq!(
+        pem.header("content-type"),
+        Some("application/pem-certificate-chain")
+    );
+    std::fs::write(dir.path().join("root.pem"), pem.text()).unwrap();
+
+    let web = leaf(&registry, "web");
+    assert_eq!(
+        web["ServiceURI"],
+        format!("spiffe://{domain}/ns/default/dc/dc1/svc/web")
+    );
+    std::fs::write(dir.path().join("web.pem"), web["CertPEM"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("web.key"),
+        web["PrivateKeyPEM"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-purpose",
+            "sslclient",
+            "web.pem",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-purpose",
+            "sslserver",
+            "web.pem",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    let (_, text) = openssl(&["x509", "-in", "web.pem", "-noout", "-text"], dir.path());
+    assert!(
+        text.contains(&format!("URI:spiffe://{domain}/ns/default/dc/dc1/svc/web")),
+        "{text}"
+    );
+    assert!(text.contains("CA:FALSE"), "{text}");
+    let (ok, out) = openssl(&["pkey", "-in", "web.key", "-noout"], dir.path());
+    assert!(ok, "the key is a usable private key: {out}");
+
+    // The agent hands out the same leaf until it is due for renewal.
+    assert_eq!(leaf(&registry, "web")["SerialNumber"], web["SerialNumber"]);
+    let bad = registry.get("/v1/agent/connect/ca/leaf/we_b");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("invalid service name"),
+        "{}",
+        bad.text()
+    );
+
+    // A restart on the same store keeps the same CA.
+    registry.terminate();
+    let again = RegistryProcess::start(dir.path(), &[]);
+    assert_eq!(
+        again.get("/v1/agent/connect/ca/roots").json()["ActiveRootID"],
+        roots["ActiveRootID"]
+    );
+}
+
+#[test]
+fn a_new_key_rotates_the_root_and_wakes_every_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let old_root = registry.get("/v1/agent/connect/ca/roots").json()["ActiveRootID"].clone();
+    let first = registry.get("/v1/agent/connect/ca/leaf/web");
+    let index = first.index();
+
+    // A leaf's blocking query, held until something changes.
+    let addr = registry.addr;
+    let waiting = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            &format!("/v1/agent/connect/ca/leaf/web?index={index}&wait=60s"),
+            b"",
+        )
+    });
+
+    let bad = registry.put(
+        "/v1/connect/ca/configuration",
+        &json!({"Provider": "consul", "Config": {"PrivateKey": "not a key"}}).to_string(),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("Invalid CA configuration"),
+        "{}",
+        bad.text()
+    );
+    assert_eq!(
+        registry.get("/v1/agent/connect/ca/roots").json()["ActiveRootID"],
+        old_root,
+        "a refused configuration changes nothing"
+    );
+
+    let (ok, key) = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{key}");
+    let rotated = registry.put(
+        "/v1/connect/ca/configuration",
+        &json!({"Provider": "consul", "Config": {"PrivateKey": key}}).to_string(),
+    );
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+
+    let roots = registry.get("/v1/agent/connect/ca/roots").json();
+    assert_ne!(roots["ActiveRootID"], old_root);
+    let listed: Vec<(Value, Value)> = roots["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["ID"].clone(), r["Active"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (roots["ActiveRootID"].clone(), json!(true)),
+            (old_root.clone(), json!(false))
+        ],
+        "the old root stays trusted until its leaves expire"
+    );
+
+    let renewed = waiting.join().unwrap();
+    assert_eq!(renewed.status, 200);
+    assert!(renewed.index() > index);
+    let renewed = renewed.json();
+    assert_ne!(renewed["SerialNumber"], first.json()["SerialNumber"]);
+    // Signed by the new root.
+    let new_root = roots["Roots"][0]["RootCert"].as_str().unwrap();
+    std::fs::write(dir.path().join("new.pem"), new_root).unwrap();
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        renewed["CertPEM"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = openssl(&["verify", "-CAfile", "new.pem", "leaf.pem"], dir.path());
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_short_lived_leaf_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--leaf-ttl", "3s"]);
+    let config = registry.get("/v1/connect/ca/configuration").json();
+    assert_eq!(config["Config"]["LeafCertTTL"], "3s");
+    let first = registry.get("/v1/agent/connect/ca/leaf/api");
+    let renewed = request(
+        registry.addr,
+        "GET",
+        &format!(
+            "/v1/agent/connect/ca/leaf/api?index={}&wait=30s",
+            first.index()
+        ),
+        b"",
+    );
+    assert!(renewed.index() > first.index());
+    let (a, b) = (first.json(), renewed.json());
+    assert_ne!(a["SerialNumber"], b["SerialNumber"]);
+    assert!(
+        b["ValidBefore"].as_str() > a["ValidBefore"].as_str(),
+        "{} then {}",
+        a["ValidBefore"],
+        b["ValidBefore"]
+    );
+}
+
+#[test]
+fn intentions_follow_consuls_precedence_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--default-intention", "deny"]);
+    let put = |source: &str, destination: &str, body: Value| {
+        registry.put(
+            &format!("/v1/connect/intentions/exact?source={source}&destination={destination}"),
+            &body.to_string(),
+        )
+    };
+    let check = |source: &str, destination: &str| {
+        registry
+            .get(&format!(
+                "/v1/connect/intentions/check?source={source}&destination={destination}"
+            ))
+            .json()["Allowed"]
+            .clone()
+    };
+    assert_eq!(check("web", "db"), json!(false), "default deny");
+    assert_eq!(put("web", "db", json!({"Action": "allow"})).text(), "true");
+    assert_eq!(put("*", "db", json!({"Action": "deny"})).status, 200);
+    assert_eq!(put("web", "*", json!({"Action": "allow"})).status, 200);
+    assert_eq!(check("web", "db"), json!(true), "exact beats * => db");
+    assert_eq!(check("api", "db"), json!(false));
+    assert_eq!(check("web", "cache"), json!(true), "web => *");
+
+    let exact = registry.get("/v1/connect/intentions/exact?source=web&destination=db");
+    assert_eq!(exact.status, 200);
+    let exact = exact.json();
+    assert_eq!(
+        (exact["Action"].clone(), exact["Precedence"].clone()),
+        (json!("allow"), json!(9))
+    );
+    assert!(exact["CreateIndex"].as_u64().unwrap() > 0);
+
+    let matched = registry
+        .get("/v1/connect/intentions/match?by=destination&name=db")
+        .json();
+    let order: Vec<(&str, &str)> = matched["db"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["SourceName"].as_str().unwrap(),
+                i["DestinationName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [("web", "db"), ("*", "db"), ("web", "*")],
+        "every intention that can apply to db, in evaluation order"
+    );
+    assert_eq!(
+        registry
+            .get("/v1/connect/intentions")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Legacy IDs.
+    let create = |action: &str| {
+        let body = json!({"SourceName": "api", "DestinationName": "db", "Action": action});
+        request(
+            registry.addr,
+            "POST",
+            "/v1/connect/intentions",
+            body.to_string().as_bytes(),
+        )
+    };
+    let created = create("allow");
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["ID"].as_str().unwrap().to_owned();
+    assert_eq!(
+        registry.get(&format!("/v1/connect/intentions/{id}")).json()["SourceName"],
+        "api"
+    );
+    assert_eq!(check("api", "db"), json!(true));
+    let duplicate = create("deny");
+    assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    assert_eq!(
+        request(
+            registry.addr,
+            "DELETE",
+            &format!("/v1/connect/intentions/{id}"),
+            b""
+        )
+        .status,
+        200
+    );
+    assert_eq!(check("api", "db"), json!(false));
+
+    // Bad input: a 400 that says why, and nothing changed.
+    let before = registry.get("/v1/connect/intentions").json();
+    for (source, body, why) in [
+        (
+            "web",
+            json!({"Action": "maybe"}),
+            "Failed to decode intention body",
+        ),
+        ("web", json!({}), "needs an Action"),
+        ("we_b", json!({"Action": "allow"}), "SourceName"),
+        (
+            "web",
+            json!({"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "no-slash"}}]}),
+            "permission 0",
+        ),
+    ] {
+        let refused = put(source, "db", body);
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert!(refused.text().contains(why), "{why}: {}", refused.text());
+    }
+    let missing = registry.get("/v1/connect/intentions/check?source=web");
+    assert_eq!(missing.status, 400);
+    assert_eq!(registry.get("/v1/connect/intentions").json(), before);
+
+    assert_eq!(
+        request(
+            registry.addr,
+            "DELETE",
+            "/v1/connect/intentions/exact?source=web&destination=db",
+            b""
+        )
+        .text(),
+        "true"
+    );
+    assert_eq!(
+        registry
+            .get("/v1/connect/intentions/exact?source=web&destination=db")
+            .status,
+        404
+    );
+    assert_eq!(
+        check("web", "db"),
+        json!(false),
+        "* => db (precedence 8) now decides over web => * (6)"
+    );
+}
+
+#[test]
+fn authorize_answers_for_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let web = leaf(&registry, "web");
+    registry.put(
+        "/v1/connect/intentions/exact?source=web&destination=db",
+        &json!({"Action": "deny"}).to_string(),
+    );
+    let authorize = |uri: &Value, target: &str| {
+        let answer = request(
+            registry.addr,
+            "POST",
+            "/v1/agent/connect/authorize",
+            json!({"Target": target, "ClientCertURI": uri, "ClientCertSerial": web["SerialNumber"]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.json()
+    };
+    let denied = authorize(&web["ServiceURI"], "db");
+    assert_eq!(denied["Authorized"], false);
+    assert_eq!(denied["Reason"], "Matched intention: web => db (deny)");
+    assert_eq!(
+        authorize(&web["ServiceURI"], "cache")["Authorized"],
+        true,
+        "default allow"
+    );
+    let stranger = json!("spiffe://other.consul/ns/default/dc/dc1/svc/web");
+    let foreign = authorize(&stranger, "cache");
+    assert_eq!(foreign["Authorized"], false);
+    assert!(foreign["Reason"].as_str().unwrap().contains("trust domain"));
+    let bad = request(
+        registry.addr,
+        "POST",
+        "/v1/agent/connect/authorize",
+        br#"{"Target":"db","ClientCertURI":"https://x"}"#,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}
