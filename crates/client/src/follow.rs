@@ -108,6 +108,34 @@ impl Query for DesiredState {
     }
 }
 
+/// Any other read of the API, decoded as `T`: `Read::new("/v1/connect/intentions")`.
+#[derive(Debug, Clone)]
+pub struct Read<T> {
+    path: String,
+    _answer: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Read<T> {
+    pub fn new(path: impl Into<String>) -> Read<T> {
+        Read {
+            path: path.into(),
+            _answer: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Send> Query for Read<T> {
+    type Answer = T;
+
+    fn fetch<'a>(
+        &'a self,
+        client: &'a Client,
+        blocking: Option<Blocking>,
+    ) -> impl Future<Output = Result<(Self::Answer, u64), ClientError>> + Send + 'a {
+        client.read(&self.path, blocking)
+    }
+}
+
 /// Follows one query; see the module doc.
 #[derive(Debug)]
 pub struct Follower<Q> {

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use wharf_model::error_chain;
 
-pub use follow::{DesiredState, Follower, Health, Query, Services, backoff};
+pub use follow::{DesiredState, Follower, Health, Query, Read, Services, backoff};
 pub use registration::{CheckRegistration, Registration};
 pub use watch::{Change, Endpoint, ServiceWatch};
 
@@ -265,6 +265,15 @@ impl Client {
     /// Follows the healthy instances of `name` as a stream of changes.
     pub fn watch(&self, name: &str) -> ServiceWatch {
         ServiceWatch::new(self.clone(), name.to_owned())
+    }
+
+    /// Any read of the API, decoded as `T`, with the index to block on next.
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        blocking: Option<Blocking>,
+    ) -> Result<(T, u64), ClientError> {
+        self.get_json(path, blocking).await
     }
 
     async fn get_json<T: DeserializeOwned>(

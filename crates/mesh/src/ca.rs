@@ -2,7 +2,9 @@
 //! signed by it for services, following the X509-SVID rules that SPIFFE validators check:
 //! exactly one URI SAN (the service's identity), `cA=false`, a critical key usage with
 //! `digitalSignature` and neither `keyCertSign` nor `cRLSign`, extended key usage for both
-//! client and server authentication. Leaves are back-dated one minute for clock skew, as
+//! client and server authentication. A leaf also names its service as a DNS name
+//! (`<service>.svc.wharf`, [`crate::tls::dns_name`]), which SPIFFE allows beside the URI, so
+//! that ordinary TLS clients (curl, openssl) can verify a sidecar by name. Leaves are back-dated one minute for clock skew, as
 //! Consul's are, and never outlive their root.
 //!
 //! Why rcgen: it writes exactly these extensions, on ring, with no OpenSSL. A root is kept
@@ -127,7 +129,10 @@ impl Root {
         params
             .distinguished_name
             .push(DnType::CommonName, identity.service.as_str());
-        params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
+        params.subject_alt_names = vec![
+            SanType::URI(identity.to_string().try_into()?),
+            SanType::DnsName(crate::tls::dns_name(&identity.service).try_into()?),
+        ];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

@@ -27,6 +27,8 @@ pub enum Refusal {
     MalformedRequest(String),
     /// HTTP/1: a `CONNECT`, which a gateway does not tunnel.
     ConnectNotSupported,
+    /// A sidecar's inbound side: no intention lets the caller in (why).
+    Denied(String),
 }
 
 impl Refusal {
@@ -38,6 +40,7 @@ impl Refusal {
             Refusal::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::ConnectNotSupported => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::Denied(_) => StatusCode::FORBIDDEN,
             Refusal::UnknownService(_) => StatusCode::NOT_FOUND,
             Refusal::RegistryUnavailable
             | Refusal::Overloaded(_)
@@ -64,6 +67,7 @@ impl Refusal {
             Refusal::HeadTooLarge(_) => "head-too-large",
             Refusal::MalformedRequest(_) => "malformed-request",
             Refusal::ConnectNotSupported => "connect-not-supported",
+            Refusal::Denied(_) => "denied",
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Display for Refusal {
                 f,
                 "CONNECT is not supported: this is a gateway, not a forward proxy"
             ),
+            Refusal::Denied(why) => write!(f, "denied: {why}"),
         }
     }
 }
@@ -171,6 +176,7 @@ mod tests {
             Refusal::HeadTooLarge("x".into()),
             Refusal::MalformedRequest("x".into()),
             Refusal::ConnectNotSupported,
+            Refusal::Denied("x".into()),
         ];
         let reasons: std::collections::HashSet<&str> = all.iter().map(Refusal::reason).collect();
         assert_eq!(reasons.len(), all.len());

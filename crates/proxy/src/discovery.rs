@@ -31,6 +31,10 @@ pub struct Directory {
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
+    /// Appended to a routed name to find its instances: empty for the gateway, which reaches
+    /// services themselves; `-sidecar-proxy` for a sidecar's outbound side, which reaches the
+    /// services' sidecars (Consul's naming).
+    instance_suffix: String,
     /// Turns true when the proxy stops: the watches end quietly, before the registry they
     /// watch goes away (which they would otherwise report as an outage).
     shutdown: watch::Receiver<bool>,
@@ -53,7 +57,21 @@ impl Directory {
         metrics: crate::metrics::Metrics,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Directory> {
+        Directory::with_suffix(client, static_upstreams, defaults, metrics, shutdown, "")
+    }
+
+    /// [`Directory::new`], finding the instances of a routed name `NAME` as the instances of
+    /// `NAME<suffix>`.
+    pub fn with_suffix(
+        client: Option<Client>,
+        static_upstreams: Vec<(String, Vec<SocketAddr>)>,
+        defaults: ServiceDefaults,
+        metrics: crate::metrics::Metrics,
+        shutdown: watch::Receiver<bool>,
+        suffix: &str,
+    ) -> Arc<Directory> {
         let directory = Arc::new(Directory {
+            instance_suffix: suffix.to_owned(),
             client,
             defaults,
             services: RwLock::new(HashMap::new()),
@@ -120,7 +138,9 @@ impl Directory {
                 }
                 match &**self.known.load() {
                     None => return Err(Lookup::RegistryUnavailable),
-                    Some(known) if !known.contains(&*key) => return Err(Lookup::Unknown),
+                    Some(known) if !known.contains(&format!("{key}{}", self.instance_suffix)) => {
+                        return Err(Lookup::Unknown);
+                    }
                     Some(_) => {}
                 }
                 let mut services = self.services.write().expect("directory lock");
@@ -131,6 +151,7 @@ impl Directory {
                     services.insert(key.clone().into_owned(), service.clone());
                     tokio::spawn(watch_service(
                         client,
+                        format!("{key}{}", self.instance_suffix),
                         Arc::downgrade(&service),
                         ready,
                         self.shutdown.clone(),
@@ -182,6 +203,7 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
 
 async fn watch_service(
     client: Client,
+    watched: String,
     service: std::sync::Weak<Service>,
     known: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -189,7 +211,7 @@ async fn watch_service(
     let Some(name) = service.upgrade().map(|s| s.name.clone()) else {
         return;
     };
-    let mut follower = client.follow(Health::passing(&name));
+    let mut follower = client.follow(Health::passing(&watched));
     while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
         let Some(service) = service.upgrade() else {
             return;

@@ -8,7 +8,8 @@
 //! - [`answers`] — every answer the proxy makes itself, rendered for each transport;
 //! - [`hop`] — the hop rules: hop-by-hop fields, `x-forwarded-*`, `traceparent`, idempotency;
 //! - the transports: [`h1`] — HTTP/1.x, by hand for speed; [`h2`] — HTTP/2 (h2c, gRPC) on
-//!   hyper; each owns its connections to endpoints, kept per thread by address;
+//!   hyper, and HTTP/2 over mTLS to sidecars; each owns its connections to endpoints;
+//! - [`sidecar`] — the proxy beside one instance: mTLS in with intentions, mTLS out;
 //! - [`metrics`] — Prometheus; this file — the listeners (proxy and admin) and their lifecycle.
 //!
 //! Imports go one way: transports → plan → discovery → service → metrics, with answers and
@@ -22,6 +23,7 @@ pub mod hop;
 pub mod metrics;
 pub mod plan;
 pub mod service;
+pub mod sidecar;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -88,6 +90,8 @@ pub enum StartError {
     Registry(#[from] wharf_client::ClientError),
     #[error("cannot start a proxy thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running proxy.
@@ -317,13 +321,14 @@ fn admin(
 mod tests {
     /// The modules in layers, lowest first: a module imports only from layers below its own,
     /// so the import graph has no cycle and the domain knows no transport.
-    const LAYERS: [&[&str]; 6] = [
+    const LAYERS: [&[&str]; 7] = [
         &["metrics", "answers", "hop"],
         &["service"],
         &["discovery"],
         &["plan"],
         &["h2"],
         &["h1"],
+        &["sidecar"],
     ];
 
     fn layer(module: &str) -> usize {

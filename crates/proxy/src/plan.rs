@@ -134,6 +134,16 @@ pub(crate) enum AttemptError {
     ClientGone,
 }
 
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Connect(e) | AttemptError::Upstream(e) => write!(f, "{e}"),
+            AttemptError::Timeout => write!(f, "no answer in time"),
+            AttemptError::ClientGone => write!(f, "the client went away"),
+        }
+    }
+}
+
 /// Whether a failed attempt may be tried again on another endpoint, as far as the request is
 /// concerned (attempts, time and budget are [`forward`]'s to check). The one place this is
 /// decided, for every transport.

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     Registry(RegistryArgs),
     /// Run the gateway proxy: route by Host to healthy instances, balance, retry, eject.
     Proxy(ProxyArgs),
+    /// Run a sidecar beside one instance: mTLS in with intentions enforced, mTLS out.
+    Sidecar(SidecarArgs),
     /// List services and their tags.
     Services(ListArgs),
     /// List the instances of a service with their health.
@@ -91,6 +93,36 @@ pub(crate) struct RegistryArgs {
     /// Floor for DeregisterCriticalServiceAfter (Consul: 1m). Lowered only by tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
     pub min_deregister_after: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SidecarArgs {
+    /// The service this sidecar stands for; its identity is this service's.
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// The instance it stands beside (default: the service name).
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Where the app listens.
+    #[arg(long, value_name = "ADDR")]
+    pub app: SocketAddr,
+    /// What the app speaks: http (HTTP/1.1, HTTP/2, gRPC) or tcp.
+    #[arg(long, default_value = "http", value_name = "PROTOCOL")]
+    pub protocol: wharf_proxy::sidecar::Protocol,
+    /// Where other sidecars reach this one, over mTLS.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub inbound: SocketAddr,
+    /// Where the app sends its calls (plain HTTP, by Host); "none" for no outbound side.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub outbound: String,
+    /// The registry.
+    #[arg(
+        long,
+        env = "WHARF_REGISTRY",
+        default_value = "http://127.0.0.1:8500",
+        value_name = "URL"
+    )]
+    pub registry: String,
 }
 
 #[derive(Args, Debug)]

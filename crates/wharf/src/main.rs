@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
+            Command::Sidecar(args) => proxy_cmd::sidecar(args).await,
             Command::Up(args) => up_cmd::run(args.file).await,
             Command::Services(args) => client_cmds::services(args).await,
             Command::Instances(args) => client_cmds::instances(args).await,

@@ -1,8 +1,10 @@
-//! `wharf proxy`: the gateway, until Ctrl-C or SIGTERM.
+//! `wharf proxy`: the gateway, and `wharf sidecar`, until Ctrl-C or SIGTERM.
 
+use anyhow::Context;
+use wharf_proxy::sidecar::{Sidecar, SidecarConfig};
 use wharf_proxy::{Config, Proxy, Timeouts};
 
-use crate::cli::ProxyArgs;
+use crate::cli::{ProxyArgs, SidecarArgs};
 use crate::registry_cmd::shutdown_signal;
 
 pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
@@ -28,5 +30,32 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     proxy.stop().await;
+    Ok(())
+}
+
+pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
+    let outbound = match args.outbound.as_str() {
+        "none" => None,
+        addr => Some(
+            addr.parse()
+                .with_context(|| format!("--outbound {addr:?}: expected ADDR or none"))?,
+        ),
+    };
+    let sidecar = Sidecar::start(SidecarConfig {
+        instance_id: args.instance_id.unwrap_or_else(|| args.service.clone()),
+        service: args.service,
+        app: args.app,
+        protocol: args.protocol,
+        inbound: args.inbound,
+        outbound,
+        registry: args.registry,
+    })
+    .await?;
+    println!("wharf sidecar: inbound (mTLS) on {}", sidecar.inbound_addr);
+    if let Some(outbound) = sidecar.outbound_addr {
+        println!("wharf sidecar: outbound on http://{outbound}");
+    }
+    shutdown_signal().await;
+    sidecar.stop().await;
     Ok(())
 }

@@ -4,9 +4,11 @@
 //! maps, the body collected for replay (at most [`MAX_REPLAY`] bytes with a known length;
 //! streamed bodies, gRPC streams and uploads, get exactly one attempt), and one attempt's send
 //! ([`connections`]): gRPC upstream over HTTP/2, everything else over HTTP/1.1, which every
-//! backend speaks.
+//! backend speaks. A sidecar's outbound side sends over [`mesh`] instead: HTTP/2 over mTLS to
+//! the destination's sidecars.
 
 pub(crate) mod connections;
+pub mod mesh;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -47,7 +49,11 @@ pub async fn serve_h2(
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(shared, request, peer).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                handle(shared, request, peer, &Upstream::Origin).await,
+            )
+        }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(Replay { read, stream }), service);
@@ -123,11 +129,21 @@ fn host<B>(request: &Request<B>) -> Option<&str> {
     }
 }
 
+/// Where requests go from here.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// To the instances themselves (the gateway): HTTP/1.1, or HTTP/2 for gRPC.
+    Origin,
+    /// To the instances' sidecars, HTTP/2 over mTLS (a sidecar's outbound side).
+    Mesh(mesh::MeshTls),
+}
+
 /// Answers one request.
 pub async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
     client: SocketAddr,
+    upstream: &Upstream,
 ) -> Response<Body> {
     shared.metrics.requests.inc();
     let service = match plan::route(&shared, host(&request)).await {
@@ -143,7 +159,7 @@ pub async fn handle(
         service: &service,
         answered: false,
     };
-    let response = match forward(&shared, &service, request, client, started).await {
+    let response = match forward(&shared, &service, request, client, started, upstream).await {
         Ok(response) => response,
         Err(Failure::Refused(refusal)) => {
             plan::refused(&service, started, &refusal);
@@ -181,7 +197,8 @@ enum RequestBody {
 }
 
 /// One request's attempts on HTTP/2: what each attempt sends.
-struct Attempt {
+struct Attempt<'u> {
+    upstream: &'u Upstream,
     parts: http::request::Parts,
     body: RequestBody,
     path: http::uri::PathAndQuery,
@@ -190,7 +207,7 @@ struct Attempt {
     client_failed: Arc<AtomicBool>,
 }
 
-impl Transport for Attempt {
+impl Transport for Attempt<'_> {
     type Answer = Response<Incoming>;
 
     fn status(answer: &Response<Incoming>) -> StatusCode {
@@ -199,7 +216,7 @@ impl Transport for Attempt {
 
     async fn send(
         &mut self,
-        _service: &Service,
+        service: &Service,
         endpoint: &Endpoint,
     ) -> Result<Response<Incoming>, AttemptError> {
         let body = match &mut self.body {
@@ -212,6 +229,25 @@ impl Transport for Attempt {
         let mut request = Request::new(body);
         *request.method_mut() = self.parts.method.clone();
         *request.headers_mut() = self.parts.headers.clone();
+        if let Upstream::Mesh(tls) = self.upstream {
+            // HTTP/2 to the destination's sidecar, which names the service by :authority.
+            request.headers_mut().remove(HOST);
+            let authority = http::uri::Authority::try_from(service.name.as_str())
+                .unwrap_or_else(|_| endpoint.authority.clone());
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(http::uri::Scheme::HTTPS);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(self.path.clone());
+            *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+            *request.version_mut() = Version::HTTP_2;
+            let sent = mesh::send(tls, &service.name, endpoint.addr, request).await;
+            return match sent {
+                Err(_) if self.client_failed.load(Ordering::Relaxed) => {
+                    Err(AttemptError::ClientGone)
+                }
+                sent => sent,
+            };
+        }
         let mut uri = http::uri::Parts::default();
         if self.grpc {
             uri.scheme = Some(http::uri::Scheme::HTTP);
@@ -250,6 +286,7 @@ async fn forward(
     request: Request<Incoming>,
     client: SocketAddr,
     started: Instant,
+    upstream: &Upstream,
 ) -> Result<Response<Body>, Failure> {
     let permit = plan::admit(service)?;
     let hash_key = service.ring_key(
@@ -289,6 +326,7 @@ async fn forward(
         replayable: matches!(body, RequestBody::Replayable(_)),
     };
     let mut attempt = Attempt {
+        upstream,
         grpc: is_grpc(&parts.headers),
         path: parts
             .uri

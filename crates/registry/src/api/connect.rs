@@ -253,6 +253,16 @@ pub(super) async fn authorize(State(agent): Shared, body: RequestBody) -> Answer
     )))
 }
 
+/// `GET /v1/wharf/mesh`: Wharf's own; what a sidecar needs besides its certificate and the
+/// intentions: the decision when no intention matches.
+pub(super) async fn mesh_settings(State(agent): Shared) -> Answer {
+    let default = match agent.config.mesh.default_intention {
+        wharf_mesh::intentions::DefaultAction::Allow => "allow",
+        wharf_mesh::intentions::DefaultAction::Deny => "deny",
+    };
+    Ok(json(to_json(&json!({"DefaultIntention": default}), false)))
+}
+
 // === intentions ===
 
 fn intention_json(stored: &Stored<Intention>) -> Value {

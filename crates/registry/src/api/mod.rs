@@ -68,6 +68,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/services/{name}", write(declare_service))
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
+        .route("/v1/wharf/mesh", get(connect::mesh_settings))
         .route("/v1/agent/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::ca_leaf))

@@ -1,0 +1,197 @@
+//! A sidecar's inbound side: terminates mTLS from other sidecars (and the gateway), knows the
+//! caller by the SPIFFE identity in its certificate, asks the cached intentions, and forwards
+//! what is allowed to the app on loopback. HTTP services are decided per request (L7
+//! permissions, and so that a change of intention also reaches requests on connections
+//! already open); a denied request gets 403 with `x-wharf-error: denied`. TCP services are
+//! decided per connection; a denied one is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use wharf_mesh::SpiffeId;
+use wharf_mesh::intentions::RequestFacts;
+
+use super::Protocol;
+use super::credentials::InboundTls;
+use super::policy::Policy;
+use crate::answers::{Refusal, http2_response};
+use crate::h2::Body;
+use crate::hop::strip_hop_by_hop;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every inbound connection shares.
+pub(crate) struct Inbound {
+    pub(crate) service: String,
+    pub(crate) app: SocketAddr,
+    pub(crate) protocol: Protocol,
+    pub(crate) tls: watch::Receiver<Option<InboundTls>>,
+    pub(crate) policy: Policy,
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    inbound: Arc<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            if let Err(why) = connection(stream, &inbound).await {
+                tracing::info!(%peer, service = %inbound.service, "sidecar: refused a connection: {why}");
+            }
+        });
+    }
+}
+
+async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+    let Some(tls) = inbound.tls.borrow().clone() else {
+        return Err("no certificate yet".into());
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "the TLS handshake did not finish in time".to_owned())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let caller =
+        wharf_mesh::tls::peer_identity(stream.get_ref().1.peer_certificates(), &tls.trust_domain)
+            .map_err(|e| e.to_string())?;
+    match inbound.protocol {
+        Protocol::Tcp => {
+            let decision = decide(inbound, &caller, None);
+            if let Err(refusal) = decision {
+                return Err(refusal.to_string());
+            }
+            let mut app = TcpStream::connect(inbound.app)
+                .await
+                .map_err(|e| format!("the app at {}: {e}", inbound.app))?;
+            let mut stream = stream;
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
+            Ok(())
+        }
+        Protocol::Http => {
+            let inbound = inbound.clone();
+            let xfcc = HeaderValue::from_str(&format!("By={};URI={caller}", tls.identity)).ok();
+            let caller = Arc::new(caller);
+            let service = service_fn(move |request: Request<Incoming>| {
+                let (inbound, caller, xfcc) = (inbound.clone(), caller.clone(), xfcc.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        handle(&inbound, &caller, xfcc, request).await,
+                    )
+                }
+            });
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+                .map_err(|e| format!("serving: {e}"))
+        }
+    }
+}
+
+struct Facts<'r>(&'r Request<Incoming>);
+
+impl RequestFacts for Facts<'_> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The intentions' decision for `caller`, per request when there is one.
+fn decide(
+    inbound: &Inbound,
+    caller: &SpiffeId,
+    request: Option<&Request<Incoming>>,
+) -> Result<(), Refusal> {
+    let Some(policy) = inbound.policy.load_full() else {
+        return Err(Refusal::Denied(
+            "the sidecar has not heard the intentions yet".into(),
+        ));
+    };
+    let decision = match request {
+        Some(request) => policy.decide_request(&caller.service, &inbound.service, &Facts(request)),
+        None => policy.decide_connection(&caller.service, &inbound.service),
+    };
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(Refusal::Denied(format!(
+            "{} may not call {}: {}",
+            caller.service, inbound.service, decision.reason
+        )))
+    }
+}
+
+fn refusal(refusal: &Refusal) -> Response<Body> {
+    http2_response(refusal).map(|bytes| {
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed()
+    })
+}
+
+async fn handle(
+    inbound: &Inbound,
+    caller: &SpiffeId,
+    xfcc: Option<HeaderValue>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if let Err(denied) = decide(inbound, caller, Some(&request)) {
+        return refusal(&denied);
+    }
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(HOST)
+        && let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(HOST, authority);
+    }
+    if let Some(xfcc) = xfcc {
+        parts.headers.insert("x-forwarded-client-cert", xfcc);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed());
+    *upstream.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    *upstream.version_mut() = Version::HTTP_11;
+    match crate::h2::connections::send_http1(inbound.app, upstream).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed())
+        }
+        Err(e) => refusal(&Refusal::Upstream(format!(
+            "the app at {}: {e}",
+            inbound.app
+        ))),
+    }
+}

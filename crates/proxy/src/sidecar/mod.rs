@@ -1,0 +1,200 @@
+//! A sidecar: the proxy beside one service instance that makes it part of the mesh.
+//!
+//! - [`inbound`] — mTLS in, the caller known by its certificate, intentions enforced, then the
+//!   app on loopback;
+//! - [`outbound`] — plain HTTP in from the app on loopback, by `Host`, then HTTP/2 over mTLS to
+//!   a sidecar of the destination, through the gateway's request plan;
+//! - [`credentials`] and [`policy`] — the certificate, the roots and the intentions, followed
+//!   from the registry with blocking queries and kept when it is gone (fail static).
+//!
+//! A sidecar registers itself as `<service>-sidecar-proxy` (Consul's naming), its port the
+//! inbound one, TCP-checked, so that other sidecars' outbound sides find it; it deregisters
+//! when it stops.
+
+pub mod credentials;
+pub mod inbound;
+pub mod outbound;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wharf_client::{CheckRegistration, Client, Registration};
+
+use crate::plan::{Shared, Timeouts};
+use crate::service::{Policy as Balancing, ServiceDefaults};
+use crate::{StartError, discovery, h2, metrics};
+
+/// Suffix of a sidecar's service name (Consul's).
+pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+
+/// What the service behind a sidecar speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, HTTP/2 or gRPC: decided and answered per request.
+    Http,
+    /// Anything over TCP (a database): decided per connection.
+    Tcp,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Protocol, String> {
+        match text {
+            "http" | "http2" | "grpc" => Ok(Protocol::Http),
+            "tcp" => Ok(Protocol::Tcp),
+            other => Err(format!("unknown protocol {other:?}: expected http or tcp")),
+        }
+    }
+}
+
+/// How a sidecar runs.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub service: String,
+    /// The instance it stands beside (its sidecar registers as `<id>-sidecar-proxy`).
+    pub instance_id: String,
+    /// Where the app listens.
+    pub app: SocketAddr,
+    pub protocol: Protocol,
+    /// mTLS from other sidecars.
+    pub inbound: SocketAddr,
+    /// Where the app sends its calls (`None`: no outbound side).
+    pub outbound: Option<SocketAddr>,
+    pub registry: String,
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub inbound_addr: SocketAddr,
+    pub outbound_addr: Option<SocketAddr>,
+    pub credentials: Arc<credentials::Published>,
+    client: Client,
+    registration_id: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sidecar {
+    pub async fn start(config: SidecarConfig) -> Result<Sidecar, StartError> {
+        wharf_mesh::identity::check_name(&config.service)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let client = Client::new(&config.registry)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let published = Arc::new(credentials::Published {
+            inbound: watch::Sender::new(None),
+            outbound: watch::Sender::new(None),
+            rotations: Default::default(),
+        });
+        credentials::follow(
+            &client,
+            &config.service,
+            published.clone(),
+            shutdown_rx.clone(),
+        );
+        let policy: policy::Policy = Arc::default();
+        policy::follow(&client, policy.clone(), shutdown_rx.clone());
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Bind(addr, e))
+        };
+        let listener = bind(config.inbound).await?;
+        let inbound_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.inbound, e))?;
+        let mut tasks = vec![tokio::spawn(inbound::serve(
+            listener,
+            Arc::new(inbound::Inbound {
+                service: config.service.to_ascii_lowercase(),
+                app: config.app,
+                protocol: config.protocol,
+                tls: published.inbound.subscribe(),
+                policy,
+            }),
+            shutdown_rx.clone(),
+        ))];
+
+        let mut outbound_addr = None;
+        if let Some(addr) = config.outbound {
+            let listener = bind(addr).await?;
+            outbound_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| StartError::Bind(addr, e))?,
+            );
+            let defaults = ServiceDefaults {
+                policy: Balancing::RoundRobin,
+                max_concurrency: 10_000,
+            };
+            let directory = discovery::Directory::with_suffix(
+                Some(client.clone()),
+                Vec::new(),
+                defaults,
+                metrics::Metrics::default(),
+                shutdown_rx.clone(),
+                SIDECAR_SUFFIX,
+            );
+            let shared = Arc::new(Shared {
+                directory,
+                timeouts: Timeouts {
+                    overall: Duration::from_secs(15),
+                    per_try: Duration::from_secs(5),
+                },
+                metrics: metrics::Metrics::default(),
+            });
+            let upstream = h2::Upstream::Mesh(published.outbound.subscribe());
+            tasks.push(tokio::spawn(outbound::serve(
+                listener,
+                shared,
+                upstream,
+                shutdown_rx.clone(),
+            )));
+        }
+
+        let registration_id = format!("{}{SIDECAR_SUFFIX}", config.instance_id);
+        let registration = Registration {
+            name: format!("{}{SIDECAR_SUFFIX}", config.service),
+            id: Some(registration_id.clone()),
+            address: Some(inbound_addr.ip().to_string()),
+            port: Some(inbound_addr.port()),
+            meta: [
+                ("wharf-sidecar-for".to_owned(), config.service.clone()),
+                ("wharf-instance".to_owned(), config.instance_id.clone()),
+            ]
+            .into(),
+            check: Some(CheckRegistration {
+                tcp: Some(inbound_addr.to_string()),
+                interval: Some("1s".into()),
+                ..CheckRegistration::default()
+            }),
+            ..Registration::default()
+        };
+        client.register(&registration).await?;
+        Ok(Sidecar {
+            inbound_addr,
+            outbound_addr,
+            credentials: published,
+            client,
+            registration_id,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Deregisters, then stops listening.
+    pub async fn stop(self) {
+        if let Err(e) = self.client.deregister(&self.registration_id).await {
+            tracing::warn!(error = %e, "sidecar: cannot deregister");
+        }
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

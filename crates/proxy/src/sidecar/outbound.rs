@@ -1,0 +1,49 @@
+//! A sidecar's outbound side: a plain listener on loopback that the app calls by `Host`, as
+//! the gateway routes, and that carries each request over mTLS (HTTP/2, pooled and
+//! multiplexed) to a sidecar of the destination service, through the same request plan as
+//! the gateway (balancing, retries within the budget, timeouts, outlier ejection).
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::h2::{self, Upstream};
+use crate::plan::Shared;
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    upstream: Upstream,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let upstream = Arc::new(upstream);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, upstream) = (shared.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let (shared, upstream) = (shared.clone(), upstream.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        h2::handle(shared, request, peer, &upstream).await,
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
