@@ -7,6 +7,7 @@ mod support;
 mod connect;
 mod consul_answers;
 mod dns;
+mod mesh;
 mod proxy;
 mod registry;
 mod up;

@@ -493,3 +493,84 @@ pub(crate) fn read_response(reader: &mut impl BufRead, head_request: bool) -> Re
     }
     response
 }
+
+/// A `wharf sidecar` process; killed on drop. Its log (info) goes to `log`.
+pub(crate) struct SidecarProcess {
+    child: Child,
+    pub inbound: SocketAddr,
+    pub outbound: Option<SocketAddr>,
+    pub log: std::path::PathBuf,
+}
+
+impl SidecarProcess {
+    /// A sidecar for `service` in front of the app at `app`, logging into `dir`.
+    pub(crate) fn start(
+        registry: &str,
+        service: &str,
+        app: SocketAddr,
+        dir: &Path,
+        extra: &[&str],
+    ) -> SidecarProcess {
+        static STARTED: AtomicU16 = AtomicU16::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let log = dir.join(format!("sidecar-{service}-{n}.log"));
+        let mut child = Command::new(WHARF)
+            .args(["sidecar", "--service", service, "--registry", registry])
+            .arg("--app")
+            .arg(app.to_string())
+            .args(extra)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("sidecar log file"))
+            .spawn()
+            .expect("start wharf sidecar");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("sidecar output");
+        let inbound = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("sidecar did not announce its inbound address: {line:?}"));
+        let outbound = if extra.windows(2).any(|w| w == ["--outbound", "none"]) {
+            None
+        } else {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("sidecar output");
+            Some(
+                line.trim()
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|u| u.strip_prefix("http://"))
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("no outbound address: {line:?}")),
+            )
+        };
+        SidecarProcess {
+            child,
+            inbound,
+            outbound,
+            log,
+        }
+    }
+
+    /// GET `path` of `service` through this sidecar's outbound side.
+    pub(crate) fn call(&self, service: &str, path: &str) -> Response {
+        send(
+            self.outbound.expect("an outbound side"),
+            &format!("GET {path} HTTP/1.1\r\nHost: {service}\r\nConnection: close\r\n\r\n"),
+        )
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

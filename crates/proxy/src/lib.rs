@@ -90,8 +90,6 @@ pub enum StartError {
     Registry(#[from] wharf_client::ClientError),
     #[error("cannot start a proxy thread: {0}")]
     Thread(std::io::Error),
-    #[error("{0}")]
-    Config(String),
 }
 
 /// A running proxy.
@@ -358,11 +356,21 @@ mod tests {
             let code = text.split("#[cfg(test)]").next().unwrap();
             for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 for (at, _) in line.match_indices("crate::") {
-                    let used: String = line[at + "crate::".len()..]
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    if used != module {
+                    let rest = &line[at + "crate::".len()..];
+                    // `crate::{a, b::c}` names several modules at once.
+                    let names: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(list) => list.split('}').next().unwrap_or("").split(',').collect(),
+                        None => vec![rest],
+                    };
+                    for name in names {
+                        let used: String = name
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        if used.is_empty() || used == module {
+                            continue;
+                        }
                         assert!(
                             layer(&used) < layer(module),
                             "{} imports crate::{used}, a layer above or beside it",

@@ -26,7 +26,7 @@ use wharf_client::{CheckRegistration, Client, Registration};
 
 use crate::plan::{Shared, Timeouts};
 use crate::service::{Policy as Balancing, ServiceDefaults};
-use crate::{StartError, discovery, h2, metrics};
+use crate::{discovery, h2, metrics};
 
 /// Suffix of a sidecar's service name (Consul's).
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
@@ -68,6 +68,17 @@ pub struct SidecarConfig {
     pub registry: String,
 }
 
+/// Why a sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Registry(#[from] wharf_client::ClientError),
+    #[error(transparent)]
+    Name(#[from] wharf_mesh::IdentityError),
+}
+
 /// A running sidecar.
 pub struct Sidecar {
     pub inbound_addr: SocketAddr,
@@ -80,9 +91,8 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    pub async fn start(config: SidecarConfig) -> Result<Sidecar, StartError> {
-        wharf_mesh::identity::check_name(&config.service)
-            .map_err(|e| StartError::Config(e.to_string()))?;
+    pub async fn start(config: SidecarConfig) -> Result<Sidecar, SidecarError> {
+        wharf_mesh::identity::check_name(&config.service)?;
         let client = Client::new(&config.registry)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let published = Arc::new(credentials::Published {
@@ -102,12 +112,12 @@ impl Sidecar {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| StartError::Bind(addr, e))
+                .map_err(|e| SidecarError::Bind(addr, e))
         };
         let listener = bind(config.inbound).await?;
         let inbound_addr = listener
             .local_addr()
-            .map_err(|e| StartError::Bind(config.inbound, e))?;
+            .map_err(|e| SidecarError::Bind(config.inbound, e))?;
         let mut tasks = vec![tokio::spawn(inbound::serve(
             listener,
             Arc::new(inbound::Inbound {
@@ -126,7 +136,7 @@ impl Sidecar {
             outbound_addr = Some(
                 listener
                     .local_addr()
-                    .map_err(|e| StartError::Bind(addr, e))?,
+                    .map_err(|e| SidecarError::Bind(addr, e))?,
             );
             let defaults = ServiceDefaults {
                 policy: Balancing::RoundRobin,
