@@ -492,3 +492,54 @@ fn the_example_services_compose_through_the_gateway() {
     let notes = mesh.through_gateway("notes", "/notes").json();
     assert_eq!(notes, serde_json::json!([{"id": 1, "text": "buy milk"}]));
 }
+
+/// The demo's shape with mTLS on: the gateway may call frontend only, frontend may call the
+/// rest; a denied call gets 403 `denied`, and an intention added live lets it through.
+#[test]
+fn with_mtls_on_intentions_decide_who_calls_whom() {
+    let examples = Path::new(WHARF).parent().unwrap().join("examples");
+    let service = |name: &str| {
+        format!(
+            "[services.{name}]\ncommand = [\"{}\"]\ncheck = {{ http = \"/healthz\", interval = \"1s\", timeout = \"1s\" }}\n",
+            examples.join(name).display()
+        )
+    };
+    let manifest = format!(
+        "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> frontend\" = \"allow\"\n\"frontend -> *\" = \"allow\"\n\n{}",
+        ["hello", "api", "notes", "frontend"]
+            .map(service)
+            .join("\n")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path(), &manifest);
+    eventually("frontend composes the others through its sidecar", || {
+        let answer = mesh.through_gateway("frontend", "/?data=x");
+        answer.status == 200
+            && answer.json()
+                == serde_json::json!({"greeting": "Hello, World!", "api": {"result": "x"}, "notes": 0})
+    });
+    let denied = mesh.through_gateway("hello", "/");
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(denied.header("x-wharf-error"), Some("denied"));
+
+    let allowed = request(
+        mesh.registry,
+        "PUT",
+        "/v1/connect/intentions/exact?source=gateway&destination=hello",
+        br#"{"Action": "allow"}"#,
+    );
+    assert_eq!(allowed.status, 200);
+    eventually("the new intention reaches hello's sidecars", || {
+        mesh.through_gateway("hello", "/").status == 200
+    });
+    assert_eq!(mesh.through_gateway("hello", "/").text(), "Hello, World!");
+    // Every instance has a sidecar registered beside it.
+    for name in ["hello", "api", "notes", "frontend"] {
+        eventually(&format!("{name}'s sidecar"), || {
+            mesh.get(&format!("/v1/health/service/{name}-sidecar-proxy?passing"))
+                .json()
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        });
+    }
+}

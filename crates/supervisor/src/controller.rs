@@ -19,6 +19,7 @@ pub(crate) struct Controller<R> {
     pub(crate) color: usize,
     pub(crate) style: LogStyle,
     pub(crate) replicas: Vec<Running>,
+    pub(crate) companion: Option<Arc<dyn crate::companion::Companion>>,
 }
 
 /// A replica task and the handle that stops it.
@@ -82,6 +83,7 @@ impl<R: Registry> Controller<R> {
             style: self.style.for_service(self.color).named(&id),
             id: id.clone(),
             health: health.clone(),
+            companion: self.companion.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         Running {
@@ -151,6 +153,7 @@ impl<R> Controller<R> {
         timings: Timings,
         color: usize,
         style: LogStyle,
+        companion: Option<Arc<dyn crate::companion::Companion>>,
     ) -> Controller<R> {
         Controller {
             registry,
@@ -160,6 +163,7 @@ impl<R> Controller<R> {
             color,
             style,
             replicas: Vec::new(),
+            companion,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ([`registry::Registry`]): over the HTTP API in `wharf up`, a fake in the tests below. Each
 //! service's health is followed with one blocking query that all its replicas share.
 
+pub mod companion;
 mod controller;
 mod logs;
 mod process;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use wharf_client::Client;
 
+pub use companion::{Attached, Companion};
 use controller::Controller;
 pub use logs::LogStyle;
 pub use registry::{ApiRegistry, HealthView, Registry};
@@ -52,7 +54,14 @@ impl Supervisor {
         style: LogStyle,
     ) -> Supervisor {
         let registry = Arc::new(ApiRegistry { client });
-        Supervisor::start_with(registry, registry_url, specs, style, Timings::default())
+        Supervisor::start_with(
+            registry,
+            registry_url,
+            specs,
+            style,
+            Timings::default(),
+            None,
+        )
     }
 
     /// [`Supervisor::start`] with any registry and timings.
@@ -62,6 +71,7 @@ impl Supervisor {
         specs: Vec<ServiceSpec>,
         style: LogStyle,
         timings: Timings,
+        companion: Option<Arc<dyn Companion>>,
     ) -> Supervisor {
         let (stop, stop_rx) = watch::channel(false);
         let tasks = specs
@@ -75,6 +85,7 @@ impl Supervisor {
                     timings,
                     color,
                     style,
+                    companion.clone(),
                 );
                 tokio::spawn(controller.run(stop_rx.clone()))
             })

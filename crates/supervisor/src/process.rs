@@ -24,15 +24,21 @@ pub(crate) enum NotListening {
     Stop,
 }
 
-/// Starts the command on a free port, with `PORT`, `WHARF_SERVICE`, `WHARF_INSTANCE` and
-/// `WHARF_REGISTRY` in its environment, in its own process group.
-pub(crate) fn start(spec: &ServiceSpec, id: &str, registry_url: &str) -> Result<Process, String> {
-    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+/// Starts the command on `port`, with `PORT`, `WHARF_SERVICE`, `WHARF_INSTANCE` and
+/// `WHARF_REGISTRY` in its environment (and `extra`), in its own process group.
+pub(crate) fn start(
+    spec: &ServiceSpec,
+    id: &str,
+    registry_url: &str,
+    port: u16,
+    extra: &[(String, String)],
+) -> Result<Process, String> {
     let mut command = Command::new(&spec.command[0]);
     command
         .args(&spec.command[1..])
         .current_dir(&spec.dir)
         .envs(&spec.env)
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env("PORT", port.to_string())
         .env("WHARF_SERVICE", &spec.name)
         .env("WHARF_INSTANCE", id)
@@ -114,7 +120,7 @@ impl Process {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

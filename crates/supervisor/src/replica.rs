@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use wharf_client::{CheckRegistration, ClientError, Registration};
 
+use crate::companion::{Attached, Companion};
 use crate::logs;
 use crate::process::{self, NotListening, Process};
 use crate::registry::{HealthView, Registry};
@@ -22,6 +23,8 @@ pub(crate) struct Replica<R> {
     pub(crate) style: logs::Prefix,
     /// The service's instances' health, followed once for all its replicas.
     pub(crate) health: watch::Receiver<Arc<HealthView>>,
+    /// What runs beside each process (its sidecar), if anything.
+    pub(crate) companion: Option<Arc<dyn Companion>>,
 }
 
 /// Why a running process is being replaced.
@@ -78,7 +81,35 @@ impl<R: Registry> Replica<R> {
         restarts: u32,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended, String> {
-        let mut process = process::start(&self.spec, &self.id, &self.registry_url)?;
+        let port = process::free_port().map_err(|e| format!("no free port: {e}"))?;
+        let mut attached = match &self.companion {
+            Some(companion) => Some(companion.attach(&self.spec.name, &self.id, port).await?),
+            None => None,
+        };
+        let env = attached.as_ref().map(|a| a.env.clone()).unwrap_or_default();
+        let started = process::start(&self.spec, &self.id, &self.registry_url, port, &env);
+        let mut process = match started {
+            Ok(process) => process,
+            Err(e) => {
+                detach(&mut attached).await;
+                return Err(e);
+            }
+        };
+        let ended = self
+            .supervise(&mut process, restarts, stop, &mut attached)
+            .await;
+        detach(&mut attached).await;
+        ended
+    }
+
+    /// Waits for the port, registers, and watches until the process ends or must stop.
+    async fn supervise(
+        &mut self,
+        process: &mut Process,
+        restarts: u32,
+        stop: &mut watch::Receiver<bool>,
+        attached: &mut Option<Attached>,
+    ) -> Result<Ended, String> {
         self.style.attach(&mut process.child);
         self.style.note(&format!(
             "started pid {} on port {}",
@@ -93,7 +124,7 @@ impl<R: Registry> Replica<R> {
             Err(NotListening::Exited(reason)) => return Ok(Ended::Exited(reason)),
             Err(NotListening::Stop) => return Ok(Ended::Stop),
         }
-        if let Err(e) = self.register(&process, restarts).await {
+        if let Err(e) = self.register(process, restarts).await {
             self.style.note(&format!("cannot register: {e}"));
         }
 
@@ -112,6 +143,7 @@ impl<R: Registry> Replica<R> {
                     // Deregister first, so that no new request is sent to it, give clients
                     // that already picked it a moment to finish, then stop it.
                     self.deregister().await;
+                    detach(attached).await;
                     tokio::time::sleep(timings.drain).await;
                     process.terminate(timings.stop_grace).await;
                     return Ok(Ended::Stop);
@@ -182,6 +214,13 @@ impl<R: Registry> Replica<R> {
             Ok(()) | Err(ClientError::Refused { .. }) => {}
             Err(e) => self.style.note(&format!("cannot deregister: {e}")),
         }
+    }
+}
+
+/// Stops what runs beside the process, once.
+async fn detach(attached: &mut Option<Attached>) {
+    if let Some(attached) = attached.take() {
+        (attached.stop)().await;
     }
 }
 

@@ -158,6 +158,7 @@ fn start(fake: &Arc<Fake>, replicas: u32, timings: Timings) -> Supervisor {
         vec![spec(replicas)],
         LogStyle::Plain,
         timings,
+        None,
     )
 }
 

@@ -28,6 +28,11 @@ pub(crate) struct Manifest {
     pub gateway_admin: SocketAddr,
     pub balance: wharf_proxy::Policy,
     pub services: Vec<ServiceSpec>,
+    /// `[mesh]`: mTLS between sidecars, and the CA's and intentions' settings.
+    pub mtls: bool,
+    pub mesh: wharf_registry::connect::MeshConfig,
+    /// `[intentions]`: `"SOURCE -> DESTINATION" = "allow" | "deny"`.
+    pub intentions: Vec<wharf_mesh::intentions::Intention>,
 }
 
 /// Why a manifest was refused: `file:line: reason`.
@@ -48,6 +53,19 @@ struct Raw {
     gateway: RawGateway,
     #[serde(default)]
     services: BTreeMap<Spanned<String>, RawService>,
+    #[serde(default)]
+    mesh: RawMesh,
+    #[serde(default)]
+    intentions: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMesh {
+    #[serde(default)]
+    mtls: bool,
+    leaf_ttl: Option<Spanned<String>>,
+    default_intention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -144,6 +162,72 @@ impl Manifest {
                     )
                 })?;
         }
+        let mut mesh = wharf_registry::connect::MeshConfig::default();
+        if let Some(ttl) = &raw.mesh.leaf_ttl {
+            mesh.leaf_ttl = wharf_model::parse_go_duration(ttl.get_ref())
+                .ok()
+                .filter(|d| d.as_secs() >= 1)
+                .ok_or_else(|| {
+                    error(
+                        Some(ttl.span()),
+                        format!(
+                            "mesh leaf_ttl must be a duration of a second or more such as \"72h\", not {:?}",
+                            ttl.get_ref()
+                        ),
+                    )
+                })?;
+        }
+        if let Some(default) = &raw.mesh.default_intention {
+            mesh.default_intention = match default.get_ref().as_str() {
+                "allow" => wharf_mesh::intentions::DefaultAction::Allow,
+                "deny" => wharf_mesh::intentions::DefaultAction::Deny,
+                other => {
+                    return Err(error(
+                        Some(default.span()),
+                        format!(
+                            "mesh default_intention must be \"allow\" or \"deny\", not {other:?}"
+                        ),
+                    ));
+                }
+            };
+        }
+        let mut intentions = Vec::new();
+        for (pair, action) in &raw.intentions {
+            let (source, destination) = pair
+                .get_ref()
+                .split_once("->")
+                .map(|(s, d)| (s.trim(), d.trim()))
+                .ok_or_else(|| {
+                    error(
+                        Some(pair.span()),
+                        format!(
+                            "intention {:?}: write it as \"SOURCE -> DESTINATION\" (a service name or *)",
+                            pair.get_ref()
+                        ),
+                    )
+                })?;
+            let action = match action.get_ref().as_str() {
+                "allow" => wharf_mesh::intentions::Action::Allow,
+                "deny" => wharf_mesh::intentions::Action::Deny,
+                other => {
+                    return Err(error(
+                        Some(action.span()),
+                        format!(
+                            "intention {:?}: \"allow\" or \"deny\", not {other:?}",
+                            pair.get_ref()
+                        ),
+                    ));
+                }
+            };
+            let mut intention = wharf_mesh::intentions::Intention::new(source, destination, action);
+            intention.validate().map_err(|e| {
+                error(
+                    Some(pair.span()),
+                    format!("intention {:?}: {e}", pair.get_ref()),
+                )
+            })?;
+            intentions.push(intention);
+        }
         let mut services = Vec::new();
         for (name, service) in raw.services {
             let span = name.span();
@@ -238,6 +322,9 @@ impl Manifest {
             });
         }
         Ok(Manifest {
+            mtls: raw.mesh.mtls,
+            mesh,
+            intentions,
             registry_http: raw
                 .registry
                 .http
@@ -339,6 +426,32 @@ env = { GREETING = "hi" }
     }
 
     #[test]
+    fn the_mesh_and_its_intentions_are_read() {
+        let text = "[mesh]\nmtls = true\nleaf_ttl = \"1h\"\ndefault_intention = \"deny\"\n[intentions]\n\"gateway -> frontend\" = \"allow\"\n\"* -> db\" = \"deny\"\n";
+        let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
+        assert!(manifest.mtls);
+        assert_eq!(manifest.mesh.leaf_ttl, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            manifest.mesh.default_intention,
+            wharf_mesh::intentions::DefaultAction::Deny
+        );
+        let pairs: Vec<(&str, &str, u32)> = manifest
+            .intentions
+            .iter()
+            .map(|i| {
+                (
+                    i.source_name.as_str(),
+                    i.destination_name.as_str(),
+                    i.precedence,
+                )
+            })
+            .collect();
+        assert_eq!(pairs, [("*", "db", 8), ("gateway", "frontend", 9)]);
+        let plain = Manifest::parse("", Path::new("wharf.toml")).unwrap();
+        assert!(!plain.mtls && plain.intentions.is_empty());
+    }
+
+    #[test]
     fn registry_limits_default_to_consuls_and_can_be_set() {
         let manifest = parse("").unwrap();
         assert_eq!(manifest.http_limits.max_conns_per_client, 200);
@@ -383,6 +496,31 @@ env = { GREETING = "hi" }
                 "[gateway]\nbalance = \"fastest\"\n",
                 2,
                 "unknown balancing policy",
+            ),
+            (
+                "[mesh]\nmtls = true\nleaf_ttl = \"soon\"\n",
+                3,
+                "mesh leaf_ttl must be a duration",
+            ),
+            (
+                "[mesh]\ndefault_intention = \"maybe\"\n",
+                2,
+                "\"allow\" or \"deny\"",
+            ),
+            (
+                "[intentions]\n\"web to db\" = \"allow\"\n",
+                2,
+                "SOURCE -> DESTINATION",
+            ),
+            (
+                "[intentions]\n\"web -> db\" = \"perhaps\"\n",
+                2,
+                "not \"perhaps\"",
+            ),
+            (
+                "[intentions]\n\"we_b -> db\" = \"allow\"\n",
+                2,
+                "SourceName",
             ),
             (
                 "[services.a]\ncommand = [\"sh\"]\ncheck = { http = \"/\", interval = \"often\" }\n",

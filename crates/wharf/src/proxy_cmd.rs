@@ -46,12 +46,14 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         service: args.service,
         app: args.app,
         protocol: args.protocol,
-        inbound: args.inbound,
+        inbound: Some(args.inbound),
         outbound,
         registry: args.registry,
     })
     .await?;
-    println!("wharf sidecar: inbound (mTLS) on {}", sidecar.inbound_addr);
+    if let Some(inbound) = sidecar.inbound_addr {
+        println!("wharf sidecar: inbound (mTLS) on {inbound}");
+    }
     if let Some(outbound) = sidecar.outbound_addr {
         println!("wharf sidecar: outbound on http://{outbound}");
     }

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use wharf_proxy::sidecar::{Protocol, Sidecar, SidecarConfig};
 use wharf_registry::{Config, NodeInfo, Registry};
 use wharf_store::EmbeddedStore;
-use wharf_supervisor::{LogStyle, Supervisor};
+use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
 
 use crate::BadInput;
 use crate::manifest::Manifest;
@@ -37,22 +38,28 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     config.dns = Some(manifest.registry_dns);
     config.domain = manifest.domain.clone();
     config.http_limits = manifest.http_limits.clone();
+    config.mesh = manifest.mesh.clone();
     let registry = Registry::start(Arc::new(store), config).await?;
     let registry_url = format!("http://{}", registry.http_addr);
+    for intention in &manifest.intentions {
+        registry.agent.upsert_intention(intention.clone()).await?;
+    }
 
-    let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
-    gateway.admin = Some(manifest.gateway_admin);
-    gateway.registry = Some(registry_url.clone());
-    gateway.policy = manifest.balance;
-    let proxy = wharf_proxy::Proxy::start(gateway).await?;
-
+    let gateway = Gateway::start(&manifest, &registry_url).await?;
     println!("wharf up: registry on {registry_url}");
     if let Some(dns) = registry.dns_addr {
         println!("wharf up: DNS on {dns}");
     }
-    println!("wharf up: gateway on http://{}", proxy.listen_addr);
-    if let Some(admin) = proxy.admin_addr {
+    println!("wharf up: gateway on http://{}", gateway.listen_addr());
+    if let Gateway::Plain(proxy) = &gateway
+        && let Some(admin) = proxy.admin_addr
+    {
         println!("wharf up: admin on http://{admin}");
+    }
+    if manifest.mtls {
+        println!(
+            "wharf up: mTLS on: every instance has a sidecar; intentions decide who calls whom"
+        );
     }
     let replicas: u32 = manifest.services.iter().map(|s| s.replicas).sum();
     println!(
@@ -71,7 +78,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         service
             .env
             .entry("WHARF_GATEWAY".into())
-            .or_insert_with(|| format!("http://{}", proxy.listen_addr));
+            .or_insert_with(|| format!("http://{}", gateway.listen_addr()));
         service
             .env
             .entry("WHARF_DATA".into())
@@ -79,17 +86,116 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     }
     let client = wharf_client::Client::new(&registry_url)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
-    let supervisor = Supervisor::start(client.clone(), registry_url, services, LogStyle::detect());
+    let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
+        Arc::new(Sidecars {
+            registry: registry_url.clone(),
+        }) as Arc<dyn Companion>
+    });
+    let supervisor = Supervisor::start_with(
+        Arc::new(ApiRegistry {
+            client: client.clone(),
+        }),
+        registry_url,
+        services,
+        LogStyle::detect(),
+        Timings::default(),
+        companion,
+    );
     let progress = tokio::spawn(report_progress(client, names, replicas));
     shutdown_signal().await;
     progress.abort();
     println!("wharf up: stopping");
     // Stop taking requests, then deregister and stop every instance, then the registry.
-    proxy.stop().await;
+    gateway.stop().await;
     supervisor.stop().await;
     registry.stop().await;
     println!("wharf up: stopped");
     Ok(())
+}
+
+/// The way into the mesh: the gateway proxy, or with mTLS on an ingress that calls the
+/// services' sidecars with its own identity (`gateway`), subject to intentions like any caller.
+enum Gateway {
+    Plain(wharf_proxy::Proxy),
+    Mesh(Box<Sidecar>),
+}
+
+impl Gateway {
+    async fn start(manifest: &Manifest, registry_url: &str) -> anyhow::Result<Gateway> {
+        if manifest.mtls {
+            let ingress = Sidecar::start(SidecarConfig {
+                service: "gateway".into(),
+                instance_id: "gateway".into(),
+                app: ([127, 0, 0, 1], 0).into(),
+                protocol: Protocol::Http,
+                inbound: None,
+                outbound: Some(manifest.gateway_listen),
+                registry: registry_url.to_owned(),
+            })
+            .await?;
+            return Ok(Gateway::Mesh(Box::new(ingress)));
+        }
+        let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
+        gateway.admin = Some(manifest.gateway_admin);
+        gateway.registry = Some(registry_url.to_owned());
+        gateway.policy = manifest.balance;
+        Ok(Gateway::Plain(wharf_proxy::Proxy::start(gateway).await?))
+    }
+
+    fn listen_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Gateway::Plain(proxy) => proxy.listen_addr,
+            Gateway::Mesh(ingress) => ingress.outbound_addr.expect("an ingress listens"),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Gateway::Plain(proxy) => proxy.stop().await,
+            Gateway::Mesh(ingress) => ingress.stop().await,
+        }
+    }
+}
+
+/// Starts each instance's sidecar: mTLS in (the instance's identity, intentions enforced),
+/// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
+struct Sidecars {
+    registry: String,
+}
+
+impl Companion for Sidecars {
+    fn attach(
+        &self,
+        service: &str,
+        instance: &str,
+        port: u16,
+    ) -> wharf_supervisor::companion::BoxFuture<Result<Attached, String>> {
+        let config = SidecarConfig {
+            service: service.to_owned(),
+            instance_id: instance.to_owned(),
+            app: ([127, 0, 0, 1], port).into(),
+            protocol: Protocol::Http,
+            inbound: Some(([127, 0, 0, 1], 0).into()),
+            outbound: Some(([127, 0, 0, 1], 0).into()),
+            registry: self.registry.clone(),
+        };
+        Box::pin(async move {
+            let sidecar = Sidecar::start(config)
+                .await
+                .map_err(|e| format!("cannot start the sidecar: {e}"))?;
+            let outbound = format!(
+                "http://{}",
+                sidecar.outbound_addr.expect("an outbound side")
+            );
+            Ok(Attached {
+                env: vec![
+                    ("WHARF_GATEWAY".to_owned(), outbound.clone()),
+                    ("WHARF_OUTBOUND".to_owned(), outbound),
+                ],
+                stop: Box::new(move || Box::pin(sidecar.stop())),
+            })
+        })
+    }
 }
 
 /// Prints how many instances pass as the mesh comes up, until all do (or a minute passes).

@@ -454,7 +454,8 @@ impl Client {
         body: RequestBody,
         facts: &RequestFacts,
     ) -> Result<(Conn, ResponseFacts), AttemptError> {
-        let mut conn = match pool::take(endpoint.addr) {
+        let replayable = facts.idempotent && body == RequestBody::Replayable;
+        let mut conn = match pool::take(endpoint.addr, !replayable) {
             Some(conn) => conn,
             None => connect(service, endpoint).await?,
         };

@@ -53,12 +53,15 @@ thread_local! {
     static IDLE: RefCell<Idle> = RefCell::default();
 }
 
-/// An idle connection to `addr` that still looks usable, if this thread has one.
-pub(crate) fn take(addr: SocketAddr) -> Option<Conn> {
+/// An idle connection to `addr` that still looks usable, if this thread has one. With
+/// `confirm` (for a request that could not be sent again if the connection turned out to be
+/// closed), the socket itself is asked, one system call, rather than the runtime's cached
+/// readiness, which may not have caught up with a close that just happened.
+pub(crate) fn take(addr: SocketAddr, confirm: bool) -> Option<Conn> {
     IDLE.with_borrow_mut(|idle| {
         let kept = idle.by_endpoint.get_mut(&addr)?;
         while let Some(mut conn) = kept.pop() {
-            if is_quiet(&conn.stream) {
+            if is_quiet(&conn.stream) && (!confirm || peek_is_quiet(&conn.stream)) {
                 conn.reused = true;
                 conn.buf = super::spare::read_buffer();
                 return Some(conn);
@@ -112,6 +115,15 @@ pub(crate) async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
     })
 }
 
+/// Asks the socket (a non-blocking peek): nothing to read, not closed.
+fn peek_is_quiet(stream: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut probe) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(_) => false, // closed (0) or stray bytes
+    }
+}
+
 /// Nothing to read on an idle connection: no close, no stray bytes. Readiness is cached by
 /// the runtime (cleared by the last read that drained the socket), so a quiet connection
 /// costs nothing to check and a possibly stale "readable" is confirmed with one read.
@@ -154,16 +166,16 @@ mod tests {
         let (conn, _peer) = pair(&listener).await;
         put(addr, conn);
         assert_eq!(idle_count(addr), 1);
-        let elsewhere = std::thread::spawn(move || take(addr).is_none())
+        let elsewhere = std::thread::spawn(move || take(addr, false).is_none())
             .join()
             .unwrap();
         assert!(
             elsewhere,
             "another proxy thread has its own idle connections"
         );
-        let again = take(addr).expect("the kept connection");
+        let again = take(addr, false).expect("the kept connection");
         assert!(again.reused);
-        assert!(take(addr).is_none(), "taken once");
+        assert!(take(addr, false).is_none(), "taken once");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -175,7 +187,7 @@ mod tests {
         drop(peer);
         until_seen_closed(addr).await;
         assert!(
-            take(addr).is_none(),
+            take(addr, false).is_none(),
             "a closed connection is not handed out"
         );
 
@@ -187,11 +199,30 @@ mod tests {
         until_seen_closed(addr).await;
         IDLE.with_borrow_mut(sweep);
         assert_eq!(idle_count(addr), 1, "the sweep keeps only the open one");
-        drop(take(addr));
+        drop(take(addr, false));
         IDLE.with_borrow_mut(sweep);
         assert!(
             IDLE.with_borrow(|idle| idle.by_endpoint.is_empty()),
             "an address left with nothing is forgotten"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_confirmed_take_sees_a_close_the_runtime_has_not_yet() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conn, peer) = pair(&listener).await;
+        put(addr, conn);
+        // Closed just now: no await in between, so the runtime has not polled for it and its
+        // cached readiness still says quiet.
+        drop(peer);
+        assert!(
+            IDLE.with_borrow(|idle| is_quiet(&idle.by_endpoint[&addr][0].stream)),
+            "the cache has not caught up (the case a confirmed take is for)"
+        );
+        assert!(
+            take(addr, true).is_none(),
+            "asking the socket sees the close"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP/2 over mutual TLS to other sidecars: what a sidecar's outbound side sends on. One
-//! multiplexed connection per destination sidecar and proxy thread (so a handshake is paid per
-//! connection, not per request), opened with this sidecar's current certificate (a rotation
+//! multiplexed connection per destination sidecar, caller identity and proxy thread (so a
+//! handshake is paid per connection, not per request), opened with this sidecar's current certificate (a rotation
 //! reaches new connections; open ones keep running), the server verified by the mesh's roots,
 //! by its service's DNS name and by the SPIFFE identity in its certificate.
 
@@ -25,13 +25,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct MeshClient {
     pub config: Arc<rustls::ClientConfig>,
     pub trust_domain: String,
+    /// Whom this client is (its SPIFFE id): connections are kept per caller, so that two
+    /// sidecars in one process never share one (a connection carries its opener's identity).
+    pub identity: String,
 }
 
 /// The sidecar's current client side (`None` until it has a certificate).
 pub type MeshTls = watch::Receiver<Option<MeshClient>>;
 
 thread_local! {
-    static CONNECTIONS: RefCell<HashMap<(SocketAddr, String), SendRequest<Body>>> = RefCell::default();
+    /// Kept connections by (destination sidecar, its service, the caller's identity).
+    static CONNECTIONS: RefCell<HashMap<(SocketAddr, String, String), SendRequest<Body>>> = RefCell::default();
 }
 
 /// Sends `request` to the sidecar of `service` at `addr`.
@@ -41,7 +45,12 @@ pub(crate) async fn send(
     addr: SocketAddr,
     request: http::Request<Body>,
 ) -> Result<http::Response<Incoming>, AttemptError> {
-    let key = (addr, service.to_owned());
+    let caller = tls
+        .borrow()
+        .as_ref()
+        .map(|client| client.identity.clone())
+        .unwrap_or_default();
+    let key = (addr, service.to_owned(), caller);
     let kept = CONNECTIONS.with_borrow_mut(|all| match all.get(&key) {
         Some(sender) if !sender.is_closed() => Some(sender.clone()),
         Some(_) => {

@@ -137,6 +137,7 @@ fn publish(latest: &Mutex<Latest>, published: &Published) {
     published.outbound.send_replace(Some(MeshClient {
         config: client,
         trust_domain: roots.trust_domain.clone(),
+        identity: leaf.service_uri.clone(),
     }));
     let n = published
         .rotations

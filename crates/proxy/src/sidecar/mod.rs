@@ -61,8 +61,9 @@ pub struct SidecarConfig {
     /// Where the app listens.
     pub app: SocketAddr,
     pub protocol: Protocol,
-    /// mTLS from other sidecars.
-    pub inbound: SocketAddr,
+    /// mTLS from other sidecars (`None`: an ingress, such as the gateway of `wharf up` with
+    /// mTLS on, which calls into the mesh with its own identity and takes no calls).
+    pub inbound: Option<SocketAddr>,
     /// Where the app sends its calls (`None`: no outbound side).
     pub outbound: Option<SocketAddr>,
     pub registry: String,
@@ -81,7 +82,7 @@ pub enum SidecarError {
 
 /// A running sidecar.
 pub struct Sidecar {
-    pub inbound_addr: SocketAddr,
+    pub inbound_addr: Option<SocketAddr>,
     pub outbound_addr: Option<SocketAddr>,
     pub credentials: Arc<credentials::Published>,
     client: Client,
@@ -114,21 +115,27 @@ impl Sidecar {
                 .await
                 .map_err(|e| SidecarError::Bind(addr, e))
         };
-        let listener = bind(config.inbound).await?;
-        let inbound_addr = listener
-            .local_addr()
-            .map_err(|e| SidecarError::Bind(config.inbound, e))?;
-        let mut tasks = vec![tokio::spawn(inbound::serve(
-            listener,
-            Arc::new(inbound::Inbound {
-                service: config.service.to_ascii_lowercase(),
-                app: config.app,
-                protocol: config.protocol,
-                tls: published.inbound.subscribe(),
-                policy,
-            }),
-            shutdown_rx.clone(),
-        ))];
+        let mut tasks = Vec::new();
+        let mut inbound_addr = None;
+        if let Some(addr) = config.inbound {
+            let listener = bind(addr).await?;
+            inbound_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| SidecarError::Bind(addr, e))?,
+            );
+            tasks.push(tokio::spawn(inbound::serve(
+                listener,
+                Arc::new(inbound::Inbound {
+                    service: config.service.to_ascii_lowercase(),
+                    app: config.app,
+                    protocol: config.protocol,
+                    tls: published.inbound.subscribe(),
+                    policy,
+                }),
+                shutdown_rx.clone(),
+            )));
+        }
 
         let mut outbound_addr = None;
         if let Some(addr) = config.outbound {
@@ -168,24 +175,28 @@ impl Sidecar {
         }
 
         let registration_id = format!("{}{SIDECAR_SUFFIX}", config.instance_id);
-        let registration = Registration {
-            name: format!("{}{SIDECAR_SUFFIX}", config.service),
-            id: Some(registration_id.clone()),
-            address: Some(inbound_addr.ip().to_string()),
-            port: Some(inbound_addr.port()),
-            meta: [
-                ("wharf-sidecar-for".to_owned(), config.service.clone()),
-                ("wharf-instance".to_owned(), config.instance_id.clone()),
-            ]
-            .into(),
-            check: Some(CheckRegistration {
-                tcp: Some(inbound_addr.to_string()),
-                interval: Some("1s".into()),
-                ..CheckRegistration::default()
-            }),
-            ..Registration::default()
-        };
-        client.register(&registration).await?;
+        if let Some(inbound) = inbound_addr {
+            // Passing while the app accepts connections: traffic reaches a sidecar only when
+            // there is an app behind it (Consul's alias check, simply).
+            let registration = Registration {
+                name: format!("{}{SIDECAR_SUFFIX}", config.service),
+                id: Some(registration_id.clone()),
+                address: Some(inbound.ip().to_string()),
+                port: Some(inbound.port()),
+                meta: [
+                    ("wharf-sidecar-for".to_owned(), config.service.clone()),
+                    ("wharf-instance".to_owned(), config.instance_id.clone()),
+                ]
+                .into(),
+                check: Some(CheckRegistration {
+                    tcp: Some(config.app.to_string()),
+                    interval: Some("1s".into()),
+                    ..CheckRegistration::default()
+                }),
+                ..Registration::default()
+            };
+            client.register(&registration).await?;
+        }
         Ok(Sidecar {
             inbound_addr,
             outbound_addr,
@@ -199,7 +210,9 @@ impl Sidecar {
 
     /// Deregisters, then stops listening.
     pub async fn stop(self) {
-        if let Err(e) = self.client.deregister(&self.registration_id).await {
+        if self.inbound_addr.is_some()
+            && let Err(e) = self.client.deregister(&self.registration_id).await
+        {
             tracing::warn!(error = %e, "sidecar: cannot deregister");
         }
         let _ = self.shutdown.send(true);
