@@ -416,3 +416,36 @@ fn authorize_answers_for_a_client_certificate() {
     );
     assert_eq!(bad.status, 400, "{}", bad.text());
 }
+
+#[test]
+fn the_intention_commands_create_check_list_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--default-intention", "deny"]);
+    let url = registry.url();
+    let run = |args: &[&str]| wharf(&url, args);
+    let (code, out, _) = run(&["intention", "check", "web", "db"]);
+    assert_eq!((code, out.trim()), (2, "Denied"), "the default");
+    let (code, out, err) = run(&["intention", "create", "web", "db", "--description", "reads"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "web => db (allow)");
+    let (code, out, _) = run(&["intention", "check", "web", "db"]);
+    assert_eq!((code, out.trim()), (0, "Allowed"));
+    assert_eq!(run(&["intention", "create", "--deny", "*", "db"]).0, 0);
+    let (_, list, _) = run(&["intention", "list"]);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..4], ["web", "db", "allow", "9"], "{list}");
+    assert_eq!(rows[1][..4], ["*", "db", "deny", "8"], "{list}");
+    assert_eq!(run(&["intention", "delete", "web", "db"]).0, 0);
+    assert_eq!(
+        run(&["intention", "check", "web", "db"]).0,
+        2,
+        "* => db denies now"
+    );
+    let (code, _, err) = run(&["intention", "create", "we_b", "db"]);
+    assert_eq!(code, 2, "a bad name is the user's input: {err}");
+    assert!(err.contains("SourceName"), "{err}");
+}

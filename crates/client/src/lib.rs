@@ -262,6 +262,59 @@ impl Client {
         self.call(Method::PUT, &path, Vec::new()).await.map(drop)
     }
 
+    /// Creates or replaces the intention from `source` to `destination` (`*` for any):
+    /// `action` is `allow` or `deny`.
+    pub async fn upsert_intention(
+        &self,
+        source: &str,
+        destination: &str,
+        action: &str,
+        description: &str,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "Action": action, "Description": description, "SourceType": "consul",
+        }))
+        .expect("json");
+        self.call(
+            Method::PUT,
+            &intention_path("exact", source, destination),
+            body,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_intention(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &intention_path("exact", source, destination),
+            Vec::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Whether `source` may call `destination`, as the intentions say now.
+    pub async fn check_intention(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<bool, ClientError> {
+        let (answer, _): (serde_json::Value, u64) = self
+            .get_json(&intention_path("check", source, destination), None)
+            .await?;
+        Ok(answer["Allowed"].as_bool().unwrap_or(false))
+    }
+
+    /// Every intention, in evaluation order.
+    pub async fn intentions(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        Ok(self.get_json("/v1/connect/intentions", None).await?.0)
+    }
+
     /// Follows the healthy instances of `name` as a stream of changes.
     pub fn watch(&self, name: &str) -> ServiceWatch {
         ServiceWatch::new(self.clone(), name.to_owned())
@@ -342,6 +395,14 @@ impl Client {
             }),
         }
     }
+}
+
+fn intention_path(what: &str, source: &str, destination: &str) -> String {
+    format!(
+        "/v1/connect/intentions/{what}?source={}&destination={}",
+        encode(source),
+        encode(destination)
+    )
 }
 
 /// Percent-encodes a path segment.

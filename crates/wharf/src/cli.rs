@@ -40,6 +40,51 @@ pub(crate) enum Command {
     Scale(ScaleArgs),
     /// Replace a service's instances one at a time, each new one passing before an old one stops.
     Restart(RestartArgs),
+    /// Who may call whom: create, delete, check and list intentions.
+    #[command(subcommand)]
+    Intention(IntentionCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum IntentionCommand {
+    /// Allow (or with --deny, deny) SOURCE to call DESTINATION; `*` for any.
+    Create(IntentionCreateArgs),
+    /// Delete the intention from SOURCE to DESTINATION.
+    Delete(IntentionPairArgs),
+    /// Whether SOURCE may call DESTINATION now: prints Allowed (exit 0) or Denied (exit 2).
+    Check(IntentionPairArgs),
+    /// Every intention, in the order they are evaluated.
+    List(IntentionListArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IntentionCreateArgs {
+    pub source: String,
+    pub destination: String,
+    /// Deny instead of allow.
+    #[arg(long)]
+    pub deny: bool,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IntentionPairArgs {
+    pub source: String,
+    pub destination: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IntentionListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
 }
 
 #[derive(Args, Debug)]

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use wharf_client::{Change, CheckRegistration, Client, Registration};
 
 use crate::cli::{
-    DeregisterArgs, InstancesArgs, ListArgs, RegisterArgs, RegistryUrl, RestartArgs, ScaleArgs,
-    WatchArgs,
+    DeregisterArgs, InstancesArgs, IntentionCommand, ListArgs, RegisterArgs, RegistryUrl,
+    RestartArgs, ScaleArgs, WatchArgs,
 };
 use crate::{BadInput, table};
 
@@ -214,4 +214,66 @@ pub(crate) async fn watch(args: WatchArgs) -> anyhow::Result<()> {
 
 fn endpoint_json(e: &wharf_client::Endpoint) -> Value {
     json!({"id": e.id, "address": e.address, "port": e.port, "tags": e.tags})
+}
+
+/// `wharf intention ...`.
+pub(crate) async fn intention(command: IntentionCommand) -> anyhow::Result<()> {
+    match command {
+        IntentionCommand::Create(args) => {
+            let action = if args.deny { "deny" } else { "allow" };
+            client(&args.registry)?
+                .upsert_intention(&args.source, &args.destination, action, &args.description)
+                .await?;
+            println!("{} => {} ({action})", args.source, args.destination);
+        }
+        IntentionCommand::Delete(args) => {
+            client(&args.registry)?
+                .delete_intention(&args.source, &args.destination)
+                .await?;
+            println!("deleted {} => {}", args.source, args.destination);
+        }
+        IntentionCommand::Check(args) => {
+            let allowed = client(&args.registry)?
+                .check_intention(&args.source, &args.destination)
+                .await?;
+            if !allowed {
+                println!("Denied");
+                return Err(crate::Denied.into());
+            }
+            println!("Allowed");
+        }
+        IntentionCommand::List(args) => {
+            let all = client(&args.registry)?.intentions().await?;
+            if args.json {
+                return print_json(&all);
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|i| {
+                    let text = |key: &str| i[key].as_str().unwrap_or("").to_owned();
+                    let action = i["Action"]
+                        .as_str()
+                        .map_or_else(|| "L7".to_owned(), str::to_owned);
+                    vec![
+                        text("SourceName"),
+                        text("DestinationName"),
+                        action,
+                        i["Precedence"].to_string(),
+                        text("Description"),
+                    ]
+                })
+                .collect();
+            table::print(
+                &[
+                    "SOURCE",
+                    "DESTINATION",
+                    "ACTION",
+                    "PRECEDENCE",
+                    "DESCRIPTION",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
 }

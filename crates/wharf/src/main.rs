@@ -21,6 +21,11 @@ use crate::cli::{Cli, Command};
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// `wharf intention check` said denied: exit 2, as `consul intention check` does.
+#[derive(Debug, thiserror::Error)]
+#[error("denied")]
+pub struct Denied;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -47,12 +52,16 @@ fn main() -> ExitCode {
             Command::Watch(args) => client_cmds::watch(args).await,
             Command::Scale(args) => client_cmds::scale(args).await,
             Command::Restart(args) => client_cmds::restart(args).await,
+            Command::Intention(command) => client_cmds::intention(command).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wharf: {e:#}");
+            if e.is::<Denied>() {
+                return ExitCode::from(2);
+            }
             if is_bad_input(&e) {
                 ExitCode::from(2)
             } else {
