@@ -192,10 +192,31 @@ fn traffic_between_sidecars_goes_on_with_the_registry_gone() {
     let Mesh {
         registry, web, api, ..
     } = mesh;
+    let ready = request(api.admin, "GET", "/ready", b"");
+    assert_eq!((ready.status, ready.text().trim()), (200, "ready"));
     registry.kill_9();
     for n in 0..50 {
         let answer = web.call("api", "/");
         assert_eq!(answer.status, 200, "request {n} with the registry gone");
     }
-    drop(api);
+    // The sidecars say they serve from what they hold.
+    eventually("the sidecar notices the registry is gone", || {
+        let ready = request(api.admin, "GET", "/ready", b"");
+        ready.status == 200 && ready.text().contains("fail static")
+    });
+    let metrics = request(api.admin, "GET", "/metrics", b"").text();
+    assert!(
+        metrics.contains("wharf_sidecar_registry_reachable 0"),
+        "{metrics}"
+    );
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_sidecar_leaf_expiry_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the leaf's time to expiry");
+    assert!(expiry > 3600.0, "a 72 h leaf: {expiry}");
+    assert!(
+        metrics.contains(r#"wharf_sidecar_inbound_decisions_total{caller="web",decision="allow"}"#),
+        "{metrics}"
+    );
 }

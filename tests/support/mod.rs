@@ -499,6 +499,7 @@ pub(crate) struct SidecarProcess {
     child: Child,
     pub inbound: SocketAddr,
     pub outbound: Option<SocketAddr>,
+    pub admin: SocketAddr,
     pub log: std::path::PathBuf,
 }
 
@@ -547,10 +548,20 @@ impl SidecarProcess {
                     .unwrap_or_else(|| panic!("no outbound address: {line:?}")),
             )
         };
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("sidecar output");
+        let admin = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|u| u.strip_prefix("http://"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address: {line:?}"));
         SidecarProcess {
             child,
             inbound,
             outbound,
+            admin,
             log,
         }
     }

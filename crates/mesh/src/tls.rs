@@ -105,6 +105,13 @@ pub fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, Tls
     Ok(Arc::new(config))
 }
 
+/// When the (first) certificate in `pem` expires, in seconds since the epoch.
+pub fn not_after(pem: &str) -> Option<u64> {
+    let der = certs(pem).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    u64::try_from(cert.validity().not_after.timestamp()).ok()
+}
+
 /// The SPIFFE identity of a verified peer: exactly one URI SAN, a service identity, in
 /// `trust_domain`.
 pub fn peer_identity(
@@ -178,6 +185,13 @@ mod tests {
             Err(TlsError::NoCertificate)
         ));
         assert!(server_config(&web).is_ok());
+        let expires = not_after(&web.cert_pem).unwrap();
+        let in_an_hour = crate::ca::unix(SystemTime::now()) + 3600;
+        assert!(
+            expires.abs_diff(in_an_hour) <= 1,
+            "{expires} vs {in_an_hour}"
+        );
+        assert_eq!(not_after("junk"), None);
         assert!(client_config(&web).is_ok());
     }
 

@@ -160,6 +160,9 @@ pub(crate) struct SidecarArgs {
     /// Where the app sends its calls (plain HTTP, by Host); "none" for no outbound side.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub outbound: String,
+    /// `/ready` and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub admin: SocketAddr,
     /// The registry.
     #[arg(
         long,

@@ -48,6 +48,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         protocol: args.protocol,
         inbound: Some(args.inbound),
         outbound,
+        admin: Some(args.admin),
         registry: args.registry,
     })
     .await?;
@@ -56,6 +57,9 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
     }
     if let Some(outbound) = sidecar.outbound_addr {
         println!("wharf sidecar: outbound on http://{outbound}");
+    }
+    if let Some(admin) = sidecar.admin_addr {
+        println!("wharf sidecar: admin on http://{admin}");
     }
     shutdown_signal().await;
     sidecar.stop().await;

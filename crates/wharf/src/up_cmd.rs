@@ -51,9 +51,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         println!("wharf up: DNS on {dns}");
     }
     println!("wharf up: gateway on http://{}", gateway.listen_addr());
-    if let Gateway::Plain(proxy) = &gateway
-        && let Some(admin) = proxy.admin_addr
-    {
+    if let Some(admin) = gateway.admin_addr() {
         println!("wharf up: admin on http://{admin}");
     }
     if manifest.mtls {
@@ -130,6 +128,7 @@ impl Gateway {
                 protocol: Protocol::Http,
                 inbound: None,
                 outbound: Some(manifest.gateway_listen),
+                admin: Some(manifest.gateway_admin),
                 registry: registry_url.to_owned(),
             })
             .await?;
@@ -140,6 +139,13 @@ impl Gateway {
         gateway.registry = Some(registry_url.to_owned());
         gateway.policy = manifest.balance;
         Ok(Gateway::Plain(wharf_proxy::Proxy::start(gateway).await?))
+    }
+
+    fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Gateway::Plain(proxy) => proxy.admin_addr,
+            Gateway::Mesh(ingress) => ingress.admin_addr,
+        }
     }
 
     fn listen_addr(&self) -> std::net::SocketAddr {
@@ -177,6 +183,7 @@ impl Companion for Sidecars {
             protocol: Protocol::Http,
             inbound: Some(([127, 0, 0, 1], 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
+            admin: None,
             registry: self.registry.clone(),
         };
         Box::pin(async move {

@@ -55,8 +55,7 @@ pub struct InboundTls {
 pub struct Published {
     pub inbound: watch::Sender<Option<InboundTls>>,
     pub outbound: watch::Sender<Option<MeshClient>>,
-    /// Certificates put in use so far (the first included).
-    pub rotations: std::sync::atomic::AtomicU64,
+    pub health: Arc<super::admin::Health>,
 }
 
 #[derive(Default)]
@@ -83,8 +82,12 @@ pub fn follow(
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 answer = roots.next() => match answer {
-                    Ok(answer) => { l.lock().expect("latest").roots = Some(answer); publish(&l, &p); }
-                    Err(e) => tracing::warn!(error = %e, "sidecar: cannot read the mesh's roots; keeping the last"),
+                    Ok(answer) => {
+                        p.health.registry_answered(Ok(()));
+                        l.lock().expect("latest").roots = Some(answer);
+                        publish(&l, &p);
+                    }
+                    Err(e) => p.health.registry_answered(Err(e.to_string())),
                 },
             }
         }
@@ -95,8 +98,12 @@ pub fn follow(
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 answer = leaf.next() => match answer {
-                    Ok(answer) => { latest.lock().expect("latest").leaf = Some(answer); publish(&latest, &published); }
-                    Err(e) => tracing::warn!(error = %e, "sidecar: cannot renew the certificate; keeping the last until it expires"),
+                    Ok(answer) => {
+                        published.health.registry_answered(Ok(()));
+                        latest.lock().expect("latest").leaf = Some(answer);
+                        publish(&latest, &published);
+                    }
+                    Err(e) => published.health.registry_answered(Err(e.to_string())),
                 },
             }
         }
@@ -139,8 +146,19 @@ fn publish(latest: &Mutex<Latest>, published: &Published) {
         trust_domain: roots.trust_domain.clone(),
         identity: leaf.service_uri.clone(),
     }));
-    let n = published
-        .rotations
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(valid_before = %leaf.valid_before, certificates = n + 1, "sidecar: certificate in use");
+    let health = &published.health;
+    let order = std::sync::atomic::Ordering::Relaxed;
+    health.leaf_not_after.store(
+        wharf_mesh::tls::not_after(&leaf.cert_pem).unwrap_or(0),
+        order,
+    );
+    let roots_end = roots
+        .roots
+        .iter()
+        .filter_map(|r| wharf_mesh::tls::not_after(&r.root_cert))
+        .min()
+        .unwrap_or(0);
+    health.roots_not_after.store(roots_end, order);
+    health.certificates.inc();
+    tracing::info!(valid_before = %leaf.valid_before, certificates = health.certificates.get(), "sidecar: certificate in use");
 }

@@ -36,6 +36,7 @@ pub(crate) struct Inbound {
     pub(crate) protocol: Protocol,
     pub(crate) tls: watch::Receiver<Option<InboundTls>>,
     pub(crate) policy: Policy,
+    pub(crate) health: Arc<super::admin::Health>,
 }
 
 pub(crate) async fn serve(
@@ -135,6 +136,7 @@ fn decide(
         Some(request) => policy.decide_request(&caller.service, &inbound.service, &Facts(request)),
         None => policy.decide_connection(&caller.service, &inbound.service),
     };
+    inbound.health.decided(&caller.service, decision.allowed);
     if decision.allowed {
         Ok(())
     } else {

@@ -11,6 +11,7 @@
 //! inbound one, TCP-checked, so that other sidecars' outbound sides find it; it deregisters
 //! when it stops.
 
+pub mod admin;
 pub mod credentials;
 pub mod inbound;
 pub mod outbound;
@@ -66,6 +67,8 @@ pub struct SidecarConfig {
     pub inbound: Option<SocketAddr>,
     /// Where the app sends its calls (`None`: no outbound side).
     pub outbound: Option<SocketAddr>,
+    /// `/ready` and `/metrics` (`None`: no admin listener).
+    pub admin: Option<SocketAddr>,
     pub registry: String,
 }
 
@@ -84,6 +87,7 @@ pub enum SidecarError {
 pub struct Sidecar {
     pub inbound_addr: Option<SocketAddr>,
     pub outbound_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub credentials: Arc<credentials::Published>,
     client: Client,
     registration_id: String,
@@ -96,10 +100,11 @@ impl Sidecar {
         wharf_mesh::identity::check_name(&config.service)?;
         let client = Client::new(&config.registry)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let health = Arc::new(admin::Health::default());
         let published = Arc::new(credentials::Published {
             inbound: watch::Sender::new(None),
             outbound: watch::Sender::new(None),
-            rotations: Default::default(),
+            health: health.clone(),
         });
         credentials::follow(
             &client,
@@ -108,7 +113,7 @@ impl Sidecar {
             shutdown_rx.clone(),
         );
         let policy: policy::Policy = Arc::default();
-        policy::follow(&client, policy.clone(), shutdown_rx.clone());
+        policy::follow(&client, policy.clone(), health.clone(), shutdown_rx.clone());
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -132,7 +137,23 @@ impl Sidecar {
                     protocol: config.protocol,
                     tls: published.inbound.subscribe(),
                     policy,
+                    health: health.clone(),
                 }),
+                shutdown_rx.clone(),
+            )));
+        }
+
+        let mut admin_addr = None;
+        if let Some(addr) = config.admin {
+            let listener = bind(addr).await?;
+            admin_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| SidecarError::Bind(addr, e))?,
+            );
+            tasks.push(tokio::spawn(admin::serve(
+                listener,
+                health.clone(),
                 shutdown_rx.clone(),
             )));
         }
@@ -200,6 +221,7 @@ impl Sidecar {
         Ok(Sidecar {
             inbound_addr,
             outbound_addr,
+            admin_addr,
             credentials: published,
             client,
             registration_id,

@@ -20,7 +20,12 @@ struct MeshSettings {
 pub type Policy = Arc<ArcSwapOption<Intentions>>;
 
 /// Follows the intentions until `shutdown`.
-pub fn follow(client: &Client, policy: Policy, mut shutdown: watch::Receiver<bool>) {
+pub fn follow(
+    client: &Client,
+    policy: Policy,
+    health: Arc<super::admin::Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let client = client.clone();
     tokio::spawn(async move {
         let mut intentions = client.follow(Read::<Vec<Intention>>::new("/v1/connect/intentions"));
@@ -29,19 +34,19 @@ pub fn follow(client: &Client, policy: Policy, mut shutdown: watch::Receiver<boo
             if default.is_none() {
                 match client.read::<MeshSettings>("/v1/wharf/mesh", None).await {
                     Ok((settings, _)) => default = Some(settings.default_intention),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sidecar: cannot read the mesh's settings");
-                    }
+                    Err(e) => health.registry_answered(Err(e.to_string())),
                 }
             }
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => return,
                 answer = intentions.next() => match (answer, default) {
                     (Ok(all), Some(default)) => {
+                        health.registry_answered(Ok(()));
                         policy.store(Some(Arc::new(Intentions::new(all, default))));
+                        health.has_intentions.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     (Ok(_), None) => {}
-                    (Err(e), _) => tracing::warn!(error = %e, "sidecar: cannot follow intentions; enforcing the last known"),
+                    (Err(e), _) => health.registry_answered(Err(e.to_string())),
                 },
             }
         }
