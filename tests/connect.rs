@@ -128,15 +128,7 @@ fn a_new_key_rotates_the_root_and_wakes_every_leaf() {
     let index = first.index();
 
     // A leaf's blocking query, held until something changes.
-    let addr = registry.addr;
-    let waiting = std::thread::spawn(move || {
-        request(
-            addr,
-            "GET",
-            &format!("/v1/agent/connect/ca/leaf/web?index={index}&wait=60s"),
-            b"",
-        )
-    });
+    let waiting = held_query(registry.addr, "/v1/agent/connect/ca/leaf/web", index, "60s");
 
     let bad = registry.put(
         "/v1/connect/ca/configuration",

@@ -656,3 +656,53 @@ fn metrics_count_requests_and_describe_the_catalog() {
         "{text}"
     );
 }
+
+#[test]
+fn connect_proxies_answer_health_connect_and_block_on_their_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let proxy = serde_json::json!({
+        "Name": "web-sidecar-proxy", "ID": "web-1-sidecar-proxy", "Port": 21000,
+        "Kind": "connect-proxy", "Proxy": {"DestinationServiceName": "web"},
+    });
+    assert_eq!(
+        registry
+            .put("/v1/agent/service/register", &proxy.to_string())
+            .status,
+        200
+    );
+    let first = registry.get("/v1/health/connect/web");
+    let entries = first.json();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert_eq!(entries[0]["Service"]["Kind"], "connect-proxy");
+    assert_eq!(
+        entries[0]["Service"]["Proxy"]["DestinationServiceName"],
+        "web"
+    );
+    assert_eq!(
+        registry.get("/v1/health/connect/db").json(),
+        serde_json::json!([]),
+        "no proxy for db"
+    );
+    // A blocking query wakes when a second proxy registers.
+    let index = first.index();
+    let waiting = held_query(registry.addr, "/v1/health/connect/web", index, "30s");
+    let second = serde_json::json!({
+        "Name": "web-sidecar-proxy", "ID": "web-2-sidecar-proxy", "Port": 21001,
+        "Kind": "connect-proxy", "Proxy": {"DestinationServiceName": "web"},
+    });
+    registry.put("/v1/agent/service/register", &second.to_string());
+    let woken = waiting.join().unwrap();
+    assert!(woken.index() > index);
+    assert_eq!(woken.json().as_array().unwrap().len(), 2);
+    let refused = registry.put(
+        "/v1/agent/service/register",
+        r#"{"Name":"x","Kind":"connect-proxy"}"#,
+    );
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.text().contains("DestinationServiceName"),
+        "{}",
+        refused.text()
+    );
+}

@@ -533,13 +533,20 @@ fn with_mtls_on_intentions_decide_who_calls_whom() {
         mesh.through_gateway("hello", "/").status == 200
     });
     assert_eq!(mesh.through_gateway("hello", "/").text(), "Hello, World!");
-    // Every instance has a sidecar registered beside it.
+    // Every instance has a sidecar registered beside it, as Consul's connect-proxy kind.
     for name in ["hello", "api", "notes", "frontend"] {
         eventually(&format!("{name}'s sidecar"), || {
-            mesh.get(&format!("/v1/health/service/{name}-sidecar-proxy?passing"))
-                .json()
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
+            let proxies = mesh
+                .get(&format!("/v1/health/connect/{name}?passing"))
+                .json();
+            proxies.as_array().is_some_and(|all| {
+                !all.is_empty()
+                    && all.iter().all(|e| {
+                        e["Service"]["Kind"] == "connect-proxy"
+                            && e["Service"]["Proxy"]["DestinationServiceName"] == name
+                            && e["Service"]["Service"] == format!("{name}-sidecar-proxy")
+                    })
+            })
         });
     }
 }

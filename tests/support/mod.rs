@@ -166,6 +166,18 @@ impl Response {
     }
 }
 
+/// A blocking query of `path` at `index`, held on a thread: join it for the answer.
+pub(crate) fn held_query(
+    addr: SocketAddr,
+    path: &str,
+    index: u64,
+    wait: &str,
+) -> std::thread::JoinHandle<Response> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let path = format!("{path}{sep}index={index}&wait={wait}");
+    std::thread::spawn(move || request(addr, "GET", &path, b""))
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
 pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect to registry");

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use wharf_model::error_chain;
 
 pub use follow::{DesiredState, Follower, Health, Query, Read, Services, backoff};
-pub use registration::{CheckRegistration, Registration};
+pub use registration::{CheckRegistration, ProxyRegistration, Registration};
 pub use watch::{Change, Endpoint, ServiceWatch};
 
 /// What a call to the registry can fail with.

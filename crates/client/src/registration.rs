@@ -26,6 +26,26 @@ pub struct Registration {
     pub weights: Option<crate::Weights>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckRegistration>,
+    /// Consul's service kind: `connect-proxy` for a sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For a `connect-proxy`: what it fronts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyRegistration>,
+}
+
+/// A Connect proxy's `Proxy` block.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProxyRegistration {
+    pub destination_service_name: String,
+    #[serde(
+        rename = "DestinationServiceID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_service_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_service_port: Option<u16>,
 }
 
 /// The instance's check: one of `http`, `tcp`, `ttl`.

@@ -71,9 +71,20 @@ pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration> {
         weights: fields.weights()?,
         enable_tag_override: fields.bool("enabletagoverride")?,
         kind: fields.string("kind")?.unwrap_or_default(),
+        proxy_destination: match fields.get("proxy").filter(|p| !p.is_null()) {
+            Some(proxy) => Fields::from_value(proxy, "Proxy")?
+                .string("destinationservicename")?
+                .unwrap_or_default(),
+            None => String::new(),
+        },
         id,
         name,
     };
+    if service.kind == "connect-proxy" && service.proxy_destination.is_empty() {
+        return Err(invalid(
+            "Proxy.DestinationServiceName must be set for a connect-proxy",
+        ));
+    }
 
     let mut definitions = Vec::new();
     if let Some(check) = fields.get("check").filter(|c| !c.is_null()) {

@@ -29,9 +29,18 @@ pub struct ServiceInstance {
     /// Consul's service kind (`connect-proxy`, ...); empty for a plain service.
     #[serde(default)]
     pub kind: String,
+    /// For a `connect-proxy`: the service it fronts (Consul's `Proxy.DestinationServiceName`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub proxy_destination: String,
 }
 
 impl ServiceInstance {
+    /// The (lower-cased) service this instance is a Connect proxy for, if it is one.
+    pub fn proxy_for(&self) -> Option<String> {
+        (self.kind == "connect-proxy" && !self.proxy_destination.is_empty())
+            .then(|| self.proxy_destination.to_lowercase())
+    }
+
     /// Whether the instance carries `tag`, compared case-insensitively as Consul does.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))

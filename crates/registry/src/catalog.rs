@@ -48,6 +48,8 @@ pub enum Resource {
     ConnectCa,
     /// Every intention.
     Intentions,
+    /// The Connect proxies of one (lower-cased) service and their checks.
+    Connect(String),
 }
 
 /// The catalog's contents at one revision.
@@ -70,6 +72,10 @@ pub struct CatalogState {
     desired_index: u64,
     /// The certificate authority, once made.
     pub ca: Option<Stored<crate::connect::CaState>>,
+    /// Connect proxies by the (lower-cased) service they front: their instance ids.
+    proxies_by_destination: HashMap<String, BTreeSet<String>>,
+    /// Last change per fronted service of its proxies or their checks.
+    connect_index: HashMap<String, u64>,
     /// Intentions by `<source>/<destination>`.
     pub intentions: BTreeMap<String, Stored<wharf_mesh::intentions::Intention>>,
     intentions_index: u64,
@@ -89,6 +95,7 @@ impl CatalogState {
             Resource::Desired => self.desired_index,
             Resource::ConnectCa => self.ca.as_ref().map_or(0, |ca| ca.modify_index),
             Resource::Intentions => self.intentions_index,
+            Resource::Connect(name) => self.connect_index.get(name).copied().unwrap_or(0),
         };
         index + 1
     }
@@ -248,6 +255,32 @@ impl CatalogState {
             let index = self.name_index.entry(name.clone()).or_default();
             *index = (*index).max(last);
         }
+        for (destination, ids) in &self.proxies_by_destination {
+            let last = ids
+                .iter()
+                .filter_map(|id| self.instances.get(id))
+                .filter_map(|i| self.name_index.get(&i.value.name.to_lowercase()))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            let index = self.connect_index.entry(destination.clone()).or_default();
+            *index = (*index).max(last);
+        }
+    }
+
+    /// The Connect proxies of `service` (case-insensitive), in id order.
+    pub fn proxies_for(&self, service: &str) -> impl Iterator<Item = &Stored<ServiceInstance>> {
+        self.proxies_by_destination
+            .get(&service.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.instances.get(id))
+    }
+
+    fn touch_connect(&mut self, destination: String, revision: u64, touched: &mut Vec<Resource>) {
+        let index = self.connect_index.entry(destination.clone()).or_default();
+        *index = (*index).max(revision);
+        touched.push(Resource::Connect(destination));
     }
 
     /// Applies one record change and returns the resources it touched.
@@ -262,6 +295,15 @@ impl CatalogState {
         let touched = &mut changes.resources;
         if let Some(id) = key.strip_prefix(keys::SERVICES) {
             let old = self.instances.remove(id);
+            if let Some(destination) = old.as_ref().and_then(|o| o.value.proxy_for()) {
+                if let Some(ids) = self.proxies_by_destination.get_mut(&destination) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.proxies_by_destination.remove(&destination);
+                    }
+                }
+                self.touch_connect(destination, revision, touched);
+            }
             if let Some(old) = &old {
                 let name = old.value.name.to_lowercase();
                 if let Some(ids) = self.by_name.get_mut(&name) {
@@ -273,6 +315,13 @@ impl CatalogState {
                 self.touch_name(name, revision, touched);
             }
             if let Some(Record::Service(service)) = record {
+                if let Some(destination) = service.proxy_for() {
+                    self.proxies_by_destination
+                        .entry(destination.clone())
+                        .or_default()
+                        .insert(id.to_owned());
+                    self.touch_connect(destination, revision, touched);
+                }
                 let name = service.name.to_lowercase();
                 self.by_name
                     .entry(name.clone())
@@ -383,9 +432,18 @@ impl CatalogState {
                     for name in names {
                         self.touch_name(name, revision, touched);
                     }
+                    let fronted: Vec<String> =
+                        self.proxies_by_destination.keys().cloned().collect();
+                    for destination in fronted {
+                        self.touch_connect(destination, revision, touched);
+                    }
                 } else if let Some(instance) = self.instances.get(&owner) {
                     let name = instance.value.name.to_lowercase();
+                    let destination = instance.value.proxy_for();
                     self.touch_name(name, revision, touched);
+                    if let Some(destination) = destination {
+                        self.touch_connect(destination, revision, touched);
+                    }
                 }
             }
             self.checks_index = self.checks_index.max(revision);

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wharf_client::{CheckRegistration, Client, Registration};
+use wharf_client::{CheckRegistration, Client, ProxyRegistration, Registration};
 
 use crate::plan::{Shared, Timeouts};
 use crate::service::{Policy as Balancing, ServiceDefaults};
@@ -213,6 +213,12 @@ impl Sidecar {
                     tcp: Some(config.app.to_string()),
                     interval: Some("1s".into()),
                     ..CheckRegistration::default()
+                }),
+                kind: Some("connect-proxy".into()),
+                proxy: Some(ProxyRegistration {
+                    destination_service_name: config.service.clone(),
+                    destination_service_id: Some(config.instance_id.clone()),
+                    local_service_port: Some(config.app.port()),
                 }),
                 ..Registration::default()
             };

@@ -418,35 +418,65 @@ pub(super) async fn health_service(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let p = params(&q);
+    let resource = Resource::Service(name.to_lowercase());
+    health_entries(&agent, &name, &q, resource, |state, name, p| {
+        tagged_instances(state, name, p)
+    })
+    .await
+}
+
+/// `GET /v1/health/connect/<name>`: the Connect proxies of `name` (instances of kind
+/// `connect-proxy` whose `Proxy.DestinationServiceName` is `name`), with their health.
+pub(super) async fn health_connect(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let resource = Resource::Connect(name.to_lowercase());
+    health_entries(&agent, &name, &q, resource, |state, name, p| {
+        let tags: Vec<&str> = p.all("tag").collect();
+        state
+            .proxies_for(name)
+            .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
+            .collect()
+    })
+    .await
+}
+
+/// Health entries (node, instance, checks) of the instances `select` picks, blocking on
+/// `resource`; `passing` drops any with a non-passing check.
+async fn health_entries(
+    agent: &Agent,
+    name: &str,
+    q: &Option<String>,
+    resource: Resource,
+    select: impl for<'s> Fn(
+        &'s CatalogState,
+        &str,
+        &Params,
+    ) -> Vec<&'s crate::Stored<wharf_model::ServiceInstance>>,
+) -> Answer {
+    let p = params(q);
     let passing_only = p.passing()?;
-    let node_ok = node_matches(&agent, &p)?;
-    answer(
-        &agent,
-        &p,
-        Resource::Service(name.to_lowercase()),
-        |state| {
-            let mut entries = Vec::new();
-            for stored in tagged_instances(state, &name, &p)
-                .into_iter()
-                .filter(|_| node_ok)
-            {
-                let checks = state.checks_of(&stored.value.id);
-                if passing_only && checks.iter().any(|c| c.value.status != Status::Passing) {
-                    continue;
-                }
-                entries.push(ServiceEntryJson {
-                    node: NodeJson::new(agent.node()),
-                    service: AgentServiceJson::new(stored),
-                    checks: checks
-                        .into_iter()
-                        .map(|c| check_json(&agent, state, c))
-                        .collect(),
-                });
+    let node_ok = node_matches(agent, &p)?;
+    answer(agent, &p, resource, |state| {
+        let mut entries = Vec::new();
+        for stored in select(state, name, &p).into_iter().filter(|_| node_ok) {
+            let checks = state.checks_of(&stored.value.id);
+            if passing_only && checks.iter().any(|c| c.value.status != Status::Passing) {
+                continue;
             }
-            Ok(to_json(&entries, p.has("pretty")))
-        },
-    )
+            entries.push(ServiceEntryJson {
+                node: NodeJson::new(agent.node()),
+                service: AgentServiceJson::new(stored),
+                checks: checks
+                    .into_iter()
+                    .map(|c| check_json(agent, state, c))
+                    .collect(),
+            });
+        }
+        Ok(to_json(&entries, p.has("pretty")))
+    })
     .await
 }
 

@@ -61,6 +61,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/catalog/node/{node}", get(catalog_node))
         .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/health/connect/{name}", get(health_connect))
         .route("/v1/health/checks/{name}", get(health_checks))
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/health/node/{node}", get(health_node))
@@ -122,6 +123,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/catalog/service/", "service name"),
         ("/v1/catalog/node/", "node name"),
         ("/v1/health/service/", "service name"),
+        ("/v1/health/connect/", "service name"),
         ("/v1/health/checks/", "service name"),
         ("/v1/health/state/", "check state"),
         ("/v1/health/node/", "node name"),

@@ -73,12 +73,21 @@ pub struct AgentServiceJson<'a> {
     pub enable_tag_override: bool,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub kind: &'a str,
+    /// A Connect proxy's `{"DestinationServiceName": …}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProxyJson<'a> {
+    pub destination_service_name: &'a str,
 }
 
 impl<'a> AgentServiceJson<'a> {
@@ -98,6 +107,9 @@ impl<'a> AgentServiceJson<'a> {
             },
             enable_tag_override: s.enable_tag_override,
             kind: &s.kind,
+            proxy: (!s.proxy_destination.is_empty()).then_some(ProxyJson {
+                destination_service_name: &s.proxy_destination,
+            }),
             datacenter: None,
             content_hash: None,
             create_index: stored.create_index,

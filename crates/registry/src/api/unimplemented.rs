@@ -119,11 +119,6 @@ pub const FAMILIES: &[Family] = &[
         hint: None,
     },
     Family {
-        name: "/v1/health/connect",
-        paths: &["/v1/health/connect/"],
-        hint: None,
-    },
-    Family {
         name: "/v1/health/ingress",
         paths: &["/v1/health/ingress/"],
         hint: None,
