@@ -405,3 +405,44 @@ fn a_tcp_service_admits_allowed_callers_and_closes_on_denied_ones() {
         "the sidecar says why"
     );
 }
+
+#[test]
+fn a_permissive_sidecar_takes_plaintext_too_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let app = Backend::start("api-1");
+    let api = SidecarProcess::start(
+        &registry.url(),
+        "api",
+        app.addr(),
+        dir.path(),
+        &["--outbound", "none", "--mode", "permissive"],
+    );
+    let web = SidecarProcess::start(&registry.url(), "web", app.addr(), dir.path(), &[]);
+    eventually("mTLS through the permissive side", || {
+        web.call("api", "/").status == 200
+    });
+    let plain = send(
+        api.inbound,
+        "GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (plain.status, plain.text().as_str()),
+        (200, "api-1"),
+        "plaintext admitted"
+    );
+    let metrics = request(api.admin, "GET", "/metrics", b"").text();
+    let count = |kind: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "wharf_sidecar_inbound_connections_total{{kind=\"{kind}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("plaintext") >= 1.0, "{metrics}");
+    assert!(count("mtls") >= 1.0, "{metrics}");
+}

@@ -154,6 +154,9 @@ pub(crate) struct SidecarArgs {
     /// What the app speaks: http (HTTP/1.1, HTTP/2, gRPC) or tcp.
     #[arg(long, default_value = "http", value_name = "PROTOCOL")]
     pub protocol: wharf_proxy::sidecar::Protocol,
+    /// strict (mTLS only) or permissive (plaintext too, counted, for a move to mTLS).
+    #[arg(long, default_value = "strict", value_name = "MODE")]
+    pub mode: wharf_proxy::sidecar::Mode,
     /// Where other sidecars reach this one, over mTLS.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub inbound: SocketAddr,

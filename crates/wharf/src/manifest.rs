@@ -30,6 +30,8 @@ pub(crate) struct Manifest {
     pub services: Vec<ServiceSpec>,
     /// `[mesh]`: mTLS between sidecars, and the CA's and intentions' settings.
     pub mtls: bool,
+    /// `[mesh] mode`: strict (mTLS only) or permissive, for every instance's sidecar.
+    pub mesh_mode: wharf_proxy::sidecar::Mode,
     pub mesh: wharf_registry::connect::MeshConfig,
     /// `[intentions]`: `"SOURCE -> DESTINATION" = "allow" | "deny"`.
     pub intentions: Vec<wharf_mesh::intentions::Intention>,
@@ -64,6 +66,7 @@ struct Raw {
 struct RawMesh {
     #[serde(default)]
     mtls: bool,
+    mode: Option<Spanned<String>>,
     leaf_ttl: Option<Spanned<String>>,
     default_intention: Option<Spanned<String>>,
 }
@@ -191,6 +194,13 @@ impl Manifest {
                 }
             };
         }
+        let mesh_mode = match &raw.mesh.mode {
+            None => wharf_proxy::sidecar::Mode::Strict,
+            Some(mode) => mode
+                .get_ref()
+                .parse()
+                .map_err(|e: String| error(Some(mode.span()), format!("mesh mode: {e}")))?,
+        };
         let mut intentions = Vec::new();
         for (pair, action) in &raw.intentions {
             let (source, destination) = pair
@@ -323,6 +333,7 @@ impl Manifest {
         }
         Ok(Manifest {
             mtls: raw.mesh.mtls,
+            mesh_mode,
             mesh,
             intentions,
             registry_http: raw
@@ -430,6 +441,11 @@ env = { GREETING = "hi" }
         let text = "[mesh]\nmtls = true\nleaf_ttl = \"1h\"\ndefault_intention = \"deny\"\n[intentions]\n\"gateway -> frontend\" = \"allow\"\n\"* -> db\" = \"deny\"\n";
         let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
         assert!(manifest.mtls);
+        assert_eq!(
+            manifest.mesh_mode,
+            wharf_proxy::sidecar::Mode::Strict,
+            "the default"
+        );
         assert_eq!(manifest.mesh.leaf_ttl, std::time::Duration::from_secs(3600));
         assert_eq!(
             manifest.mesh.default_intention,
@@ -501,6 +517,11 @@ env = { GREETING = "hi" }
                 "[mesh]\nmtls = true\nleaf_ttl = \"soon\"\n",
                 3,
                 "mesh leaf_ttl must be a duration",
+            ),
+            (
+                "[mesh]\nmode = \"lenient\"\n",
+                2,
+                "expected strict or permissive",
             ),
             (
                 "[mesh]\ndefault_intention = \"maybe\"\n",

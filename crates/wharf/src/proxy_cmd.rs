@@ -46,6 +46,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         service: args.service,
         app: args.app,
         protocol: args.protocol,
+        mode: args.mode,
         inbound: Some(args.inbound),
         outbound,
         admin: Some(args.admin),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use wharf_proxy::sidecar::{Protocol, Sidecar, SidecarConfig};
+use wharf_proxy::sidecar::{Mode, Protocol, Sidecar, SidecarConfig};
 use wharf_registry::{Config, NodeInfo, Registry};
 use wharf_store::EmbeddedStore;
 use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
@@ -87,6 +87,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
+            mode: manifest.mesh_mode,
         }) as Arc<dyn Companion>
     });
     let supervisor = Supervisor::start_with(
@@ -126,6 +127,7 @@ impl Gateway {
                 instance_id: "gateway".into(),
                 app: ([127, 0, 0, 1], 0).into(),
                 protocol: Protocol::Http,
+                mode: Mode::Strict,
                 inbound: None,
                 outbound: Some(manifest.gateway_listen),
                 admin: Some(manifest.gateway_admin),
@@ -167,6 +169,7 @@ impl Gateway {
 /// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
 struct Sidecars {
     registry: String,
+    mode: Mode,
 }
 
 impl Companion for Sidecars {
@@ -181,6 +184,7 @@ impl Companion for Sidecars {
             instance_id: instance.to_owned(),
             app: ([127, 0, 0, 1], port).into(),
             protocol: Protocol::Http,
+            mode: self.mode,
             inbound: Some(([127, 0, 0, 1], 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
             admin: None,

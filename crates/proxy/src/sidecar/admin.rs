@@ -23,6 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     caller: String,
     decision: &'static str,
@@ -42,6 +47,7 @@ pub struct Health {
     /// The last error from the registry, while it lasts.
     pub registry_error: Mutex<Option<String>>,
     decisions: Family<DecisionLabels, Counter>,
+    connections: Family<KindLabels, Counter>,
     pub has_intentions: std::sync::atomic::AtomicBool,
 }
 
@@ -84,7 +90,14 @@ impl Default for Health {
             "Inbound requests (or TCP connections) by caller and decision",
             decisions.clone(),
         );
+        let connections = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "inbound_connections",
+            "Inbound connections by kind: mtls, or plaintext (permissive mode only)",
+            connections.clone(),
+        );
         Health {
+            connections,
             registry: Mutex::new(registry),
             leaf_not_after: AtomicU64::new(0),
             roots_not_after: AtomicU64::new(0),
@@ -122,6 +135,10 @@ impl Health {
                 *error = Some(e);
             }
         }
+    }
+
+    pub fn connection(&self, kind: &'static str) {
+        self.connections.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn decided(&self, caller: &str, allowed: bool) {

@@ -4,6 +4,11 @@
 //! permissions, and so that a change of intention also reaches requests on connections
 //! already open); a denied request gets 403 with `x-wharf-error: denied`. TCP services are
 //! decided per connection; a denied one is closed.
+//!
+//! In `permissive` mode (for moving a service to mTLS), a connection whose first byte is not
+//! a TLS handshake record is served as plaintext from an unknown caller, with no intention
+//! to check, and counted as such (`wharf_sidecar_inbound_connections_total{kind}`), so that
+//! the metrics say whether switching to `strict` would refuse anyone. `strict` refuses it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +42,13 @@ pub(crate) struct Inbound {
     pub(crate) tls: watch::Receiver<Option<InboundTls>>,
     pub(crate) policy: Policy,
     pub(crate) health: Arc<super::admin::Health>,
+    pub(crate) mode: super::Mode,
+}
+
+/// Whether the first bytes of a connection are a TLS handshake record (content type 22,
+/// then a 3.x version): a ClientHello, as a TLS client sends first.
+pub(crate) fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x16] | [0x16, 0x03, ..])
 }
 
 pub(crate) async fn serve(
@@ -63,6 +75,18 @@ pub(crate) async fn serve(
 }
 
 async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+    if inbound.mode == super::Mode::Permissive {
+        let mut first = [0u8; 2];
+        let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first))
+            .await
+            .map_err(|_| "nothing arrived in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n > 0 && !looks_like_tls(&first[..n]) {
+            inbound.health.connection("plaintext");
+            return plaintext(stream, inbound).await;
+        }
+    }
+    inbound.health.connection("mtls");
     let Some(tls) = inbound.tls.borrow().clone() else {
         return Err("no certificate yet".into());
     };
@@ -98,6 +122,31 @@ async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Str
                         handle(&inbound, &caller, xfcc, request).await,
                     )
                 }
+            });
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+                .map_err(|e| format!("serving: {e}"))
+        }
+    }
+}
+
+/// A permissive inbound side's plaintext connection: no identity, so no intention applies.
+async fn plaintext(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+    match inbound.protocol {
+        Protocol::Tcp => {
+            let mut app = TcpStream::connect(inbound.app)
+                .await
+                .map_err(|e| format!("the app at {}: {e}", inbound.app))?;
+            let mut stream = stream;
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
+            Ok(())
+        }
+        Protocol::Http => {
+            let inbound = inbound.clone();
+            let service = service_fn(move |request: Request<Incoming>| {
+                let inbound = inbound.clone();
+                async move { Ok::<_, std::convert::Infallible>(to_app(&inbound, None, request).await) }
             });
             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -164,6 +213,15 @@ async fn handle(
     if let Err(denied) = decide(inbound, caller, Some(&request)) {
         return refusal(&denied);
     }
+    to_app(inbound, xfcc, request).await
+}
+
+/// Sends an admitted request to the app and relays its answer.
+async fn to_app(
+    inbound: &Inbound,
+    xfcc: Option<HeaderValue>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if !parts.headers.contains_key(HOST)
@@ -195,5 +253,28 @@ async fn handle(
             "the app at {}: {e}",
             inbound.app
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_hello_is_told_from_plaintext_by_its_first_bytes() {
+        assert!(looks_like_tls(&[0x16, 0x03]));
+        assert!(
+            looks_like_tls(&[0x16]),
+            "one byte so far: a handshake record"
+        );
+        for plaintext in [&b"GE"[..], b"PR", b"\r\n", &[0x16, 0x00], &[0x00], &[]] {
+            assert!(!looks_like_tls(plaintext), "{plaintext:?}");
+        }
+        // Every two-byte start: only 0x16 0x03 is TLS.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                assert_eq!(looks_like_tls(&[a, b]), a == 0x16 && b == 0x03);
+            }
+        }
     }
 }

@@ -53,6 +53,31 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// Whether an inbound side also takes plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// mTLS only (the default).
+    #[default]
+    Strict,
+    /// mTLS and plaintext on the same port, told apart by the first byte; plaintext comes
+    /// from an unknown caller and is counted, for moving a service to strict safely.
+    Permissive,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mode, String> {
+        match text {
+            "strict" => Ok(Mode::Strict),
+            "permissive" => Ok(Mode::Permissive),
+            other => Err(format!(
+                "unknown mode {other:?}: expected strict or permissive"
+            )),
+        }
+    }
+}
+
 /// How a sidecar runs.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -62,6 +87,7 @@ pub struct SidecarConfig {
     /// Where the app listens.
     pub app: SocketAddr,
     pub protocol: Protocol,
+    pub mode: Mode,
     /// mTLS from other sidecars (`None`: an ingress, such as the gateway of `wharf up` with
     /// mTLS on, which calls into the mesh with its own identity and takes no calls).
     pub inbound: Option<SocketAddr>,
@@ -138,6 +164,7 @@ impl Sidecar {
                     tls: published.inbound.subscribe(),
                     policy,
                     health: health.clone(),
+                    mode: config.mode,
                 }),
                 shutdown_rx.clone(),
             )));
