@@ -104,12 +104,7 @@ async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Str
             if let Err(refusal) = decision {
                 return Err(refusal.to_string());
             }
-            let mut app = TcpStream::connect(inbound.app)
-                .await
-                .map_err(|e| format!("the app at {}: {e}", inbound.app))?;
-            let mut stream = stream;
-            let _ = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
-            Ok(())
+            pipe_to_app(stream, inbound).await
         }
         Protocol::Http => {
             let inbound = inbound.clone();
@@ -131,17 +126,22 @@ async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Str
     }
 }
 
+/// A TCP service's connection, admitted: bytes both ways between the caller and the app.
+async fn pipe_to_app(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    inbound: &Inbound,
+) -> Result<(), String> {
+    let mut app = TcpStream::connect(inbound.app)
+        .await
+        .map_err(|e| format!("the app at {}: {e}", inbound.app))?;
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
+    Ok(())
+}
+
 /// A permissive inbound side's plaintext connection: no identity, so no intention applies.
 async fn plaintext(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
     match inbound.protocol {
-        Protocol::Tcp => {
-            let mut app = TcpStream::connect(inbound.app)
-                .await
-                .map_err(|e| format!("the app at {}: {e}", inbound.app))?;
-            let mut stream = stream;
-            let _ = tokio::io::copy_bidirectional(&mut stream, &mut app).await;
-            Ok(())
-        }
+        Protocol::Tcp => pipe_to_app(stream, inbound).await,
         Protocol::Http => {
             let inbound = inbound.clone();
             let service = service_fn(move |request: Request<Incoming>| {
