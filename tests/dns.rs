@@ -337,3 +337,27 @@ fn the_apex_answers_its_soa_and_ns_and_zone_transfers_are_not_implemented() {
         }
     }
 }
+
+#[test]
+fn connect_names_answer_the_sidecars_of_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    instances(&registry, "web", 1);
+    register(
+        &registry,
+        json!({"Name": "web-sidecar-proxy", "ID": "web-1-sidecar-proxy", "Address": "127.0.0.1",
+            "Port": 21000, "Kind": "connect-proxy", "Proxy": {"DestinationServiceName": "web"},
+            "Check": {"TTL": "1h", "Status": "passing"}}),
+    );
+    let connect = dns::udp(registry.dns, "web.connect.consul.", RecordType::SRV, None);
+    assert_eq!(connect.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        dns::srv_ports(&connect),
+        [21000],
+        "the sidecar, not the app"
+    );
+    let plain = dns::udp(registry.dns, "web.service.consul.", RecordType::SRV, None);
+    assert_eq!(dns::srv_ports(&plain), [9001], "the app itself");
+    let none = dns::udp(registry.dns, "db.connect.consul.", RecordType::SRV, None);
+    assert_eq!(none.metadata.response_code, ResponseCode::NXDomain);
+}

@@ -220,79 +220,96 @@ fn records(
             Some((address_records(&name, qtype, [ip]), Vec::new()))
         }
         Lookup::Service { name: service, tag } => {
-            let mut healthy: Vec<(IpAddr, u16, u16, bool)> = Vec::new(); // ip, port, weight, own ip
-            for stored in state.instances_of(&service) {
-                let instance = &stored.value;
-                if tag.as_deref().is_some_and(|t| !instance.has_tag(t)) {
-                    continue;
-                }
-                let status = state.status_of(&instance.id);
-                if status == Status::Critical {
-                    continue;
-                }
-                let (ip, own) = match IpAddr::from_str(&instance.address) {
-                    Ok(ip) => (ip, true),
-                    Err(_) if instance.address.is_empty() => {
-                        match IpAddr::from_str(&zone.node.address) {
-                            Ok(ip) => (ip, false),
-                            Err(_) => continue,
-                        }
-                    }
-                    Err(_) => continue, // hostnames (CNAME) are not answered yet
-                };
-                let weight = if status == Status::Warning {
-                    instance.weights.warning
-                } else {
-                    instance.weights.passing
-                };
-                healthy.push((
-                    ip,
-                    instance.port,
-                    u16::try_from(weight).unwrap_or(u16::MAX),
-                    own,
-                ));
-            }
-            if healthy.is_empty() {
-                return None;
-            }
-            fastrand::shuffle(&mut healthy);
-            match qtype {
-                RecordType::SRV => {
-                    let mut answers = Vec::new();
-                    let mut additionals = Vec::new();
-                    let mut seen = HashSet::new();
-                    for (ip, port, weight, own) in healthy {
-                        let target = if own {
-                            format!(
-                                "{}.addr.{}.{}",
-                                names::addr_label(ip),
-                                zone.node.datacenter,
-                                domain
-                            )
-                        } else {
-                            format!(
-                                "{}.node.{}.{}",
-                                zone.node.name, zone.node.datacenter, domain
-                            )
-                        };
-                        let Ok(target) = Name::from_ascii(&target) else {
-                            continue;
-                        };
-                        if !seen.insert((target.clone(), port)) {
-                            continue;
-                        }
-                        let srv = SRV::new(1, weight, port, target.clone());
-                        answers.push(Record::from_rdata(name.clone(), 0, RData::SRV(srv)));
-                        additionals.extend(address_records(&target, RecordType::ANY, [ip]));
-                    }
-                    Some((answers, additionals))
-                }
-                _ => Some((
-                    address_records(&name, qtype, healthy.into_iter().map(|h| h.0)),
-                    Vec::new(),
-                )),
-            }
+            let candidates = state.instances_of(&service).collect();
+            instance_records(zone, state, domain, query, candidates, tag.as_deref())
         }
+        Lookup::Connect(service) => {
+            let candidates = state.proxies_for(&service).collect();
+            instance_records(zone, state, domain, query, candidates, None)
+        }
+    }
+}
+
+/// The records of the healthy `candidates` (carrying `tag`, if given).
+fn instance_records(
+    zone: &Zone,
+    state: &CatalogState,
+    domain: &Name,
+    query: &Query,
+    candidates: Vec<&crate::Stored<wharf_model::ServiceInstance>>,
+    tag: Option<&str>,
+) -> Option<(Vec<Record>, Vec<Record>)> {
+    let name = query.name.clone();
+    let qtype = query.query_type;
+    let mut healthy: Vec<(IpAddr, u16, u16, bool)> = Vec::new(); // ip, port, weight, own ip
+    for stored in candidates {
+        let instance = &stored.value;
+        if tag.is_some_and(|t| !instance.has_tag(t)) {
+            continue;
+        }
+        let status = state.status_of(&instance.id);
+        if status == Status::Critical {
+            continue;
+        }
+        let (ip, own) = match IpAddr::from_str(&instance.address) {
+            Ok(ip) => (ip, true),
+            Err(_) if instance.address.is_empty() => match IpAddr::from_str(&zone.node.address) {
+                Ok(ip) => (ip, false),
+                Err(_) => continue,
+            },
+            Err(_) => continue, // hostnames (CNAME) are not answered yet
+        };
+        let weight = if status == Status::Warning {
+            instance.weights.warning
+        } else {
+            instance.weights.passing
+        };
+        healthy.push((
+            ip,
+            instance.port,
+            u16::try_from(weight).unwrap_or(u16::MAX),
+            own,
+        ));
+    }
+    if healthy.is_empty() {
+        return None;
+    }
+    fastrand::shuffle(&mut healthy);
+    match qtype {
+        RecordType::SRV => {
+            let mut answers = Vec::new();
+            let mut additionals = Vec::new();
+            let mut seen = HashSet::new();
+            for (ip, port, weight, own) in healthy {
+                let target = if own {
+                    format!(
+                        "{}.addr.{}.{}",
+                        names::addr_label(ip),
+                        zone.node.datacenter,
+                        domain
+                    )
+                } else {
+                    format!(
+                        "{}.node.{}.{}",
+                        zone.node.name, zone.node.datacenter, domain
+                    )
+                };
+                let Ok(target) = Name::from_ascii(&target) else {
+                    continue;
+                };
+                if !seen.insert((target.clone(), port)) {
+                    continue;
+                }
+                let srv = SRV::new(1, weight, port, target.clone());
+                answers.push(Record::from_rdata(name.clone(), 0, RData::SRV(srv)));
+                additionals.extend(address_records(&target, RecordType::ANY, [ip]));
+            }
+            Some((answers, additionals))
+        }
+        _ => Some((
+            address_records(&name, qtype, healthy.into_iter().map(|h| h.0)),
+            Vec::new(),
+        )),
     }
 }
 

@@ -5,12 +5,18 @@
 //! - `_NAME._TAG[.service]...` — RFC 2782 form; `_tcp` means no tag filter (any other value,
 //!   `_udp` included, is a tag, as in Consul); `.service` may be left out;
 //! - `HEX.addr...` — the IP address encoded in hex (SRV targets use it);
-//! - `NODE.node...` — the node's address.
+//! - `NODE.node...` — the node's address;
+//! - `NAME.connect...` — the healthy Connect proxies (sidecars) of NAME, as Consul answers it.
 
 /// A parsed question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    Service { name: String, tag: Option<String> },
+    Service {
+        name: String,
+        tag: Option<String>,
+    },
+    /// The Connect proxies of a service.
+    Connect(String),
     Node(String),
     Addr(std::net::IpAddr),
 }
@@ -31,6 +37,7 @@ pub fn parse(labels: &[String], datacenter: &str) -> Option<Lookup> {
     match kind.as_str() {
         "service" => service(rest),
         "node" if rest.len() == 1 => Some(Lookup::Node(rest[0].clone())),
+        "connect" if rest.len() == 1 => Some(Lookup::Connect(rest[0].clone())),
         "addr" if rest.len() == 1 => addr(&rest[0]).map(Lookup::Addr),
         // RFC 2782 without `.service`: `_web._tcp.wharf`.
         _ if labels.len() == 2 && labels[0].starts_with('_') && labels[1].starts_with('_') => {
@@ -124,6 +131,8 @@ mod tests {
     #[test]
     fn node_and_addr_forms() {
         assert_eq!(lookup("host.node"), Some(Lookup::Node("host".into())));
+        assert_eq!(lookup("web.connect"), Some(Lookup::Connect("web".into())));
+        assert_eq!(lookup("v1.web.connect"), None, "no tags on connect names");
         assert_eq!(
             lookup("7f000001.addr"),
             Some(Lookup::Addr("127.0.0.1".parse().unwrap()))
