@@ -54,12 +54,15 @@ impl Query for Services {
     }
 }
 
-/// `/v1/health/service/NAME`: its instances with their checks.
+/// `/v1/health/service/NAME`: its instances with their checks (or with `connect`,
+/// `/v1/health/connect/NAME`: its Connect proxies).
 #[derive(Debug, Clone)]
 pub struct Health {
     pub name: String,
     /// Only instances whose checks all pass (`?passing`).
     pub passing: bool,
+    /// The service's Connect proxies (sidecars) rather than its instances.
+    pub connect: bool,
 }
 
 impl Health {
@@ -68,6 +71,7 @@ impl Health {
         Health {
             name: name.to_owned(),
             passing: true,
+            connect: false,
         }
     }
 
@@ -76,6 +80,16 @@ impl Health {
         Health {
             name: name.to_owned(),
             passing: false,
+            connect: false,
+        }
+    }
+
+    /// The passing Connect proxies of the service: where a sidecar sends calls for it.
+    pub fn connect(name: &str) -> Health {
+        Health {
+            name: name.to_owned(),
+            passing: true,
+            connect: true,
         }
     }
 }
@@ -88,7 +102,8 @@ impl Query for Health {
         client: &'a Client,
         blocking: Option<Blocking>,
     ) -> impl Future<Output = Result<(Self::Answer, u64), ClientError>> + Send + 'a {
-        client.health_service(&self.name, self.passing, blocking)
+        let kind = if self.connect { "connect" } else { "service" };
+        client.health(kind, &self.name, self.passing, blocking)
     }
 }
 

@@ -194,7 +194,18 @@ impl Client {
         passing_only: bool,
         blocking: Option<Blocking>,
     ) -> Result<(Vec<ServiceEntry>, u64), ClientError> {
-        let mut path = format!("/v1/health/service/{}", encode(name));
+        self.health("service", name, passing_only, blocking).await
+    }
+
+    /// `/v1/health/<kind>/NAME`: `service` for the instances, `connect` for the proxies.
+    async fn health(
+        &self,
+        kind: &str,
+        name: &str,
+        passing_only: bool,
+        blocking: Option<Blocking>,
+    ) -> Result<(Vec<ServiceEntry>, u64), ClientError> {
+        let mut path = format!("/v1/health/{kind}/{}", encode(name));
         if passing_only {
             path.push_str("?passing=1");
         }

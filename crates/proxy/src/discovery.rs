@@ -31,10 +31,9 @@ pub struct Directory {
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
-    /// Appended to a routed name to find its instances: empty for the gateway, which reaches
-    /// services themselves; `-sidecar-proxy` for a sidecar's outbound side, which reaches the
-    /// services' sidecars (Consul's naming).
-    instance_suffix: String,
+    /// Whether a routed name's endpoints are its instances (the gateway) or its Connect
+    /// proxies (a sidecar's outbound side, which reaches the services' sidecars).
+    connect: bool,
     /// Turns true when the proxy stops: the watches end quietly, before the registry they
     /// watch goes away (which they would otherwise report as an outage).
     shutdown: watch::Receiver<bool>,
@@ -57,21 +56,30 @@ impl Directory {
         metrics: crate::metrics::Metrics,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Directory> {
-        Directory::with_suffix(client, static_upstreams, defaults, metrics, shutdown, "")
+        Directory::build(client, static_upstreams, defaults, metrics, shutdown, false)
     }
 
-    /// [`Directory::new`], finding the instances of a routed name `NAME` as the instances of
-    /// `NAME<suffix>`.
-    pub fn with_suffix(
+    /// A directory whose endpoints for a service are its Connect proxies
+    /// (`/v1/health/connect/NAME`): a sidecar's outbound side.
+    pub fn of_proxies(
+        client: Client,
+        defaults: ServiceDefaults,
+        metrics: crate::metrics::Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Directory> {
+        Directory::build(Some(client), Vec::new(), defaults, metrics, shutdown, true)
+    }
+
+    fn build(
         client: Option<Client>,
         static_upstreams: Vec<(String, Vec<SocketAddr>)>,
         defaults: ServiceDefaults,
         metrics: crate::metrics::Metrics,
         shutdown: watch::Receiver<bool>,
-        suffix: &str,
+        connect: bool,
     ) -> Arc<Directory> {
         let directory = Arc::new(Directory {
-            instance_suffix: suffix.to_owned(),
+            connect,
             client,
             defaults,
             services: RwLock::new(HashMap::new()),
@@ -138,7 +146,12 @@ impl Directory {
                 }
                 match &**self.known.load() {
                     None => return Err(Lookup::RegistryUnavailable),
-                    Some(known) if !known.contains(&format!("{key}{}", self.instance_suffix)) => {
+                    // A service is known by its instances' name, or (to a sidecar, for a
+                    // service whose app is not registered itself) by its proxies' name.
+                    Some(known)
+                        if !(known.contains(&*key)
+                            || self.connect && known.contains(&format!("{key}-sidecar-proxy"))) =>
+                    {
                         return Err(Lookup::Unknown);
                     }
                     Some(_) => {}
@@ -151,7 +164,7 @@ impl Directory {
                     services.insert(key.clone().into_owned(), service.clone());
                     tokio::spawn(watch_service(
                         client,
-                        format!("{key}{}", self.instance_suffix),
+                        self.connect,
                         Arc::downgrade(&service),
                         ready,
                         self.shutdown.clone(),
@@ -203,7 +216,7 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
 
 async fn watch_service(
     client: Client,
-    watched: String,
+    connect: bool,
     service: std::sync::Weak<Service>,
     known: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -211,7 +224,12 @@ async fn watch_service(
     let Some(name) = service.upgrade().map(|s| s.name.clone()) else {
         return;
     };
-    let mut follower = client.follow(Health::passing(&watched));
+    let query = if connect {
+        Health::connect(&name)
+    } else {
+        Health::passing(&name)
+    };
+    let mut follower = client.follow(query);
     while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
         let Some(service) = service.upgrade() else {
             return;

@@ -7,8 +7,9 @@
 //! - [`credentials`] and [`policy`] — the certificate, the roots and the intentions, followed
 //!   from the registry with blocking queries and kept when it is gone (fail static).
 //!
-//! A sidecar registers itself as `<service>-sidecar-proxy` (Consul's naming), its port the
-//! inbound one, TCP-checked, so that other sidecars' outbound sides find it; it deregisters
+//! A sidecar registers itself as `<service>-sidecar-proxy` (Consul's naming), of kind
+//! `connect-proxy` for `<service>`, its port the inbound one, TCP-checked on its app, so that
+//! other sidecars' outbound sides find it (`/v1/health/connect/<service>`); it deregisters
 //! when it stops.
 
 pub mod admin;
@@ -197,13 +198,11 @@ impl Sidecar {
                 policy: Balancing::RoundRobin,
                 max_concurrency: 10_000,
             };
-            let directory = discovery::Directory::with_suffix(
-                Some(client.clone()),
-                Vec::new(),
+            let directory = discovery::Directory::of_proxies(
+                client.clone(),
                 defaults,
                 metrics::Metrics::default(),
                 shutdown_rx.clone(),
-                SIDECAR_SUFFIX,
             );
             let shared = Arc::new(Shared {
                 directory,
