@@ -209,6 +209,9 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
                 directory.known.store(Arc::new(Some(names)));
                 directory.known_ready.send_replace(true);
             }
+            // Stopping may have begun while the query failed (the threads' runtimes drop the
+            // connections they opened as the proxy stops): no outage to report then.
+            Err(_) if *shutdown.borrow() => return,
             Err(e) => tracing::warn!(error = %e, "proxy: cannot list services from the registry"),
         }
     }
@@ -236,6 +239,7 @@ async fn watch_service(
         };
         match answer {
             Ok(entries) => update(&service, &entries),
+            Err(_) if *shutdown.borrow() => return,
             Err(e) => {
                 tracing::warn!(service = %name, error = %e, "proxy: cannot watch service; keeping its last endpoints");
             }
