@@ -31,6 +31,10 @@ pub struct Directory {
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
     metrics: crate::metrics::Metrics,
+    /// Where the watches run: the runtime that made the directory, which outlives the proxy
+    /// threads that route (their runtimes drop the connections they opened as they stop, and
+    /// the registry client's pool is shared).
+    runtime: tokio::runtime::Handle,
     /// Whether a routed name's endpoints are its instances (the gateway) or its Connect
     /// proxies (a sidecar's outbound side, which reaches the services' sidecars).
     connect: bool,
@@ -79,6 +83,7 @@ impl Directory {
         connect: bool,
     ) -> Arc<Directory> {
         let directory = Arc::new(Directory {
+            runtime: tokio::runtime::Handle::current(),
             connect,
             client,
             defaults,
@@ -162,7 +167,7 @@ impl Directory {
                 } else {
                     let (service, ready) = self.new_service(&key);
                     services.insert(key.clone().into_owned(), service.clone());
-                    tokio::spawn(watch_service(
+                    self.runtime.spawn(watch_service(
                         client,
                         self.connect,
                         Arc::downgrade(&service),
