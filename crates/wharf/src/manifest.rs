@@ -30,9 +30,10 @@ pub(crate) struct Manifest {
     pub services: Vec<ServiceSpec>,
     /// `[mesh]`: mTLS between sidecars, and the CA's and intentions' settings.
     pub mtls: bool,
-    /// `[mesh] mode`: strict (mTLS only) or permissive, for every instance's sidecar.
-    pub mesh_mode: wharf_proxy::sidecar::Mode,
     pub mesh: wharf_registry::connect::MeshConfig,
+    /// Per service, for its sidecars: what it speaks and its inbound mode (the service's
+    /// `mode`, else `[mesh] mode`, else strict).
+    pub sidecars: BTreeMap<String, (wharf_proxy::sidecar::Protocol, wharf_proxy::sidecar::Mode)>,
     /// `[intentions]`: `"SOURCE -> DESTINATION" = "allow" | "deny"`.
     pub intentions: Vec<wharf_mesh::intentions::Intention>,
 }
@@ -98,6 +99,10 @@ struct RawService {
     #[serde(default)]
     env: BTreeMap<String, String>,
     check: Option<Spanned<RawCheck>>,
+    /// What the service speaks, for its sidecar: `http` (default) or `tcp`.
+    protocol: Option<Spanned<String>>,
+    /// Its sidecar's inbound mode: `strict` or `permissive` (default: `[mesh] mode`).
+    mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +244,7 @@ impl Manifest {
             intentions.push(intention);
         }
         let mut services = Vec::new();
+        let mut sidecars = BTreeMap::new();
         for (name, service) in raw.services {
             let span = name.span();
             let name = name.into_inner();
@@ -322,6 +328,21 @@ impl Manifest {
                     }
                 }
             };
+            let protocol = match &service.protocol {
+                None => wharf_proxy::sidecar::Protocol::Http,
+                Some(p) => p
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| error(Some(p.span()), format!("service {name}: {e}")))?,
+            };
+            let mode = match &service.mode {
+                None => mesh_mode,
+                Some(m) => m
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| error(Some(m.span()), format!("service {name}: {e}")))?,
+            };
+            sidecars.insert(name.clone(), (protocol, mode));
             services.push(ServiceSpec {
                 name,
                 command,
@@ -333,7 +354,7 @@ impl Manifest {
         }
         Ok(Manifest {
             mtls: raw.mesh.mtls,
-            mesh_mode,
+            sidecars,
             mesh,
             intentions,
             registry_http: raw
@@ -441,11 +462,6 @@ env = { GREETING = "hi" }
         let text = "[mesh]\nmtls = true\nleaf_ttl = \"1h\"\ndefault_intention = \"deny\"\n[intentions]\n\"gateway -> frontend\" = \"allow\"\n\"* -> db\" = \"deny\"\n";
         let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
         assert!(manifest.mtls);
-        assert_eq!(
-            manifest.mesh_mode,
-            wharf_proxy::sidecar::Mode::Strict,
-            "the default"
-        );
         assert_eq!(manifest.mesh.leaf_ttl, std::time::Duration::from_secs(3600));
         assert_eq!(
             manifest.mesh.default_intention,
@@ -517,6 +533,11 @@ env = { GREETING = "hi" }
                 "[mesh]\nmtls = true\nleaf_ttl = \"soon\"\n",
                 3,
                 "mesh leaf_ttl must be a duration",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nprotocol = \"udp\"\n",
+                3,
+                "expected http or tcp",
             ),
             (
                 "[mesh]\nmode = \"lenient\"\n",

@@ -87,7 +87,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
-            mode: manifest.mesh_mode,
+            services: manifest.sidecars.clone(),
         }) as Arc<dyn Companion>
     });
     let supervisor = Supervisor::start_with(
@@ -169,7 +169,8 @@ impl Gateway {
 /// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
 struct Sidecars {
     registry: String,
-    mode: Mode,
+    /// Per service: what it speaks and its inbound mode.
+    services: std::collections::BTreeMap<String, (Protocol, Mode)>,
 }
 
 impl Companion for Sidecars {
@@ -179,12 +180,17 @@ impl Companion for Sidecars {
         instance: &str,
         port: u16,
     ) -> wharf_supervisor::companion::BoxFuture<Result<Attached, String>> {
+        let (protocol, mode) = self
+            .services
+            .get(service)
+            .copied()
+            .unwrap_or((Protocol::Http, Mode::Strict));
         let config = SidecarConfig {
             service: service.to_owned(),
             instance_id: instance.to_owned(),
             app: ([127, 0, 0, 1], port).into(),
-            protocol: Protocol::Http,
-            mode: self.mode,
+            protocol,
+            mode,
             inbound: Some(([127, 0, 0, 1], 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
             admin: None,
