@@ -684,6 +684,9 @@ fn connect_proxies_answer_health_connect_and_block_on_their_changes() {
         serde_json::json!([]),
         "no proxy for db"
     );
+    let catalog = registry.get("/v1/catalog/connect/web").json();
+    assert_eq!(catalog[0]["ServiceID"], "web-1-sidecar-proxy", "{catalog}");
+    assert_eq!(catalog[0]["ServiceKind"], "connect-proxy");
     // A blocking query wakes when a second proxy registers.
     let index = first.index();
     let waiting = held_query(registry.addr, "/v1/health/connect/web", index, "30s");

@@ -374,6 +374,32 @@ pub(super) async fn catalog_service(
     .await
 }
 
+/// `GET /v1/catalog/connect/<name>`: the Connect proxies of `name`, in the catalog's shape.
+pub(super) async fn catalog_connect(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(&q);
+    let node_ok = node_matches(&agent, &p)?;
+    answer(
+        &agent,
+        &p,
+        Resource::Connect(name.to_lowercase()),
+        |state| {
+            let tags: Vec<&str> = p.all("tag").collect();
+            let entries: Vec<CatalogServiceJson> = state
+                .proxies_for(&name)
+                .filter(|_| node_ok)
+                .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
+                .map(|s| CatalogServiceJson::new(agent.node(), s))
+                .collect();
+            Ok(to_json(&entries, p.has("pretty")))
+        },
+    )
+    .await
+}
+
 pub(super) async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     let node_ok = node_matches(&agent, &p)?;

@@ -58,6 +58,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/connect/{name}", get(catalog_connect))
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/catalog/node/{node}", get(catalog_node))
         .route("/v1/health/service/{name}", get(health_service))
@@ -121,6 +122,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/agent/check/fail/", "check ID"),
         ("/v1/agent/check/update/", "check ID"),
         ("/v1/catalog/service/", "service name"),
+        ("/v1/catalog/connect/", "service name"),
         ("/v1/catalog/node/", "node name"),
         ("/v1/health/service/", "service name"),
         ("/v1/health/connect/", "service name"),

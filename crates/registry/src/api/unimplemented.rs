@@ -104,11 +104,6 @@ pub const FAMILIES: &[Family] = &[
         hint: Some("register instances with /v1/agent/service/register"),
     },
     Family {
-        name: "/v1/catalog/connect",
-        paths: &["/v1/catalog/connect/"],
-        hint: None,
-    },
-    Family {
         name: "/v1/catalog/node-services",
         paths: &["/v1/catalog/node-services/"],
         hint: Some("see /v1/catalog/node/<node>"),
