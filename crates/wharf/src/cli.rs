@@ -59,15 +59,13 @@ pub(crate) enum IntentionCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct IntentionCreateArgs {
-    pub source: String,
-    pub destination: String,
+    #[command(flatten)]
+    pub pair: IntentionPairArgs,
     /// Deny instead of allow.
     #[arg(long)]
     pub deny: bool,
     #[arg(long, default_value = "")]
     pub description: String,
-    #[command(flatten)]
-    pub registry: RegistryUrl,
 }
 
 #[derive(Args, Debug)]

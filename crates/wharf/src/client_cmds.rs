@@ -221,10 +221,11 @@ pub(crate) async fn intention(command: IntentionCommand) -> anyhow::Result<()> {
     match command {
         IntentionCommand::Create(args) => {
             let action = if args.deny { "deny" } else { "allow" };
-            client(&args.registry)?
-                .upsert_intention(&args.source, &args.destination, action, &args.description)
+            let pair = &args.pair;
+            client(&pair.registry)?
+                .upsert_intention(&pair.source, &pair.destination, action, &args.description)
                 .await?;
-            println!("{} => {} ({action})", args.source, args.destination);
+            println!("{} => {} ({action})", pair.source, pair.destination);
         }
         IntentionCommand::Delete(args) => {
             client(&args.registry)?

@@ -117,7 +117,7 @@ fn incoming(body: Incoming) -> Body {
 }
 
 /// A refusal as this transport sends it.
-fn refusal_response(refusal: &Refusal) -> Response<Body> {
+pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
     crate::answers::http2_response(refusal).map(full)
 }
 

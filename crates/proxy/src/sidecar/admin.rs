@@ -201,14 +201,7 @@ pub(crate) async fn serve(
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
+    while let Some((stream, _)) = super::next_connection(&listener, &mut shutdown).await {
         let health = health.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let (status, body, content_type) = match request.uri().path() {

@@ -28,8 +28,8 @@ use wharf_mesh::intentions::RequestFacts;
 use super::Protocol;
 use super::credentials::InboundTls;
 use super::policy::Policy;
-use crate::answers::{Refusal, http2_response};
-use crate::h2::Body;
+use crate::answers::Refusal;
+use crate::h2::{self, Body};
 use crate::hop::strip_hop_by_hop;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,15 +56,7 @@ pub(crate) async fn serve(
     inbound: Arc<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = super::next_connection(&listener, &mut shutdown).await {
         let inbound = inbound.clone();
         tokio::spawn(async move {
             if let Err(why) = connection(stream, &inbound).await {
@@ -196,14 +188,6 @@ fn decide(
     }
 }
 
-fn refusal(refusal: &Refusal) -> Response<Body> {
-    http2_response(refusal).map(|bytes| {
-        http_body_util::Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed()
-    })
-}
-
 async fn handle(
     inbound: &Inbound,
     caller: &SpiffeId,
@@ -211,7 +195,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     if let Err(denied) = decide(inbound, caller, Some(&request)) {
-        return refusal(&denied);
+        return h2::refusal_response(&denied);
     }
     to_app(inbound, xfcc, request).await
 }
@@ -249,7 +233,7 @@ async fn to_app(
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed())
         }
-        Err(e) => refusal(&Refusal::Upstream(format!(
+        Err(e) => h2::refusal_response(&Refusal::Upstream(format!(
             "the app at {}: {e}",
             inbound.app
         ))),

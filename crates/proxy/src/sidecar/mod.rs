@@ -30,6 +30,30 @@ use crate::plan::{Shared, Timeouts};
 use crate::service::{Policy as Balancing, ServiceDefaults};
 use crate::{discovery, h2, metrics};
 
+/// The next accepted connection (no delay on its writes), or `None` once `shutdown` turns
+/// true. A failed accept (out of descriptors, say) pauses a moment rather than spinning.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sidecar: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Suffix of a sidecar's service name (Consul's).
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 

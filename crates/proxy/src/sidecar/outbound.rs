@@ -22,15 +22,7 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let upstream = Arc::new(upstream);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = super::next_connection(&listener, &mut shutdown).await {
         let (shared, upstream) = (shared.clone(), upstream.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {

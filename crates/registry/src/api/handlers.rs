@@ -353,25 +353,8 @@ pub(super) async fn catalog_service(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let p = params(&q);
-    let node_ok = node_matches(&agent, &p)?;
-    answer(
-        &agent,
-        &p,
-        Resource::Service(name.to_lowercase()),
-        |state| {
-            let entries: Vec<CatalogServiceJson> = if node_ok {
-                tagged_instances(state, &name, &p)
-                    .into_iter()
-                    .map(|s| CatalogServiceJson::new(agent.node(), s))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            Ok(to_json(&entries, p.has("pretty")))
-        },
-    )
-    .await
+    let resource = Resource::Service(name.to_lowercase());
+    catalog_entries(&agent, &name, &q, resource, tagged_instances).await
 }
 
 /// `GET /v1/catalog/connect/<name>`: the Connect proxies of `name`, in the catalog's shape.
@@ -380,23 +363,48 @@ pub(super) async fn catalog_connect(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let p = params(&q);
-    let node_ok = node_matches(&agent, &p)?;
-    answer(
-        &agent,
-        &p,
-        Resource::Connect(name.to_lowercase()),
-        |state| {
-            let tags: Vec<&str> = p.all("tag").collect();
-            let entries: Vec<CatalogServiceJson> = state
-                .proxies_for(&name)
-                .filter(|_| node_ok)
-                .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
+    let resource = Resource::Connect(name.to_lowercase());
+    catalog_entries(&agent, &name, &q, resource, tagged_proxies).await
+}
+
+/// The Connect proxies of `name` carrying every `tag` asked for.
+fn tagged_proxies<'a>(
+    state: &'a CatalogState,
+    name: &str,
+    p: &Params,
+) -> Vec<&'a crate::Stored<wharf_model::ServiceInstance>> {
+    let tags: Vec<&str> = p.all("tag").collect();
+    state
+        .proxies_for(name)
+        .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
+        .collect()
+}
+
+/// Catalog entries of the instances `select` picks, blocking on `resource`.
+async fn catalog_entries(
+    agent: &Agent,
+    name: &str,
+    q: &Option<String>,
+    resource: Resource,
+    select: impl for<'s> Fn(
+        &'s CatalogState,
+        &str,
+        &Params,
+    ) -> Vec<&'s crate::Stored<wharf_model::ServiceInstance>>,
+) -> Answer {
+    let p = params(q);
+    let node_ok = node_matches(agent, &p)?;
+    answer(agent, &p, resource, |state| {
+        let entries: Vec<CatalogServiceJson> = if node_ok {
+            select(state, name, &p)
+                .into_iter()
                 .map(|s| CatalogServiceJson::new(agent.node(), s))
-                .collect();
-            Ok(to_json(&entries, p.has("pretty")))
-        },
-    )
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(to_json(&entries, p.has("pretty")))
+    })
     .await
 }
 
@@ -445,10 +453,7 @@ pub(super) async fn health_service(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Service(name.to_lowercase());
-    health_entries(&agent, &name, &q, resource, |state, name, p| {
-        tagged_instances(state, name, p)
-    })
-    .await
+    health_entries(&agent, &name, &q, resource, tagged_instances).await
 }
 
 /// `GET /v1/health/connect/<name>`: the Connect proxies of `name` (instances of kind
@@ -459,14 +464,7 @@ pub(super) async fn health_connect(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Connect(name.to_lowercase());
-    health_entries(&agent, &name, &q, resource, |state, name, p| {
-        let tags: Vec<&str> = p.all("tag").collect();
-        state
-            .proxies_for(name)
-            .filter(|s| tags.iter().all(|t| s.value.has_tag(t)))
-            .collect()
-    })
-    .await
+    health_entries(&agent, &name, &q, resource, tagged_proxies).await
 }
 
 /// Health entries (node, instance, checks) of the instances `select` picks, blocking on
