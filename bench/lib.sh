@@ -21,3 +21,39 @@ start() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_backend PORT CPU: nginx with one worker answering "hello" on PORT, pinned to CPU (the
+# backend every proxy benchmark forwards to).
+start_backend() {
+  mkdir -p "$work/backend"
+  cat >"$work/backend/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend/nginx.pid;
+error_log $work/backend/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$1; location / { return 200 "hello\n"; } }
+}
+CONF
+  start taskset -c "$2" nginx -c "$work/backend/nginx.conf" -p "$work/backend"
+}
+
+# cpu_ticks PGID...: CPU clock ticks used so far by every process of the process groups given.
+cpu_ticks() {
+  local total=0 line rest g
+  local groups=("$@")
+  for stat in /proc/[0-9]*/stat; do
+    read -r line <"$stat" 2>/dev/null || continue
+    rest=${line##*) }
+    # shellcheck disable=SC2086
+    set -- $rest  # from field 3 (state): $3 = process group, $12 = utime, $13 = stime
+    for g in "${groups[@]}"; do [ "$3" = "$g" ] && total=$((total + ${12} + ${13})); done
+  done
+  echo "$total"
+}
+
+# wrk's "686.00us", "1.62ms", "1.01s" in microseconds.
+us() { echo "$1" | awk '/us$/ {print $1+0} /ms$/ {print $1*1000} /[0-9]s$/ {print $1*1000000}'; }

@@ -32,20 +32,8 @@ BACKEND=$(free_port); REGISTRY=$(free_port)
 HA_CLIENT=$(free_port); HA_SERVER=$(free_port); NG_CLIENT=$(free_port); NG_SERVER=$(free_port)
 
 # The backend: nginx with one worker answering "hello", on the load generator's core.
-mkdir -p "$work/backend" "$work/ngc" "$work/ngs" "$work/certs"
-cat >"$work/backend/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello\n"; } }
-}
-CONF
-start taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend"
+mkdir -p "$work/ngc" "$work/ngs" "$work/certs"
+start_backend "$BACKEND" "$LOAD_CPU"
 
 # One CA for everyone: Wharf's registry makes it; its leaves go to the HAProxy and nginx
 # pairs too (web = the client side, api = the server side).
@@ -172,31 +160,19 @@ done
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 idle_rss=$(rss "$wh_server")
 
-cpu_ticks() {  # CPU clock ticks used so far by the process groups given
-  local total=0 line rest
-  for stat in /proc/[0-9]*/stat; do
-    read -r line <"$stat" 2>/dev/null || continue
-    rest=${line##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    for g in "${groups[@]}"; do [ "$3" = "$g" ] && total=$((total + ${12} + ${13})); done
-  done
-  echo "$total"
-}
-us() { echo "$1" | awk '/us$/ {print $1+0} /ms$/ {print $1*1000} /[0-9]s$/ {print $1*1000000}'; }
 # run LABEL PORT [PGID...]: one wrk run through a pair; its CPU time per request.
 run() {
   local label=$1 port=$2; shift 2
   groups=("$@")
   local before after out rps p50 p99 requests cpu="" errors
-  [ "${#groups[@]}" -gt 0 ] && before=$(cpu_ticks)
+  [ "${#groups[@]}" -gt 0 ] && before=$(cpu_ticks "${groups[@]}")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: api' "http://127.0.0.1:$port/")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
   if [ "${#groups[@]}" -gt 0 ]; then
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "${groups[@]}")
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
     cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" -v d="${DURATION%s}" \
       'BEGIN { printf "cpu %5.2f us/req (%3.0f%% of a core)", t / hz / n * 1e6, t / hz / d * 100 }')

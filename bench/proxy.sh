@@ -28,20 +28,8 @@ wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); WHARF_PORT=$(free_port); ADMIN=$(free_port)
 
 # The backend: nginx with one worker answering "hello", on the load generator's core.
-mkdir -p "$work/backend" "$work/nginx"
-cat >"$work/backend/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello\n"; } }
-}
-CONF
-start taskset -c "$LOAD_CPU" nginx -c "$work/backend/nginx.conf" -p "$work/backend"
+mkdir -p "$work/nginx"
+start_backend "$BACKEND" "$LOAD_CPU"
 
 # nginx as a reverse proxy, one worker, pooled upstream connections.
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -94,23 +82,11 @@ rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 wharf_idle=$(rss "$wharf_pid")
 
 echo "proxies on CPU $PROXY_CPU; backend (nginx) and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS -d$DURATION"
-# CPU time (clock ticks) used so far by every process of process group $1.
-cpu_ticks() {
-  local total=0 line rest
-  for stat in /proc/[0-9]*/stat; do
-    read -r line <"$stat" 2>/dev/null || continue
-    rest=${line##*) }
-    # shellcheck disable=SC2086
-    set -- $rest  # from field 3 (state): $3 = process group, $12 = utime, $13 = stime
-    [ "$3" = "$pgid" ] && total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
 # run LABEL PORT [PGID]: one wrk run; with PGID, also the proxy's CPU time per request.
 run() {
   local label=$1 port=$2 pgid=${3:-}
   local out before after cpu=""
-  [ -n "$pgid" ] && before=$(cpu_ticks)
+  [ -n "$pgid" ] && before=$(cpu_ticks "$pgid")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: hello' "http://127.0.0.1:$port/")
   local rps p50 p99 errors requests
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -118,7 +94,7 @@ run() {
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
   if [ -n "$pgid" ]; then
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "$pgid")
     requests=$(echo "$out" | awk '/requests in/ {print $1}')
     cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" -v d="${DURATION%s}" \
       'BEGIN { printf "cpu %5.2f us/req (%3.0f%% of a core)", t / hz / n * 1e6, t / hz / d * 100 }')
@@ -127,8 +103,6 @@ run() {
   # For the summary: label, req/s, p50 and p99 in microseconds, CPU microseconds per request.
   echo "$label $rps $(us "$p50") $(us "$p99") $(echo "$cpu" | awk '{print $2}')" >>"$work/results"
 }
-# wrk's "686.00us", "1.62ms", "1.01s" in microseconds.
-us() { echo "$1" | awk '/us$/ {print $1+0} /ms$/ {print $1*1000} /[0-9]s$/ {print $1*1000000}'; }
 
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
