@@ -5,10 +5,12 @@
 # one Wharf CA, EC P-256), the same backend (nginx answering a fixed body), the same load
 # generator (wrk), each pair on the same one core. Also the backend directly, as the ceiling.
 # The pairs take turns round after round; the summary is the median of the rounds, with each
-# pair's CPU time per request (both of its processes), and the memory of a sidecar. (The
-# handshake rate is not measured yet: every pair pools its mTLS connections, and openssl
-# s_time, the one client all three accept, is itself the bottleneck.) Every proxy process runs one thread (the sidecars one tokio
-# worker: TOKIO_WORKER_THREADS=1, SIDECAR_THREADS overrides). Loopback only; every run is bounded in time.
+# pair's CPU time per request (both of its processes), and the memory of a sidecar. Then the
+# handshake rate of each server side: new mTLS connections (full TLS 1.3 handshakes with a
+# client certificate, no resumption, one request each) from one load generator
+# (`wharf-bench handshakes`, rustls), with the server's CPU time per connection. Every proxy
+# process runs one thread (the sidecars one event loop: --threads 1, SIDECAR_THREADS
+# overrides). Loopback only; every run is bounded in time.
 #
 #   apt-get install wrk nginx haproxy
 #   bash bench/mesh.sh     # ROUNDS (3), DURATION (10s), CONNECTIONS (64) override
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy openssl; do
   command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install wrk nginx haproxy openssl" >&2; exit 2; }
 done
-cargo build --release -q -p wharf
+cargo build --release -q -p wharf -p wharf-bench
+BENCH=target/release/wharf-bench
 WHARF=${WHARF:-target/release/wharf}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -140,14 +143,15 @@ ng_client=$last_pid
 
 # Wharf's pair: api's sidecar in front of the backend, web's sidecar whose outbound side wrk
 # calls (by Host, as an app would).
-TOKIO_WORKER_THREADS=${SIDECAR_THREADS:-1} start taskset -c "$PROXY_CPU" "$WHARF" sidecar --service api --app "127.0.0.1:$BACKEND" --outbound none \
+start taskset -c "$PROXY_CPU" "$WHARF" sidecar --threads "${SIDECAR_THREADS:-1}" --service api --app "127.0.0.1:$BACKEND" --outbound none \
   --registry "$R" >"$work/api.out" 2>"$work/api.log"
 wh_server=$last_pid
-TOKIO_WORKER_THREADS=${SIDECAR_THREADS:-1} start taskset -c "$PROXY_CPU" "$WHARF" sidecar --service web --app 127.0.0.1:1 \
+start taskset -c "$PROXY_CPU" "$WHARF" sidecar --threads "${SIDECAR_THREADS:-1}" --service web --app 127.0.0.1:1 \
   --registry "$R" >"$work/web.out" 2>"$work/web.log"
 wh_client=$last_pid
 for _ in $(seq 200); do grep -q outbound "$work/web.out" 2>/dev/null && break; sleep 0.05; done
 WH_CLIENT=$(awk '/outbound/ {print $NF}' "$work/web.out" | sed 's#http://127.0.0.1:##')
+WH_SERVER=$(awk '/inbound/ {print $NF}' "$work/api.out" | sed 's#127.0.0.1:##')
 for port in $BACKEND $HA_CLIENT $NG_CLIENT $WH_CLIENT; do wait_port "$port"; done
 for _ in $(seq 200); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api' "http://127.0.0.1:$WH_CLIENT/")" = 200 ] && break
@@ -202,5 +206,33 @@ awk -v w="$wharf_rps" -v n="$nginx_rps" -v h="$haproxy_rps" -v wp="$wharf_p99" -
   -v hp="$haproxy_p99" -v wc="$wharf_cpu" -v nc="$nginx_cpu" -v hc="$haproxy_cpu" 'BEGIN {
   printf "wharf/nginx:   throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / n, wp / np, wc / nc
   printf "wharf/haproxy: throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / h, wp / hp, wc / hc
+}'
+# handshakes LABEL PORT PGID: new mTLS connections per second to one server side.
+handshakes() {
+  local label=$1 port=$2 group=$3 before after out ok
+  before=$(cpu_ticks "$group")
+  out=$(taskset -c "$LOAD_CPU" "$BENCH" handshakes --addr "127.0.0.1:$port" --server-name api.svc.wharf \
+    --roots "$C/roots.pem" --cert "$C/web.crt" --key "$C/web.key" --seconds "${DURATION%s}")
+  after=$(cpu_ticks "$group")
+  ok=$(echo "$out" | awk '{print $2}')
+  awk -v l="$label" -v o="$out" -v n="$ok" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%-8s %s; server cpu %.0f us/connection\n", l, o, t / hz / n * 1e6 }'
+  echo "$label $(echo "$out" | awk '{print $(NF-3)}') $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN {print t / hz / n * 1e6}')" >>"$work/handshakes"
+}
+echo
+echo "handshake rate: the server side of each pair on CPU $PROXY_CPU, the load generator on CPU $LOAD_CPU"
+for round in $(seq "$ROUNDS"); do
+  handshakes nginx "$NG_SERVER" "$ng_server"
+  handshakes haproxy "$HA_SERVER" "$ha_server"
+  handshakes wharf "$WH_SERVER" "$wh_server"
+done
+for label in nginx haproxy wharf; do
+  hmedian() { awk -v l="$label" -v c="$1" '$1==l {print $c}' "$work/handshakes" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+  eval "${label}_hs=$(hmedian 2) ${label}_hscpu=$(hmedian 3)"
+  printf '%-8s median %6.0f connections/s  server cpu %5.0f us/connection\n' "$label" "$(hmedian 2)" "$(hmedian 3)"
+done
+awk -v w="$wharf_hs" -v n="$nginx_hs" -v h="$haproxy_hs" -v wc="$wharf_hscpu" -v hc="$haproxy_hscpu" -v nc="$nginx_hscpu" 'BEGIN {
+  printf "wharf/nginx:   handshake rate %.2fx  cpu per connection %.2fx\n", w / n, wc / nc
+  printf "wharf/haproxy: handshake rate %.2fx  cpu per connection %.2fx\n", w / h, wc / hc
 }'
 echo "wharf sidecar RSS: idle $idle_rss MiB, after the load $(rss "$wh_server") MiB (server side), $(rss "$wh_client") MiB (client side)"

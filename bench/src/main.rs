@@ -1,7 +1,10 @@
 //! Load generators for `bench/registry.sh`: durable registrations, health reads and held
 //! blocking queries against Wharf, and the same HTTP load against etcd's JSON gateway, so
-//! that both are measured with one client. Every loop is bounded by a count and a deadline,
-//! and talks to loopback only.
+//! that both are measured with one client; and for `bench/mesh.sh`, new mTLS connections
+//! ([`handshakes`]). Every loop is bounded by a count and a deadline, and talks to loopback
+//! only.
+
+mod handshakes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,8 @@ enum Command {
     Hold(Hold),
     /// UDP DNS questions at a fixed rate; reports latency percentiles and losses.
     DnsLatency(DnsLatency),
+    /// New mTLS connections (full handshakes), one request each.
+    Handshakes(handshakes::Handshakes),
 }
 
 #[derive(Parser)]
@@ -476,6 +481,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Hold(args) => hold(args).await,
         Command::DnsLatency(args) => dns_latency(args).await,
+        Command::Handshakes(args) => handshakes::run(args).await,
     }
 }
 

@@ -172,6 +172,10 @@ pub(crate) struct SidecarArgs {
         value_name = "URL"
     )]
     pub registry: String,
+    /// Threads serving traffic: 1 (the default) is one event loop, as a sidecar beside one
+    /// instance needs; more share the work between them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]
+    pub threads: u16,
 }
 
 #[derive(Args, Debug)]

@@ -29,10 +29,20 @@ pub struct Denied;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A sidecar runs one event loop unless told otherwise (no work stealing, no cross-thread
+    // wake-ups on its request path); everything else shares a runtime of one thread per core.
+    let mut builder = match &cli.command {
+        Command::Sidecar(args) if args.threads == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Sidecar(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(args.threads));
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("wharf: cannot start the runtime: {e}");
