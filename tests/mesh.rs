@@ -421,6 +421,13 @@ fn a_permissive_sidecar_takes_plaintext_too_and_counts_it() {
     eventually("mTLS through the permissive side", || {
         web.call("api", "/").status == 200
     });
+    // Only mTLS so far: `wharf mesh status` says strict is safe for api.
+    let (code, out, err) = wharf(&registry.url(), &["mesh", "status", "api"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("permissive") && out.contains("safe: only mTLS"),
+        "{out}"
+    );
     let plain = send(
         api.inbound,
         "GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
@@ -444,4 +451,34 @@ fn a_permissive_sidecar_takes_plaintext_too_and_counts_it() {
     };
     assert!(count("plaintext") >= 1.0, "{metrics}");
     assert!(count("mtls") >= 1.0, "{metrics}");
+    // Now strict would refuse that caller: said, with its address, and exit 2.
+    let (code, out, err) = wharf(&registry.url(), &["mesh", "status", "api"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("would refuse 1 plaintext connections")
+            && out.contains("127.0.0.1 (1 connections"),
+        "{out}"
+    );
+    let (_, json, _) = wharf(&registry.url(), &["mesh", "status", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let api_status = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Service"] == "api")
+        .expect("api's sidecar listed");
+    assert_eq!(api_status["WouldRefuse"], true, "{json}");
+    assert_eq!(
+        api_status["Inbound"]["PlaintextCallers"][0]["Address"],
+        "127.0.0.1"
+    );
+    // A strict sidecar is listed as such and refuses no one by switching.
+    let web_status = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Service"] == "web")
+        .unwrap();
+    assert_eq!(web_status["Inbound"]["Mode"], "strict", "{json}");
+    assert_eq!(web_status["WouldRefuse"], false);
 }

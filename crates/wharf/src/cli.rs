@@ -43,6 +43,27 @@ pub(crate) enum Command {
     /// Who may call whom: create, delete, check and list intentions.
     #[command(subcommand)]
     Intention(IntentionCommand),
+    /// The mesh's sidecars.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum MeshCommand {
+    /// Each sidecar's mode, its inbound connections by kind and whether strict mTLS would
+    /// refuse a caller it has seen (exit 2 if so).
+    Status(MeshStatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MeshStatusArgs {
+    /// Only the sidecars of this service.
+    pub service: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
 }
 
 #[derive(clap::Subcommand, Debug)]

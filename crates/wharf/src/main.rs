@@ -5,6 +5,7 @@
 mod cli;
 mod client_cmds;
 mod manifest;
+mod mesh_cmd;
 mod proxy_cmd;
 mod registry_cmd;
 mod table;
@@ -63,13 +64,14 @@ fn main() -> ExitCode {
             Command::Scale(args) => client_cmds::scale(args).await,
             Command::Restart(args) => client_cmds::restart(args).await,
             Command::Intention(command) => client_cmds::intention(command).await,
+            Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wharf: {e:#}");
-            if e.is::<Denied>() {
+            if e.is::<Denied>() || e.is::<mesh_cmd::WouldRefuse>() {
                 return ExitCode::from(2);
             }
             if is_bad_input(&e) {

@@ -193,7 +193,8 @@ impl Companion for Sidecars {
             mode,
             inbound: Some(([127, 0, 0, 1], 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
-            admin: None,
+            // For `wharf mesh status` (found through the registration's meta).
+            admin: Some(([127, 0, 0, 1], 0).into()),
             registry: self.registry.clone(),
         };
         Box::pin(async move {

@@ -1,9 +1,13 @@
 //! A sidecar's admin listener: `/ready` (can it serve, and is it serving from what it holds
-//! because the registry is out of reach: fail static) and `/metrics` (Prometheus text: its
+//! because the registry is out of reach: fail static), `/metrics` (Prometheus text: its
 //! leaf's and the roots' time to expiry, certificates put in use, whether the registry
-//! answers, and inbound decisions by caller).
+//! answers, and inbound decisions by caller) and `/inbound` (JSON: its mode, connections by
+//! kind and the plaintext callers it has seen, so that `wharf mesh status` can say whether
+//! switching a permissive service to strict would refuse anyone).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,6 +53,70 @@ pub struct Health {
     decisions: Family<DecisionLabels, Counter>,
     connections: Family<KindLabels, Counter>,
     pub has_intentions: std::sync::atomic::AtomicBool,
+    callers: Mutex<Callers>,
+    /// Seconds since the epoch when the sidecar started.
+    started: u64,
+}
+
+/// Most plaintext callers remembered by address; more are counted together.
+const MAX_PLAINTEXT_CALLERS: usize = 64;
+
+/// Inbound connections by kind, and the plaintext ones by caller address.
+#[derive(Default)]
+struct Callers {
+    mtls: u64,
+    plaintext: u64,
+    plaintext_by_address: HashMap<IpAddr, Seen>,
+    /// Plaintext connections from addresses beyond [`MAX_PLAINTEXT_CALLERS`].
+    plaintext_others: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Seen {
+    connections: u64,
+    last: u64,
+}
+
+/// How an inbound connection arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionKind {
+    Mtls,
+    Plaintext,
+}
+
+impl ConnectionKind {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionKind::Mtls => "mtls",
+            ConnectionKind::Plaintext => "plaintext",
+        }
+    }
+}
+
+/// What `/inbound` says about the sidecar's inbound side.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InboundReport {
+    pub service: String,
+    /// `strict` or `permissive`.
+    pub mode: String,
+    /// Seconds since the epoch when the sidecar started (the counts are since then).
+    pub since: u64,
+    pub mtls_connections: u64,
+    pub plaintext_connections: u64,
+    /// The plaintext callers by address, the most recent first.
+    pub plaintext_callers: Vec<PlaintextCaller>,
+    /// Plaintext connections from callers beyond the ones listed.
+    pub plaintext_others: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PlaintextCaller {
+    pub address: IpAddr,
+    pub connections: u64,
+    /// Seconds since the epoch of its last connection.
+    pub last_seen: u64,
 }
 
 impl std::fmt::Debug for Health {
@@ -108,6 +176,8 @@ impl Default for Health {
             registry_error: Mutex::new(None),
             decisions,
             has_intentions: Default::default(),
+            callers: Mutex::default(),
+            started: now(),
         }
     }
 }
@@ -137,8 +207,61 @@ impl Health {
         }
     }
 
-    pub fn connection(&self, kind: &'static str) {
-        self.connections.get_or_create(&KindLabels { kind }).inc();
+    /// An inbound connection arrived from `peer`.
+    pub fn connection(&self, kind: ConnectionKind, peer: IpAddr) {
+        self.connections
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .inc();
+        let mut callers = self.callers.lock().expect("callers lock");
+        match kind {
+            ConnectionKind::Mtls => callers.mtls += 1,
+            ConnectionKind::Plaintext => {
+                callers.plaintext += 1;
+                let known = callers.plaintext_by_address.len();
+                match callers.plaintext_by_address.get_mut(&peer) {
+                    Some(seen) => {
+                        seen.connections += 1;
+                        seen.last = now();
+                    }
+                    None if known < MAX_PLAINTEXT_CALLERS => {
+                        let seen = Seen {
+                            connections: 1,
+                            last: now(),
+                        };
+                        callers.plaintext_by_address.insert(peer, seen);
+                    }
+                    None => callers.plaintext_others += 1,
+                }
+            }
+        }
+    }
+
+    /// The inbound side's connections so far, for `/inbound`.
+    pub fn inbound_report(&self, service: &str, mode: super::Mode) -> InboundReport {
+        let callers = self.callers.lock().expect("callers lock");
+        let mut plaintext_callers: Vec<PlaintextCaller> = callers
+            .plaintext_by_address
+            .iter()
+            .map(|(address, seen)| PlaintextCaller {
+                address: *address,
+                connections: seen.connections,
+                last_seen: seen.last,
+            })
+            .collect();
+        plaintext_callers.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(a.address.cmp(&b.address))
+        });
+        InboundReport {
+            service: service.to_owned(),
+            mode: mode.as_str().to_owned(),
+            since: self.started,
+            mtls_connections: callers.mtls,
+            plaintext_connections: callers.plaintext,
+            plaintext_callers,
+            plaintext_others: callers.plaintext_others,
+        }
     }
 
     pub fn decided(&self, caller: &str, allowed: bool) {
@@ -196,15 +319,30 @@ impl Health {
     }
 }
 
+/// Whom an admin listener speaks for.
+#[derive(Debug, Clone)]
+pub(crate) struct About {
+    pub(crate) service: String,
+    pub(crate) mode: super::Mode,
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
+    about: About,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let about = Arc::new(about);
     while let Some((stream, _)) = super::next_connection(&listener, &mut shutdown).await {
-        let health = health.clone();
+        let (health, about) = (health.clone(), about.clone());
         let service = service_fn(move |request: Request<Incoming>| {
             let (status, body, content_type) = match request.uri().path() {
+                "/inbound" => (
+                    StatusCode::OK,
+                    serde_json::to_string(&health.inbound_report(&about.service, about.mode))
+                        .unwrap_or_default(),
+                    "application/json",
+                ),
                 "/ready" => {
                     let (status, text) = health.ready();
                     (status, format!("{text}\n"), "text/plain; charset=utf-8")
@@ -216,7 +354,7 @@ pub(crate) async fn serve(
                 ),
                 _ => (
                     StatusCode::NOT_FOUND,
-                    "try /ready or /metrics\n".into(),
+                    "try /ready, /metrics or /inbound\n".into(),
                     "text/plain; charset=utf-8",
                 ),
             };
@@ -233,5 +371,41 @@ pub(crate) async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_callers_are_counted_by_address_within_a_bound() {
+        let health = Health::default();
+        health.connection(ConnectionKind::Mtls, [10, 0, 0, 1].into());
+        for i in 0..(MAX_PLAINTEXT_CALLERS as u32 + 10) {
+            health.connection(
+                ConnectionKind::Plaintext,
+                std::net::Ipv4Addr::from(i).into(),
+            );
+        }
+        health.connection(ConnectionKind::Plaintext, [0, 0, 0, 0].into());
+        let report = health.inbound_report("api", super::super::Mode::Permissive);
+        assert_eq!(report.mode, "permissive");
+        assert_eq!(report.mtls_connections, 1);
+        assert_eq!(
+            report.plaintext_connections,
+            MAX_PLAINTEXT_CALLERS as u64 + 11
+        );
+        assert_eq!(report.plaintext_callers.len(), MAX_PLAINTEXT_CALLERS);
+        assert_eq!(
+            report.plaintext_others, 10,
+            "callers beyond the bound counted together"
+        );
+        let first = report
+            .plaintext_callers
+            .iter()
+            .find(|c| c.address == IpAddr::from([0, 0, 0, 0]))
+            .unwrap();
+        assert_eq!(first.connections, 2, "a known caller's connections add up");
     }
 }

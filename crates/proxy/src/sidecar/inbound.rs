@@ -26,6 +26,7 @@ use wharf_mesh::SpiffeId;
 use wharf_mesh::intentions::RequestFacts;
 
 use super::Protocol;
+use super::admin::ConnectionKind;
 use super::credentials::InboundTls;
 use super::policy::Policy;
 use crate::answers::Refusal;
@@ -59,14 +60,18 @@ pub(crate) async fn serve(
     while let Some((stream, peer)) = super::next_connection(&listener, &mut shutdown).await {
         let inbound = inbound.clone();
         tokio::spawn(async move {
-            if let Err(why) = connection(stream, &inbound).await {
+            if let Err(why) = connection(stream, peer, &inbound).await {
                 tracing::info!(%peer, service = %inbound.service, "sidecar: refused a connection: {why}");
             }
         });
     }
 }
 
-async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inbound: &Arc<Inbound>,
+) -> Result<(), String> {
     if inbound.mode == super::Mode::Permissive {
         let mut first = [0u8; 2];
         let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first))
@@ -74,11 +79,13 @@ async fn connection(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), Str
             .map_err(|_| "nothing arrived in time".to_owned())?
             .map_err(|e| e.to_string())?;
         if n > 0 && !looks_like_tls(&first[..n]) {
-            inbound.health.connection("plaintext");
+            inbound
+                .health
+                .connection(ConnectionKind::Plaintext, peer.ip());
             return plaintext(stream, inbound).await;
         }
     }
-    inbound.health.connection("mtls");
+    inbound.health.connection(ConnectionKind::Mtls, peer.ip());
     let Some(tls) = inbound.tls.borrow().clone() else {
         return Err("no certificate yet".into());
     };

@@ -54,6 +54,9 @@ pub(crate) async fn next_connection(
     }
 }
 
+/// The meta key of a sidecar's registration that holds its admin listener's address.
+pub const ADMIN_META: &str = "wharf-admin";
+
 /// Suffix of a sidecar's service name (Consul's).
 pub const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 
@@ -87,6 +90,15 @@ pub enum Mode {
     /// mTLS and plaintext on the same port, told apart by the first byte; plaintext comes
     /// from an unknown caller and is counted, for moving a service to strict safely.
     Permissive,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Strict => "strict",
+            Mode::Permissive => "permissive",
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -203,9 +215,14 @@ impl Sidecar {
                     .local_addr()
                     .map_err(|e| SidecarError::Bind(addr, e))?,
             );
+            let about = admin::About {
+                service: config.service.clone(),
+                mode: config.mode,
+            };
             tasks.push(tokio::spawn(admin::serve(
                 listener,
                 health.clone(),
+                about,
                 shutdown_rx.clone(),
             )));
         }
@@ -257,8 +274,11 @@ impl Sidecar {
                 meta: [
                     ("wharf-sidecar-for".to_owned(), config.service.clone()),
                     ("wharf-instance".to_owned(), config.instance_id.clone()),
+                    ("wharf-mode".to_owned(), config.mode.as_str().to_owned()),
                 ]
-                .into(),
+                .into_iter()
+                .chain(admin_addr.map(|admin| (ADMIN_META.to_owned(), admin.to_string())))
+                .collect(),
                 check: Some(CheckRegistration {
                     tcp: Some(config.app.to_string()),
                     interval: Some("1s".into()),
