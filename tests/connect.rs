@@ -441,3 +441,166 @@ fn the_intention_commands_create_check_list_and_delete() {
     assert_eq!(code, 2, "a bad name is the user's input: {err}");
     assert!(err.contains("SourceName"), "{err}");
 }
+
+#[test]
+fn service_intentions_config_entries_are_the_intentions_to_a_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--default-intention", "deny"]);
+    let check = |source: &str| {
+        registry
+            .get(&format!(
+                "/v1/connect/intentions/check?source={source}&destination=api"
+            ))
+            .json()["Allowed"]
+            .clone()
+    };
+    let missing = registry.get("/v1/config/service-intentions/api");
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert!(missing.header("x-consul-index").is_some());
+
+    let entry = json!({
+        "Kind": "service-intentions",
+        "Name": "api",
+        "Sources": [
+            {"Name": "web", "Action": "allow", "Description": "the site"},
+            {"Name": "*", "Action": "deny"},
+            {"Name": "admin", "Permissions": [
+                {"Action": "allow", "HTTP": {"PathPrefix": "/admin", "Methods": ["GET"]}}
+            ]},
+        ],
+    });
+    let written = registry.put("/v1/config", &entry.to_string());
+    assert_eq!((written.status, written.text().trim()), (200, "true"));
+    assert_eq!(check("web"), json!(true));
+    assert_eq!(check("billing"), json!(false), "* => api deny");
+    // The intentions API sees the same intentions.
+    let exact = registry.get("/v1/connect/intentions/exact?source=web&destination=api");
+    assert_eq!(exact.json()["Description"], "the site");
+
+    let read = registry.get("/v1/config/service-intentions/api");
+    assert_eq!(read.status, 200);
+    let read = read.json();
+    assert_eq!(read["Kind"], "service-intentions");
+    assert_eq!(read["Name"], "api");
+    let names: Vec<&str> = read["Sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "web", "*"], "evaluation order");
+    assert_eq!(
+        read["Sources"][0]["Permissions"][0]["HTTP"]["PathPrefix"],
+        "/admin"
+    );
+    assert_eq!(read["Sources"][1]["Action"], "allow");
+    assert_eq!(read["Sources"][1]["Precedence"], 9);
+    let modify = read["ModifyIndex"].as_u64().unwrap();
+
+    // A blocking read wakes when the entry changes; the new entry replaces the old sources.
+    let held = held_query(
+        registry.addr,
+        "/v1/config/service-intentions/api",
+        modify,
+        "30s",
+    );
+    let cas_stale = registry.put(
+        "/v1/config?cas=1",
+        &json!({"Kind": "service-intentions", "Name": "api",
+                "Sources": [{"Name": "web", "Action": "deny"}]})
+        .to_string(),
+    );
+    assert_eq!(cas_stale.text().trim(), "false", "stale cas writes nothing");
+    assert_eq!(check("web"), json!(true));
+    let replaced = registry.put(
+        &format!("/v1/config?cas={modify}"),
+        &json!({"Kind": "service-intentions", "Name": "api",
+                "Sources": [{"Name": "web", "Action": "deny"}]})
+        .to_string(),
+    );
+    assert_eq!(replaced.text().trim(), "true");
+    let woken = held.join().unwrap();
+    assert_eq!(woken.json()["Sources"].as_array().unwrap().len(), 1);
+    assert_eq!(check("web"), json!(false));
+    assert_eq!(
+        registry
+            .get("/v1/connect/intentions/exact?source=admin&destination=api")
+            .status,
+        404,
+        "a source no longer named is gone"
+    );
+    let created_only = registry.put(
+        "/v1/config?cas=0",
+        &json!({"Kind": "service-intentions", "Name": "api", "Sources": []}).to_string(),
+    );
+    assert_eq!(created_only.text().trim(), "false", "cas=0: only if absent");
+
+    // The list, other kinds, bad entries.
+    registry.put(
+        "/v1/config",
+        &json!({"Kind": "service-intentions", "Name": "db",
+                "Sources": [{"Name": "api", "Action": "allow"}]})
+        .to_string(),
+    );
+    let list = registry.get("/v1/config/service-intentions").json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "db"]);
+    let other = registry.get("/v1/config/service-defaults");
+    assert_eq!(other.status, 501);
+    assert!(other.text().contains("/v1/config") && other.text().contains("service-defaults"));
+    assert_eq!(registry.get("/v1/config/nonsense").status, 400);
+    for bad in [
+        json!({"Kind": "service-intentions", "Name": "api", "Sources": [{"Name": "web", "Action": "maybe"}]}),
+        json!({"Kind": "service-intentions", "Sources": []}),
+        json!({"Name": "api"}),
+    ] {
+        let answer = registry.put("/v1/config", &bad.to_string());
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
+    }
+    assert_eq!(registry.put("/v1/config", "{not json").status, 400);
+    assert_eq!(check("api"), json!(false), "bad entries changed nothing");
+    assert_eq!(
+        registry
+            .get("/v1/connect/intentions/check?source=api&destination=db")
+            .json()["Allowed"],
+        json!(true)
+    );
+
+    // Delete: `{}`, then 404; with a stale cas, nothing.
+    let db = registry.get("/v1/config/service-intentions/db").json();
+    let stale = request(
+        registry.addr,
+        "DELETE",
+        "/v1/config/service-intentions/db?cas=1",
+        b"",
+    );
+    assert_eq!(stale.text().trim(), "false");
+    let cas = db["ModifyIndex"].as_u64().unwrap();
+    let deleted = request(
+        registry.addr,
+        "DELETE",
+        &format!("/v1/config/service-intentions/db?cas={cas}"),
+        b"",
+    );
+    assert_eq!(deleted.text().trim(), "true");
+    let deleted = request(
+        registry.addr,
+        "DELETE",
+        "/v1/config/service-intentions/api",
+        b"",
+    );
+    assert_eq!((deleted.status, deleted.text().trim()), (200, "{}"));
+    assert_eq!(
+        registry.get("/v1/config/service-intentions/api").status,
+        404
+    );
+    assert_eq!(
+        registry.get("/v1/config/service-intentions").json(),
+        json!([])
+    );
+}

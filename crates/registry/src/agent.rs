@@ -299,9 +299,9 @@ impl Agent {
         self.ttl_resets.lock().expect("ttl lock").remove(id);
     }
 
-    /// Commits `txn` with the tombstones of what it deletes, and waits until the catalog
-    /// has applied it.
-    pub(crate) async fn commit(&self, mut txn: Txn) -> Result<(), RegistryError> {
+    /// Commits `txn`, if its comparisons hold, with the tombstones of what it deletes, and
+    /// waits until the catalog has applied it; `Ok(false)` when the comparisons do not hold.
+    pub(crate) async fn commit_when(&self, mut txn: Txn) -> Result<bool, RegistryError> {
         let tombstones = self.catalog.read(|state| state.tombstones(&txn.ops));
         txn.ops.extend(
             tombstones
@@ -309,7 +309,14 @@ impl Agent {
                 .map(|tombstone| Op::put(&tombstone.key(), Vec::new())),
         );
         let outcome = self.store.txn(txn).await?;
-        self.catalog.wait_applied(outcome.revision).await;
-        Ok(())
+        if outcome.succeeded {
+            self.catalog.wait_applied(outcome.revision).await;
+        }
+        Ok(outcome.succeeded)
+    }
+
+    /// [`Agent::commit_when`] for a transaction without comparisons.
+    pub(crate) async fn commit(&self, txn: Txn) -> Result<(), RegistryError> {
+        self.commit_when(txn).await.map(|_| ())
     }
 }

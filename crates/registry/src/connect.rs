@@ -20,6 +20,31 @@ use crate::agent::{Agent, RegistryError};
 use crate::catalog::{Resource, Stored};
 use crate::keys;
 
+/// The intentions to `destination` (lower-cased), in evaluation order: the sources of its
+/// `service-intentions` config entry.
+pub fn intentions_to(
+    state: &crate::catalog::CatalogState,
+    destination: &str,
+) -> Vec<Stored<Intention>> {
+    let mut to: Vec<Stored<Intention>> = state
+        .intentions
+        .values()
+        .filter(|stored| stored.value.destination_name == destination)
+        .cloned()
+        .collect();
+    to.sort_by(|a, b| wharf_mesh::intentions::order(&a.value, &b.value));
+    to
+}
+
+/// A `service-intentions` entry's `CreateIndex` and `ModifyIndex` (as the API shows indexes,
+/// one above the store's revisions): its oldest source's creation and its latest write.
+/// `None` when it has no source (no entry).
+pub fn entry_indexes(sources: &[Stored<Intention>]) -> Option<(u64, u64)> {
+    let create = sources.iter().map(|s| s.create_index).min()?;
+    let modify = sources.iter().map(|s| s.modify_index).max()?;
+    Some((create + 1, modify + 1))
+}
+
 /// How the mesh's security runs (`[mesh]` in the manifest).
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
@@ -283,6 +308,87 @@ impl Agent {
         }
         self.commit(Txn::new().op(Op::delete(&key))).await?;
         Ok(true)
+    }
+
+    /// Replaces every intention to `destination` with `sources` (a `service-intentions`
+    /// config entry written whole, Consul's `PUT /v1/config`): sources not named any more are
+    /// deleted, the others written, in one transaction. With `cas`, only if the entry is still
+    /// at that index (`0`: only if it does not exist); `Ok(false)` when it is not.
+    pub async fn replace_intentions_to(
+        &self,
+        destination: &str,
+        mut sources: Vec<Intention>,
+        cas: Option<u64>,
+    ) -> Result<bool, RegistryError> {
+        let destination = destination.to_ascii_lowercase();
+        for source in &mut sources {
+            source.destination_name = destination.clone();
+            source
+                .validate()
+                .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+        }
+        loop {
+            let current = self
+                .catalog
+                .read(|state| intentions_to(state, &destination));
+            if let Some(cas) = cas
+                && entry_indexes(&current).map_or(0, |(_, modify)| modify) != cas
+            {
+                return Ok(false);
+            }
+            let mut txn = Txn::new();
+            for stored in &current {
+                let key =
+                    keys::intention_key(&stored.value.source_name, &stored.value.destination_name);
+                txn = txn.when(Compare::ModRevision {
+                    key: key.clone(),
+                    revision: stored.modify_index,
+                });
+                if !sources
+                    .iter()
+                    .any(|s| s.source_name == stored.value.source_name)
+                {
+                    txn = txn.op(Op::delete(&key));
+                }
+            }
+            for source in &sources {
+                let mut source = source.clone();
+                let key = keys::intention_key(&source.source_name, &destination);
+                match current
+                    .iter()
+                    .find(|stored| stored.value.source_name == source.source_name)
+                {
+                    // A source that was already there keeps its legacy ID.
+                    Some(stored) if source.id.is_empty() => source.id = stored.value.id.clone(),
+                    Some(_) => {}
+                    None => {
+                        txn = txn.when(Compare::ModRevision {
+                            key: key.clone(),
+                            revision: 0,
+                        })
+                    }
+                }
+                let value = serde_json::to_vec(&source).expect("an intention serialises");
+                txn = txn.op(Op::put(&key, value));
+            }
+            if self.commit_when(txn).await? {
+                return Ok(true);
+            }
+            if cas.is_some() {
+                return Ok(false); // changed underneath: the index the caller holds is stale
+            }
+        }
+    }
+
+    /// Deletes every intention to `destination` (the `service-intentions` entry). With `cas`,
+    /// only if the entry is still at that index; `Ok(false)` when it is not.
+    pub async fn delete_intentions_to(
+        &self,
+        destination: &str,
+        cas: Option<u64>,
+    ) -> Result<bool, RegistryError> {
+        self.replace_intentions_to(destination, Vec::new(), cas)
+            .await
     }
 
     /// The `<source>/<destination>` of the intention with legacy `id`.

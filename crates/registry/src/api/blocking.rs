@@ -5,7 +5,8 @@
 //! plus up to `wait/16` of jitter has passed (so that many watchers do not come back in the
 //! same instant), and then answers with the current data and index either way. An index
 //! *lower* than the client's (the store was restored) answers at once, so that clients
-//! resynchronise instead of hanging for the whole wait.
+//! resynchronise instead of hanging for the whole wait. An error (a 404 for something not
+//! there yet) carries the index too, as Consul's do.
 
 use axum::response::Response;
 use tokio::time::Instant;
@@ -36,8 +37,19 @@ pub(super) async fn answer(
             }
         }
     }
-    let (body, index) = agent
+    let (rendered, index) = agent
         .catalog
-        .read(|state| Ok::<_, ApiError>((render(state)?, state.index(&resource))))?;
-    Ok(json_with_index(body, index))
+        .read(|state| (render(state), state.index(&resource)));
+    match rendered {
+        Ok(body) => Ok(json_with_index(body, index)),
+        // A 404 carries the index too, so that a client can block until the thing appears.
+        Err(error) => {
+            use axum::response::IntoResponse;
+            let mut response = error.into_response();
+            response
+                .headers_mut()
+                .insert("x-consul-index", http::HeaderValue::from(index.max(1)));
+            Ok(response)
+        }
+    }
 }

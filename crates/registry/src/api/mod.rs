@@ -11,6 +11,7 @@
 
 mod blocking;
 mod body;
+mod config;
 mod connect;
 mod guard;
 mod handlers;
@@ -99,6 +100,12 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(connect::get_legacy)
                 .put(connect::put_legacy)
                 .delete(connect::delete_legacy),
+        )
+        .route("/v1/config", axum::routing::put(config::apply))
+        .route("/v1/config/{kind}", get(config::list))
+        .route(
+            "/v1/config/{kind}/{name}",
+            get(config::read).delete(config::delete),
         )
         .route("/metrics", get(handlers::metrics));
     missing_names(unimplemented::routes(routes))

@@ -119,11 +119,6 @@ pub const FAMILIES: &[Family] = &[
         hint: None,
     },
     Family {
-        name: "/v1/config",
-        paths: &["/v1/config", "/v1/config/"],
-        hint: None,
-    },
-    Family {
         name: "/v1/coordinate",
         paths: &["/v1/coordinate/"],
         hint: None,
