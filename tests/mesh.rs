@@ -482,3 +482,77 @@ fn a_permissive_sidecar_takes_plaintext_too_and_counts_it() {
     assert_eq!(web_status["Inbound"]["Mode"], "strict", "{json}");
     assert_eq!(web_status["WouldRefuse"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_http2_clients_go_through_the_sidecars() {
+    let grpc_app = grpc_server().await;
+    let (_dir, registry, web, _api, _grpc_sidecar, _app) = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = RegistryProcess::start(dir.path(), &[]);
+        let grpc_sidecar = SidecarProcess::start(
+            &registry.url(),
+            "grpc",
+            grpc_app,
+            dir.path(),
+            &["--outbound", "none"],
+        );
+        let app = Backend::start("api-1");
+        let api = SidecarProcess::start(
+            &registry.url(),
+            "api",
+            app.addr(),
+            dir.path(),
+            &["--outbound", "none"],
+        );
+        let web = SidecarProcess::start(&registry.url(), "web", app.addr(), dir.path(), &[]);
+        eventually("web reaches api", || web.call("api", "/").status == 200);
+        (dir, registry, web, api, grpc_sidecar, app)
+    })
+    .await
+    .unwrap();
+    let outbound = web.outbound.unwrap();
+
+    // gRPC: h2c from the app to its sidecar, HTTP/2 over mTLS between the sidecars, h2c to
+    // the gRPC app, and the trailers all the way back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (parts, body, trailers) = loop {
+        let answer = h2_request(outbound, "grpc", "/grpc.health.v1.Health/Check", true).await;
+        if answer.0.status == 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(parts.status, 200, "{body:?}");
+    assert_eq!(
+        parts.headers.get("x-saw-te").map(|v| v.as_bytes()),
+        Some(&b"trailers"[..])
+    );
+    assert_eq!(&body[..], b"\0\0\0\0\x02\x08\x01");
+    let trailers = trailers.expect("trailers through both sidecars");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "fine");
+
+    // An HTTP/2 client of an HTTP/1.1 app.
+    let (parts, body, _) = h2_request(outbound, "api", "/", false).await;
+    assert_eq!(
+        (parts.status, &body[..]),
+        (http::StatusCode::OK, &b"api-1"[..])
+    );
+
+    // A denied gRPC caller gets its refusal as an HTTP answer, not a hang.
+    intention(&registry, "web", "grpc", "deny");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (parts, _, _) =
+            h2_request(outbound, "grpc", "/grpc.health.v1.Health/Check", true).await;
+        if parts.status == 403 {
+            assert_eq!(parts.headers.get("x-wharf-error").unwrap(), "denied");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deny never reached the grpc sidecar"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -597,3 +597,81 @@ impl Drop for SidecarProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Serves h2c on a free port: every request gets `grpc-status: 0` in trailers after a body.
+pub(crate) async fn grpc_server() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                |request: http::Request<hyper::body::Incoming>| async move {
+                    let te = request.headers().get("te").cloned();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    trailers.insert("grpc-message", http::HeaderValue::from_static("fine"));
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"\0\0\0\0\x02\x08\x01",
+                    ))
+                    .with_trailers(async move { Some(Ok(trailers)) });
+                    let mut response = http::Response::new(body);
+                    response.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    if let Some(te) = te {
+                        response.headers_mut().insert("x-saw-te", te);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// Sends one HTTP/2 (h2c, prior knowledge) request for `authority` to a proxy (the gateway
+/// or a sidecar's outbound side).
+pub(crate) async fn h2_request(
+    proxy: std::net::SocketAddr,
+    authority: &str,
+    path: &str,
+    grpc: bool,
+) -> (http::response::Parts, bytes::Bytes, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::builder().uri(format!("http://{authority}{path}"));
+    if grpc {
+        request = request
+            .method("POST")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (parts, collected.to_bytes(), trailers)
+}

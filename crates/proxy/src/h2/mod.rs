@@ -370,7 +370,7 @@ fn finish(response: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, incoming(body))
 }
 
-fn is_grpc(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

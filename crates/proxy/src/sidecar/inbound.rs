@@ -1,6 +1,7 @@
 //! A sidecar's inbound side: terminates mTLS from other sidecars (and the gateway), knows the
 //! caller by the SPIFFE identity in its certificate, asks the cached intentions, and forwards
-//! what is allowed to the app on loopback. HTTP services are decided per request (L7
+//! what is allowed to the app on loopback (HTTP/1.1, or h2c for gRPC, which needs HTTP/2's
+//! trailers end to end). HTTP services are decided per request (L7
 //! permissions, and so that a change of intention also reaches requests on connections
 //! already open); a denied request gets 403 with `x-wharf-error: denied`. TCP services are
 //! decided per connection; a denied one is closed.
@@ -231,10 +232,20 @@ async fn to_app(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
+    let grpc = h2::is_grpc(&parts.headers);
     let mut upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed());
-    *upstream.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-    *upstream.version_mut() = Version::HTTP_11;
-    match crate::h2::connections::send_http1(inbound.app, upstream).await {
+    let sent = if grpc {
+        // gRPC needs HTTP/2 end to end (trailers): h2c to the app.
+        *upstream.uri_mut() = Uri::try_from(format!("http://{}{path}", inbound.app))
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *upstream.version_mut() = Version::HTTP_2;
+        crate::h2::connections::send_grpc(upstream).await
+    } else {
+        *upstream.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+        *upstream.version_mut() = Version::HTTP_11;
+        crate::h2::connections::send_http1(inbound.app, upstream).await
+    };
+    match sent {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
