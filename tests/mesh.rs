@@ -403,6 +403,39 @@ fn a_tcp_service_admits_allowed_callers_and_closes_on_denied_ones() {
     eventually("the sidecar says why", || {
         db.log_text().contains("api may not call db")
     });
+
+    // An app reaches the TCP service through its own sidecar's upstream listener: plain TCP
+    // on loopback, mTLS with web's identity between the sidecars.
+    let web = SidecarProcess::start(
+        &registry.url(),
+        "web",
+        app_addr,
+        dir.path(),
+        &["--outbound", "none", "--upstream", "db=127.0.0.1:0"],
+    );
+    assert_eq!(web.upstreams[0].0, "db");
+    let upstream = web.upstreams[0].1;
+    let through_upstream = || {
+        let mut conn = std::net::TcpStream::connect(upstream).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = conn.write_all(b"hi there\n");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        while !out.contains(&b'\n') {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    eventually("web's upstream reaches db", || {
+        through_upstream() == "echo: hi there\n"
+    });
+    intention(&registry, "web", "db", "deny");
+    eventually("a denied upstream connection is closed", || {
+        through_upstream().is_empty()
+    });
 }
 
 #[test]

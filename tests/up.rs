@@ -550,3 +550,70 @@ fn with_mtls_on_intentions_decide_who_calls_whom() {
         });
     }
 }
+
+/// A TCP service (an echo server standing in for a database) reached by another service
+/// through its sidecar's upstream listener, named in its environment as
+/// `WHARF_UPSTREAM_ECHO_DB`, with mTLS and intentions between them.
+#[test]
+fn with_mtls_a_tcp_service_is_reached_through_an_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.py");
+    std::fs::write(
+        &echo,
+        r#"import os, socketserver
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(b"echo: " + line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forever()
+"#,
+    )
+    .unwrap();
+    let client = dir.path().join("client.py");
+    std::fs::write(
+        &client,
+        r#"import os, socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Client(BaseHTTPRequestHandler):
+    def do_GET(self):
+        host, port = os.environ["WHARF_UPSTREAM_ECHO_DB"].rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                conn.sendall(b"ping\n")
+                answer = conn.makefile("rb").readline()
+        except OSError as error:
+            answer = repr(error).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Client).serve_forever()
+"#,
+    )
+    .unwrap();
+    let manifest = format!(
+        "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> client\" = \"allow\"\n\"client -> echo-db\" = \"allow\"\n\n\
+         [services.echo-db]\ncommand = [\"python3\", \"{}\"]\nprotocol = \"tcp\"\ncheck = {{ tcp = true, interval = \"1s\" }}\n\n\
+         [services.client]\ncommand = [\"python3\", \"{}\"]\nupstreams = [\"echo-db\"]\n",
+        echo.display(),
+        client.display()
+    );
+    let mesh = Mesh::start(dir.path(), &manifest);
+    eventually("client reaches echo-db through its upstream", || {
+        mesh.through_gateway("client", "/").text() == "echo: ping\n"
+    });
+    let denied = request(
+        mesh.registry,
+        "PUT",
+        "/v1/connect/intentions/exact?source=client&destination=echo-db",
+        br#"{"Action": "deny"}"#,
+    );
+    assert_eq!(denied.status, 200);
+    eventually("a denied upstream connection is closed", || {
+        let text = mesh.through_gateway("client", "/").text();
+        text.is_empty() || !text.starts_with("echo")
+    });
+}

@@ -512,6 +512,8 @@ pub(crate) struct SidecarProcess {
     pub inbound: SocketAddr,
     pub outbound: Option<SocketAddr>,
     pub admin: SocketAddr,
+    /// Each `--upstream` given: its name and where it listens.
+    pub upstreams: Vec<(String, SocketAddr)>,
     pub log: std::path::PathBuf,
 }
 
@@ -569,11 +571,24 @@ impl SidecarProcess {
             .and_then(|u| u.strip_prefix("http://"))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no admin address: {line:?}"));
+        let mut upstreams = Vec::new();
+        for _ in extra.iter().filter(|arg| **arg == "--upstream") {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("sidecar output");
+            // "wharf sidecar: upstream NAME (TCP) on ADDR"
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let name = words
+                .get(3)
+                .unwrap_or_else(|| panic!("no upstream: {line:?}"));
+            let addr = words.last().and_then(|a| a.parse().ok());
+            upstreams.push((name.to_string(), addr.unwrap_or_else(|| panic!("{line:?}"))));
+        }
         SidecarProcess {
             child,
             inbound,
             outbound,
             admin,
+            upstreams,
             log,
         }
     }

@@ -193,6 +193,10 @@ pub(crate) struct SidecarArgs {
         value_name = "URL"
     )]
     pub registry: String,
+    /// A TCP upstream: a local listener at ADDR whose connections reach NAME over mTLS
+    /// (repeatable; for apps that do not speak HTTP).
+    #[arg(long = "upstream", value_name = "NAME=ADDR", value_parser = wharf_proxy::sidecar::upstreams::parse_upstream)]
+    pub upstreams: Vec<(String, SocketAddr)>,
     /// Threads serving traffic: 1 (the default) is one event loop, as a sidecar beside one
     /// instance needs; more share the work between them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]

@@ -31,11 +31,21 @@ pub(crate) struct Manifest {
     /// `[mesh]`: mTLS between sidecars, and the CA's and intentions' settings.
     pub mtls: bool,
     pub mesh: wharf_registry::connect::MeshConfig,
-    /// Per service, for its sidecars: what it speaks and its inbound mode (the service's
-    /// `mode`, else `[mesh] mode`, else strict).
-    pub sidecars: BTreeMap<String, (wharf_proxy::sidecar::Protocol, wharf_proxy::sidecar::Mode)>,
+    /// Per service, what its sidecars need to know.
+    pub sidecars: BTreeMap<String, SidecarSpec>,
     /// `[intentions]`: `"SOURCE -> DESTINATION" = "allow" | "deny"`.
     pub intentions: Vec<wharf_mesh::intentions::Intention>,
+}
+
+/// What a service's sidecars need to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SidecarSpec {
+    /// What the service speaks.
+    pub protocol: wharf_proxy::sidecar::Protocol,
+    /// Its inbound mode: the service's `mode`, else `[mesh] mode`, else strict.
+    pub mode: wharf_proxy::sidecar::Mode,
+    /// The services its instances reach over TCP (lower-cased).
+    pub upstreams: Vec<String>,
 }
 
 /// Why a manifest was refused: `file:line: reason`.
@@ -94,6 +104,9 @@ struct RawGateway {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    /// Services its instances reach over TCP, each through a local listener of its sidecar
+    /// (`WHARF_UPSTREAM_<NAME>` in their environment).
+    upstreams: Option<Spanned<Vec<String>>>,
     command: Spanned<Vec<String>>,
     replicas: Option<Spanned<i64>>,
     #[serde(default)]
@@ -342,7 +355,33 @@ impl Manifest {
                     .parse()
                     .map_err(|e: String| error(Some(m.span()), format!("service {name}: {e}")))?,
             };
-            sidecars.insert(name.clone(), (protocol, mode));
+            let mut upstreams: Vec<String> = Vec::new();
+            if let Some(listed) = &service.upstreams {
+                for upstream in listed.get_ref() {
+                    wharf_mesh::identity::check_name(upstream).map_err(|e| {
+                        error(
+                            Some(listed.span()),
+                            format!("service {name}: upstream {upstream:?}: {e}"),
+                        )
+                    })?;
+                    let upstream = upstream.to_ascii_lowercase();
+                    if upstreams.contains(&upstream) {
+                        return Err(error(
+                            Some(listed.span()),
+                            format!("service {name}: upstream {upstream:?} is listed twice"),
+                        ));
+                    }
+                    upstreams.push(upstream);
+                }
+            }
+            sidecars.insert(
+                name.clone(),
+                SidecarSpec {
+                    protocol,
+                    mode,
+                    upstreams,
+                },
+            );
             services.push(ServiceSpec {
                 name,
                 command,
@@ -538,6 +577,16 @@ env = { GREETING = "hi" }
                 "[services.a]\ncommand = [\"sh\"]\nprotocol = \"udp\"\n",
                 3,
                 "expected http or tcp",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nupstreams = [\"db\", \"DB\"]\n",
+                3,
+                "listed twice",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nupstreams = [\"d b\"]\n",
+                3,
+                "upstream \"d b\"",
             ),
             (
                 "[mesh]\nmode = \"lenient\"\n",

@@ -50,6 +50,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         inbound: Some(args.inbound),
         outbound,
         admin: Some(args.admin),
+        upstreams: args.upstreams,
         registry: args.registry,
     })
     .await?;
@@ -61,6 +62,9 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
     }
     if let Some(admin) = sidecar.admin_addr {
         println!("wharf sidecar: admin on http://{admin}");
+    }
+    for (name, addr) in &sidecar.upstream_addrs {
+        println!("wharf sidecar: upstream {name} (TCP) on {addr}");
     }
     shutdown_signal().await;
     sidecar.stop().await;

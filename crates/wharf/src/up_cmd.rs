@@ -11,7 +11,7 @@ use wharf_store::EmbeddedStore;
 use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
 
 use crate::BadInput;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SidecarSpec};
 use crate::registry_cmd::{node_id, shutdown_signal};
 
 pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
@@ -131,6 +131,7 @@ impl Gateway {
                 inbound: None,
                 outbound: Some(manifest.gateway_listen),
                 admin: Some(manifest.gateway_admin),
+                upstreams: Vec::new(),
                 registry: registry_url.to_owned(),
             })
             .await?;
@@ -169,8 +170,8 @@ impl Gateway {
 /// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
 struct Sidecars {
     registry: String,
-    /// Per service: what it speaks and its inbound mode.
-    services: std::collections::BTreeMap<String, (Protocol, Mode)>,
+    /// Per service: what its sidecars need to know.
+    services: std::collections::BTreeMap<String, SidecarSpec>,
 }
 
 impl Companion for Sidecars {
@@ -180,21 +181,26 @@ impl Companion for Sidecars {
         instance: &str,
         port: u16,
     ) -> wharf_supervisor::companion::BoxFuture<Result<Attached, String>> {
-        let (protocol, mode) = self
-            .services
-            .get(service)
-            .copied()
-            .unwrap_or((Protocol::Http, Mode::Strict));
+        let spec = self.services.get(service).cloned().unwrap_or(SidecarSpec {
+            protocol: Protocol::Http,
+            mode: Mode::Strict,
+            upstreams: Vec::new(),
+        });
         let config = SidecarConfig {
             service: service.to_owned(),
             instance_id: instance.to_owned(),
             app: ([127, 0, 0, 1], port).into(),
-            protocol,
-            mode,
+            protocol: spec.protocol,
+            mode: spec.mode,
             inbound: Some(([127, 0, 0, 1], 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
             // For `wharf mesh status` (found through the registration's meta).
             admin: Some(([127, 0, 0, 1], 0).into()),
+            upstreams: spec
+                .upstreams
+                .iter()
+                .map(|name| (name.clone(), ([127, 0, 0, 1], 0).into()))
+                .collect(),
             registry: self.registry.clone(),
         };
         Box::pin(async move {
@@ -205,11 +211,18 @@ impl Companion for Sidecars {
                 "http://{}",
                 sidecar.outbound_addr.expect("an outbound side")
             );
+            let mut env = vec![
+                ("WHARF_GATEWAY".to_owned(), outbound.clone()),
+                ("WHARF_OUTBOUND".to_owned(), outbound),
+            ];
+            env.extend(
+                sidecar
+                    .upstream_addrs
+                    .iter()
+                    .map(|(name, addr)| (upstream_variable(name), addr.to_string())),
+            );
             Ok(Attached {
-                env: vec![
-                    ("WHARF_GATEWAY".to_owned(), outbound.clone()),
-                    ("WHARF_OUTBOUND".to_owned(), outbound),
-                ],
+                env,
                 stop: Box::new(move || Box::pin(sidecar.stop())),
             })
         })
@@ -238,4 +251,14 @@ async fn report_progress(client: wharf_client::Client, names: Vec<String>, expec
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     println!("wharf up: {last}/{expected} instances passing after a minute; see the lines above");
+}
+
+/// The environment variable that gives an instance the local address of its TCP upstream
+/// `name`: `WHARF_UPSTREAM_` and the name in capitals, `-` as `_` (`billing-db` →
+/// `WHARF_UPSTREAM_BILLING_DB`).
+fn upstream_variable(name: &str) -> String {
+    format!(
+        "WHARF_UPSTREAM_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }

@@ -88,6 +88,26 @@ async fn connect(
     service: &str,
     addr: SocketAddr,
 ) -> Result<SendRequest<Body>, AttemptError> {
+    let stream = dial(tls, service, addr).await?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| AttemptError::Connect(format!("HTTP/2 with {addr}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// A new mTLS connection to the sidecar of `service` at `addr`, opened with this sidecar's
+/// current certificate, the server checked by the mesh's roots, by its service's DNS name and
+/// by the SPIFFE identity in its certificate. What HTTP/2 runs on, and what a TCP upstream
+/// pipes bytes through.
+pub(crate) async fn dial(
+    tls: &MeshTls,
+    service: &str,
+    addr: SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, AttemptError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         AttemptError::Connect(format!("{what} {addr}: {e}"))
     };
@@ -116,12 +136,5 @@ async fn connect(
             &format!("it is {}, not {service}", peer.service),
         ));
     }
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| failed("HTTP/2 with", &e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    Ok(stream)
 }

@@ -4,6 +4,8 @@
 //!   app on loopback;
 //! - [`outbound`] — plain HTTP in from the app on loopback, by `Host`, then HTTP/2 over mTLS to
 //!   a sidecar of the destination, through the gateway's request plan;
+//! - [`upstreams`] — one plain TCP listener on loopback per destination (for apps that speak
+//!   something other than HTTP), each connection carried over mTLS to a sidecar of it;
 //! - [`credentials`] and [`policy`] — the certificate, the roots and the intentions, followed
 //!   from the registry with blocking queries and kept when it is gone (fail static).
 //!
@@ -17,6 +19,7 @@ pub mod credentials;
 pub mod inbound;
 pub mod outbound;
 pub mod policy;
+pub mod upstreams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,6 +135,8 @@ pub struct SidecarConfig {
     pub outbound: Option<SocketAddr>,
     /// `/ready` and `/metrics` (`None`: no admin listener).
     pub admin: Option<SocketAddr>,
+    /// TCP upstreams: a local listener per destination service.
+    pub upstreams: Vec<(String, SocketAddr)>,
     pub registry: String,
 }
 
@@ -151,6 +156,8 @@ pub struct Sidecar {
     pub inbound_addr: Option<SocketAddr>,
     pub outbound_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    /// Each TCP upstream's name and where it listens.
+    pub upstream_addrs: Vec<(String, SocketAddr)>,
     pub credentials: Arc<credentials::Published>,
     client: Client,
     registration_id: String,
@@ -178,20 +185,21 @@ impl Sidecar {
         let policy: policy::Policy = Arc::default();
         policy::follow(&client, policy.clone(), health.clone(), shutdown_rx.clone());
 
+        // A listener and the address it took (a port 0 resolved).
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
+            let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|e| SidecarError::Bind(addr, e))
+                .map_err(|e| SidecarError::Bind(addr, e))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| SidecarError::Bind(addr, e))?;
+            Ok::<_, SidecarError>((listener, local))
         };
         let mut tasks = Vec::new();
         let mut inbound_addr = None;
         if let Some(addr) = config.inbound {
-            let listener = bind(addr).await?;
-            inbound_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|e| SidecarError::Bind(addr, e))?,
-            );
+            let (listener, local) = bind(addr).await?;
+            inbound_addr = Some(local);
             tasks.push(tokio::spawn(inbound::serve(
                 listener,
                 Arc::new(inbound::Inbound {
@@ -209,12 +217,8 @@ impl Sidecar {
 
         let mut admin_addr = None;
         if let Some(addr) = config.admin {
-            let listener = bind(addr).await?;
-            admin_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|e| SidecarError::Bind(addr, e))?,
-            );
+            let (listener, local) = bind(addr).await?;
+            admin_addr = Some(local);
             let about = admin::About {
                 service: config.service.clone(),
                 mode: config.mode,
@@ -228,38 +232,46 @@ impl Sidecar {
         }
 
         let mut outbound_addr = None;
-        if let Some(addr) = config.outbound {
-            let listener = bind(addr).await?;
-            outbound_addr = Some(
-                listener
-                    .local_addr()
-                    .map_err(|e| SidecarError::Bind(addr, e))?,
-            );
-            let defaults = ServiceDefaults {
-                policy: Balancing::RoundRobin,
-                max_concurrency: 10_000,
-            };
-            let directory = discovery::Directory::of_proxies(
-                client.clone(),
-                defaults,
-                metrics::Metrics::default(),
-                shutdown_rx.clone(),
-            );
+        let mut upstream_addrs = Vec::new();
+        if config.outbound.is_some() || !config.upstreams.is_empty() {
             let shared = Arc::new(Shared {
-                directory,
+                directory: discovery::Directory::of_proxies(
+                    client.clone(),
+                    ServiceDefaults {
+                        policy: Balancing::RoundRobin,
+                        max_concurrency: 10_000,
+                    },
+                    metrics::Metrics::default(),
+                    shutdown_rx.clone(),
+                ),
                 timeouts: Timeouts {
                     overall: Duration::from_secs(15),
                     per_try: Duration::from_secs(5),
                 },
                 metrics: metrics::Metrics::default(),
             });
-            let upstream = h2::Upstream::Mesh(published.outbound.subscribe());
-            tasks.push(tokio::spawn(outbound::serve(
-                listener,
-                shared,
-                upstream,
-                shutdown_rx.clone(),
-            )));
+            if let Some(addr) = config.outbound {
+                let (listener, local) = bind(addr).await?;
+                outbound_addr = Some(local);
+                let upstream = h2::Upstream::Mesh(published.outbound.subscribe());
+                tasks.push(tokio::spawn(outbound::serve(
+                    listener,
+                    shared.clone(),
+                    upstream,
+                    shutdown_rx.clone(),
+                )));
+            }
+            for (name, addr) in &config.upstreams {
+                let (listener, local) = bind(*addr).await?;
+                upstream_addrs.push((name.clone(), local));
+                tasks.push(tokio::spawn(upstreams::serve(
+                    name.clone(),
+                    listener,
+                    shared.clone(),
+                    published.outbound.subscribe(),
+                    shutdown_rx.clone(),
+                )));
+            }
         }
 
         let registration_id = format!("{}{SIDECAR_SUFFIX}", config.instance_id);
@@ -298,6 +310,7 @@ impl Sidecar {
             inbound_addr,
             outbound_addr,
             admin_addr,
+            upstream_addrs,
             credentials: published,
             client,
             registration_id,
