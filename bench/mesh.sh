@@ -235,4 +235,19 @@ awk -v w="$wharf_hs" -v n="$nginx_hs" -v h="$haproxy_hs" -v wc="$wharf_hscpu" -v
   printf "wharf/nginx:   handshake rate %.2fx  cpu per connection %.2fx\n", w / n, wc / nc
   printf "wharf/haproxy: handshake rate %.2fx  cpu per connection %.2fx\n", w / h, wc / hc
 }'
+# How long an intention change takes to reach the sidecars: deny web -> api, then time until
+# the pair answers 403 (polled every 10 ms, at most 5 s); then allow it back, likewise.
+propagation() {
+  local action=$1 want=$2 start code
+  start=$(date +%s%N)
+  curl -sf -X PUT -d "{\"Action\": \"$action\"}" "$R/v1/connect/intentions/exact?source=web&destination=api" >/dev/null
+  for _ in $(seq 500); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api' "http://127.0.0.1:$WH_CLIENT/")
+    [ "$code" = "$want" ] && { echo "intention $action reached the sidecar in $(( ($(date +%s%N) - start) / 1000000 )) ms"; return; }
+    sleep 0.01
+  done
+  echo "intention $action did not reach the sidecar in 5 s"
+}
+echo
+for _ in 1 2 3; do propagation deny 403; propagation allow 200; done
 echo "wharf sidecar RSS: idle $idle_rss MiB, after the load $(rss "$wh_server") MiB (server side), $(rss "$wh_client") MiB (client side)"
