@@ -20,7 +20,15 @@ pub trait Harness: Send + Sync {
 #[macro_export]
 macro_rules! conformance_tests {
     ($harness:expr) => {
-        $crate::conformance_tests!(@cases $harness;
+        $crate::conformance_tests!(@all $harness; []);
+    };
+    // Every case `#[ignore]`d with `$why`: for a backend that needs a server the plain
+    // `cargo test` cannot count on (run with `--include-ignored` where it is installed).
+    ($harness:expr, ignore = $why:literal) => {
+        $crate::conformance_tests!(@all $harness; [ignore = $why]);
+    };
+    (@all $harness:expr; $attrs:tt) => {
+        $crate::conformance_tests!(@cases $harness; $attrs;
             put_get_and_range_by_prefix,
             revisions_are_monotonic_and_per_key,
             txn_applies_only_when_comparisons_hold,
@@ -35,14 +43,16 @@ macro_rules! conformance_tests {
             concurrent_writes_get_distinct_revisions
         );
     };
-    (@cases $harness:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let harness = $harness;
-                $crate::conformance::$case(&harness).await;
-            }
-        )*
+    (@cases $harness:expr; $attrs:tt; $($case:ident),*) => {
+        $( $crate::conformance_tests!(@case $harness; $attrs; $case); )*
+    };
+    (@case $harness:expr; [$($attr:meta),*]; $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $case() {
+            let harness = $harness;
+            $crate::conformance::$case(&harness).await;
+        }
     };
 }
 

@@ -8,6 +8,7 @@
 //! [`conformance`] holds every backend to the same behaviour.
 
 mod embedded;
+pub mod etcd;
 mod types;
 
 pub mod conformance;
@@ -17,6 +18,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
 pub use types::{
     Compare, Event, EventKind, KeyValue, LeaseId, Op, Range, Revision, Txn, TxnOutcome, WatchBatch,
 };

@@ -1,0 +1,503 @@
+//! The etcd backend of [`Store`]: the same keyspace, revisions, watches and leases, kept by
+//! an etcd cluster, so that several registry nodes share one state and none of them
+//! implements consensus.
+//!
+//! - Keys live under a prefix (`/wharf/` by default), so one etcd can hold several meshes;
+//!   the registry sees keys without it.
+//! - One gRPC channel balanced over every endpoint given (tonic's), with a deadline per call
+//!   and HTTP/2 keep-alives, so a dead member is left for the others.
+//! - A watch **resumes** from the last revision it delivered + 1 after any disconnect (with
+//!   a backoff and jitter, so that an etcd restart does not bring every node back at once),
+//!   asks for progress notifications so that an idle watch's resume point stays fresh, and
+//!   reports a compacted start as [`StoreError::Compacted`] for the caller to relist.
+//! - Writes are etcd transactions: one revision each, durable when etcd acknowledges them.
+//!
+//! Why not the `etcd-client` crate: its build script runs `protoc`, which a machine with only
+//! the Rust toolchain does not have. The generated messages and clients it would build are
+//! checked in here ([`pb`]) and this module is the thin translation etcd-client would be.
+
+mod pb;
+
+use std::time::Duration;
+
+use pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::etcdserverpb::kv_client::KvClient;
+use pb::etcdserverpb::lease_client::LeaseClient;
+use pb::etcdserverpb::request_op::Request as RequestOneof;
+use pb::etcdserverpb::watch_client::WatchClient;
+use pb::etcdserverpb::watch_request::RequestUnion;
+use pb::etcdserverpb::{
+    Compare as EtcdCompare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    BoxFuture, Compare, Event, EventKind, KeyValue, LeaseId, Op, Range, Result, Revision, Store,
+    StoreError, Txn, TxnOutcome, WATCH_BUFFER, Watch, WatchBatch,
+};
+
+/// How long one call to etcd may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection to one member may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A resumed watch waits this long after its first failure, doubling to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A [`Store`] on etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    channel: Channel,
+    prefix: String,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `etcd://H:P[,H:P...]` as the endpoints it names (`http://H:P` each).
+pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
+    let hosts = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("{url:?}: an etcd store is etcd://HOST:PORT[,HOST:PORT...]"))?;
+    let endpoints: Vec<String> = hosts
+        .trim_end_matches('/')
+        .split(',')
+        .map(str::trim)
+        .map(|host| {
+            let valid = host
+                .rsplit_once(':')
+                .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+            if valid {
+                Ok(format!("http://{host}"))
+            } else {
+                Err(format!("{url:?}: {host:?} is not HOST:PORT"))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(endpoints)
+}
+
+fn backend(what: &str, status: tonic::Status) -> StoreError {
+    StoreError::Backend(format!("etcd {what}: {}", status.message()))
+}
+
+/// The end of the range of every key starting with `prefix` (etcd's "prefix + 1").
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+fn revision(value: i64) -> Revision {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl EtcdStore {
+    /// A store on the etcd members at `endpoints` (`http://H:P`), keys under `prefix`. Checks
+    /// that etcd answers before returning.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore> {
+        let endpoints = endpoints
+            .iter()
+            .map(|url| {
+                Endpoint::from_shared(url.clone())
+                    .map(|e| {
+                        e.connect_timeout(CONNECT_TIMEOUT)
+                            .timeout(CALL_TIMEOUT)
+                            .http2_keep_alive_interval(Duration::from_secs(10))
+                            .keep_alive_timeout(Duration::from_secs(5))
+                            .keep_alive_while_idle(true)
+                            .tcp_nodelay(true)
+                    })
+                    .map_err(|e| StoreError::Backend(format!("etcd endpoint {url:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            return Err(StoreError::Backend("no etcd endpoint given".into()));
+        }
+        let store = EtcdStore {
+            channel: Channel::balance_list(endpoints.into_iter()),
+            prefix: prefix.to_owned(),
+        };
+        store.range("").await?; // etcd answers
+        Ok(store)
+    }
+
+    fn full_key(&self, key: &str) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.prefix.len() + key.len());
+        full.extend_from_slice(self.prefix.as_bytes());
+        full.extend_from_slice(key.as_bytes());
+        full
+    }
+
+    fn key_value(&self, kv: pb::mvccpb::KeyValue) -> Option<KeyValue> {
+        let key = kv.key.strip_prefix(self.prefix.as_bytes())?;
+        Some(KeyValue {
+            key: String::from_utf8(key.to_vec()).ok()?,
+            value: kv.value,
+            create_revision: revision(kv.create_revision),
+            mod_revision: revision(kv.mod_revision),
+            lease: revision(kv.lease),
+        })
+    }
+
+    fn request_op(&self, op: Op) -> RequestOp {
+        let request = match op {
+            Op::Put { key, value, lease } => RequestOneof::RequestPut(PutRequest {
+                key: self.full_key(&key),
+                value,
+                lease: lease as i64,
+                ..PutRequest::default()
+            }),
+            Op::Delete { key } => RequestOneof::RequestDeleteRange(DeleteRangeRequest {
+                key: self.full_key(&key),
+                ..DeleteRangeRequest::default()
+            }),
+            Op::DeletePrefix { prefix } => {
+                let key = self.full_key(&prefix);
+                RequestOneof::RequestDeleteRange(DeleteRangeRequest {
+                    range_end: prefix_end(&key),
+                    key,
+                    ..DeleteRangeRequest::default()
+                })
+            }
+        };
+        RequestOp {
+            request: Some(request),
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Range>> {
+        Box::pin(async move {
+            let key = self.full_key(prefix);
+            let request = RangeRequest {
+                range_end: prefix_end(&key),
+                key,
+                ..RangeRequest::default()
+            };
+            let response = KvClient::new(self.channel.clone())
+                .range(request)
+                .await
+                .map_err(|e| backend("range", e))?
+                .into_inner();
+            Ok(Range {
+                revision: revision(response.header.map_or(0, |h| h.revision)),
+                kvs: response
+                    .kvs
+                    .into_iter()
+                    .filter_map(|kv| self.key_value(kv))
+                    .collect(),
+            })
+        })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome>> {
+        Box::pin(async move {
+            let leases: Vec<LeaseId> = txn
+                .ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                    _ => None,
+                })
+                .collect();
+            let request = TxnRequest {
+                compare: txn
+                    .compares
+                    .iter()
+                    .map(|Compare::ModRevision { key, revision }| EtcdCompare {
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Mod as i32,
+                        key: self.full_key(key),
+                        target_union: Some(TargetUnion::ModRevision(*revision as i64)),
+                        ..EtcdCompare::default()
+                    })
+                    .collect(),
+                success: txn.ops.into_iter().map(|op| self.request_op(op)).collect(),
+                failure: Vec::new(),
+            };
+            let response = KvClient::new(self.channel.clone())
+                .txn(request)
+                .await
+                .map_err(|status| {
+                    if status.code() == tonic::Code::NotFound
+                        && status.message().contains("lease")
+                        && let Some(lease) = leases.first()
+                    {
+                        StoreError::LeaseNotFound(*lease)
+                    } else {
+                        backend("txn", status)
+                    }
+                })?
+                .into_inner();
+            Ok(TxnOutcome {
+                succeeded: response.succeeded,
+                revision: revision(response.header.map_or(0, |h| h.revision)),
+            })
+        })
+    }
+
+    fn watch<'a>(&'a self, prefix: &'a str, from: Revision) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(async move {
+            let (batches, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+            let follower = Follower {
+                store: self.clone(),
+                key: self.full_key(prefix),
+                next: from,
+                batches,
+            };
+            // The first stream is opened here, so that a watch that cannot start says so.
+            let stream = follower.open().await?;
+            tokio::spawn(follower.run(stream));
+            Ok(Watch::new(receiver))
+        })
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
+        Box::pin(async move {
+            let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
+            let response = LeaseClient::new(self.channel.clone())
+                .lease_grant(LeaseGrantRequest {
+                    ttl: seconds,
+                    id: 0,
+                })
+                .await
+                .map_err(|e| backend("lease grant", e))?
+                .into_inner();
+            if !response.error.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "etcd lease grant: {}",
+                    response.error
+                )));
+            }
+            Ok(revision(response.id))
+        })
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            // One request on etcd's keep-alive stream, one answer: a TTL of 0 means the
+            // lease is gone.
+            let request = tokio_stream::once(LeaseKeepAliveRequest { id: lease as i64 });
+            let mut answers = LeaseClient::new(self.channel.clone())
+                .lease_keep_alive(request)
+                .await
+                .map_err(|e| backend("lease keep-alive", e))?
+                .into_inner();
+            match answers.message().await {
+                Ok(Some(answer)) if answer.ttl > 0 => Ok(()),
+                Ok(Some(_)) => Err(StoreError::LeaseNotFound(lease)),
+                Ok(None) => Err(StoreError::Backend(
+                    "etcd lease keep-alive: the stream closed without an answer".into(),
+                )),
+                Err(e) => Err(backend("lease keep-alive", e)),
+            }
+        })
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            LeaseClient::new(self.channel.clone())
+                .lease_revoke(LeaseRevokeRequest { id: lease as i64 })
+                .await
+                .map_err(|status| {
+                    if status.code() == tonic::Code::NotFound {
+                        StoreError::LeaseNotFound(lease)
+                    } else {
+                        backend("lease revoke", status)
+                    }
+                })?;
+            Ok(())
+        })
+    }
+}
+
+type WatchStream = tonic::Streaming<pb::etcdserverpb::WatchResponse>;
+
+/// One watch: an etcd watch stream, opened again from where it left off whenever it breaks.
+struct Follower {
+    store: EtcdStore,
+    key: Vec<u8>,
+    /// The first revision not yet delivered.
+    next: Revision,
+    batches: tokio::sync::mpsc::Sender<Result<WatchBatch>>,
+}
+
+/// Why a watch stream ended.
+enum Ended {
+    /// The consumer went away, or the history it needs is gone: the watch is over.
+    Over,
+    /// The stream broke: open it again from `next`.
+    Broken(String),
+}
+
+impl Follower {
+    async fn open(&self) -> Result<WatchStream> {
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                range_end: prefix_end(&self.key),
+                key: self.key.clone(),
+                start_revision: self.next as i64,
+                progress_notify: true,
+                ..WatchCreateRequest::default()
+            })),
+        };
+        // The request stream stays open (an etcd watch ends when its requests end).
+        let requests =
+            tokio_stream::StreamExt::chain(tokio_stream::once(create), tokio_stream::pending());
+        WatchClient::new(self.store.channel.clone())
+            .watch(requests)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|e| backend("watch", e))
+    }
+
+    async fn run(mut self, mut stream: WatchStream) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.follow(&mut stream).await {
+                Ended::Over => return,
+                Ended::Broken(why) => {
+                    tracing::warn!(from = self.next, "etcd watch broke ({why}); resuming");
+                }
+            }
+            loop {
+                let jitter = backoff.mul_f64(fastrand::f64() / 2.0);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                    _ = self.batches.closed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                match self.open().await {
+                    Ok(opened) => {
+                        stream = opened;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "etcd watch: cannot resume yet"),
+                }
+            }
+            backoff = FIRST_BACKOFF;
+        }
+    }
+
+    /// Delivers what the stream brings until it ends.
+    async fn follow(&mut self, stream: &mut WatchStream) -> Ended {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = self.batches.closed() => return Ended::Over,
+            };
+            let response = match message {
+                Ok(Some(response)) => response,
+                Ok(None) => return Ended::Broken("the stream ended".into()),
+                Err(status) => return Ended::Broken(status.message().to_owned()),
+            };
+            if response.compact_revision > 0 {
+                let oldest = revision(response.compact_revision);
+                let _ = self
+                    .batches
+                    .send(Err(StoreError::Compacted {
+                        requested: self.next,
+                        oldest,
+                    }))
+                    .await;
+                return Ended::Over;
+            }
+            if response.canceled {
+                return Ended::Broken(format!(
+                    "etcd canceled the watch: {}",
+                    response.cancel_reason
+                ));
+            }
+            if response.events.is_empty() {
+                if let Some(header) = response.header {
+                    let now = revision(header.revision);
+                    if !response.created {
+                        // A progress notification: nothing up to `now` is left to come.
+                        self.next = self.next.max(now + 1);
+                    } else if self.next == 0 {
+                        // Watching "from now": a resume must start where this one did.
+                        self.next = now + 1;
+                    }
+                }
+                continue;
+            }
+            for batch in self.batches_of(response.events) {
+                self.next = batch.revision + 1;
+                if self.batches.send(Ok(batch)).await.is_err() {
+                    return Ended::Over;
+                }
+            }
+        }
+    }
+
+    /// Events grouped by revision, one batch each, in order.
+    fn batches_of(&self, events: Vec<pb::mvccpb::Event>) -> Vec<WatchBatch> {
+        let mut batches: Vec<WatchBatch> = Vec::new();
+        for event in events {
+            let kind = if event.r#type == pb::mvccpb::event::EventType::Delete as i32 {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            };
+            let Some(kv) = event.kv.and_then(|kv| self.store.key_value(kv)) else {
+                continue;
+            };
+            if kv.mod_revision < self.next {
+                continue; // already delivered before a resume
+            }
+            match batches.last_mut() {
+                Some(batch) if batch.revision == kv.mod_revision => {
+                    batch.events.push(Event { kind, kv })
+                }
+                _ => batches.push(WatchBatch {
+                    revision: kv.mod_revision,
+                    events: vec![Event { kind, kv }],
+                }),
+            }
+        }
+        batches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_its_keys_end() {
+        assert_eq!(prefix_end(b"/wharf/"), b"/wharf0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0u8], "every key");
+    }
+
+    #[test]
+    fn store_urls_name_their_members() {
+        assert_eq!(
+            parse_url("etcd://127.0.0.1:2379,10.0.0.2:2379").unwrap(),
+            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        for bad in [
+            "127.0.0.1:2379",
+            "etcd://",
+            "etcd://host",
+            "etcd://:1",
+            "etcd://h:x",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}
