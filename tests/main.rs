@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cluster;
 mod connect;
 mod consul_answers;
 mod dns;

@@ -3,6 +3,9 @@
 //! started, even when the test fails (the handles kill on drop).
 
 pub(crate) mod dns;
+#[path = "../../crates/store/tests/support/etcd_server.rs"]
+#[allow(dead_code)]
+pub(crate) mod etcd_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -129,9 +129,16 @@ pub(crate) struct RegistryArgs {
     /// DNS domain answered (`consul` is always answered too).
     #[arg(long, default_value = "wharf", value_name = "NAME")]
     pub domain: String,
-    /// Where the embedded store keeps its file.
+    /// Where the embedded store keeps its file (and the node keeps its id).
     #[arg(long, default_value = ".wharf", value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// The store: `embedded` (a file in the data directory) or `etcd://HOST:PORT[,HOST:PORT...]`,
+    /// shared by every registry node of a cluster.
+    #[arg(long, default_value = "embedded", value_name = "STORE")]
+    pub store: String,
+    /// With an etcd store: the prefix of every key this mesh keeps in etcd.
+    #[arg(long, default_value = "/wharf/", value_name = "PREFIX")]
+    pub etcd_prefix: String,
     /// Node name (default: this host's name).
     #[arg(long)]
     pub node: Option<String>,

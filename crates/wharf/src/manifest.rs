@@ -22,6 +22,11 @@ pub(crate) struct Manifest {
     pub registry_http: SocketAddr,
     pub registry_dns: SocketAddr,
     pub data_dir: PathBuf,
+    /// `embedded`, or `etcd://HOST:PORT[,...]`.
+    pub store: String,
+    pub etcd_prefix: String,
+    /// This registry node's name, when the manifest gives one.
+    pub node: Option<String>,
     pub domain: String,
     pub http_limits: wharf_registry::HttpLimits,
     pub gateway_listen: SocketAddr,
@@ -88,6 +93,11 @@ struct RawRegistry {
     http: Option<SocketAddr>,
     dns: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    /// `embedded` (default) or `etcd://HOST:PORT[,...]`.
+    store: Option<Spanned<String>>,
+    etcd_prefix: Option<Spanned<String>>,
+    /// This registry node's name (default: the host's).
+    node: Option<String>,
     domain: Option<String>,
     http_max_conns_per_client: Option<Spanned<i64>>,
     http_read_timeout: Option<Spanned<String>>,
@@ -158,6 +168,32 @@ impl Manifest {
                 .get_ref()
                 .parse()
                 .map_err(|e: String| error(Some(policy.span()), e))?,
+        };
+        let store = match &raw.registry.store {
+            None => "embedded".to_owned(),
+            Some(store) if store.get_ref() == "embedded" => "embedded".to_owned(),
+            Some(store) => {
+                wharf_store::etcd::parse_url(store.get_ref())
+                    .map_err(|e| error(Some(store.span()), format!("registry store: {e}")))?;
+                store.get_ref().clone()
+            }
+        };
+        let etcd_prefix = match &raw.registry.etcd_prefix {
+            None => "/wharf/".to_owned(),
+            Some(prefix)
+                if prefix.get_ref().starts_with('/') && prefix.get_ref().ends_with('/') =>
+            {
+                prefix.get_ref().clone()
+            }
+            Some(prefix) => {
+                return Err(error(
+                    Some(prefix.span()),
+                    format!(
+                        "registry etcd_prefix {:?}: a prefix starts and ends with /",
+                        prefix.get_ref()
+                    ),
+                ));
+            }
         };
         let mut http_limits = wharf_registry::HttpLimits::default();
         if let Some(limit) = &raw.registry.http_max_conns_per_client {
@@ -408,6 +444,9 @@ impl Manifest {
                 .registry
                 .data_dir
                 .map_or_else(|| dir.join(".wharf"), |d| dir.join(d)),
+            store,
+            etcd_prefix,
+            node: raw.registry.node.clone(),
             domain: raw.registry.domain.unwrap_or_else(|| "wharf".into()),
             http_limits,
             gateway_listen: raw
@@ -587,6 +626,16 @@ env = { GREETING = "hi" }
                 "[services.a]\ncommand = [\"sh\"]\nupstreams = [\"d b\"]\n",
                 3,
                 "upstream \"d b\"",
+            ),
+            (
+                "[registry]\nstore = \"etcd:/127.0.0.1:2379\"\n",
+                2,
+                "registry store",
+            ),
+            (
+                "[registry]\netcd_prefix = \"wharf\"\n",
+                2,
+                "starts and ends with /",
             ),
             (
                 "[mesh]\nmode = \"lenient\"\n",

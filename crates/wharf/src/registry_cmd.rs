@@ -1,24 +1,53 @@
-//! `wharf registry`: the registry on the embedded store, until Ctrl-C or SIGTERM.
+//! `wharf registry`: the registry on its store (embedded, or etcd shared by a cluster of
+//! registry nodes), until Ctrl-C or SIGTERM.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use wharf_registry::{Config, HttpLimits, NodeInfo, Registry, node};
-use wharf_store::EmbeddedStore;
+use wharf_store::{EmbeddedStore, EtcdStore, Store};
 
+use crate::BadInput;
 use crate::cli::RegistryArgs;
 
+/// Opens the store `spec` names: `embedded` (the file in `data_dir`, which is created) or
+/// `etcd://HOST:PORT[,...]` with its keys under `etcd_prefix`.
+pub(crate) async fn open_store(
+    spec: &str,
+    data_dir: &Path,
+    etcd_prefix: &str,
+) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    if spec == "embedded" {
+        let path = data_dir.join("registry.redb");
+        let store = EmbeddedStore::open(&path).with_context(|| {
+            format!(
+                "cannot open the store (is another registry using {}?)",
+                data_dir.display()
+            )
+        })?;
+        tracing::info!(data = %path.display(), "store: embedded");
+        return Ok(Arc::new(store));
+    }
+    let endpoints = wharf_store::etcd::parse_url(spec)
+        .map_err(|e| BadInput(format!("--store: {e}; or \"embedded\"")))?;
+    if !etcd_prefix.starts_with('/') || !etcd_prefix.ends_with('/') {
+        return Err(BadInput(format!(
+            "--etcd-prefix {etcd_prefix:?}: a prefix starts and ends with /"
+        ))
+        .into());
+    }
+    let store = EtcdStore::connect(&endpoints, etcd_prefix)
+        .await
+        .with_context(|| format!("cannot reach etcd at {spec}"))?;
+    tracing::info!(endpoints = ?endpoints, prefix = etcd_prefix, "store: etcd");
+    Ok(Arc::new(store))
+}
+
 pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let store_path = args.data_dir.join("registry.redb");
-    let store = EmbeddedStore::open(&store_path).with_context(|| {
-        format!(
-            "cannot open the store (is another registry using {}?)",
-            args.data_dir.display()
-        )
-    })?;
+    let store = open_store(&args.store, &args.data_dir, &args.etcd_prefix).await?;
 
     let mut node = NodeInfo::local(node_id(&args.data_dir)?);
     if let Some(name) = args.node {
@@ -37,8 +66,8 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.mesh.leaf_ttl = args.leaf_ttl;
     config.mesh.default_intention = args.default_intention;
 
-    let registry = Registry::start(Arc::new(store), config).await?;
-    tracing::info!(data = %store_path.display(), "registry started");
+    let registry = Registry::start(store, config).await?;
+    tracing::info!("registry started");
     // One plain line on stdout, for people and for scripts that wait for the registry.
     println!("wharf registry: HTTP API on http://{}", registry.http_addr);
     if let Some(dns) = registry.dns_addr {

@@ -7,39 +7,27 @@ use std::sync::Arc;
 use anyhow::Context;
 use wharf_proxy::sidecar::{Mode, Protocol, Sidecar, SidecarConfig};
 use wharf_registry::{Config, NodeInfo, Registry};
-use wharf_store::EmbeddedStore;
 use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
 
 use crate::BadInput;
 use crate::manifest::{Manifest, SidecarSpec};
-use crate::registry_cmd::{node_id, shutdown_signal};
+use crate::registry_cmd::{node_id, open_store, shutdown_signal};
 
 pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     // Refuse a bad manifest before anything starts.
     let manifest = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
 
-    std::fs::create_dir_all(&manifest.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            manifest.data_dir.display()
-        )
-    })?;
-    let store =
-        EmbeddedStore::open(manifest.data_dir.join("registry.redb")).with_context(|| {
-            format!(
-                "cannot open the store (is another registry using {}?)",
-                manifest.data_dir.display()
-            )
-        })?;
-    let mut config = Config::new(
-        manifest.registry_http,
-        NodeInfo::local(node_id(&manifest.data_dir)?),
-    );
+    let store = open_store(&manifest.store, &manifest.data_dir, &manifest.etcd_prefix).await?;
+    let mut node = NodeInfo::local(node_id(&manifest.data_dir)?);
+    if let Some(name) = &manifest.node {
+        node.name = name.clone();
+    }
+    let mut config = Config::new(manifest.registry_http, node);
     config.dns = Some(manifest.registry_dns);
     config.domain = manifest.domain.clone();
     config.http_limits = manifest.http_limits.clone();
     config.mesh = manifest.mesh.clone();
-    let registry = Registry::start(Arc::new(store), config).await?;
+    let registry = Registry::start(store, config).await?;
     let registry_url = format!("http://{}", registry.http_addr);
     for intention in &manifest.intentions {
         registry.agent.upsert_intention(intention.clone()).await?;

@@ -1,0 +1,4 @@
+// Each test binary uses part of what is here.
+#![allow(dead_code)]
+
+pub(crate) mod etcd_server;

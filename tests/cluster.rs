@@ -1,0 +1,124 @@
+//! Registry nodes on one etcd (Debian's `etcd-server`, started by the test): every node
+//! serves the whole catalog from its own watch of etcd, a write through one wakes blocking
+//! queries on the other, and a node restarted on the same etcd finds everything. Ignored by a
+//! plain `cargo test`; `bash tests/etcd/run.sh` installs etcd and runs them.
+
+use serde_json::json;
+
+use crate::support::etcd_server::EtcdServer;
+use crate::support::*;
+
+fn node(dir: &std::path::Path, etcd: &EtcdServer, name: &str) -> RegistryProcess {
+    RegistryProcess::start(
+        &dir.join(name),
+        &["--store", &etcd.store_url(), "--node", name],
+    )
+}
+
+fn index(answer: &Response) -> u64 {
+    answer
+        .header("x-consul-index")
+        .and_then(|v| v.parse().ok())
+        .expect("an X-Consul-Index")
+}
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn registry_nodes_on_one_etcd_share_the_catalog() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), &etcd, "a");
+    let b = node(dir.path(), &etcd, "b");
+
+    let registered = a.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "hello", "ID": "hello-1", "Address": "127.0.0.1", "Port": 9001})
+            .to_string(),
+    );
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    eventually("b sees what a registered", || {
+        b.get("/v1/health/service/hello").json()[0]["Service"]["ID"] == "hello-1"
+    });
+    let seen = b.get("/v1/health/service/hello");
+    let before = index(&seen);
+
+    // A blocking query on b wakes when a registers another instance.
+    let held = held_query(b.addr, "/v1/health/service/hello", before, "30s");
+    a.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "hello", "ID": "hello-2", "Address": "127.0.0.1", "Port": 9002})
+            .to_string(),
+    );
+    let woken = held.join().unwrap();
+    assert_eq!(woken.json().as_array().unwrap().len(), 2);
+    assert!(
+        index(&woken) > before,
+        "the index moves forward across nodes"
+    );
+
+    // DNS on b answers for instances registered through a.
+    let answer = crate::support::dns::udp(
+        b.dns,
+        "hello.service.wharf",
+        hickory_proto::rr::RecordType::SRV,
+        None,
+    );
+    let mut ports = crate::support::dns::srv_ports(&answer);
+    ports.sort_unstable();
+    assert_eq!(ports, [9001, 9002]);
+
+    // A node restarted on the same etcd finds everything; so does a new one.
+    drop(a);
+    let a = node(dir.path(), &etcd, "a");
+    assert_eq!(
+        a.get("/v1/health/service/hello")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let c = node(dir.path(), &etcd, "c");
+    assert_eq!(c.get("/v1/catalog/services").json()["hello"], json!([]));
+}
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn a_registry_node_resumes_after_etcd_restarts() {
+    let mut etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), &etcd, "a");
+    let b = node(dir.path(), &etcd, "b");
+    etcd.stop();
+    etcd.run();
+    // Without a restart of either node: a write through a reaches b again.
+    eventually("a writes again once etcd is back", || {
+        a.put(
+            "/v1/agent/service/register",
+            &json!({"Name": "late", "ID": "late-1", "Port": 9003}).to_string(),
+        )
+        .status
+            == 200
+    });
+    eventually("b follows again", || {
+        b.get("/v1/catalog/services").json().get("late").is_some()
+    });
+}
+
+#[test]
+fn a_bad_store_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (store, reason) in [
+        ("etcd:/127.0.0.1:2379", "etcd://HOST:PORT"),
+        ("etcd://127.0.0.1", "is not HOST:PORT"),
+        ("postgres://db", "etcd://HOST:PORT"),
+    ] {
+        let output = registry_command(dir.path())
+            .args(["--store", store])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{store}: {err}");
+        assert!(err.contains(reason), "{store}: {err}");
+    }
+}
