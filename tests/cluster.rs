@@ -89,7 +89,54 @@ fn a_registry_node_resumes_after_etcd_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let a = node(dir.path(), &etcd, "a");
     let b = node(dir.path(), &etcd, "b");
+    a.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "early", "ID": "early-1", "Port": 9001}).to_string(),
+    );
+    eventually("b has early", || {
+        b.get("/v1/catalog/services").json().get("early").is_some()
+    });
+    assert_eq!(
+        b.get("/v1/health/service/early")
+            .header("x-consul-knownleader"),
+        Some("true")
+    );
+
+    // Cut off: reads and DNS answer from what the node holds, and say they are stale;
+    // writes fail with a 503 and a reason.
     etcd.stop();
+    eventually("b says it has no leader", || {
+        b.get("/v1/health/service/early")
+            .header("x-consul-knownleader")
+            == Some("false")
+    });
+    let stale = b.get("/v1/health/service/early");
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.json()[0]["Service"]["ID"], "early-1");
+    let last_contact: u64 = stale
+        .header("x-consul-lastcontact")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(last_contact > 0, "{last_contact}");
+    let answer = crate::support::dns::udp(
+        b.dns,
+        "early.service.wharf",
+        hickory_proto::rr::RecordType::SRV,
+        None,
+    );
+    assert_eq!(crate::support::dns::srv_ports(&answer), [9001]);
+    let refused = b.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "lost", "Port": 9009}).to_string(),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("store is unavailable"),
+        "{}",
+        refused.text()
+    );
+    assert!(b.metric("wharf_registry_store_known_leader") == 0.0);
+
     etcd.run();
     // Without a restart of either node: a write through a reaches b again.
     eventually("a writes again once etcd is back", || {

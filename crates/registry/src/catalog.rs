@@ -465,6 +465,10 @@ pub struct Catalog {
     notifiers: RwLock<HashMap<Resource, watch::Sender<u64>>>,
     /// Where changed check ids go (the health checker), so that it never rescans them all.
     check_feed: Mutex<Option<mpsc::UnboundedSender<CheckChange>>>,
+    /// When the catalog last applied a change or loaded the store.
+    last_change: Mutex<std::time::Instant>,
+    /// Loads of the whole store after the first (a broken or compacted watch).
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 /// A change the health checker must act on.
@@ -499,17 +503,30 @@ impl Catalog {
             applied: watch::Sender::new(0),
             notifiers: RwLock::new(HashMap::new()),
             check_feed: Mutex::new(None),
+            last_change: Mutex::new(std::time::Instant::now()),
+            reloads: Default::default(),
         });
         let watch = catalog.load(&*store).await?;
         tokio::spawn(run_follower(Arc::downgrade(&catalog), store, watch));
         Ok(catalog)
     }
 
-    /// Reads the whole registry and starts a watch right after it.
+    /// Reads the whole registry and starts a watch right after it. A reload (after a broken
+    /// or compacted watch) wakes only the queries whose resource it changed: the state is
+    /// read anew, so keys that vanished meanwhile are gone, and an index moves only where a
+    /// record or a tombstone did.
     async fn load(&self, store: &dyn Store) -> Result<wharf_store::Watch, StoreError> {
         let range = store.range(keys::ROOT).await?;
         let watch = store.watch(keys::ROOT, range.revision + 1).await?;
         let mut changes = Changes::default();
+        let watched: Vec<Resource> = self
+            .notifiers
+            .read()
+            .expect("notifier lock")
+            .keys()
+            .cloned()
+            .collect();
+        let before: Vec<u64> = self.read(|state| watched.iter().map(|r| state.index(r)).collect());
         {
             let mut state = self.state.write().expect("catalog lock");
             state.clear_to(range.revision);
@@ -526,8 +543,25 @@ impl Catalog {
             state.reindex_names();
         }
         self.feed_checks(std::iter::once(CheckChange::Reload));
-        self.notify_all(range.revision);
+        let after: Vec<u64> = self.read(|state| watched.iter().map(|r| state.index(r)).collect());
+        {
+            let notifiers = self.notifiers.read().expect("notifier lock");
+            for ((resource, before), after) in watched.iter().zip(before).zip(after) {
+                if before != after
+                    && let Some(sender) = notifiers.get(resource)
+                {
+                    sender.send_replace(range.revision);
+                }
+            }
+        }
+        self.applied.send_replace(range.revision);
+        *self.last_change.lock().expect("last change lock") = std::time::Instant::now();
         Ok(watch)
+    }
+
+    /// Loads of the whole store after the first.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn apply_batch(&self, batch: WatchBatch) {
@@ -559,13 +593,12 @@ impl Catalog {
         }
         drop(notifiers);
         self.applied.send_replace(batch.revision);
+        *self.last_change.lock().expect("last change lock") = std::time::Instant::now();
     }
 
-    fn notify_all(&self, revision: Revision) {
-        for sender in self.notifiers.read().expect("notifier lock").values() {
-            sender.send_replace(revision);
-        }
-        self.applied.send_replace(revision);
+    /// Since the catalog last applied a change (or loaded the store).
+    pub fn since_last_change(&self) -> std::time::Duration {
+        self.last_change.lock().expect("last change lock").elapsed()
     }
 
     fn feed_checks(&self, changes: impl Iterator<Item = CheckChange>) {
@@ -633,6 +666,9 @@ async fn run_follower(
             None => return,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "catalog watch interrupted; reloading");
+                catalog
+                    .reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 loop {
                     match catalog.load(&*store).await {
                         Ok(fresh) => {

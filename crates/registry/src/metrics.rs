@@ -35,6 +35,11 @@ pub struct Metrics {
     revision: Gauge<u64, AtomicU64>,
     instances: Gauge,
     checks: Family<StatusLabels, Gauge>,
+    known_leader: Gauge,
+    last_contact: Gauge<f64, AtomicU64>,
+    watch_lag: Gauge<u64, AtomicU64>,
+    event_age: Gauge<f64, AtomicU64>,
+    reloads: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,7 +77,42 @@ impl Default for Metrics {
         );
         let checks = Family::<StatusLabels, Gauge>::default();
         registry.register("checks", "Health checks by status", checks.clone());
+        let known_leader = Gauge::default();
+        registry.register(
+            "store_known_leader",
+            "1 while the store reaches a leader (always, for the embedded store)",
+            known_leader.clone(),
+        );
+        let last_contact = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "store_last_contact_seconds",
+            "Seconds since the store's servers last answered",
+            last_contact.clone(),
+        );
+        let watch_lag = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "store_watch_lag_revisions",
+            "Revisions the store's servers have reported beyond what the catalog has applied",
+            watch_lag.clone(),
+        );
+        let event_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "catalog_last_change_age_seconds",
+            "Seconds since the catalog applied its last change",
+            event_age.clone(),
+        );
+        let reloads = Counter::default();
+        registry.register(
+            "catalog_reloads",
+            "Times the catalog read the whole store again (a broken or compacted watch)",
+            reloads.clone(),
+        );
         Metrics {
+            known_leader,
+            last_contact,
+            watch_lag,
+            event_age,
+            reloads,
             registry,
             requests,
             blocking_held,
@@ -84,9 +124,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition, with the catalog gauges refreshed first.
-    pub fn render(&self, catalog: &Catalog) -> String {
+    /// The text exposition, with the catalog and store gauges refreshed first.
+    pub fn render(&self, catalog: &Catalog, contact: wharf_store::Contact) -> String {
+        self.known_leader.set(i64::from(contact.known_leader));
+        self.last_contact.set(contact.last_contact.as_secs_f64());
+        self.event_age
+            .set(catalog.since_last_change().as_secs_f64());
+        self.reloads
+            .inc_by(catalog.reloads().saturating_sub(self.reloads.get()));
         catalog.read(|state| {
+            self.watch_lag
+                .set(contact.head.saturating_sub(state.revision()));
             self.revision.set(state.revision());
             self.instances.set(state.instances.len() as i64);
             for status in [Status::Passing, Status::Warning, Status::Critical] {

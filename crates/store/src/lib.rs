@@ -52,8 +52,30 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How a backend's link to the servers that keep its data stands, so that answers can say
+/// how fresh they are (Consul's `X-Consul-KnownLeader` and `X-Consul-LastContact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// Whether the backend reaches a leader now (an embedded store always does).
+    pub known_leader: bool,
+    /// Since the last answer from the servers (zero for an embedded store).
+    pub last_contact: Duration,
+    /// The latest revision the servers have reported (their head), to measure how far
+    /// behind the watch is.
+    pub head: Revision,
+}
+
 /// An etcd-like keyspace. Implementations must be cheap to share (`Arc<dyn Store>`).
 pub trait Store: Send + Sync + 'static {
+    /// How the link to the servers stands. An embedded store is its own server.
+    fn contact(&self) -> Contact {
+        Contact {
+            known_leader: true,
+            last_contact: Duration::ZERO,
+            head: 0,
+        }
+    }
+
     /// Every key starting with `prefix`, in key order, and the revision they were read at.
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Range>>;
 

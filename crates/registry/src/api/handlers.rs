@@ -210,7 +210,7 @@ pub(super) async fn check_update(
 
 /// Prometheus text exposition of the registry's metrics.
 pub(super) async fn metrics(State(agent): Shared) -> Response {
-    let body = agent.metrics.render(&agent.catalog);
+    let body = agent.metrics.render(&agent.catalog, agent.store.contact());
     let mut response = body.into_response();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -202,6 +202,16 @@ impl From<RegistryError> for ApiError {
             RegistryError::BadRequest(reason) => ApiError::bad_request(reason),
             RegistryError::NotFound(reason) => ApiError::not_found(reason),
             e @ RegistryError::NotTtl(_) => ApiError::internal(e.to_string()),
+            RegistryError::Store(e @ wharf_store::StoreError::Backend(_)) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the registry's store is unavailable ({e}); the write was not \
+                         acknowledged, reads are served from what this node holds"
+                    ),
+                )
+            }
             RegistryError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 ApiError::internal("the registry's store failed; the write was not acknowledged")
@@ -231,10 +241,28 @@ async fn answer_and_count(
 ) -> Response {
     let endpoint = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().clone();
-    let response = match guard::refusal(&request) {
+    let mut response = match guard::refusal(&request) {
         Some(refusal) => refusal,
         None => guard::with_reason_if_405(&method, next.run(request).await),
     };
+    if response.headers().contains_key("x-consul-index") {
+        // How fresh a read is, as Consul says it: whether the store reaches a leader, and
+        // since when it has not heard from it (milliseconds).
+        let contact = agent.store.contact();
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-consul-knownleader",
+            HeaderValue::from_static(if contact.known_leader {
+                "true"
+            } else {
+                "false"
+            }),
+        );
+        headers.insert(
+            "x-consul-lastcontact",
+            HeaderValue::from(contact.last_contact.as_millis() as u64),
+        );
+    }
     let labels = RequestLabels {
         endpoint,
         code: response.status().as_u16(),
@@ -247,13 +275,13 @@ async fn not_found(uri: http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
-/// A JSON answer with Consul's index headers.
+/// A JSON answer with Consul's index header (the leader and contact headers are added on
+/// the way out, from the store's link: [`answer_and_count`]).
 pub(crate) fn json_with_index(body: Vec<u8>, index: u64) -> Response {
     let mut response = json(body);
-    let headers = response.headers_mut();
-    headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
-    headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
-    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    response
+        .headers_mut()
+        .insert("x-consul-index", HeaderValue::from(index.max(1)));
     response
 }
 

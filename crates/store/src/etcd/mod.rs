@@ -11,6 +11,8 @@
 //!   asks for progress notifications so that an idle watch's resume point stays fresh, and
 //!   reports a compacted start as [`StoreError::Compacted`] for the caller to relist.
 //! - Writes are etcd transactions: one revision each, durable when etcd acknowledges them.
+//! - A heartbeat asks etcd's status every second: [`Store::contact`] says whether a leader
+//!   answers and how long ago anything did, for answers that must say when they are stale.
 //!
 //! Why not the `etcd-client` crate: its build script runs `protoc`, which a machine with only
 //! the Rust toolchain does not have. The generated messages and clients it would build are
@@ -18,24 +20,27 @@
 
 mod pb;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use pb::etcdserverpb::kv_client::KvClient;
 use pb::etcdserverpb::lease_client::LeaseClient;
+use pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use pb::etcdserverpb::request_op::Request as RequestOneof;
 use pb::etcdserverpb::watch_client::WatchClient;
 use pb::etcdserverpb::watch_request::RequestUnion;
 use pb::etcdserverpb::{
     Compare as EtcdCompare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+    WatchCreateRequest, WatchRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    BoxFuture, Compare, Event, EventKind, KeyValue, LeaseId, Op, Range, Result, Revision, Store,
-    StoreError, Txn, TxnOutcome, WATCH_BUFFER, Watch, WatchBatch,
+    BoxFuture, Compare, Contact, Event, EventKind, KeyValue, LeaseId, Op, Range, Result, Revision,
+    Store, StoreError, Txn, TxnOutcome, WATCH_BUFFER, Watch, WatchBatch,
 };
 
 /// How long one call to etcd may take.
@@ -45,12 +50,33 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A resumed watch waits this long after its first failure, doubling to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the heartbeat asks etcd's status.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A [`Store`] on etcd.
 #[derive(Clone)]
 pub struct EtcdStore {
     channel: Channel,
     prefix: String,
+    link: Arc<Link>,
+}
+
+/// What the calls to etcd have learnt about the link.
+struct Link {
+    started: Instant,
+    /// Milliseconds after `started` of the last answer from etcd.
+    last_answer_ms: AtomicU64,
+    leader: AtomicBool,
+    head: AtomicU64,
+}
+
+impl Link {
+    fn answered(&self, revision: i64) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_answer_ms.fetch_max(ms, Ordering::Relaxed);
+        self.head
+            .fetch_max(self::revision(revision), Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -129,9 +155,29 @@ impl EtcdStore {
         let store = EtcdStore {
             channel: Channel::balance_list(endpoints.into_iter()),
             prefix: prefix.to_owned(),
+            link: Arc::new(Link {
+                started: Instant::now(),
+                last_answer_ms: AtomicU64::new(0),
+                leader: AtomicBool::new(false),
+                head: AtomicU64::new(0),
+            }),
         };
         store.range("").await?; // etcd answers
+        store.heartbeat().await;
+        tokio::spawn(beat(
+            MaintenanceClient::new(store.channel.clone()),
+            Arc::downgrade(&store.link),
+        ));
         Ok(store)
+    }
+
+    /// Asks etcd's status once: whether it has a leader, its head revision.
+    async fn heartbeat(&self) {
+        let _ = status(
+            &mut MaintenanceClient::new(self.channel.clone()),
+            &self.link,
+        )
+        .await;
     }
 
     fn full_key(&self, key: &str) -> Vec<u8> {
@@ -179,7 +225,43 @@ impl EtcdStore {
     }
 }
 
+/// One status call; records what it learns.
+async fn status(client: &mut MaintenanceClient<Channel>, link: &Link) -> bool {
+    match client.status(StatusRequest {}).await {
+        Ok(answer) => {
+            let answer = answer.into_inner();
+            link.answered(answer.header.map_or(0, |h| h.revision));
+            link.leader.store(answer.leader != 0, Ordering::Relaxed);
+            true
+        }
+        Err(_) => {
+            link.leader.store(false, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// The heartbeat, until the store is dropped.
+async fn beat(mut client: MaintenanceClient<Channel>, link: std::sync::Weak<Link>) {
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(link) = link.upgrade() else { return };
+        status(&mut client, &link).await;
+    }
+}
+
 impl Store for EtcdStore {
+    fn contact(&self) -> Contact {
+        let last = Duration::from_millis(self.link.last_answer_ms.load(Ordering::Relaxed));
+        Contact {
+            known_leader: self.link.leader.load(Ordering::Relaxed),
+            last_contact: self.link.started.elapsed().saturating_sub(last),
+            head: self.link.head.load(Ordering::Relaxed),
+        }
+    }
+
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Range>> {
         Box::pin(async move {
             let key = self.full_key(prefix);
@@ -193,6 +275,8 @@ impl Store for EtcdStore {
                 .await
                 .map_err(|e| backend("range", e))?
                 .into_inner();
+            self.link
+                .answered(response.header.as_ref().map_or(0, |h| h.revision));
             Ok(Range {
                 revision: revision(response.header.map_or(0, |h| h.revision)),
                 kvs: response
@@ -243,6 +327,8 @@ impl Store for EtcdStore {
                     }
                 })?
                 .into_inner();
+            self.link
+                .answered(response.header.as_ref().map_or(0, |h| h.revision));
             Ok(TxnOutcome {
                 succeeded: response.succeeded,
                 revision: revision(response.header.map_or(0, |h| h.revision)),
@@ -405,6 +491,9 @@ impl Follower {
                 Ok(None) => return Ended::Broken("the stream ended".into()),
                 Err(status) => return Ended::Broken(status.message().to_owned()),
             };
+            self.store
+                .link
+                .answered(response.header.as_ref().map_or(0, |h| h.revision));
             if response.compact_revision > 0 {
                 let oldest = revision(response.compact_revision);
                 let _ = self
