@@ -42,6 +42,20 @@ enum Command {
     DnsLatency(DnsLatency),
     /// New mTLS connections (full handshakes), one request each.
     Handshakes(handshakes::Handshakes),
+    /// A registration through one registry node waking a blocking query held on another.
+    Wake(Wake),
+}
+
+#[derive(Parser)]
+struct Wake {
+    /// The node registrations go through.
+    #[arg(long)]
+    writer: String,
+    /// The node the blocking query is held on.
+    #[arg(long)]
+    reader: String,
+    #[arg(long, default_value_t = 200)]
+    rounds: u64,
 }
 
 #[derive(Parser)]
@@ -227,6 +241,57 @@ async fn held(client: &HttpClient, url: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("wharf_registry_blocking_queries_held "))
         .context("held gauge")?;
     Ok(value.trim().parse::<f64>()? as u64)
+}
+
+/// Per round: a blocking query held on the reader (its gauge says so), then a registration
+/// through the writer; the time from the write's start to the query's answer.
+async fn wake(args: Wake) -> anyhow::Result<()> {
+    let control = client(4);
+    let (writer, reader) = (
+        args.writer.trim_end_matches('/').to_owned(),
+        args.reader.trim_end_matches('/').to_owned(),
+    );
+    let mut latencies = Vec::with_capacity(args.rounds as usize);
+    for round in 0..args.rounds {
+        let request = http::Request::get(format!("{reader}/v1/health/service/wake"))
+            .body(Full::new(Bytes::new()))?;
+        let response = control.request(request).await?;
+        let index: u64 = response.headers()["x-consul-index"].to_str()?.parse()?;
+        response.into_body().collect().await?;
+        let path = format!("{reader}/v1/health/service/wake?index={index}&wait=30s");
+        let watcher = control.clone();
+        let query = tokio::spawn(async move { send(&watcher, "GET", &path, Vec::new()).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held(&control, &reader).await? < 1 {
+            if Instant::now() > deadline {
+                bail!("the blocking query was not held on the reader within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let sent = Instant::now();
+        send(
+            &control,
+            "PUT",
+            &format!("{writer}/v1/agent/service/register"),
+            registration("wake", round),
+        )
+        .await?;
+        let (status, _) = tokio::time::timeout(Duration::from_secs(30), query).await???;
+        if status != 200 {
+            bail!("the blocking query answered {status}");
+        }
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "wake: {} rounds; from the write on {writer} to the answer on {reader}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+    Ok(())
 }
 
 async fn hold(args: Hold) -> anyhow::Result<()> {
@@ -482,6 +547,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Hold(args) => hold(args).await,
         Command::DnsLatency(args) => dns_latency(args).await,
         Command::Handshakes(args) => handshakes::run(args).await,
+        Command::Wake(args) => wake(args).await,
     }
 }
 
