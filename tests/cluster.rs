@@ -11,7 +11,14 @@ use crate::support::*;
 fn node(dir: &std::path::Path, etcd: &EtcdServer, name: &str) -> RegistryProcess {
     RegistryProcess::start(
         &dir.join(name),
-        &["--store", &etcd.store_url(), "--node", name],
+        &[
+            "--store",
+            &etcd.store_url(),
+            "--node",
+            name,
+            "--node-ttl",
+            "2s",
+        ],
     )
 }
 
@@ -150,6 +157,100 @@ fn a_registry_node_resumes_after_etcd_restarts() {
     eventually("b follows again", || {
         b.get("/v1/catalog/services").json().get("late").is_some()
     });
+}
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn a_dead_nodes_instances_turn_critical_everywhere_and_come_back() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = node(dir.path(), &etcd, "a");
+    let b = node(dir.path(), &etcd, "b");
+    let registered = a.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "web", "ID": "web-1", "Port": 9001,
+                "Check": {"TTL": "1h", "Status": "passing"}})
+        .to_string(),
+    );
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    eventually("b sees web passing", || {
+        b.get("/v1/health/service/web?passing")
+            .json()
+            .as_array()
+            .is_some_and(|all| all.len() == 1)
+    });
+    // The instance is a's: b shows it on node a, does not list it as its own, and refuses to
+    // update its TTL (a runs it).
+    let entry = b.get("/v1/health/service/web").json();
+    assert_eq!(entry[0]["Node"]["Node"], "a", "{entry}");
+    assert_eq!(b.get("/v1/agent/services").json(), json!({}));
+    assert!(a.get("/v1/agent/services").json().get("web-1").is_some());
+    let check_id = entry[0]["Checks"][0]["CheckID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let elsewhere = b.put(&format!("/v1/agent/check/pass/{check_id}"), "");
+    assert_eq!(elsewhere.status, 404, "{}", elsewhere.text());
+    assert!(
+        elsewhere.text().contains("node \"a\""),
+        "{}",
+        elsewhere.text()
+    );
+    // Both nodes are listed, both alive.
+    let nodes = b.get("/v1/catalog/nodes").json();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        b.get("/v1/status/peers").json().as_array().unwrap().len(),
+        2
+    );
+
+    // a dies: within its lease TTL its instance is critical on b, with serfHealth saying why.
+    a.kill_9();
+    eventually("web turns critical on b", || {
+        b.get("/v1/health/service/web?passing")
+            .json()
+            .as_array()
+            .is_some_and(|all| all.is_empty())
+    });
+    let entry = b.get("/v1/health/service/web").json();
+    let serf = &entry[0]["Checks"][0];
+    assert_eq!(
+        (serf["CheckID"].as_str(), serf["Status"].as_str()),
+        (Some("serfHealth"), Some("critical")),
+        "{entry}"
+    );
+    let answer = crate::support::dns::udp(
+        b.dns,
+        "web.service.wharf",
+        hickory_proto::rr::RecordType::SRV,
+        None,
+    );
+    assert!(
+        crate::support::dns::srv_ports(&answer).is_empty(),
+        "{answer:?}"
+    );
+    assert_eq!(
+        b.get("/v1/status/peers").json().as_array().unwrap().len(),
+        1
+    );
+    let a_health = b.get("/v1/health/node/a").json();
+    assert_eq!(a_health[0]["CheckID"], "serfHealth", "{a_health}");
+
+    // a returns: its instance passes again everywhere.
+    a = node(dir.path(), &etcd, "a");
+    eventually("web passes again on b", || {
+        b.get("/v1/health/service/web?passing")
+            .json()
+            .as_array()
+            .is_some_and(|all| all.len() == 1)
+    });
+    drop(a);
 }
 
 #[test]

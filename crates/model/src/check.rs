@@ -44,6 +44,10 @@ pub struct Check {
     /// in the store so that `DeregisterCriticalServiceAfter` survives a restart.
     #[serde(default)]
     pub critical_since_ms: Option<u64>,
+    /// The registry node that runs it (the node its instance was registered through); empty
+    /// in records written before registry nodes shared a store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 impl Check {
@@ -156,6 +160,7 @@ mod tests {
             status: Status::Critical,
             output: String::new(),
             critical_since_ms: Some(5),
+            node: String::new(),
         }
     }
 

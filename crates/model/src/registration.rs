@@ -77,6 +77,8 @@ pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration> {
                 .unwrap_or_default(),
             None => String::new(),
         },
+        // Set by the registry node the registration goes through.
+        node: String::new(),
         id,
         name,
     };
@@ -420,6 +422,7 @@ impl Fields {
             status,
             output: String::new(),
             critical_since_ms: None,
+            node: String::new(),
         })
     }
 

@@ -32,6 +32,10 @@ pub struct ServiceInstance {
     /// For a `connect-proxy`: the service it fronts (Consul's `Proxy.DestinationServiceName`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub proxy_destination: String,
+    /// The registry node it was registered through, which runs its checks (Consul's agent
+    /// model); empty in records written before registry nodes shared a store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 impl ServiceInstance {

@@ -63,6 +63,12 @@ impl Agent {
         &self.config.node
     }
 
+    /// Whether a record of `node` is this node's to act on (its checks to run, its TTLs to
+    /// reset): this node's own, or a record from before nodes shared a store (no node).
+    pub fn owns(&self, node: &str) -> bool {
+        node.is_empty() || node == self.config.node.name
+    }
+
     /// Registers (or updates) an instance and its checks. Checks that already exist keep
     /// their status and output; with `replace_existing_checks`, checks of the instance that
     /// the new registration does not name are removed.
@@ -72,9 +78,14 @@ impl Agent {
         replace_existing_checks: bool,
     ) -> Result<(), RegistryError> {
         let ServiceRegistration {
-            service,
+            mut service,
             mut checks,
         } = registration;
+        // The instance and its checks belong to this node: it runs the checks.
+        service.node = self.node().name.clone();
+        for check in &mut checks {
+            check.node = self.node().name.clone();
+        }
         let now = now_ms();
         let existing: HashMap<String, Check> = self.catalog.read(|state| {
             state
@@ -132,6 +143,7 @@ impl Agent {
 
     /// Registers a standalone check, on an instance or (without a service id) on the node.
     pub async fn register_check(&self, mut check: Check) -> Result<(), RegistryError> {
+        check.node = self.node().name.clone();
         let (service_known, old) = self.catalog.read(|state| {
             (
                 check.service_id.is_empty() || state.instances.contains_key(&check.service_id),
@@ -226,6 +238,13 @@ impl Agent {
                 "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
             )));
         };
+        if !self.owns(&stored.value.node) {
+            // Its TTL runs on the node that owns it: an update here would not reach it.
+            return Err(RegistryError::NotFound(format!(
+                "Unknown check ID {id:?} on this node: it belongs to node {:?}; update it through that node",
+                stored.value.node
+            )));
+        }
         let CheckKind::Ttl { ttl } = stored.value.kind else {
             return Err(RegistryError::NotTtl(id.to_owned()));
         };

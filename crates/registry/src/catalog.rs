@@ -79,6 +79,12 @@ pub struct CatalogState {
     /// Intentions by `<source>/<destination>`.
     pub intentions: BTreeMap<String, Stored<wharf_mesh::intentions::Intention>>,
     intentions_index: u64,
+    /// Registry nodes by name.
+    pub nodes: BTreeMap<String, Stored<crate::NodeInfo>>,
+    /// The nodes holding their liveness lease now, with the revision they took it at.
+    pub alive: BTreeMap<String, u64>,
+    /// The critical `serfHealth` check of each known node that is not alive.
+    dead: BTreeMap<String, Stored<Check>>,
     /// The last revision applied.
     revision: Revision,
 }
@@ -168,9 +174,16 @@ impl CatalogState {
             .filter_map(|id| self.instances.get(id))
     }
 
-    /// The checks of one instance, node-level checks first, as Consul lists them.
+    /// The checks of one instance, node-level checks first, as Consul lists them: its
+    /// node's `serfHealth` when that node is not alive, then the node-level checks.
     pub fn checks_of(&self, instance_id: &str) -> Vec<&Stored<Check>> {
-        let mut checks: Vec<_> = self.node_checks().collect();
+        let mut checks: Vec<_> = self
+            .instances
+            .get(instance_id)
+            .and_then(|i| self.dead.get(&i.value.node))
+            .into_iter()
+            .collect();
+        checks.extend(self.node_checks());
         checks.extend(
             self.own_checks(instance_id)
                 .filter(|_| !instance_id.is_empty()),
@@ -247,6 +260,9 @@ impl CatalogState {
             for id in ids {
                 if let Some(instance) = self.instances.get(id) {
                     last = last.max(instance.modify_index);
+                    if let Some(serf) = self.dead.get(&instance.value.node) {
+                        last = last.max(serf.modify_index);
+                    }
                 }
                 for check in self.own_checks(id) {
                     last = last.max(check.modify_index);
@@ -386,6 +402,33 @@ impl CatalogState {
             }
             self.intentions_index = self.intentions_index.max(revision);
             touched.push(Resource::Intentions);
+        } else if let Some(name) = key.strip_prefix(keys::NODES) {
+            match record {
+                Some(Record::Node(node)) => {
+                    self.nodes.insert(
+                        name.to_owned(),
+                        Stored {
+                            value: node,
+                            create_index: create,
+                            modify_index: revision,
+                        },
+                    );
+                }
+                _ => {
+                    self.nodes.remove(name);
+                }
+            }
+            self.refresh_liveness(name, true, revision, touched);
+        } else if let Some(name) = key.strip_prefix(keys::ALIVE) {
+            match record {
+                Some(Record::Alive) => {
+                    self.alive.insert(name.to_owned(), create);
+                }
+                _ => {
+                    self.alive.remove(name);
+                }
+            }
+            self.refresh_liveness(name, false, revision, touched);
         } else if let Some(name) = key.strip_prefix(keys::DESIRED) {
             match record {
                 Some(Record::Desired(desired)) => {
@@ -449,6 +492,79 @@ impl CatalogState {
             self.checks_index = self.checks_index.max(revision);
             touched.push(Resource::Checks);
         }
+    }
+
+    /// After a node's record or liveness mark changed: its `serfHealth` turns critical (or
+    /// goes) when it stops (or starts again) being alive, and every service with an instance
+    /// on it is touched, so that their blocking queries and DNS see it at once. The list of
+    /// nodes moves when a record changed or a node's liveness did.
+    fn refresh_liveness(
+        &mut self,
+        node: &str,
+        record_changed: bool,
+        revision: u64,
+        touched: &mut Vec<Resource>,
+    ) {
+        let dead = self.nodes.contains_key(node) && !self.alive.contains_key(node);
+        let was = self.dead.contains_key(node);
+        if dead && !was {
+            let check = Check {
+                id: crate::node::SERF_HEALTH.to_owned(),
+                name: "Serf Health Status".to_owned(),
+                service_id: String::new(),
+                notes: String::new(),
+                kind: wharf_model::CheckKind::Ttl {
+                    ttl: std::time::Duration::ZERO,
+                },
+                interval: None,
+                timeout: None,
+                deregister_critical_after: None,
+                thresholds: Default::default(),
+                status: Status::Critical,
+                output: "Agent not live or unreachable".to_owned(),
+                critical_since_ms: None,
+                node: node.to_owned(),
+            };
+            let stored = Stored {
+                value: check,
+                create_index: revision,
+                modify_index: revision,
+            };
+            self.dead.insert(node.to_owned(), stored);
+        } else if !dead && was {
+            self.dead.remove(node);
+        }
+        if dead != was {
+            let on_node: Vec<(String, Option<String>)> = self
+                .instances
+                .values()
+                .filter(|i| i.value.node == node)
+                .map(|i| (i.value.name.to_lowercase(), i.value.proxy_for()))
+                .collect();
+            for (name, destination) in on_node {
+                self.touch_name(name, revision, touched);
+                if let Some(destination) = destination {
+                    self.touch_connect(destination, revision, touched);
+                }
+            }
+            self.checks_index = self.checks_index.max(revision);
+            touched.push(Resource::Checks);
+        }
+        if record_changed || dead != was {
+            // The list of nodes (`/v1/catalog/nodes`) follows the services' index.
+            self.services_index = self.services_index.max(revision);
+            touched.push(Resource::Services);
+        }
+    }
+
+    /// The critical `serfHealth` check of `node`, when it is known and not alive.
+    pub fn dead_check(&self, node: &str) -> Option<&Stored<Check>> {
+        self.dead.get(node)
+    }
+
+    /// The node an instance was registered through, when its record is known.
+    pub fn node_of(&self, instance: &ServiceInstance) -> Option<&crate::NodeInfo> {
+        self.nodes.get(&instance.node).map(|n| &n.value)
     }
 
     fn touch_name(&mut self, name: String, revision: u64, touched: &mut Vec<Resource>) {

@@ -78,9 +78,15 @@ async fn reconcile(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         for id in ids {
-            let wanted = agent
-                .catalog
-                .read(|state| state.checks.get(&id).map(|c| Definition::of(&c.value)));
+            // Only this node's checks: each node runs those of the instances registered
+            // through it.
+            let wanted = agent.catalog.read(|state| {
+                state
+                    .checks
+                    .get(&id)
+                    .filter(|c| agent.owns(&c.value.node))
+                    .map(|c| Definition::of(&c.value))
+            });
             match wanted {
                 Some(definition)
                     if running
@@ -200,6 +206,9 @@ async fn reap(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
                 .values()
                 .filter_map(|c| {
                     let check = &c.value;
+                    if !agent.owns(&check.node) {
+                        return None; // its own node reaps it
+                    }
                     let after = check.deregister_critical_after?.max(floor);
                     let since = check.critical_since_ms?;
                     let expired = check.status == Status::Critical

@@ -6,6 +6,9 @@
 //! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
 //! - `wharf/connect/ca` → [`crate::connect::CaState`] (the CA: cluster id, roots with keys)
 //! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
+//! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store)
+//! - `wharf/alive/<name>` → empty, attached to the node's liveness lease: present while the
+//!   node is alive
 //! - `wharf/tombstones/...` → empty: written with every deletion, so that the revision of
 //!   the last change of what was deleted survives a restart (see [`Tombstone`])
 
@@ -25,6 +28,11 @@ pub(crate) const INTENTIONS: &str = "wharf/intentions/";
 pub(crate) fn intention_key(source: &str, destination: &str) -> String {
     format!("{INTENTIONS}{source}/{destination}")
 }
+
+/// Registry nodes, keyed by name.
+pub(crate) const NODES: &str = "wharf/nodes/";
+/// Liveness marks of registry nodes, each under its node's lease.
+pub(crate) const ALIVE: &str = "wharf/alive/";
 
 /// Marks of deletions, one per thing a blocking query watches.
 pub(crate) const TOMBSTONES: &str = "wharf/tombstones/";
@@ -100,6 +108,8 @@ pub(crate) enum Record {
     Desired(Desired),
     Ca(Box<crate::connect::CaState>),
     Intention(Box<wharf_mesh::intentions::Intention>),
+    Node(crate::NodeInfo),
+    Alive,
     Tombstone(Tombstone),
 }
 
@@ -125,6 +135,10 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(|ca| Record::Ca(Box::new(ca)))
     } else if key.starts_with(INTENTIONS) {
         serde_json::from_slice(value).map(|i| Record::Intention(Box::new(i)))
+    } else if key.starts_with(NODES) {
+        serde_json::from_slice(value).map(Record::Node)
+    } else if key.starts_with(ALIVE) {
+        return Some(Record::Alive);
     } else if let Some(tombstone) = Tombstone::from_key(key) {
         return Some(Record::Tombstone(tombstone));
     } else {

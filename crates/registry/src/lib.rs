@@ -15,6 +15,7 @@ pub mod checker;
 pub mod connect;
 pub mod dns;
 mod keys;
+mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod probe;
@@ -48,6 +49,9 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// The certificate authority and intentions.
     pub mesh: connect::MeshConfig,
+    /// The TTL of this node's liveness lease: how long after it dies its instances turn
+    /// critical on the other nodes.
+    pub node_ttl: Duration,
 }
 
 /// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
@@ -81,6 +85,7 @@ impl Config {
             reap_interval: Duration::from_secs(1),
             http_limits: HttpLimits::default(),
             mesh: connect::MeshConfig::default(),
+            node_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct Registry {
     pub agent: Arc<Agent>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    liveness: tokio::task::JoinHandle<()>,
 }
 
 impl Registry {
@@ -101,7 +107,11 @@ impl Registry {
         let catalog = Catalog::follow(store.clone()).await?;
         let agent = Agent::new(store, catalog, config.clone());
         agent.ensure_ca().await.map_err(StartError::Ca)?;
+        let lease = liveness::announce(&agent)
+            .await
+            .map_err(StartError::Announce)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let liveness = tokio::spawn(liveness::keep(agent.clone(), lease, shutdown_rx.clone()));
         checker::spawn(agent.clone(), shutdown_rx.clone());
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
@@ -141,6 +151,7 @@ impl Registry {
             agent,
             shutdown,
             server,
+            liveness,
         })
     }
 
@@ -148,6 +159,7 @@ impl Registry {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        let _ = self.liveness.await; // the lease revoked: the node is seen gone at once
     }
 }
 
@@ -161,6 +173,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot make the certificate authority: {0}")]
     Ca(RegistryError),
+    #[error("cannot announce this node in the store: {0}")]
+    Announce(RegistryError),
 }
 
 /// Milliseconds since the Unix epoch, for timestamps kept in the store.

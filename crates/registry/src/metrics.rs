@@ -40,6 +40,8 @@ pub struct Metrics {
     watch_lag: Gauge<u64, AtomicU64>,
     event_age: Gauge<f64, AtomicU64>,
     reloads: Counter,
+    /// Failed attempts to keep this node's liveness lease.
+    pub lease_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,7 +109,14 @@ impl Default for Metrics {
             "Times the catalog read the whole store again (a broken or compacted watch)",
             reloads.clone(),
         );
+        let lease_failures = Counter::default();
+        registry.register(
+            "lease_keepalive_failures",
+            "Failed attempts to keep this node's liveness lease",
+            lease_failures.clone(),
+        );
         Metrics {
+            lease_failures,
             known_leader,
             last_contact,
             watch_lag,

@@ -3,17 +3,25 @@
 
 use std::collections::BTreeMap;
 
-/// Identity of the registry's own node.
-#[derive(Debug, Clone)]
+/// Identity of a registry node: this one's, and (kept in the store under `wharf/nodes/`) every
+/// other node's on a shared store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct NodeInfo {
     pub name: String,
     /// A UUID, kept in the data directory so that it survives restarts.
+    #[serde(rename = "ID")]
     pub id: String,
     /// The address instances without their own address are reached at.
     pub address: String,
     pub datacenter: String,
+    #[serde(default)]
     pub meta: BTreeMap<String, String>,
 }
+
+/// The check Consul gives every node: passing while its agent is alive (here: while the
+/// registry node holds its liveness lease), critical once it is not.
+pub const SERF_HEALTH: &str = "serfHealth";
 
 impl NodeInfo {
     /// A node named after this host, on loopback, in `dc1`.

@@ -142,6 +142,10 @@ pub(crate) struct RegistryArgs {
     /// Node name (default: this host's name).
     #[arg(long)]
     pub node: Option<String>,
+    /// How long after this node dies its instances turn critical on the other nodes of its
+    /// store (the TTL of its liveness lease).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub node_ttl: std::time::Duration,
     /// Address of this node: instances registered without an address are reached there.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub advertise: String,

@@ -57,6 +57,7 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     node.datacenter = args.datacenter;
     let mut config = Config::new(args.http, node);
     config.min_deregister_after = args.min_deregister_after;
+    config.node_ttl = args.node_ttl;
     config.dns = Some(args.dns);
     config.domain = args.domain;
     config.http_limits = HttpLimits {

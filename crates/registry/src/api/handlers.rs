@@ -67,6 +67,7 @@ pub(super) async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) 
         let services: BTreeMap<&str, AgentServiceJson> = state
             .instances
             .values()
+            .filter(|s| agent.owns(&s.value.node))
             .map(|s| {
                 let mut entry = AgentServiceJson::new(s);
                 entry.datacenter = Some(&agent.node().datacenter);
@@ -104,6 +105,7 @@ pub(super) async fn agent_checks(State(agent): Shared, RawQuery(q): RawQuery) ->
         let checks: BTreeMap<&str, HealthCheckJson> = state
             .checks
             .values()
+            .filter(|c| agent.owns(&c.value.node))
             .map(|c| (c.value.id.as_str(), check_json(&agent, state, c)))
             .collect();
         to_json(&checks, p.has("pretty"))
@@ -120,7 +122,36 @@ fn check_json<'a>(
         .instances
         .get(&check.value.service_id)
         .map(|s| &s.value);
-    HealthCheckJson::new(agent.node(), check, service)
+    let node = state
+        .nodes
+        .get(&check.value.node)
+        .map_or(agent.node(), |n| &n.value);
+    HealthCheckJson::new(node, check, service)
+}
+
+/// The node an instance is on, as the API shows it: the record of the registry node it was
+/// registered through, else this node (records from before nodes shared a store).
+fn node_of<'s>(
+    agent: &'s Agent,
+    state: &'s CatalogState,
+    instance: &wharf_model::ServiceInstance,
+) -> &'s crate::NodeInfo {
+    state.node_of(instance).unwrap_or(agent.node())
+}
+
+/// Whether `node` carries every `node-meta=k:v` asked for.
+fn meta_matches(node: &crate::NodeInfo, wanted: &[(String, String)]) -> bool {
+    wanted.iter().all(|(k, v)| node.meta.get(k) == Some(v))
+}
+
+/// Every registry node known, this one included, by name.
+fn all_nodes<'s>(agent: &'s Agent, state: &'s CatalogState) -> Vec<&'s crate::NodeInfo> {
+    let mut nodes: Vec<&crate::NodeInfo> = state.nodes.values().map(|n| &n.value).collect();
+    if !state.nodes.contains_key(&agent.node().name) {
+        nodes.push(agent.node());
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    nodes
 }
 
 pub(super) async fn register_service(
@@ -295,18 +326,31 @@ pub(super) async fn restart_service(State(agent): Shared, Path(name): Path<Strin
 
 // === status ===
 
+/// The registry node holding its liveness lease the longest (Consul answers its Raft
+/// leader's address; registry nodes elect none, etcd does): `""` when none is alive.
 pub(super) async fn status_leader(State(agent): Shared) -> Answer {
-    Ok(json(to_json(
-        &format!("{}:8300", agent.node().address),
-        false,
-    )))
+    let leader = agent.catalog.read(|state| {
+        state
+            .alive
+            .iter()
+            .min_by_key(|(name, since)| (**since, (*name).clone()))
+            .and_then(|(name, _)| state.nodes.get(name))
+            .map_or_else(String::new, |n| format!("{}:8300", n.value.address))
+    });
+    Ok(json(to_json(&leader, false)))
 }
 
+/// The registry nodes alive now, by address.
 pub(super) async fn status_peers(State(agent): Shared) -> Answer {
-    Ok(json(to_json(
-        &[format!("{}:8300", agent.node().address)],
-        false,
-    )))
+    let peers: Vec<String> = agent.catalog.read(|state| {
+        state
+            .alive
+            .keys()
+            .filter_map(|name| state.nodes.get(name))
+            .map(|n| format!("{}:8300", n.value.address))
+            .collect()
+    });
+    Ok(json(to_json(&peers, false)))
 }
 
 // === catalog ===
@@ -393,16 +437,14 @@ async fn catalog_entries(
     ) -> Vec<&'s crate::Stored<wharf_model::ServiceInstance>>,
 ) -> Answer {
     let p = params(q);
-    let node_ok = node_matches(agent, &p)?;
+    let wanted = p.node_meta()?;
     answer(agent, &p, resource, |state| {
-        let entries: Vec<CatalogServiceJson> = if node_ok {
-            select(state, name, &p)
-                .into_iter()
-                .map(|s| CatalogServiceJson::new(agent.node(), s))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let entries: Vec<CatalogServiceJson> = select(state, name, &p)
+            .into_iter()
+            .map(|s| (node_of(agent, state, &s.value), s))
+            .filter(|(node, _)| meta_matches(node, &wanted))
+            .map(|(node, s)| CatalogServiceJson::new(node, s))
+            .collect();
         Ok(to_json(&entries, p.has("pretty")))
     })
     .await
@@ -410,13 +452,13 @@ async fn catalog_entries(
 
 pub(super) async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
-    let node_ok = node_matches(&agent, &p)?;
-    answer(&agent, &p, Resource::Services, |_| {
-        let nodes: Vec<NodeJson> = if node_ok {
-            vec![NodeJson::new(agent.node())]
-        } else {
-            Vec::new()
-        };
+    let wanted = p.node_meta()?;
+    answer(&agent, &p, Resource::Services, |state| {
+        let nodes: Vec<NodeJson> = all_nodes(&agent, state)
+            .into_iter()
+            .filter(|node| meta_matches(node, &wanted))
+            .map(NodeJson::new)
+            .collect();
         Ok(to_json(&nodes, p.has("pretty")))
     })
     .await
@@ -429,16 +471,20 @@ pub(super) async fn catalog_node(
 ) -> Answer {
     let p = params(&q);
     answer(&agent, &p, Resource::Services, |state| {
-        if !node.eq_ignore_ascii_case(&agent.node().name) {
+        let Some(found) = all_nodes(&agent, state)
+            .into_iter()
+            .find(|n| n.name.eq_ignore_ascii_case(&node))
+        else {
             return Ok(b"null".to_vec());
-        }
+        };
         let services: BTreeMap<&str, AgentServiceJson> = state
             .instances
             .values()
+            .filter(|s| node_of(&agent, state, &s.value).name == found.name)
             .map(|s| (s.value.id.as_str(), AgentServiceJson::new(s)))
             .collect();
         Ok(to_json(
-            &json!({"Node": NodeJson::new(agent.node()), "Services": services}),
+            &json!({"Node": NodeJson::new(found), "Services": services}),
             p.has("pretty"),
         ))
     })
@@ -482,16 +528,20 @@ async fn health_entries(
 ) -> Answer {
     let p = params(q);
     let passing_only = p.passing()?;
-    let node_ok = node_matches(agent, &p)?;
+    let wanted = p.node_meta()?;
     answer(agent, &p, resource, |state| {
         let mut entries = Vec::new();
-        for stored in select(state, name, &p).into_iter().filter(|_| node_ok) {
+        for stored in select(state, name, &p) {
+            let node = node_of(agent, state, &stored.value);
+            if !meta_matches(node, &wanted) {
+                continue;
+            }
             let checks = state.checks_of(&stored.value.id);
             if passing_only && checks.iter().any(|c| c.value.status != Status::Passing) {
                 continue;
             }
             entries.push(ServiceEntryJson {
-                node: NodeJson::new(agent.node()),
+                node: NodeJson::new(node),
                 service: AgentServiceJson::new(stored),
                 checks: checks
                     .into_iter()
@@ -520,7 +570,7 @@ pub(super) async fn health_checks(
             for stored in state.instances_of(&name).filter(|_| node_ok) {
                 for check in state.own_checks(&stored.value.id) {
                     checks.push(HealthCheckJson::new(
-                        agent.node(),
+                        node_of(&agent, state, &stored.value),
                         check,
                         Some(&stored.value),
                     ));
@@ -570,15 +620,25 @@ pub(super) async fn health_node(
 ) -> Answer {
     let p = params(&q);
     answer(&agent, &p, Resource::Checks, |state| {
-        let checks: Vec<HealthCheckJson> = if node.eq_ignore_ascii_case(&agent.node().name) {
+        let Some(found) = all_nodes(&agent, state)
+            .into_iter()
+            .find(|n| n.name.eq_ignore_ascii_case(&node))
+        else {
+            return Ok(b"[]".to_vec());
+        };
+        let own = found.name == agent.node().name;
+        let mut checks: Vec<HealthCheckJson> = state
+            .dead_check(&found.name)
+            .map(|serf| check_json(&agent, state, serf))
+            .into_iter()
+            .collect();
+        checks.extend(
             state
                 .checks
                 .values()
-                .map(|c| check_json(&agent, state, c))
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .filter(|c| c.value.node == found.name || (own && c.value.node.is_empty()))
+                .map(|c| check_json(&agent, state, c)),
+        );
         Ok(to_json(&checks, p.has("pretty")))
     })
     .await

@@ -213,10 +213,18 @@ fn records(
     match lookup {
         Lookup::Addr(ip) => Some((address_records(&name, qtype, [ip]), Vec::new())),
         Lookup::Node(node) => {
-            if !node.eq_ignore_ascii_case(&zone.node.name) {
-                return None;
-            }
-            let ip = IpAddr::from_str(&zone.node.address).ok()?;
+            let address = if node.eq_ignore_ascii_case(&zone.node.name) {
+                &zone.node.address
+            } else {
+                // Another registry node on the same store.
+                &state
+                    .nodes
+                    .values()
+                    .find(|n| n.value.name.eq_ignore_ascii_case(&node))?
+                    .value
+                    .address
+            };
+            let ip = IpAddr::from_str(address).ok()?;
             Some((address_records(&name, qtype, [ip]), Vec::new()))
         }
         Lookup::Service { name: service, tag } => {
@@ -241,7 +249,8 @@ fn instance_records(
 ) -> Option<(Vec<Record>, Vec<Record>)> {
     let name = query.name.clone();
     let qtype = query.query_type;
-    let mut healthy: Vec<(IpAddr, u16, u16, bool)> = Vec::new(); // ip, port, weight, own ip
+    // ip, port, weight, and the node whose address it is (`None`: the instance's own)
+    let mut healthy: Vec<(IpAddr, u16, u16, Option<&str>)> = Vec::new();
     for stored in candidates {
         let instance = &stored.value;
         if tag.is_some_and(|t| !instance.has_tag(t)) {
@@ -251,10 +260,12 @@ fn instance_records(
         if status == Status::Critical {
             continue;
         }
-        let (ip, own) = match IpAddr::from_str(&instance.address) {
-            Ok(ip) => (ip, true),
-            Err(_) if instance.address.is_empty() => match IpAddr::from_str(&zone.node.address) {
-                Ok(ip) => (ip, false),
+        // Without an address of its own, an instance is at its registry node's.
+        let node = state.node_of(instance).unwrap_or(&zone.node);
+        let (ip, at_node) = match IpAddr::from_str(&instance.address) {
+            Ok(ip) => (ip, None),
+            Err(_) if instance.address.is_empty() => match IpAddr::from_str(&node.address) {
+                Ok(ip) => (ip, Some(node.name.as_str())),
                 Err(_) => continue,
             },
             Err(_) => continue, // hostnames (CNAME) are not answered yet
@@ -268,7 +279,7 @@ fn instance_records(
             ip,
             instance.port,
             u16::try_from(weight).unwrap_or(u16::MAX),
-            own,
+            at_node,
         ));
     }
     if healthy.is_empty() {
@@ -280,19 +291,15 @@ fn instance_records(
             let mut answers = Vec::new();
             let mut additionals = Vec::new();
             let mut seen = HashSet::new();
-            for (ip, port, weight, own) in healthy {
-                let target = if own {
-                    format!(
+            for (ip, port, weight, at_node) in healthy {
+                let target = match at_node {
+                    None => format!(
                         "{}.addr.{}.{}",
                         names::addr_label(ip),
                         zone.node.datacenter,
                         domain
-                    )
-                } else {
-                    format!(
-                        "{}.node.{}.{}",
-                        zone.node.name, zone.node.datacenter, domain
-                    )
+                    ),
+                    Some(node) => format!("{node}.node.{}.{domain}", zone.node.datacenter),
                 };
                 let Ok(target) = Name::from_ascii(&target) else {
                     continue;
