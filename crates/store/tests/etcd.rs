@@ -137,3 +137,33 @@ async fn keys_stay_under_their_prefix() {
     // Unknown endpoints are refused with a reason, not a hang.
     assert!(wharf_store::etcd::parse_url("etcd://nowhere").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+async fn a_dead_member_is_left_for_the_others() {
+    let mut members = tokio::task::spawn_blocking(|| EtcdServer::cluster(3))
+        .await
+        .unwrap();
+    // The member in use is the first given: a follower (a leader's death would also fail
+    // the writes in flight while the others elect a new one).
+    let follower = members.iter().position(|m| !m.is_leader()).unwrap();
+    let mut endpoints = vec![members[follower].endpoint()];
+    endpoints.extend(
+        members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != follower)
+            .map(|(_, m)| m.endpoint()),
+    );
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&endpoints, "/wharf/").await.unwrap());
+    let first = store.put("a", "1").await.unwrap();
+    let mut watch = store.watch("", first + 1).await.unwrap();
+    members[follower].stop();
+    let second = store.put("b", "2").await.unwrap();
+    assert_eq!(
+        next_batch(&mut watch).await.revision,
+        second,
+        "the watch moved to another member too"
+    );
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+}

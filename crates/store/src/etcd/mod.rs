@@ -4,8 +4,10 @@
 //!
 //! - Keys live under a prefix (`/wharf/` by default), so one etcd can hold several meshes;
 //!   the registry sees keys without it.
-//! - One gRPC channel balanced over every endpoint given (tonic's), with a deadline per call
-//!   and HTTP/2 keep-alives, so a dead member is left for the others.
+//! - One gRPC channel per member given, used one at a time: a call that cannot reach its
+//!   member moves to the next one and is tried there (a connection that never opened carried
+//!   nothing, so a write may go again; a read may also go again after a member stopped
+//!   answering mid-call). A deadline per call and HTTP/2 keep-alives find a dead member.
 //! - A watch **resumes** from the last revision it delivered + 1 after any disconnect (with
 //!   a backoff and jitter, so that an etcd restart does not bring every node back at once),
 //!   asks for progress notifications so that an idle watch's resume point stays fresh, and
@@ -56,9 +58,62 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A [`Store`] on etcd.
 #[derive(Clone)]
 pub struct EtcdStore {
-    channel: Channel,
+    members: Arc<Members>,
     prefix: String,
     link: Arc<Link>,
+}
+
+/// The etcd members given, one channel each, and the one in use.
+struct Members {
+    channels: Vec<Channel>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Members {
+    fn current(&self) -> (usize, Channel) {
+        let which = self.current.load(Ordering::Relaxed) % self.channels.len();
+        (which, self.channels[which].clone())
+    }
+
+    /// `which` did not answer: the next member is used from now on (unless another caller
+    /// already moved on).
+    fn failed(&self, which: usize) {
+        let next = (which + 1) % self.channels.len();
+        let _ = self
+            .current
+            .compare_exchange(which, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Runs `call` on the member in use, moving to the next member when it cannot be
+    /// reached: on a connection that never opened (nothing was sent), or with `any_failure`
+    /// (reads) on any unavailability. Each member is tried at most once.
+    async fn call<T, F, Fut>(&self, any_failure: bool, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last = None;
+        for _ in 0..self.channels.len() {
+            let (which, channel) = self.current();
+            match call(channel).await {
+                Err(status) if unreached(&status, any_failure) => {
+                    self.failed(which);
+                    last = Some(status);
+                }
+                answered => return answered,
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no etcd member given")))
+    }
+}
+
+/// Whether a call failed for want of its member (and may go to another).
+fn unreached(status: &tonic::Status, any_failure: bool) -> bool {
+    let gone = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    );
+    gone && (any_failure || status.message().contains("connect"))
 }
 
 /// What the calls to etcd have learnt about the link.
@@ -153,7 +208,10 @@ impl EtcdStore {
             return Err(StoreError::Backend("no etcd endpoint given".into()));
         }
         let store = EtcdStore {
-            channel: Channel::balance_list(endpoints.into_iter()),
+            members: Arc::new(Members {
+                channels: endpoints.into_iter().map(|e| e.connect_lazy()).collect(),
+                current: Default::default(),
+            }),
             prefix: prefix.to_owned(),
             link: Arc::new(Link {
                 started: Instant::now(),
@@ -163,21 +221,9 @@ impl EtcdStore {
             }),
         };
         store.range("").await?; // etcd answers
-        store.heartbeat().await;
-        tokio::spawn(beat(
-            MaintenanceClient::new(store.channel.clone()),
-            Arc::downgrade(&store.link),
-        ));
+        status(&store.members, &store.link).await;
+        tokio::spawn(beat(store.members.clone(), Arc::downgrade(&store.link)));
         Ok(store)
-    }
-
-    /// Asks etcd's status once: whether it has a leader, its head revision.
-    async fn heartbeat(&self) {
-        let _ = status(
-            &mut MaintenanceClient::new(self.channel.clone()),
-            &self.link,
-        )
-        .await;
     }
 
     fn full_key(&self, key: &str) -> Vec<u8> {
@@ -226,8 +272,15 @@ impl EtcdStore {
 }
 
 /// One status call; records what it learns.
-async fn status(client: &mut MaintenanceClient<Channel>, link: &Link) -> bool {
-    match client.status(StatusRequest {}).await {
+async fn status(members: &Members, link: &Link) -> bool {
+    let answer = members
+        .call(true, |channel| async move {
+            MaintenanceClient::new(channel)
+                .status(StatusRequest {})
+                .await
+        })
+        .await;
+    match answer {
         Ok(answer) => {
             let answer = answer.into_inner();
             link.answered(answer.header.map_or(0, |h| h.revision));
@@ -242,13 +295,13 @@ async fn status(client: &mut MaintenanceClient<Channel>, link: &Link) -> bool {
 }
 
 /// The heartbeat, until the store is dropped.
-async fn beat(mut client: MaintenanceClient<Channel>, link: std::sync::Weak<Link>) {
+async fn beat(members: Arc<Members>, link: std::sync::Weak<Link>) {
     let mut every = tokio::time::interval(HEARTBEAT);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let Some(link) = link.upgrade() else { return };
-        status(&mut client, &link).await;
+        status(&members, &link).await;
     }
 }
 
@@ -270,8 +323,12 @@ impl Store for EtcdStore {
                 key,
                 ..RangeRequest::default()
             };
-            let response = KvClient::new(self.channel.clone())
-                .range(request)
+            let response = self
+                .members
+                .call(true, |channel| {
+                    let request = request.clone();
+                    async move { KvClient::new(channel).range(request).await }
+                })
                 .await
                 .map_err(|e| backend("range", e))?
                 .into_inner();
@@ -313,8 +370,12 @@ impl Store for EtcdStore {
                 success: txn.ops.into_iter().map(|op| self.request_op(op)).collect(),
                 failure: Vec::new(),
             };
-            let response = KvClient::new(self.channel.clone())
-                .txn(request)
+            let response = self
+                .members
+                .call(false, |channel| {
+                    let request = request.clone();
+                    async move { KvClient::new(channel).txn(request).await }
+                })
                 .await
                 .map_err(|status| {
                     if status.code() == tonic::Code::NotFound
@@ -355,10 +416,15 @@ impl Store for EtcdStore {
     fn grant_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
         Box::pin(async move {
             let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-            let response = LeaseClient::new(self.channel.clone())
-                .lease_grant(LeaseGrantRequest {
-                    ttl: seconds,
-                    id: 0,
+            let response = self
+                .members
+                .call(false, |channel| async move {
+                    LeaseClient::new(channel)
+                        .lease_grant(LeaseGrantRequest {
+                            ttl: seconds,
+                            id: 0,
+                        })
+                        .await
                 })
                 .await
                 .map_err(|e| backend("lease grant", e))?
@@ -377,9 +443,12 @@ impl Store for EtcdStore {
         Box::pin(async move {
             // One request on etcd's keep-alive stream, one answer: a TTL of 0 means the
             // lease is gone.
-            let request = tokio_stream::once(LeaseKeepAliveRequest { id: lease as i64 });
-            let mut answers = LeaseClient::new(self.channel.clone())
-                .lease_keep_alive(request)
+            let mut answers = self
+                .members
+                .call(true, |channel| async move {
+                    let request = tokio_stream::once(LeaseKeepAliveRequest { id: lease as i64 });
+                    LeaseClient::new(channel).lease_keep_alive(request).await
+                })
                 .await
                 .map_err(|e| backend("lease keep-alive", e))?
                 .into_inner();
@@ -396,8 +465,12 @@ impl Store for EtcdStore {
 
     fn revoke_lease(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            LeaseClient::new(self.channel.clone())
-                .lease_revoke(LeaseRevokeRequest { id: lease as i64 })
+            self.members
+                .call(true, |channel| async move {
+                    LeaseClient::new(channel)
+                        .lease_revoke(LeaseRevokeRequest { id: lease as i64 })
+                        .await
+                })
                 .await
                 .map_err(|status| {
                     if status.code() == tonic::Code::NotFound {
@@ -442,10 +515,15 @@ impl Follower {
             })),
         };
         // The request stream stays open (an etcd watch ends when its requests end).
-        let requests =
-            tokio_stream::StreamExt::chain(tokio_stream::once(create), tokio_stream::pending());
-        WatchClient::new(self.store.channel.clone())
-            .watch(requests)
+        self.store
+            .members
+            .call(true, |channel| {
+                let requests = tokio_stream::StreamExt::chain(
+                    tokio_stream::once(create.clone()),
+                    tokio_stream::pending(),
+                );
+                async move { WatchClient::new(channel).watch(requests).await }
+            })
             .await
             .map(tonic::Response::into_inner)
             .map_err(|e| backend("watch", e))

@@ -18,33 +18,70 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One etcd server, killed on drop.
+/// One etcd server (a cluster's member, or a cluster of one), killed on drop.
 pub(crate) struct EtcdServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    name: String,
     pub(crate) client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    initial_cluster: String,
 }
 
 impl EtcdServer {
-    /// Starts a one-member etcd and waits until it is healthy.
-    pub(crate) fn start() -> EtcdServer {
-        let mut server = EtcdServer {
+    fn new(name: &str) -> EtcdServer {
+        let peer_port = free_port();
+        EtcdServer {
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            name: name.to_owned(),
             client_port: free_port(),
-            peer_port: free_port(),
-        };
+            peer_port,
+            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+        }
+    }
+
+    /// Starts a one-member etcd and waits until it is healthy.
+    pub(crate) fn start() -> EtcdServer {
+        let mut server = EtcdServer::new("test");
         server.run();
         server
     }
 
+    /// Starts a cluster of `members` on loopback and waits until every member is healthy.
+    pub(crate) fn cluster(members: usize) -> Vec<EtcdServer> {
+        let mut servers: Vec<EtcdServer> = (0..members)
+            .map(|i| EtcdServer::new(&format!("m{i}")))
+            .collect();
+        let initial = servers
+            .iter()
+            .map(|s| format!("{}=http://127.0.0.1:{}", s.name, s.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for server in &mut servers {
+            server.initial_cluster = initial.clone();
+            server.spawn();
+        }
+        for server in &servers {
+            server.wait_healthy();
+        }
+        servers
+    }
+
     /// Starts (again) on the same ports and data; waits until it is healthy.
     pub(crate) fn run(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    /// Starts (again) on the same ports and data, without waiting (a cluster's members
+    /// become healthy together).
+    pub(crate) fn spawn(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
                 self.dir.path().join("data").display()
@@ -53,13 +90,18 @@ impl EtcdServer {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg("--initial-cluster-token=wharf-test")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd ({NEEDS_ETCD}): {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+    }
+
+    /// Waits (with a deadline) until this member says it is healthy.
+    pub(crate) fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.healthy() {
             assert!(
                 Instant::now() < deadline,
@@ -92,6 +134,37 @@ impl EtcdServer {
     /// `etcd://127.0.0.1:PORT`, as `--store` takes it.
     pub(crate) fn store_url(&self) -> String {
         format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcd://H:P,H:P,...` for every member of `cluster`.
+    pub(crate) fn cluster_url(cluster: &[EtcdServer]) -> String {
+        let members: Vec<String> = cluster
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.client_port))
+            .collect();
+        format!("etcd://{}", members.join(","))
+    }
+
+    /// Whether this member is the cluster's Raft leader now (asked with `etcdctl`).
+    pub(crate) fn is_leader(&self) -> bool {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=127.0.0.1:{}", self.client_port))
+            .args(["endpoint", "status", "-w", "json"])
+            .output()
+            .expect("etcdctl");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let number_after = |field: &str| -> Option<String> {
+            let start = text.find(field)? + field.len();
+            Some(
+                text[start..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect(),
+            )
+        };
+        let member = number_after("\"member_id\":");
+        member.is_some() && member == number_after("\"leader\":")
     }
 
     /// Kills the server (its data stays for [`EtcdServer::run`]).
