@@ -253,6 +253,52 @@ fn a_dead_nodes_instances_turn_critical_everywhere_and_come_back() {
     drop(a);
 }
 
+/// Instance ids are each node's own, as a Consul agent's are: the same id through two nodes
+/// is two instances, and deregistering it on one leaves the other's.
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn the_same_instance_id_on_two_nodes_is_two_instances() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), &etcd, "a");
+    let b = node(dir.path(), &etcd, "b");
+    for (node, port) in [(&a, 9001), (&b, 9002)] {
+        let answer = node.put(
+            "/v1/agent/service/register",
+            &json!({"Name": "hello", "ID": "hello-1", "Port": port}).to_string(),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let placed = |from: &RegistryProcess| -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = from
+            .get("/v1/catalog/service/hello")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["Node"].as_str().unwrap().to_owned(),
+                    e["ServicePort"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let both = vec![("a".to_owned(), 9001), ("b".to_owned(), 9002)];
+    eventually("both nodes see both instances", || {
+        placed(&a) == both && placed(&b) == both
+    });
+    assert_eq!(a.get("/v1/agent/service/hello-1").json()["Port"], 9001);
+    assert_eq!(b.get("/v1/agent/service/hello-1").json()["Port"], 9002);
+    assert_eq!(
+        a.put("/v1/agent/service/deregister/hello-1", "").status,
+        200
+    );
+    eventually("only b's is left", || placed(&b) == both[1..]);
+}
+
 #[test]
 fn a_bad_store_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,7 +71,9 @@ impl Agent {
 
     /// Registers (or updates) an instance and its checks. Checks that already exist keep
     /// their status and output; with `replace_existing_checks`, checks of the instance that
-    /// the new registration does not name are removed.
+    /// the new registration does not name are removed. The instance and its checks are this
+    /// node's (keyed under its name); a record of the same id from before nodes shared a
+    /// store is replaced by it.
     pub async fn register_service(
         &self,
         registration: ServiceRegistration,
@@ -81,22 +83,44 @@ impl Agent {
             mut service,
             mut checks,
         } = registration;
-        // The instance and its checks belong to this node: it runs the checks.
-        service.node = self.node().name.clone();
+        let node = self.node().name.clone();
+        service.node = node.clone();
         for check in &mut checks {
-            check.node = self.node().name.clone();
+            check.node = node.clone();
         }
         let now = now_ms();
-        let existing: HashMap<String, Check> = self.catalog.read(|state| {
-            state
-                .own_checks(&service.id)
-                .map(|c| (c.value.id.clone(), c.value.clone()))
-                .collect()
-        });
+        let (existing, legacy): (HashMap<String, Check>, Option<Vec<Check>>) =
+            self.catalog.read(|state| {
+                let existing = state
+                    .instance(&node, &service.id)
+                    .map_or_else(HashMap::new, |i| {
+                        state
+                            .own_checks(&i.value)
+                            .map(|c| (c.value.id.clone(), c.value.clone()))
+                            .collect()
+                    });
+                let legacy = state
+                    .instances
+                    .get(&service.id)
+                    .filter(|i| i.value.node.is_empty())
+                    .map(|i| {
+                        state
+                            .own_checks(&i.value)
+                            .map(|c| c.value.clone())
+                            .collect()
+                    });
+                (existing, legacy)
+            });
         let mut txn = Txn::new().op(Op::put(
-            &keys::service_key(&service.id),
+            &keys::service_key(&node, &service.id),
             keys::encode_service(&service),
         ));
+        if let Some(legacy_checks) = &legacy {
+            txn = txn.op(Op::delete(&keys::service_key("", &service.id)));
+            for check in legacy_checks {
+                txn = txn.op(Op::delete(&keys::check_key("", &check.id)));
+            }
+        }
         for check in &mut checks {
             if let Some(old) = existing.get(&check.id) {
                 check.status = old.status;
@@ -106,48 +130,53 @@ impl Agent {
                 check.critical_since_ms = Some(now);
             }
             txn = txn.op(Op::put(
-                &keys::check_key(&check.id),
+                &keys::check_key(&node, &check.id),
                 keys::encode_check(check),
             ));
         }
         if replace_existing_checks {
-            for id in existing
-                .keys()
-                .filter(|id| !checks.iter().any(|c| &c.id == *id))
+            for old in existing
+                .values()
+                .filter(|old| !checks.iter().any(|c| c.id == old.id))
             {
-                txn = txn.op(Op::delete(&keys::check_key(id)));
+                txn = txn.op(Op::delete(&keys::check_key(&old.node, &old.id)));
             }
         }
         self.commit(txn).await
     }
 
-    /// Removes an instance and all of its checks.
+    /// Removes one of this node's instances and all of its checks.
     pub async fn deregister_service(&self, id: &str) -> Result<(), RegistryError> {
-        let check_ids: Option<Vec<String>> = self.catalog.read(|state| {
-            state
-                .instances
-                .contains_key(id)
-                .then(|| state.own_checks(id).map(|c| c.value.id.clone()).collect())
-        });
-        let Some(check_ids) = check_ids else {
+        let found: Option<(wharf_model::ServiceInstance, Vec<Check>)> =
+            self.catalog.read(|state| {
+                let instance = state.instance(&self.node().name, id)?;
+                let checks = state
+                    .own_checks(&instance.value)
+                    .map(|c| c.value.clone())
+                    .collect();
+                Some((instance.value.clone(), checks))
+            });
+        let Some((instance, checks)) = found else {
             return Err(RegistryError::NotFound(format!(
                 "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
             )));
         };
-        let mut txn = Txn::new().op(Op::delete(&keys::service_key(id)));
-        for check in check_ids {
-            txn = txn.op(Op::delete(&keys::check_key(&check)));
+        let mut txn = Txn::new().op(Op::delete(&keys::service_key(&instance.node, &instance.id)));
+        for check in checks {
+            txn = txn.op(Op::delete(&keys::check_key(&check.node, &check.id)));
         }
         self.commit(txn).await
     }
 
-    /// Registers a standalone check, on an instance or (without a service id) on the node.
+    /// Registers a standalone check, on one of this node's instances or (without a service
+    /// id) on the node.
     pub async fn register_check(&self, mut check: Check) -> Result<(), RegistryError> {
-        check.node = self.node().name.clone();
+        let node = self.node().name.clone();
+        check.node = node.clone();
         let (service_known, old) = self.catalog.read(|state| {
             (
-                check.service_id.is_empty() || state.instances.contains_key(&check.service_id),
-                state.checks.get(&check.id).map(|c| c.value.clone()),
+                check.service_id.is_empty() || state.instance(&node, &check.service_id).is_some(),
+                state.check(&node, &check.id).map(|c| c.value.clone()),
             )
         });
         if !service_known {
@@ -156,29 +185,36 @@ impl Agent {
                 check.service_id
             )));
         }
+        let mut txn = Txn::new();
         match old {
             Some(old) => {
                 check.status = old.status;
                 check.output = old.output;
                 check.critical_since_ms = old.critical_since_ms;
+                if old.node.is_empty() {
+                    txn = txn.op(Op::delete(&keys::check_key("", &old.id)));
+                }
             }
             None if check.status == Status::Critical => check.critical_since_ms = Some(now_ms()),
             None => {}
         }
-        self.commit(Txn::new().op(Op::put(
-            &keys::check_key(&check.id),
+        self.commit(txn.op(Op::put(
+            &keys::check_key(&node, &check.id),
             keys::encode_check(&check),
         )))
         .await
     }
 
     pub async fn deregister_check(&self, id: &str) -> Result<(), RegistryError> {
-        if !self.catalog.read(|state| state.checks.contains_key(id)) {
+        let found = self
+            .catalog
+            .read(|state| state.check(&self.node().name, id).map(|c| c.value.clone()));
+        let Some(check) = found else {
             return Err(RegistryError::NotFound(format!(
                 "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
             )));
-        }
-        self.commit(Txn::new().op(Op::delete(&keys::check_key(id))))
+        };
+        self.commit(Txn::new().op(Op::delete(&keys::check_key(&check.node, &check.id))))
             .await
     }
 
@@ -232,23 +268,30 @@ impl Agent {
         status: Status,
         output: &str,
     ) -> Result<(), RegistryError> {
-        let stored = self.catalog.read(|state| state.checks.get(id).cloned());
+        let (stored, elsewhere) = self.catalog.read(|state| {
+            let own = state.check(&self.node().name, id).cloned();
+            let elsewhere = state
+                .checks
+                .values()
+                .find(|c| c.value.id == id && !self.owns(&c.value.node))
+                .map(|c| c.value.node.clone());
+            (own, elsewhere)
+        });
         let Some(stored) = stored else {
-            return Err(RegistryError::NotFound(format!(
-                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
-            )));
+            return Err(RegistryError::NotFound(match elsewhere {
+                // Its TTL runs on the node that owns it: an update here would not reach it.
+                Some(node) => format!(
+                    "Unknown check ID {id:?} on this node: it belongs to node {node:?}; update it through that node"
+                ),
+                None => format!(
+                    "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+                ),
+            }));
         };
-        if !self.owns(&stored.value.node) {
-            // Its TTL runs on the node that owns it: an update here would not reach it.
-            return Err(RegistryError::NotFound(format!(
-                "Unknown check ID {id:?} on this node: it belongs to node {:?}; update it through that node",
-                stored.value.node
-            )));
-        }
         let CheckKind::Ttl { ttl } = stored.value.kind else {
             return Err(RegistryError::NotTtl(id.to_owned()));
         };
-        self.reset_ttl(id, ttl);
+        self.reset_ttl(&keys::scoped(&stored.value.node, id), ttl);
         self.record_result(&stored, status, output, true).await
     }
 
@@ -267,7 +310,7 @@ impl Agent {
         if !check.record(status, output, now_ms()) || !(status_changed || write_output) {
             return Ok(());
         }
-        let key = keys::check_key(&check.id);
+        let key = keys::check_key(&check.node, &check.id);
         let txn = Txn::new()
             .when(Compare::ModRevision {
                 key: key.clone(),
@@ -281,9 +324,12 @@ impl Agent {
         } else {
             // The check changed underneath (re-registered, updated, removed): retry once on
             // what is there now, so that an API update is never silently lost.
-            let current = self
-                .catalog
-                .read(|state| state.checks.get(&check.id).cloned());
+            let current = self.catalog.read(|state| {
+                state
+                    .checks
+                    .get(&keys::scoped(&check.node, &check.id))
+                    .cloned()
+            });
             match current {
                 Some(current) if current.modify_index != stored.modify_index => {
                     Box::pin(self.record_result(&current, status, output, write_output)).await

@@ -55,11 +55,14 @@ pub enum Resource {
 /// The catalog's contents at one revision.
 #[derive(Debug, Default)]
 pub struct CatalogState {
+    /// Instances by their key (`keys::scoped(node, id)`).
     pub instances: BTreeMap<String, Stored<ServiceInstance>>,
+    /// Checks by their key (`keys::scoped(node, id)`).
     pub checks: BTreeMap<String, Stored<Check>>,
     /// Instance ids by lower-cased service name.
     by_name: HashMap<String, BTreeSet<String>>,
-    /// Check ids by the instance they belong to; `""` holds the node-level checks.
+    /// Check keys by the key of the instance they belong to (`keys::scoped(node, service
+    /// id)`); a node's node-level checks are under `<node>/` (`""` before nodes shared a store).
     checks_by_owner: HashMap<String, BTreeSet<String>>,
     /// Last change per lower-cased service name, tombstones included.
     name_index: HashMap<String, u64>,
@@ -116,7 +119,7 @@ impl CatalogState {
                 .map(|s| s.value.name.to_lowercase())
         };
         let check_owner_lost = |tombstones: &mut BTreeSet<Tombstone>, owner: &str| {
-            if owner.is_empty() {
+            if is_node_level(owner) {
                 tombstones.insert(Tombstone::NodeChecks);
             } else if let Some(name) = name_of(owner) {
                 tombstones.insert(Tombstone::Service(name));
@@ -153,12 +156,13 @@ impl CatalogState {
                 let new_owner = put
                     .and_then(|value| keys::decode(key, value))
                     .and_then(|record| match record {
-                        Record::Check(check) => Some(check.service_id),
+                        Record::Check(check) => Some(owner_of(&check)),
                         _ => None,
                     });
-                if new_owner.as_deref() != Some(old.value.service_id.as_str()) {
+                let old_owner = owner_of(&old.value);
+                if new_owner.as_deref() != Some(old_owner.as_str()) {
                     tombstones.insert(Tombstone::Checks);
-                    check_owner_lost(&mut tombstones, &old.value.service_id);
+                    check_owner_lost(&mut tombstones, &old_owner);
                 }
             }
         }
@@ -174,40 +178,69 @@ impl CatalogState {
             .filter_map(|id| self.instances.get(id))
     }
 
+    /// The instance `id` of `node`, or a record of that id from before nodes shared a store.
+    pub fn instance(&self, node: &str, id: &str) -> Option<&Stored<ServiceInstance>> {
+        self.instances
+            .get(&keys::scoped(node, id))
+            .or_else(|| self.instances.get(id).filter(|i| i.value.node.is_empty()))
+    }
+
+    /// The check `id` of `node`, or a record of that id from before nodes shared a store.
+    pub fn check(&self, node: &str, id: &str) -> Option<&Stored<Check>> {
+        self.checks
+            .get(&keys::scoped(node, id))
+            .or_else(|| self.checks.get(id).filter(|c| c.value.node.is_empty()))
+    }
+
+    /// The instance a check belongs to, if any.
+    pub fn instance_of(&self, check: &Check) -> Option<&Stored<ServiceInstance>> {
+        if check.service_id.is_empty() {
+            return None;
+        }
+        self.instances.get(&owner_of(check))
+    }
+
     /// The checks of one instance, node-level checks first, as Consul lists them: its
-    /// node's `serfHealth` when that node is not alive, then the node-level checks.
-    pub fn checks_of(&self, instance_id: &str) -> Vec<&Stored<Check>> {
-        let mut checks: Vec<_> = self
-            .instances
-            .get(instance_id)
-            .and_then(|i| self.dead.get(&i.value.node))
-            .into_iter()
-            .collect();
-        checks.extend(self.node_checks());
-        checks.extend(
-            self.own_checks(instance_id)
-                .filter(|_| !instance_id.is_empty()),
-        );
+    /// node's `serfHealth` when that node is not alive, then its node's checks.
+    pub fn checks_of(&self, instance: &ServiceInstance) -> Vec<&Stored<Check>> {
+        let mut checks: Vec<_> = self.dead.get(&instance.node).into_iter().collect();
+        checks.extend(self.node_checks(&instance.node));
+        checks.extend(self.own_checks(instance));
         checks
     }
 
     /// The checks registered on one instance, without the node's.
-    pub fn own_checks(&self, instance_id: &str) -> impl Iterator<Item = &Stored<Check>> {
+    pub fn own_checks<'s>(
+        &'s self,
+        instance: &ServiceInstance,
+    ) -> impl Iterator<Item = &'s Stored<Check>> + use<'s> {
+        self.checks_owned_by(&keys::scoped(&instance.node, &instance.id))
+    }
+
+    fn checks_owned_by<'s>(
+        &'s self,
+        owner: &str,
+    ) -> impl Iterator<Item = &'s Stored<Check>> + use<'s> {
         self.checks_by_owner
-            .get(instance_id)
+            .get(owner)
             .into_iter()
             .flatten()
             .filter_map(|id| self.checks.get(id))
     }
 
-    /// Node-level checks: they count for every instance of the node.
-    pub fn node_checks(&self) -> impl Iterator<Item = &Stored<Check>> {
-        self.own_checks("")
+    /// Node-level checks of `node`: they count for every instance of the node (and those
+    /// from before nodes shared a store, for every instance).
+    pub fn node_checks<'s>(
+        &'s self,
+        node: &str,
+    ) -> impl Iterator<Item = &'s Stored<Check>> + use<'s> {
+        let scoped = (!node.is_empty()).then(|| self.checks_owned_by(&keys::scoped(node, "")));
+        self.checks_owned_by("").chain(scoped.into_iter().flatten())
     }
 
-    /// The aggregate status of an instance: the worst of its checks and the node's.
-    pub fn status_of(&self, instance_id: &str) -> Status {
-        Status::aggregate(self.checks_of(instance_id).iter().map(|c| c.value.status))
+    /// The aggregate status of an instance: the worst of its checks and its node's.
+    pub fn status_of(&self, instance: &ServiceInstance) -> Status {
+        Status::aggregate(self.checks_of(instance).iter().map(|c| c.value.status))
     }
 
     /// Service names (as first registered) with the union of their tags.
@@ -233,11 +266,11 @@ impl CatalogState {
         state.clear_to(1);
         let mut changes = Changes::default();
         for instance in instances {
-            let key = keys::service_key(&instance.id);
+            let key = keys::service_key(&instance.node, &instance.id);
             state.apply(&key, Some(Record::Service(instance)), 1, 1, &mut changes);
         }
         for check in checks {
-            let key = keys::check_key(&check.id);
+            let key = keys::check_key(&check.node, &check.id);
             state.apply(&key, Some(Record::Check(check)), 1, 1, &mut changes);
         }
         state
@@ -264,7 +297,7 @@ impl CatalogState {
                         last = last.max(serf.modify_index);
                     }
                 }
-                for check in self.own_checks(id) {
+                for check in self.checks_owned_by(id) {
                     last = last.max(check.modify_index);
                 }
             }
@@ -443,7 +476,7 @@ impl CatalogState {
         } else if let Some(id) = key.strip_prefix(keys::CHECKS) {
             changes.checks.push(id.to_owned());
             let old = self.checks.remove(id);
-            let mut owners: Vec<String> = old.iter().map(|c| c.value.service_id.clone()).collect();
+            let mut owners: Vec<String> = old.iter().map(|c| owner_of(&c.value)).collect();
             if let Some(owner) = owners.first()
                 && let Some(ids) = self.checks_by_owner.get_mut(owner)
             {
@@ -453,9 +486,9 @@ impl CatalogState {
                 }
             }
             if let Some(Record::Check(check)) = record {
-                owners.push(check.service_id.clone());
+                owners.push(owner_of(&check));
                 self.checks_by_owner
-                    .entry(check.service_id.clone())
+                    .entry(owner_of(&check))
                     .or_default()
                     .insert(id.to_owned());
                 self.checks.insert(
@@ -468,7 +501,7 @@ impl CatalogState {
                 );
             }
             for owner in owners {
-                if owner.is_empty() {
+                if is_node_level(&owner) {
                     self.node_checks_index = self.node_checks_index.max(revision);
                     // A node-level check counts for every instance on the node.
                     let names: Vec<String> = self.by_name.keys().cloned().collect();
@@ -572,6 +605,16 @@ impl CatalogState {
         *index = (*index).max(revision);
         touched.push(Resource::Service(name));
     }
+}
+
+/// The key of the instance a check belongs to (`<node>/` for a node-level check of `node`).
+fn owner_of(check: &Check) -> String {
+    keys::scoped(&check.node, &check.service_id)
+}
+
+/// Whether a check owner key stands for a node rather than an instance.
+fn is_node_level(owner: &str) -> bool {
+    owner.is_empty() || owner.ends_with('/')
 }
 
 /// The catalog shared by the API, the checker and the DNS server.
@@ -866,9 +909,10 @@ mod tests {
         let mut feed = agent.catalog.check_changes();
         assert_eq!(feed.recv().await, Some(CheckChange::Reload));
         register(&agent, r#"{"Name":"a","Check":{"TTL":"1m"}}"#).await;
+        let node = agent.node().name.clone();
         assert_eq!(
             feed.recv().await,
-            Some(CheckChange::Changed("service:a".into()))
+            Some(CheckChange::Changed(format!("{node}/service:a")))
         );
         register(&agent, r#"{"Name":"b"}"#).await;
         let (a, b) = (index(&agent, "a"), index(&agent, "b"));
@@ -876,8 +920,13 @@ mod tests {
             wharf_model::decode_check_registration(br#"{"Name":"disk","TTL":"1m"}"#).unwrap();
         agent.register_check(check).await.unwrap();
         assert!(index(&agent, "a") > a && index(&agent, "b") > b);
-        assert_eq!(feed.recv().await, Some(CheckChange::Changed("disk".into())));
-        let status = agent.catalog.read(|s| s.status_of("b"));
+        assert_eq!(
+            feed.recv().await,
+            Some(CheckChange::Changed(format!("{node}/disk")))
+        );
+        let status = agent
+            .catalog
+            .read(|s| s.status_of(&s.instance(&node, "b").unwrap().value));
         assert_eq!(
             status,
             Status::Critical,

@@ -1,8 +1,10 @@
 //! Where the registry keeps its records in the store, and how they are encoded.
 //!
 //! Layout (JSON values, so that `etcdctl get --prefix wharf/` is readable):
-//! - `wharf/services/<instance id>` → [`ServiceInstance`]
-//! - `wharf/checks/<check id>` → [`Check`]
+//! - `wharf/services/<node>/<instance id>` → [`ServiceInstance`], registered through `<node>`
+//!   (ids are the node's own, as a Consul agent's are; `wharf/services/<id>` in records from
+//!   before nodes shared a store)
+//! - `wharf/checks/<node>/<check id>` → [`Check`] (likewise)
 //! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
 //! - `wharf/connect/ca` → [`crate::connect::CaState`] (the CA: cluster id, roots with keys)
 //! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
@@ -84,12 +86,23 @@ pub(crate) fn desired_key(name: &str) -> String {
     format!("{DESIRED}{name}")
 }
 
-pub(crate) fn service_key(id: &str) -> String {
-    format!("{SERVICES}{id}")
+/// Where an instance (or a check) of `node` with `id` lives, after its prefix: `<node>/<id>`,
+/// or the bare id for a record from before nodes shared a store (no node). The catalog's maps
+/// are keyed by it too.
+pub(crate) fn scoped(node: &str, id: &str) -> String {
+    if node.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{node}/{id}")
+    }
 }
 
-pub(crate) fn check_key(id: &str) -> String {
-    format!("{CHECKS}{id}")
+pub(crate) fn service_key(node: &str, id: &str) -> String {
+    format!("{SERVICES}{}", scoped(node, id))
+}
+
+pub(crate) fn check_key(node: &str, id: &str) -> String {
+    format!("{CHECKS}{}", scoped(node, id))
 }
 
 pub(crate) fn encode_service(service: &ServiceInstance) -> Vec<u8> {

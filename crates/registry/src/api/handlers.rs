@@ -87,8 +87,7 @@ pub(super) async fn agent_service(
     let p = params(&q);
     answer(&agent, &p, Resource::Services, |state| {
         let stored = state
-            .instances
-            .get(&id)
+            .instance(&agent.node().name, &id)
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
         let mut entry = AgentServiceJson::new(stored);
         entry.datacenter = Some(&agent.node().datacenter);
@@ -118,10 +117,7 @@ fn check_json<'a>(
     state: &'a CatalogState,
     check: &'a crate::Stored<wharf_model::Check>,
 ) -> HealthCheckJson<'a> {
-    let service = state
-        .instances
-        .get(&check.value.service_id)
-        .map(|s| &s.value);
+    let service = state.instance_of(&check.value).map(|s| &s.value);
     let node = state
         .nodes
         .get(&check.value.node)
@@ -536,7 +532,7 @@ async fn health_entries(
             if !meta_matches(node, &wanted) {
                 continue;
             }
-            let checks = state.checks_of(&stored.value.id);
+            let checks = state.checks_of(&stored.value);
             if passing_only && checks.iter().any(|c| c.value.status != Status::Passing) {
                 continue;
             }
@@ -568,7 +564,7 @@ pub(super) async fn health_checks(
         |state| {
             let mut checks = Vec::new();
             for stored in state.instances_of(&name).filter(|_| node_ok) {
-                for check in state.own_checks(&stored.value.id) {
+                for check in state.own_checks(&stored.value) {
                     checks.push(HealthCheckJson::new(
                         node_of(&agent, state, &stored.value),
                         check,

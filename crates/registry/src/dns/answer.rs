@@ -256,7 +256,7 @@ fn instance_records(
         if tag.is_some_and(|t| !instance.has_tag(t)) {
             continue;
         }
-        let status = state.status_of(&instance.id);
+        let status = state.status_of(instance);
         if status == Status::Critical {
             continue;
         }
