@@ -5,9 +5,12 @@
 //! - Keys live under a prefix (`/wharf/` by default), so one etcd can hold several meshes;
 //!   the registry sees keys without it.
 //! - One gRPC channel per member given, used one at a time: a call that cannot reach its
-//!   member moves to the next one and is tried there (a connection that never opened carried
-//!   nothing, so a write may go again; a read may also go again after a member stopped
-//!   answering mid-call). A deadline per call and HTTP/2 keep-alives find a dead member.
+//!   member (the connection refused or broken) moves to the next one and is tried there. A
+//!   write may so go twice if the first had reached etcd before the connection broke; the
+//!   registry's writes put the same records again, and a compare that then meets its own
+//!   earlier write reports a conflict, which the registry answers by reading again. A call
+//!   that timed out is not sent again (it may still be applied); reads are. A deadline per
+//!   call and HTTP/2 keep-alives find a dead member.
 //! - A watch **resumes** from the last revision it delivered + 1 after any disconnect (with
 //!   a backoff and jitter, so that an etcd restart does not bring every node back at once),
 //!   asks for progress notifications so that an idle watch's resume point stays fresh, and
@@ -85,8 +88,7 @@ impl Members {
     }
 
     /// Runs `call` on the member in use, moving to the next member when it cannot be
-    /// reached: on a connection that never opened (nothing was sent), or with `any_failure`
-    /// (reads) on any unavailability. Each member is tried at most once.
+    /// reached ([`unreached`]). Each member is tried at most once.
     async fn call<T, F, Fut>(&self, any_failure: bool, mut call: F) -> Result<T, tonic::Status>
     where
         F: FnMut(Channel) -> Fut,
@@ -107,13 +109,26 @@ impl Members {
     }
 }
 
-/// Whether a call failed for want of its member (and may go to another).
+/// Whether a call failed for want of its member (and may go to another): the member is
+/// unavailable (refused, or the connection broke); with `any_failure` (reads), a timeout too.
 fn unreached(status: &tonic::Status, any_failure: bool) -> bool {
-    let gone = matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-    );
-    gone && (any_failure || status.message().contains("connect"))
+    // A broken connection surfaces as Unavailable, or as Unknown/Internal with the
+    // transport's words (tonic maps the I/O error kinds one by one).
+    let message = status.message().to_ascii_lowercase();
+    let broken = [
+        "transport error",
+        "connect",
+        "connection reset",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|words| message.contains(words));
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => any_failure,
+        tonic::Code::Unknown | tonic::Code::Internal => broken,
+        _ => false,
+    }
 }
 
 /// What the calls to etcd have learnt about the link.
@@ -166,7 +181,11 @@ pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
 }
 
 fn backend(what: &str, status: tonic::Status) -> StoreError {
-    StoreError::Backend(format!("etcd {what}: {}", status.message()))
+    StoreError::Backend(format!(
+        "etcd {what}: {} ({:?})",
+        status.message(),
+        status.code()
+    ))
 }
 
 /// The end of the range of every key starting with `prefix` (etcd's "prefix + 1").
