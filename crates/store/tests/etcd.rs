@@ -167,3 +167,31 @@ async fn a_dead_member_is_left_for_the_others() {
     );
     assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+async fn a_range_larger_than_a_message_comes_whole_in_order() {
+    let server = EtcdServer::start();
+    let store: Arc<dyn Store> = Arc::new(store_on(&server, "/wharf/").await);
+    // 2,500 keys of 2 KiB: past one page (1,000 keys) and past a 4 MiB gRPC message.
+    let value = vec![b'v'; 2048];
+    for batch in 0..25 {
+        let mut txn = wharf_store::Txn::new();
+        for i in 0..100 {
+            txn = txn.op(wharf_store::Op::put(
+                &format!("k/{:05}", batch * 100 + i),
+                value.clone(),
+            ));
+        }
+        store.txn(txn).await.unwrap();
+    }
+    let head = store.put("z", "after").await.unwrap();
+    let range = store.range("k/").await.unwrap();
+    assert_eq!(range.kvs.len(), 2500);
+    assert!(
+        range.kvs.windows(2).all(|w| w[0].key < w[1].key),
+        "key order"
+    );
+    assert_eq!(range.kvs[2499].key, "k/02499");
+    assert_eq!(range.revision, head, "read at one revision");
+}

@@ -55,6 +55,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A resumed watch waits this long after its first failure, doubling to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Keys per page of a range.
+const RANGE_PAGE: i64 = 1000;
+/// The largest message taken from etcd (tonic's default is 4 MiB; a watch response after a
+/// burst of writes, or a page of large values, can be more).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// A KV client that takes large answers.
+fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
+}
+
 /// How often the heartbeat asks etcd's status.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -336,30 +347,48 @@ impl Store for EtcdStore {
 
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Range>> {
         Box::pin(async move {
-            let key = self.full_key(prefix);
-            let request = RangeRequest {
-                range_end: prefix_end(&key),
-                key,
-                ..RangeRequest::default()
-            };
-            let response = self
-                .members
-                .call(true, |channel| {
-                    let request = request.clone();
-                    async move { KvClient::new(channel).range(request).await }
-                })
-                .await
-                .map_err(|e| backend("range", e))?
-                .into_inner();
-            self.link
-                .answered(response.header.as_ref().map_or(0, |h| h.revision));
+            // In pages of RANGE_PAGE keys, all read at the revision of the first page, so that
+            // a large catalog is neither one huge message nor a torn read.
+            let start = self.full_key(prefix);
+            let end = prefix_end(&start);
+            let mut next = start;
+            let mut at = 0i64;
+            let mut kvs = Vec::new();
+            loop {
+                let request = RangeRequest {
+                    key: next.clone(),
+                    range_end: end.clone(),
+                    limit: RANGE_PAGE,
+                    revision: at,
+                    ..RangeRequest::default()
+                };
+                let response = self
+                    .members
+                    .call(true, |channel| {
+                        let request = request.clone();
+                        async move { kv_client(channel).range(request).await }
+                    })
+                    .await
+                    .map_err(|e| backend("range", e))?
+                    .into_inner();
+                let revision_now = response.header.as_ref().map_or(0, |h| h.revision);
+                self.link.answered(revision_now);
+                if at == 0 {
+                    at = revision_now;
+                }
+                if let Some(last) = response.kvs.last() {
+                    next = last.key.clone();
+                    next.push(0); // the smallest key after it
+                }
+                let more = response.more && !response.kvs.is_empty();
+                kvs.extend(response.kvs.into_iter().filter_map(|kv| self.key_value(kv)));
+                if !more {
+                    break;
+                }
+            }
             Ok(Range {
-                revision: revision(response.header.map_or(0, |h| h.revision)),
-                kvs: response
-                    .kvs
-                    .into_iter()
-                    .filter_map(|kv| self.key_value(kv))
-                    .collect(),
+                revision: revision(at),
+                kvs,
             })
         })
     }
@@ -393,7 +422,7 @@ impl Store for EtcdStore {
                 .members
                 .call(false, |channel| {
                     let request = request.clone();
-                    async move { KvClient::new(channel).txn(request).await }
+                    async move { kv_client(channel).txn(request).await }
                 })
                 .await
                 .map_err(|status| {
@@ -541,7 +570,12 @@ impl Follower {
                     tokio_stream::once(create.clone()),
                     tokio_stream::pending(),
                 );
-                async move { WatchClient::new(channel).watch(requests).await }
+                async move {
+                    WatchClient::new(channel)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .watch(requests)
+                        .await
+                }
             })
             .await
             .map(tonic::Response::into_inner)
