@@ -30,8 +30,13 @@ struct Mesh {
 
 impl Mesh {
     fn start(dir: &Path, services: &str) -> Mesh {
+        Mesh::start_with(dir, "", services)
+    }
+
+    /// With more `[registry]` keys (`registry`, lines of TOML).
+    fn start_with(dir: &Path, registry: &str, services: &str) -> Mesh {
         let manifest = format!(
-            "[registry]\nhttp = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n\n[gateway]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{services}"
+            "[registry]\nhttp = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n{registry}\n[gateway]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{services}"
         );
         std::fs::write(dir.join("wharf.toml"), manifest).unwrap();
         let mut child = Command::new(WHARF)
@@ -616,4 +621,53 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Client).serve_foreve
         let text = mesh.through_gateway("client", "/").text();
         text.is_empty() || !text.starts_with("echo")
     });
+}
+
+/// Two `wharf up` on one etcd, as two hosts would run them (here two processes on one
+/// machine, each with its own data directory and node name): each runs its part, and each
+/// gateway reaches the instances of both, over mTLS between sidecars whose CA is the shared
+/// store's.
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn on_etcd_two_wharf_ups_are_one_mesh() {
+    let etcd = crate::support::etcd_server::EtcdServer::start();
+    let store = etcd.store_url();
+    let host = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let services = format!(
+            "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> hello\" = \"allow\"\n\n\
+             [services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello-on-{name}\"]\nreplicas = 2\n\
+             check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
+        );
+        let registry = format!("store = \"{store}\"\nnode = \"{name}\"\n");
+        let mesh = Mesh::start_with(dir.path(), &registry, &services);
+        (dir, mesh)
+    };
+    let (_dir_a, a) = host("a");
+    let (_dir_b, b) = host("b");
+    for mesh in [&a, &b] {
+        eventually("four hello instances, two per host, all passing", || {
+            mesh.passing("hello").len() == 4
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        eventually("the gateway reaches both hosts' instances", || {
+            let answer = mesh.through_gateway("hello", "/");
+            if answer.status == 200 {
+                seen.insert(answer.text());
+            }
+            seen.len() == 2
+        });
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["hello-on-a", "hello-on-b"]
+        );
+    }
+    // Each host's supervisor runs its own two: stopping host b leaves a's two, and a's
+    // gateway goes on answering from them.
+    drop(b);
+    eventually("only a's instances pass", || a.passing("hello").len() == 2);
+    for _ in 0..10 {
+        let answer = a.through_gateway("hello", "/");
+        assert_eq!((answer.status, answer.text().as_str()), (200, "hello-on-a"));
+    }
 }

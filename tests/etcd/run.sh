@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tests that need a real etcd: the store's conformance suite and the etcd backend's own
 # cases (resume after an etcd restart, a compacted start, prefixes), and registry nodes on one
-# etcd (tests/cluster.rs), each against an etcd server the test starts on free loopback ports
+# etcd (tests/cluster.rs) and two `wharf up` on one etcd (tests/up.rs, `on_etcd_…`), each against an etcd server the test starts on free loopback ports
 # and kills. Installs Debian's etcd-server
 # (and etcd-client, for etcdctl) when they are missing. `cargo test` alone skips these
 # (they are #[ignore]d with this script named); this runs them.
@@ -17,4 +17,4 @@ etcd --version | head -1
 
 cd "$root"
 cargo test --locked -p wharf-store --test etcd -- --include-ignored
-cargo test --locked -p wharf --test integration cluster:: -- --include-ignored
+cargo test --locked -p wharf --test integration -- --include-ignored cluster:: up::on_etcd
