@@ -35,11 +35,16 @@ impl Mesh {
 
     /// With more `[registry]` keys (`registry`, lines of TOML).
     fn start_with(dir: &Path, registry: &str, services: &str) -> Mesh {
+        Mesh::launch(Command::new(WHARF), "127.0.0.1", dir, registry, services)
+    }
+
+    /// `wharf` run by `command` (on a namespace host, say), its listeners on `ip`.
+    fn launch(mut command: Command, ip: &str, dir: &Path, registry: &str, services: &str) -> Mesh {
         let manifest = format!(
-            "[registry]\nhttp = \"127.0.0.1:0\"\ndns = \"127.0.0.1:0\"\n{registry}\n[gateway]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{services}"
+            "[registry]\nhttp = \"{ip}:0\"\ndns = \"{ip}:0\"\n{registry}\n[gateway]\nlisten = \"{ip}:0\"\nadmin = \"{ip}:0\"\n\n{services}"
         );
         std::fs::write(dir.join("wharf.toml"), manifest).unwrap();
-        let mut child = Command::new(WHARF)
+        let mut child = command
             .args(["up", "-f"])
             .arg(dir.join("wharf.toml"))
             .env("WHARF_LOG", "warn")
@@ -670,4 +675,76 @@ fn on_etcd_two_wharf_ups_are_one_mesh() {
         let answer = a.through_gateway("hello", "/");
         assert_eq!((answer.status, answer.text().as_str()), (200, "hello-on-a"));
     }
+}
+
+/// Two hosts made of network namespaces (one bridge, one etcd on it, one `wharf up` per
+/// host, each advertising its own address): each host's gateway reaches the instances of
+/// both over mTLS between their sidecars; when one host's link goes down, the other's
+/// gateway goes on answering every request from its own instances, and the cut host's
+/// instances turn critical within its lease TTL.
+#[test]
+#[ignore = "needs etcd and root (network namespaces): bash tests/etcd/run.sh"]
+fn on_etcd_namespace_hosts_are_one_mesh_and_survive_a_cut() {
+    let hosts = crate::support::hosts::Hosts::create(2);
+    let etcd = crate::support::etcd_server::EtcdServer::start_on(&hosts.bridge_ip());
+    let store = etcd.store_url();
+    let host = |i: usize, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = hosts.ip(i);
+        let services = format!(
+            "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> hello\" = \"allow\"\n\n\
+             [services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello-on-{name}\"]\nreplicas = 2\n\
+             check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
+        );
+        let registry = format!("store = \"{store}\"\nnode = \"{name}\"\nadvertise = \"{ip}\"\n");
+        let mesh = Mesh::launch(
+            hosts.command(i, WHARF),
+            &ip,
+            dir.path(),
+            &registry,
+            &services,
+        );
+        (dir, mesh)
+    };
+    let (_dir_a, a) = host(0, "a");
+    let (_dir_b, b) = host(1, "b");
+    for mesh in [&a, &b] {
+        eventually("four hello instances, two per host, all passing", || {
+            mesh.passing("hello").len() == 4
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        eventually("the gateway reaches both hosts' instances", || {
+            let answer = mesh.through_gateway("hello", "/");
+            if answer.status == 200 {
+                seen.insert(answer.text());
+            }
+            seen.len() == 2
+        });
+    }
+    // b's sidecars took mTLS on b's own address.
+    let proxies = a.get("/v1/health/connect/hello").json();
+    let addresses: std::collections::BTreeSet<&str> = proxies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Service"]["Address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        [hosts.ip(0).as_str(), hosts.ip(1).as_str()].into(),
+        "{proxies}"
+    );
+
+    // b's link goes down: every request through a's gateway is still answered (a dial to
+    // b that fails is tried on a's own), and b's instances turn critical on a.
+    hosts.cut(1);
+    for _ in 0..20 {
+        let answer = a.through_gateway("hello", "/");
+        assert_eq!((answer.status, answer.text().as_str()), (200, "hello-on-a"));
+    }
+    eventually(
+        "b's instances are critical on a (its lease expired)",
+        || a.passing("hello").len() == 2,
+    );
+    drop(b);
 }

@@ -6,6 +6,7 @@ pub(crate) mod dns;
 #[path = "../../crates/store/tests/support/etcd_server.rs"]
 #[allow(dead_code)]
 pub(crate) mod etcd_server;
+pub(crate) mod hosts;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -27,6 +27,9 @@ pub(crate) struct Manifest {
     pub etcd_prefix: String,
     /// This registry node's name, when the manifest gives one.
     pub node: Option<String>,
+    /// This host's address for the other hosts of the mesh: the node's address, and where
+    /// sidecars take mTLS from them.
+    pub advertise: Option<std::net::IpAddr>,
     pub domain: String,
     pub http_limits: wharf_registry::HttpLimits,
     pub gateway_listen: SocketAddr,
@@ -98,6 +101,8 @@ struct RawRegistry {
     etcd_prefix: Option<Spanned<String>>,
     /// This registry node's name (default: the host's).
     node: Option<String>,
+    /// This host's address for the other hosts (default: loopback).
+    advertise: Option<std::net::IpAddr>,
     domain: Option<String>,
     http_max_conns_per_client: Option<Spanned<i64>>,
     http_read_timeout: Option<Spanned<String>>,
@@ -447,6 +452,7 @@ impl Manifest {
             store,
             etcd_prefix,
             node: raw.registry.node.clone(),
+            advertise: raw.registry.advertise,
             domain: raw.registry.domain.unwrap_or_else(|| "wharf".into()),
             http_limits,
             gateway_listen: raw

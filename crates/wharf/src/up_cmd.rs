@@ -22,6 +22,9 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     if let Some(name) = &manifest.node {
         node.name = name.clone();
     }
+    if let Some(advertise) = manifest.advertise {
+        node.address = advertise.to_string();
+    }
     let mut config = Config::new(manifest.registry_http, node);
     config.dns = Some(manifest.registry_dns);
     config.domain = manifest.domain.clone();
@@ -76,6 +79,9 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
             services: manifest.sidecars.clone(),
+            inbound_ip: manifest
+                .advertise
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
         }) as Arc<dyn Companion>
     });
     let supervisor = Supervisor::start_with(
@@ -160,6 +166,9 @@ struct Sidecars {
     registry: String,
     /// Per service: what its sidecars need to know.
     services: std::collections::BTreeMap<String, SidecarSpec>,
+    /// Where inbound sides listen: this host's advertised address, so that the sidecars of
+    /// other hosts reach them (the apps themselves stay on loopback).
+    inbound_ip: std::net::IpAddr,
 }
 
 impl Companion for Sidecars {
@@ -180,7 +189,7 @@ impl Companion for Sidecars {
             app: ([127, 0, 0, 1], port).into(),
             protocol: spec.protocol,
             mode: spec.mode,
-            inbound: Some(([127, 0, 0, 1], 0).into()),
+            inbound: Some((self.inbound_ip, 0).into()),
             outbound: Some(([127, 0, 0, 1], 0).into()),
             // For `wharf mesh status` (found through the registration's meta).
             admin: Some(([127, 0, 0, 1], 0).into()),

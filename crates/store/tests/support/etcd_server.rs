@@ -27,10 +27,12 @@ pub(crate) struct EtcdServer {
     peer_port: u16,
     /// `--initial-cluster`: every member's name and peer URL.
     initial_cluster: String,
+    /// The address it listens on (loopback, or a test host's bridge).
+    ip: String,
 }
 
 impl EtcdServer {
-    fn new(name: &str) -> EtcdServer {
+    fn new(name: &str, ip: &str) -> EtcdServer {
         let peer_port = free_port();
         EtcdServer {
             child: None,
@@ -38,13 +40,20 @@ impl EtcdServer {
             name: name.to_owned(),
             client_port: free_port(),
             peer_port,
-            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+            initial_cluster: format!("{name}=http://{ip}:{peer_port}"),
+            ip: ip.to_owned(),
         }
     }
 
-    /// Starts a one-member etcd and waits until it is healthy.
+    /// Starts a one-member etcd on loopback and waits until it is healthy.
     pub(crate) fn start() -> EtcdServer {
-        let mut server = EtcdServer::new("test");
+        EtcdServer::start_on("127.0.0.1")
+    }
+
+    /// Starts a one-member etcd listening on `ip` (an address of this machine's) and waits
+    /// until it is healthy.
+    pub(crate) fn start_on(ip: &str) -> EtcdServer {
+        let mut server = EtcdServer::new("test", ip);
         server.run();
         server
     }
@@ -52,7 +61,7 @@ impl EtcdServer {
     /// Starts a cluster of `members` on loopback and waits until every member is healthy.
     pub(crate) fn cluster(members: usize) -> Vec<EtcdServer> {
         let mut servers: Vec<EtcdServer> = (0..members)
-            .map(|i| EtcdServer::new(&format!("m{i}")))
+            .map(|i| EtcdServer::new(&format!("m{i}"), "127.0.0.1"))
             .collect();
         let initial = servers
             .iter()
@@ -79,7 +88,7 @@ impl EtcdServer {
     /// become healthy together).
     pub(crate) fn spawn(&mut self) {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = format!("http://{}:{}", self.ip, self.peer_port);
         let child = Command::new("etcd")
             .arg(format!("--name={}", self.name))
             .arg(format!(
@@ -113,7 +122,7 @@ impl EtcdServer {
     }
 
     fn healthy(&self) -> bool {
-        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let Ok(mut conn) = TcpStream::connect((self.ip.as_str(), self.client_port)) else {
             return false;
         };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
@@ -128,19 +137,19 @@ impl EtcdServer {
 
     /// `http://127.0.0.1:PORT`, for the store's client.
     pub(crate) fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
     }
 
     /// `etcd://127.0.0.1:PORT`, as `--store` takes it.
     pub(crate) fn store_url(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        format!("etcd://{}:{}", self.ip, self.client_port)
     }
 
     /// `etcd://H:P,H:P,...` for every member of `cluster`.
     pub(crate) fn cluster_url(cluster: &[EtcdServer]) -> String {
         let members: Vec<String> = cluster
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.client_port))
+            .map(|s| format!("{}:{}", s.ip, s.client_port))
             .collect();
         format!("etcd://{}", members.join(","))
     }
@@ -149,7 +158,7 @@ impl EtcdServer {
     pub(crate) fn is_leader(&self) -> bool {
         let output = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=127.0.0.1:{}", self.client_port))
+            .arg(format!("--endpoints={}:{}", self.ip, self.client_port))
             .args(["endpoint", "status", "-w", "json"])
             .output()
             .expect("etcdctl");
