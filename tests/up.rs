@@ -628,6 +628,36 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Client).serve_foreve
     });
 }
 
+/// The part of a two-host manifest each host runs: two `hello` instances named after the
+/// host, with mTLS on and the gateway allowed to call them.
+fn host_services(name: &str) -> String {
+    format!(
+        "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> hello\" = \"allow\"\n\n\
+         [services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello-on-{name}\"]\nreplicas = 2\n\
+         check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
+    )
+}
+
+/// Waits until `mesh` sees the four instances of hosts a and b passing and its gateway has
+/// answered from both hosts.
+fn reaches_both_hosts(mesh: &Mesh) {
+    eventually("four hello instances, two per host, all passing", || {
+        mesh.passing("hello").len() == 4
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    eventually("the gateway reaches both hosts' instances", || {
+        let answer = mesh.through_gateway("hello", "/");
+        if answer.status == 200 {
+            seen.insert(answer.text());
+        }
+        seen.len() == 2
+    });
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["hello-on-a", "hello-on-b"]
+    );
+}
+
 /// Two `wharf up` on one etcd, as two hosts would run them (here two processes on one
 /// machine, each with its own data directory and node name): each runs its part, and each
 /// gateway reaches the instances of both, over mTLS between sidecars whose CA is the shared
@@ -639,11 +669,7 @@ fn on_etcd_two_wharf_ups_are_one_mesh() {
     let store = etcd.store_url();
     let host = |name: &str| {
         let dir = tempfile::tempdir().unwrap();
-        let services = format!(
-            "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> hello\" = \"allow\"\n\n\
-             [services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello-on-{name}\"]\nreplicas = 2\n\
-             check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
-        );
+        let services = host_services(name);
         let registry = format!("store = \"{store}\"\nnode = \"{name}\"\n");
         let mesh = Mesh::start_with(dir.path(), &registry, &services);
         (dir, mesh)
@@ -651,21 +677,7 @@ fn on_etcd_two_wharf_ups_are_one_mesh() {
     let (_dir_a, a) = host("a");
     let (_dir_b, b) = host("b");
     for mesh in [&a, &b] {
-        eventually("four hello instances, two per host, all passing", || {
-            mesh.passing("hello").len() == 4
-        });
-        let mut seen = std::collections::BTreeSet::new();
-        eventually("the gateway reaches both hosts' instances", || {
-            let answer = mesh.through_gateway("hello", "/");
-            if answer.status == 200 {
-                seen.insert(answer.text());
-            }
-            seen.len() == 2
-        });
-        assert_eq!(
-            seen.into_iter().collect::<Vec<_>>(),
-            ["hello-on-a", "hello-on-b"]
-        );
+        reaches_both_hosts(mesh);
     }
     // Each host's supervisor runs its own two: stopping host b leaves a's two, and a's
     // gateway goes on answering from them.
@@ -691,11 +703,7 @@ fn on_etcd_namespace_hosts_are_one_mesh_and_survive_a_cut() {
     let host = |i: usize, name: &str| {
         let dir = tempfile::tempdir().unwrap();
         let ip = hosts.ip(i);
-        let services = format!(
-            "[mesh]\nmtls = true\ndefault_intention = \"deny\"\n\n[intentions]\n\"gateway -> hello\" = \"allow\"\n\n\
-             [services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello-on-{name}\"]\nreplicas = 2\n\
-             check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n"
-        );
+        let services = host_services(name);
         let registry = format!("store = \"{store}\"\nnode = \"{name}\"\nadvertise = \"{ip}\"\n");
         let mesh = Mesh::launch(
             hosts.command(i, WHARF),
@@ -709,17 +717,7 @@ fn on_etcd_namespace_hosts_are_one_mesh_and_survive_a_cut() {
     let (_dir_a, a) = host(0, "a");
     let (_dir_b, b) = host(1, "b");
     for mesh in [&a, &b] {
-        eventually("four hello instances, two per host, all passing", || {
-            mesh.passing("hello").len() == 4
-        });
-        let mut seen = std::collections::BTreeSet::new();
-        eventually("the gateway reaches both hosts' instances", || {
-            let answer = mesh.through_gateway("hello", "/");
-            if answer.status == 200 {
-                seen.insert(answer.text());
-            }
-            seen.len() == 2
-        });
+        reaches_both_hosts(mesh);
     }
     // b's sidecars took mTLS on b's own address.
     let proxies = a.get("/v1/health/connect/hello").json();
