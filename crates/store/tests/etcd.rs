@@ -195,3 +195,80 @@ async fn a_range_larger_than_a_message_comes_whole_in_order() {
     assert_eq!(range.kvs[2499].key, "k/02499");
     assert_eq!(range.revision, head, "read at one revision");
 }
+
+/// A CA, and a certificate for `names` (DNS names and IP addresses) signed by it, as PEM.
+fn issue(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |sans: Vec<SanType>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.subject_alt_names = sans;
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec![
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        SanType::DnsName("localhost".try_into().unwrap()),
+    ]);
+    let (client_cert, client_key) = leaf(vec![SanType::DnsName("wharf".try_into().unwrap())]);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("client.pem", client_cert),
+        ("client-key.pem", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+async fn an_etcd_that_takes_tls_only_is_reached_with_etcds() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, server_cert, server_key, client_cert, client_key] = issue(dir.path());
+    let server = EtcdServer::start_tls(&server_cert, &server_key, &ca);
+    let endpoints = wharf_store::etcd::parse_url(&server.store_url()).unwrap();
+    assert!(endpoints[0].starts_with("https://"), "{endpoints:?}");
+    let tls = wharf_store::etcd::EtcdTls {
+        ca_pem: std::fs::read(&ca).unwrap(),
+        client: Some((
+            std::fs::read(&client_cert).unwrap(),
+            std::fs::read(&client_key).unwrap(),
+        )),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        match EtcdStore::connect_with(&endpoints, "/wharf/", Some(&tls)).await {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    store.put("k", "over tls").await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"over tls");
+    // Without the CA, an etcds:// store is refused with a reason; without a client
+    // certificate, etcd refuses the connection.
+    let refused = EtcdStore::connect_with(&endpoints, "/wharf/", None).await;
+    assert!(matches!(&refused, Err(StoreError::Backend(why)) if why.contains("--etcd-ca")));
+    let anonymous = wharf_store::etcd::EtcdTls {
+        ca_pem: tls.ca_pem.clone(),
+        client: None,
+    };
+    assert!(
+        EtcdStore::connect_with(&endpoints, "/wharf/", Some(&anonymous))
+            .await
+            .is_err()
+    );
+}

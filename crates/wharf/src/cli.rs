@@ -139,6 +139,14 @@ pub(crate) struct RegistryArgs {
     /// With an etcd store: the prefix of every key this mesh keeps in etcd.
     #[arg(long, default_value = "/wharf/", value_name = "PREFIX")]
     pub etcd_prefix: String,
+    /// With an `etcds://` store: the CA of etcd's certificates (PEM), and this node's client
+    /// certificate and key when etcd asks for one.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
     /// Node name (default: this host's name).
     #[arg(long)]
     pub node: Option<String>,

@@ -25,6 +25,7 @@ pub(crate) struct Manifest {
     /// `embedded`, or `etcd://HOST:PORT[,...]`.
     pub store: String,
     pub etcd_prefix: String,
+    pub etcd_tls: crate::registry_cmd::EtcdTlsFiles,
     /// This registry node's name, when the manifest gives one.
     pub node: Option<String>,
     /// This host's address for the other hosts of the mesh: the node's address, and where
@@ -96,9 +97,13 @@ struct RawRegistry {
     http: Option<SocketAddr>,
     dns: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
-    /// `embedded` (default) or `etcd://HOST:PORT[,...]`.
+    /// `embedded` (default) or `etcd://HOST:PORT[,...]` (`etcds://` for TLS).
     store: Option<Spanned<String>>,
     etcd_prefix: Option<Spanned<String>>,
+    /// For `etcds://`: PEM files, relative to the manifest.
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
     /// This registry node's name (default: the host's).
     node: Option<String>,
     /// This host's address for the other hosts (default: loopback).
@@ -451,6 +456,11 @@ impl Manifest {
                 .map_or_else(|| dir.join(".wharf"), |d| dir.join(d)),
             store,
             etcd_prefix,
+            etcd_tls: crate::registry_cmd::EtcdTlsFiles {
+                ca: raw.registry.etcd_ca.as_ref().map(|p| dir.join(p)),
+                cert: raw.registry.etcd_cert.as_ref().map(|p| dir.join(p)),
+                key: raw.registry.etcd_key.as_ref().map(|p| dir.join(p)),
+            },
             node: raw.registry.node.clone(),
             advertise: raw.registry.advertise,
             domain: raw.registry.domain.unwrap_or_else(|| "wharf".into()),

@@ -11,12 +11,40 @@ use wharf_store::{EmbeddedStore, EtcdStore, Store};
 use crate::BadInput;
 use crate::cli::RegistryArgs;
 
+/// The files of an `etcds://` store's TLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EtcdTlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTlsFiles {
+    fn load(&self) -> anyhow::Result<Option<wharf_store::etcd::EtcdTls>> {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let client = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(Some(wharf_store::etcd::EtcdTls {
+            ca_pem: read(ca)?,
+            client,
+        }))
+    }
+}
+
 /// Opens the store `spec` names: `embedded` (the file in `data_dir`, which is created) or
-/// `etcd://HOST:PORT[,...]` with its keys under `etcd_prefix`.
+/// `etcd://HOST:PORT[,...]` (`etcds://` with `tls`) with its keys under `etcd_prefix`.
 pub(crate) async fn open_store(
     spec: &str,
     data_dir: &Path,
     etcd_prefix: &str,
+    tls: &EtcdTlsFiles,
 ) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -39,7 +67,8 @@ pub(crate) async fn open_store(
         ))
         .into());
     }
-    let store = EtcdStore::connect(&endpoints, etcd_prefix)
+    let tls = tls.load()?;
+    let store = EtcdStore::connect_with(&endpoints, etcd_prefix, tls.as_ref())
         .await
         .with_context(|| format!("cannot reach etcd at {spec}"))?;
     tracing::info!(endpoints = ?endpoints, prefix = etcd_prefix, "store: etcd");
@@ -47,7 +76,12 @@ pub(crate) async fn open_store(
 }
 
 pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.store, &args.data_dir, &args.etcd_prefix).await?;
+    let tls = EtcdTlsFiles {
+        ca: args.etcd_ca.clone(),
+        cert: args.etcd_cert.clone(),
+        key: args.etcd_key.clone(),
+    };
+    let store = open_store(&args.store, &args.data_dir, &args.etcd_prefix, &tls).await?;
 
     let mut node = NodeInfo::local(node_id(&args.data_dir)?);
     if let Some(name) = args.node {

@@ -17,7 +17,13 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     // Refuse a bad manifest before anything starts.
     let manifest = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
 
-    let store = open_store(&manifest.store, &manifest.data_dir, &manifest.etcd_prefix).await?;
+    let store = open_store(
+        &manifest.store,
+        &manifest.data_dir,
+        &manifest.etcd_prefix,
+        &manifest.etcd_tls,
+    )
+    .await?;
     let mut node = NodeInfo::local(node_id(&manifest.data_dir)?);
     if let Some(name) = &manifest.node {
         node.name = name.clone();

@@ -168,11 +168,18 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// `etcd://H:P[,H:P...]` as the endpoints it names (`http://H:P` each).
+/// `etcd://H:P[,H:P...]` as the endpoints it names (`http://H:P` each); `etcds://` for TLS
+/// (`https://H:P` each).
 pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
-    let hosts = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| format!("{url:?}: an etcd store is etcd://HOST:PORT[,HOST:PORT...]"))?;
+    let (scheme, hosts) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+        (Some(hosts), _) => ("http", hosts),
+        (_, Some(hosts)) => ("https", hosts),
+        _ => {
+            return Err(format!(
+                "{url:?}: an etcd store is etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)"
+            ));
+        }
+    };
     let endpoints: Vec<String> = hosts
         .trim_end_matches('/')
         .split(',')
@@ -182,13 +189,23 @@ pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
                 .rsplit_once(':')
                 .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
             if valid {
-                Ok(format!("http://{host}"))
+                Ok(format!("{scheme}://{host}"))
             } else {
                 Err(format!("{url:?}: {host:?} is not HOST:PORT"))
             }
         })
         .collect::<Result<_, _>>()?;
     Ok(endpoints)
+}
+
+/// How to talk TLS to etcd (`etcds://`): the CA that signed its members' certificates, and
+/// this node's client certificate when etcd asks for one (`--client-cert-auth`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    /// PEM; `None`: the machine's usual roots are not consulted, so it is required.
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn backend(what: &str, status: tonic::Status) -> StoreError {
@@ -219,10 +236,36 @@ impl EtcdStore {
     /// A store on the etcd members at `endpoints` (`http://H:P`), keys under `prefix`. Checks
     /// that etcd answers before returning.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore> {
+        EtcdStore::connect_with(endpoints, prefix, None).await
+    }
+
+    /// As [`EtcdStore::connect`], with TLS for `https://` endpoints.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&EtcdTls>,
+    ) -> Result<EtcdStore> {
+        let tls_config = tls.map(|tls| {
+            let mut config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            config
+        });
         let endpoints = endpoints
             .iter()
             .map(|url| {
+                if url.starts_with("https://") && tls_config.is_none() {
+                    return Err(StoreError::Backend(format!(
+                        "etcd endpoint {url:?}: TLS needs the CA of etcd's certificates (--etcd-ca)"
+                    )));
+                }
                 Endpoint::from_shared(url.clone())
+                    .and_then(|e| match &tls_config {
+                        Some(config) if url.starts_with("https://") => e.tls_config(config.clone()),
+                        _ => Ok(e),
+                    })
                     .map(|e| {
                         e.connect_timeout(CONNECT_TIMEOUT)
                             .timeout(CALL_TIMEOUT)

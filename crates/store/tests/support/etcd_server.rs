@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub(crate) struct EtcdServer {
     initial_cluster: String,
     /// The address it listens on (loopback, or a test host's bridge).
     ip: String,
+    /// `--cert-file`, `--key-file` and `--trusted-ca-file` (client certificates required):
+    /// an etcd that takes TLS only.
+    tls: Option<[std::path::PathBuf; 3]>,
 }
 
 impl EtcdServer {
@@ -42,7 +46,18 @@ impl EtcdServer {
             peer_port,
             initial_cluster: format!("{name}=http://{ip}:{peer_port}"),
             ip: ip.to_owned(),
+            tls: None,
         }
+    }
+
+    /// Starts a one-member etcd on loopback that takes TLS only (client certificates
+    /// required), with `cert` and `key` (PEM files) signed by `ca`; does not wait (its health
+    /// endpoint is behind TLS too: poll with a client).
+    pub(crate) fn start_tls(cert: &Path, key: &Path, ca: &Path) -> EtcdServer {
+        let mut server = EtcdServer::new("test", "127.0.0.1");
+        server.tls = Some([cert.to_owned(), key.to_owned(), ca.to_owned()]);
+        server.spawn();
+        server
     }
 
     /// Starts a one-member etcd on loopback and waits until it is healthy.
@@ -89,7 +104,15 @@ impl EtcdServer {
     pub(crate) fn spawn(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://{}:{}", self.ip, self.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some([cert, key, ca]) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()))
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
@@ -137,12 +160,14 @@ impl EtcdServer {
 
     /// `http://127.0.0.1:PORT`, for the store's client.
     pub(crate) fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
     /// `etcd://127.0.0.1:PORT`, as `--store` takes it.
     pub(crate) fn store_url(&self) -> String {
-        format!("etcd://{}:{}", self.ip, self.client_port)
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
     /// `etcd://H:P,H:P,...` for every member of `cluster`.
