@@ -709,3 +709,83 @@ fn connect_proxies_answer_health_connect_and_block_on_their_changes() {
         refused.text()
     );
 }
+
+/// `--tls-cert`/`--tls-key`: the API speaks TLS only; curl and Wharf's own CLI reach it with
+/// the CA (`--cacert`, `WHARF_CACERT`), and nothing reaches it in plaintext or without it.
+#[test]
+fn the_api_can_listen_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::support::certs::issue(dir.path());
+    let (ca_file, cert_file, key_file) = (&certs.ca, &certs.server_cert, &certs.server_key);
+    let registry = RegistryProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            cert_file.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}", registry.addr);
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("{url}/v1/catalog/services"))
+            .output()
+            .expect("curl")
+    };
+    let ok = curl(&["--cacert", ca_file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        text.ends_with("\n200"),
+        "{text} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !curl(&[]).status.success(),
+        "a client without the CA is refused"
+    );
+    let mut plain = std::net::TcpStream::connect(registry.addr).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = std::io::Write::write_all(
+        &mut plain,
+        b"GET /v1/catalog/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plaintext is not answered"
+    );
+
+    // Wharf's own CLI, as a user would point it: https:// and the CA in WHARF_CACERT.
+    let register = std::process::Command::new(WHARF)
+        .args(["register", "web", "--port", "9000", "--registry", &url])
+        .env("WHARF_CACERT", ca_file)
+        .output()
+        .unwrap();
+    assert!(register.status.success(), "{register:?}");
+    let listed = std::process::Command::new(WHARF)
+        .args(["services", "--registry", &url])
+        .env("WHARF_CACERT", ca_file)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("web"),
+        "{listed:?}"
+    );
+    let without = std::process::Command::new(WHARF)
+        .args(["services", "--registry", &url])
+        .env_remove("WHARF_CACERT")
+        .env_remove("CONSUL_CACERT")
+        .output()
+        .unwrap();
+    assert!(!without.status.success());
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("WHARF_CACERT"),
+        "{without:?}"
+    );
+}

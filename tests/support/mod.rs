@@ -2,6 +2,9 @@
 //! to it over a real socket, poll for conditions with a deadline, and stop every process
 //! started, even when the test fails (the handles kill on drop).
 
+#[path = "../../crates/store/tests/support/certs.rs"]
+#[allow(dead_code)]
+pub(crate) mod certs;
 pub(crate) mod dns;
 #[path = "../../crates/store/tests/support/etcd_server.rs"]
 #[allow(dead_code)]
@@ -58,12 +61,10 @@ impl RegistryProcess {
         stdout
             .read_line(&mut line)
             .expect("read the registry's first line");
-        let Some(url) = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|u| u.strip_prefix("http://"))
-        else {
+        let Some(url) = line.trim().rsplit(' ').next().and_then(|u| {
+            u.strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"))
+        }) else {
             let _ = child.kill();
             panic!("registry did not announce its address: {line:?}");
         };

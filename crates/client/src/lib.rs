@@ -42,13 +42,48 @@ pub enum ClientError {
     Failed { status: StatusCode, reason: String },
     #[error("unexpected answer from the registry: {0}")]
     Decode(String),
+    /// TLS to an `https://` registry cannot be set up.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A registry client; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// The TLS a client speaks to an `https://` registry: the roots in the PEM file that
+/// `WHARF_CACERT` (or Consul's `CONSUL_CACERT`) names. Plain `http://` needs none.
+fn tls_config(needed: bool) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if needed {
+        let path = std::env::var_os("WHARF_CACERT")
+            .or_else(|| std::env::var_os("CONSUL_CACERT"))
+            .ok_or_else(|| {
+                ClientError::Tls(
+                    "an https:// registry needs the CA of its certificate: set WHARF_CACERT (or CONSUL_CACERT) to a PEM file".into(),
+                )
+            })?;
+        let pem = std::fs::read(&path).map_err(|e| {
+            ClientError::Tls(format!(
+                "cannot read {}: {e}",
+                std::path::Path::new(&path).display()
+            ))
+        })?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| ClientError::Tls(format!("bad CA file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(format!("bad CA certificate: {e}")))?;
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// An instance with its health, from `/v1/health/service/<name>`.
@@ -152,17 +187,30 @@ pub struct Blocking {
 
 impl Client {
     /// A client of the registry at `base` (`http://127.0.0.1:8500`).
+    /// A client of the registry at `base` (`http://H:P`, or `https://H:P` with the CA of its
+    /// certificate in the file `WHARF_CACERT` or `CONSUL_CACERT` names, as Consul's CLI
+    /// takes it).
     pub fn new(base: &str) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/');
         let uri: http::Uri = base
             .parse()
             .map_err(|_| ClientError::BadAddress(base.to_owned()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(ClientError::BadAddress(base.to_owned())),
+        };
+        if uri.host().is_none() {
             return Err(ClientError::BadAddress(base.to_owned()));
         }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(tls)?)
+            .https_or_http()
+            .enable_http1()
+            .build();
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build_http();
+            .build(connector);
         Ok(Client {
             base: base.to_owned(),
             http,

@@ -105,6 +105,17 @@ pub fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, Tls
     Ok(Arc::new(config))
 }
 
+/// The registry API's TLS (`--tls-cert`, `--tls-key`): the server's certificate chain and
+/// key, no client certificate asked (tokens say who a caller is), TLS 1.2 and 1.3, HTTP/1.1.
+pub fn api_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs(cert_pem)?, key(key_pem)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// When the (first) certificate in `pem` expires, in seconds since the epoch.
 pub fn not_after(pem: &str) -> Option<u64> {
     let der = certs(pem).ok()?.into_iter().next()?;

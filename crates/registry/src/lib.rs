@@ -52,6 +52,8 @@ pub struct Config {
     /// The TTL of this node's liveness lease: how long after it dies its instances turn
     /// critical on the other nodes.
     pub node_ttl: Duration,
+    /// TLS on the HTTP API (`None`: plain HTTP).
+    pub api_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
@@ -86,6 +88,7 @@ impl Config {
             http_limits: HttpLimits::default(),
             mesh: connect::MeshConfig::default(),
             node_ttl: Duration::from_secs(10),
+            api_tls: None,
         }
     }
 }
@@ -143,6 +146,7 @@ impl Registry {
             listener,
             router,
             config.http_limits.clone(),
+            config.api_tls.clone(),
             shutdown_rx,
         ));
         Ok(Registry {

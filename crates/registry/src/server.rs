@@ -4,6 +4,8 @@
 //! limits on one client: at most [`HttpLimits::max_conns_per_client`] connections per IP
 //! address (more are answered 429 and closed, as Consul's `http_max_conns_per_client`), and
 //! [`HttpLimits::read_timeout`] for a request head and for an idle kept-alive connection.
+//! With TLS on (`--tls-cert`), every connection is a TLS one (rustls), its handshake bound by
+//! the same read timeout.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::HttpLimits;
@@ -41,8 +43,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -71,9 +75,23 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let Some(slot) = connections.take(peer.ip(), limits.max_conns_per_client) else {
             tracing::warn!(client = %peer.ip(), limit = limits.max_conns_per_client, "too many connections from one address");
-            tokio::spawn(refuse(stream));
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                match acceptor {
+                    None => refuse(stream).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_secs(5), handshake).await
+                        {
+                            refuse(stream).await;
+                        }
+                    }
+                }
+            });
             continue;
         };
+        let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -86,8 +104,22 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let _ = watcher.watch(connection.into_owned()).await;
+            match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    let Ok(Ok(stream)) = tokio::time::timeout(read_timeout, handshake).await else {
+                        return; // not TLS, or too slow to say hello
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+            }
             drop(slot);
         });
     }
@@ -97,7 +129,10 @@ pub async fn serve(
 
 /// Answers the request on a connection over the limit with 429 and its reason, then closes.
 /// It reads the request first, so that closing does not reset the answer away.
-async fn refuse(stream: TcpStream) {
+async fn refuse<S>(stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(|_request| async {
         let body = Full::new(Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")));
         let mut response = http::Response::new(body);

@@ -196,53 +196,19 @@ async fn a_range_larger_than_a_message_comes_whole_in_order() {
     assert_eq!(range.revision, head, "read at one revision");
 }
 
-/// A CA, and a certificate for `names` (DNS names and IP addresses) signed by it, as PEM.
-fn issue(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<SanType>| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.subject_alt_names = sans;
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec![
-        SanType::IpAddress("127.0.0.1".parse().unwrap()),
-        SanType::DnsName("localhost".try_into().unwrap()),
-    ]);
-    let (client_cert, client_key) = leaf(vec![SanType::DnsName("wharf".try_into().unwrap())]);
-    let files = [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server_cert),
-        ("server-key.pem", server_key),
-        ("client.pem", client_cert),
-        ("client-key.pem", client_key),
-    ];
-    files.map(|(name, pem)| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
 async fn an_etcd_that_takes_tls_only_is_reached_with_etcds() {
     let dir = tempfile::tempdir().unwrap();
-    let [ca, server_cert, server_key, client_cert, client_key] = issue(dir.path());
-    let server = EtcdServer::start_tls(&server_cert, &server_key, &ca);
+    let certs = support::certs::issue(dir.path());
+    let server = EtcdServer::start_tls(&certs.server_cert, &certs.server_key, &certs.ca);
     let endpoints = wharf_store::etcd::parse_url(&server.store_url()).unwrap();
     assert!(endpoints[0].starts_with("https://"), "{endpoints:?}");
     let tls = wharf_store::etcd::EtcdTls {
-        ca_pem: std::fs::read(&ca).unwrap(),
+        ca_pem: std::fs::read(&certs.ca).unwrap(),
         client: Some((
-            std::fs::read(&client_cert).unwrap(),
-            std::fs::read(&client_key).unwrap(),
+            std::fs::read(&certs.client_cert).unwrap(),
+            std::fs::read(&certs.client_key).unwrap(),
         )),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -150,6 +150,12 @@ pub(crate) struct RegistryArgs {
     /// Node name (default: this host's name).
     #[arg(long)]
     pub node: Option<String>,
+    /// TLS on the HTTP API: the certificate chain and key (PEM). Clients then use
+    /// https:// with the CA in WHARF_CACERT (or CONSUL_CACERT).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How long after this node dies its instances turn critical on the other nodes of its
     /// store (the TTL of its liveness lease).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]

@@ -90,6 +90,14 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     node.address = args.advertise;
     node.datacenter = args.datacenter;
     let mut config = Config::new(args.http, node);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let tls = wharf_mesh::tls::api_server_config(&read(cert)?, &read(key)?)
+            .map_err(|e| BadInput(format!("--tls-cert/--tls-key: {e}")))?;
+        config.api_tls = Some(tls);
+    }
     config.min_deregister_after = args.min_deregister_after;
     config.node_ttl = args.node_ttl;
     config.dns = Some(args.dns);
@@ -104,7 +112,15 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let registry = Registry::start(store, config).await?;
     tracing::info!("registry started");
     // One plain line on stdout, for people and for scripts that wait for the registry.
-    println!("wharf registry: HTTP API on http://{}", registry.http_addr);
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "wharf registry: HTTP API on {scheme}://{}",
+        registry.http_addr
+    );
     if let Some(dns) = registry.dns_addr {
         println!("wharf registry: DNS on {dns} (UDP and TCP)");
     }
