@@ -746,3 +746,47 @@ fn on_etcd_namespace_hosts_are_one_mesh_and_survive_a_cut() {
     );
     drop(b);
 }
+
+/// The manifest's `[intentions]` are what the store holds of them: one removed from the
+/// manifest is gone at the next `wharf up`, and intentions made through the API stay.
+#[test]
+fn an_intention_removed_from_the_manifest_leaves_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = format!(
+        "[intentions]\n\"web -> db\" = \"allow\"\n\"web -> cache\" = \"deny\"\n\n{}",
+        hello_service(1)
+    );
+    let exact = |mesh: &Mesh, source: &str, destination: &str| {
+        mesh.get(&format!(
+            "/v1/connect/intentions/exact?source={source}&destination={destination}"
+        ))
+        .status
+    };
+    let mesh = Mesh::start(dir.path(), &first);
+    assert_eq!(exact(&mesh, "web", "cache"), 200);
+    let made = request(
+        mesh.registry,
+        "PUT",
+        "/v1/connect/intentions/exact?source=api&destination=db",
+        br#"{"Action": "allow"}"#,
+    );
+    assert_eq!(made.status, 200);
+    drop(mesh);
+
+    let second = format!(
+        "[intentions]\n\"web -> db\" = \"allow\"\n\n{}",
+        hello_service(1)
+    );
+    let mesh = Mesh::start(dir.path(), &second);
+    assert_eq!(
+        exact(&mesh, "web", "cache"),
+        404,
+        "removed from the manifest"
+    );
+    assert_eq!(exact(&mesh, "web", "db"), 200, "still listed");
+    assert_eq!(
+        exact(&mesh, "api", "db"),
+        200,
+        "made through the API: left alone"
+    );
+}

@@ -38,9 +38,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     config.mesh = manifest.mesh.clone();
     let registry = Registry::start(store, config).await?;
     let registry_url = format!("http://{}", registry.http_addr);
-    for intention in &manifest.intentions {
-        registry.agent.upsert_intention(intention.clone()).await?;
-    }
+    apply_intentions(&registry.agent, &manifest.intentions).await?;
 
     let gateway = Gateway::start(&manifest, &registry_url).await?;
     println!("wharf up: registry on {registry_url}");
@@ -264,4 +262,43 @@ fn upstream_variable(name: &str) -> String {
         "WHARF_UPSTREAM_{}",
         name.to_ascii_uppercase().replace('-', "_")
     )
+}
+
+/// The meta key that marks an intention as the manifest's, with the node whose manifest it
+/// came from (so that several hosts' manifests on one store do not undo one another's).
+const FROM_MANIFEST: &str = "wharf-manifest";
+
+/// Makes the store's intentions from this node's manifest what the manifest lists: each one
+/// written, and those an earlier run of it wrote and it no longer lists deleted. Intentions
+/// made any other way (the API, `wharf intention`, another node's manifest) are left alone.
+async fn apply_intentions(
+    agent: &wharf_registry::Agent,
+    listed: &[wharf_mesh::intentions::Intention],
+) -> anyhow::Result<()> {
+    let node = agent.node().name.clone();
+    for intention in listed {
+        let mut intention = intention.clone();
+        intention
+            .meta
+            .insert(FROM_MANIFEST.to_owned(), node.clone());
+        agent.upsert_intention(intention).await?;
+    }
+    let gone: Vec<(String, String)> = agent
+        .intentions()
+        .all()
+        .iter()
+        .filter(|i| i.meta.get(FROM_MANIFEST) == Some(&node))
+        .filter(|i| {
+            !listed.iter().any(|l| {
+                l.source_name.eq_ignore_ascii_case(&i.source_name)
+                    && l.destination_name.eq_ignore_ascii_case(&i.destination_name)
+            })
+        })
+        .map(|i| (i.source_name.clone(), i.destination_name.clone()))
+        .collect();
+    for (source, destination) in gone {
+        tracing::info!(%source, %destination, "removing an intention the manifest no longer lists");
+        agent.delete_intention(&source, &destination).await?;
+    }
+    Ok(())
 }
