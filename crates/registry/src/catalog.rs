@@ -904,6 +904,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reload_wakes_only_the_queries_whose_index_it_moves() {
+        let (agent, _dir) = agent().await;
+        register(&agent, r#"{"Name":"a"}"#).await;
+        register(&agent, r#"{"Name":"b"}"#).await;
+        let mut a = agent.catalog.subscribe(&Resource::Service("a".into()));
+        let mut b = agent.catalog.subscribe(&Resource::Service("b".into()));
+        a.mark_unchanged();
+        b.mark_unchanged();
+        // What a broken or compacted watch does: read the whole store again. Nothing
+        // changed, so nothing wakes (it used to wake every query).
+        let _watch = agent.catalog.load(&*agent.store).await.unwrap();
+        assert!(!a.has_changed().unwrap() && !b.has_changed().unwrap());
+        // A change to a, then a reload (the live watch applies the change too): b's queries
+        // stay asleep through both.
+        let node = agent.node().name.clone();
+        let (key, mut instance) = agent.catalog.read(|s| {
+            let stored = s.instance(&node, "a").unwrap();
+            (keys::service_key(&node, "a"), stored.value.clone())
+        });
+        instance.port = 9999;
+        agent
+            .store
+            .put(&key, keys::encode_service(&instance))
+            .await
+            .unwrap();
+        let _watch = agent.catalog.load(&*agent.store).await.unwrap();
+        assert!(a.has_changed().unwrap(), "a's query wakes");
+        assert!(!b.has_changed().unwrap(), "b's does not");
+    }
+
+    #[tokio::test]
     async fn node_checks_touch_every_service_and_feed_the_checker() {
         let (agent, _dir) = agent().await;
         let mut feed = agent.catalog.check_changes();
