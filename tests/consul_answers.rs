@@ -436,3 +436,50 @@ fn a_restart_moves_no_index() {
     let b = registry.get("/v1/health/service/b").index();
     assert!(b > before[0], "a kept the index of its own last change");
 }
+
+/// A 501 reads the request's body before it answers, so the connection stays usable for the
+/// client's next call (hyper closes a connection whose body was left unread, and a client
+/// reusing it raced that close: python-consul2's `session.list` after `session.create`).
+#[test]
+fn a_connection_stays_open_after_a_501_with_a_body() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let mut conn = std::net::TcpStream::connect(registry.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = vec![b'x'; 200_000];
+    write!(
+        conn,
+        "PUT /v1/session/create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(&body).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let read_answer = |reader: &mut std::io::BufReader<std::net::TcpStream>| -> String {
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut content = vec![0u8; length];
+        reader.read_exact(&mut content).unwrap();
+        status
+    };
+    assert!(read_answer(&mut reader).contains(" 501 "));
+    conn.write_all(b"GET /v1/catalog/services HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        read_answer(&mut reader).contains(" 200 "),
+        "the same connection answers the next call"
+    );
+}

@@ -193,7 +193,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router
         let reason = family.reason();
         for path in family.paths {
             let reason = reason.clone();
-            let answer = any(move || std::future::ready(not_implemented(&reason)));
+            // The body is read first (axum's limit applies): an answer that leaves a body
+            // unread makes hyper close the connection, and a client that reuses it for its
+            // next call (python-consul2 after a 501 on a PUT) races that close.
+            let answer =
+                any(move |_body: axum::body::Bytes| std::future::ready(not_implemented(&reason)));
             router = match path.strip_suffix('/') {
                 Some(prefix) => router
                     .route(&format!("{prefix}/"), answer.clone())
