@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acl;
 mod cluster;
 mod connect;
 mod consul_answers;

@@ -790,3 +790,67 @@ fn an_intention_removed_from_the_manifest_leaves_the_store() {
         "made through the API: left alone"
     );
 }
+
+#[test]
+fn up_with_acls_runs_its_own_parts_on_the_node_s_token_and_keeps_strangers_out() {
+    up_with_acls("");
+}
+
+#[test]
+fn up_with_acls_and_mtls_gives_the_sidecars_the_node_s_token() {
+    up_with_acls("[mesh]\nmtls = true\n");
+}
+
+/// `wharf up` with ACLs (default deny) and `mesh` (TOML after the services).
+fn up_with_acls(mesh: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start_with(
+        dir.path(),
+        "acl = { enabled = true, default_policy = \"deny\" }",
+        &format!("{}{mesh}", hello_service(2)),
+    );
+    let boot = request(mesh.registry, "PUT", "/v1/acl/bootstrap", b"");
+    assert_eq!(boot.status, 200, "{}", boot.text());
+    let root = boot.json()["SecretID"].as_str().unwrap().to_owned();
+    let with_root = |method: &str, path: &str| {
+        request_with(
+            mesh.registry,
+            method,
+            path,
+            &[("X-Consul-Token", &root)],
+            b"",
+        )
+    };
+    // The supervisor registered and checks the instances with the node's token.
+    eventually("two passing replicas, seen with a token", || {
+        with_root("GET", "/v1/health/service/hello?passing")
+            .json()
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    });
+    // The gateway follows the registry with it too.
+    eventually("the gateway routes to hello", || {
+        mesh.through_gateway("hello", "/").status == 200
+    });
+    // Strangers see nothing and change nothing.
+    assert_eq!(
+        mesh.get("/v1/health/service/hello").json(),
+        serde_json::json!([])
+    );
+    let scale = request(
+        mesh.registry,
+        "PUT",
+        "/v1/wharf/scale/hello?replicas=1",
+        b"",
+    );
+    assert_eq!(scale.status, 403, "{}", scale.text());
+    // The node's token is a token like any other: listed, described.
+    let tokens = with_root("GET", "/v1/acl/tokens").json();
+    assert!(
+        tokens.as_array().unwrap().iter().any(|t| t["Description"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("wharf: the parts of node")),
+        "{tokens}"
+    );
+}

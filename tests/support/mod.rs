@@ -185,12 +185,27 @@ pub(crate) fn held_query(
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
 pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    request_with(addr, method, path, &[], body)
+}
+
+/// [`request`] with extra header fields.
+pub(crate) fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect to registry");
     stream
         .set_read_timeout(Some(Duration::from_secs(700)))
         .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

@@ -4,7 +4,9 @@
 //! Consul: so it speaks only the public API, never the store. Everything that follows the
 //! registry does it through one [`Follower`] (blocking queries, index handling, backoff);
 //! [`ServiceWatch`] turns a follower of a service into endpoint changes ([`Change`]).
-//! Instances are registered from a typed [`Registration`].
+//! Instances are registered from a typed [`Registration`]. Every request carries the
+//! client's ACL token, if it has one (`WHARF_TOKEN`, else `CONSUL_HTTP_TOKEN`, as Consul's
+//! CLI reads it; or [`Client::with_token`]).
 
 mod follow;
 mod registration;
@@ -42,6 +44,8 @@ pub enum ClientError {
     Failed { status: StatusCode, reason: String },
     #[error("unexpected answer from the registry: {0}")]
     Decode(String),
+    #[error("the ACL token cannot be sent: it is not a valid HTTP header value")]
+    BadToken,
     /// TLS to an `https://` registry cannot be set up.
     #[error("{0}")]
     Tls(String),
@@ -52,6 +56,17 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Sent as `X-Consul-Token` with every request.
+    token: Option<http::HeaderValue>,
+}
+
+/// The token from the environment: `WHARF_TOKEN`, else Consul's `CONSUL_HTTP_TOKEN`.
+fn token_from_env() -> Option<String> {
+    ["WHARF_TOKEN", "CONSUL_HTTP_TOKEN"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|t| t.trim().to_owned())
+        .find(|t| !t.is_empty())
 }
 
 /// The TLS a client speaks to an `https://` registry: the roots in the PEM file that
@@ -211,10 +226,23 @@ impl Client {
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Client {
+        let client = Client {
             base: base.to_owned(),
             http,
-        })
+            token: None,
+        };
+        client.with_token(token_from_env())
+    }
+
+    /// The same client with `token` (`None`: no token) on every request.
+    pub fn with_token(mut self, token: Option<String>) -> Result<Client, ClientError> {
+        self.token = token
+            .map(|t| http::HeaderValue::from_str(&t).map_err(|_| ClientError::BadToken))
+            .transpose()?;
+        if let Some(token) = &mut self.token {
+            token.set_sensitive(true);
+        }
+        Ok(self)
     }
 
     pub fn base(&self) -> &str {
@@ -420,10 +448,14 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<(http::HeaderMap, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(&url)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("x-consul-token", token.clone());
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| ClientError::BadAddress(url.clone()))?;
         let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable {

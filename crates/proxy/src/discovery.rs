@@ -294,6 +294,18 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
         .store(Arc::new(EndpointSet::new(endpoints)));
 }
 
+/// A client of the registry at `url`, with `token` if given, else the environment's.
+pub(crate) fn registry_client(
+    url: &str,
+    token: Option<String>,
+) -> Result<wharf_client::Client, wharf_client::ClientError> {
+    let client = wharf_client::Client::new(url)?;
+    match token {
+        Some(token) => client.with_token(Some(token)),
+        None => Ok(client),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The registry's URL; `None` routes to static upstreams only.
     pub registry: Option<String>,
+    /// The ACL token for the registry (`None`: `WHARF_TOKEN` / `CONSUL_HTTP_TOKEN`).
+    pub registry_token: Option<String>,
     pub policy: Policy,
     /// Services with fixed addresses: `NAME=ADDR` on the command line.
     pub upstreams: Vec<(String, Vec<SocketAddr>)>,
@@ -69,6 +71,7 @@ impl Config {
             listen,
             admin: None,
             registry: None,
+            registry_token: None,
             policy: Policy::RoundRobin,
             upstreams: Vec::new(),
             timeouts: Timeouts {
@@ -106,7 +109,7 @@ impl Proxy {
         let client = config
             .registry
             .as_deref()
-            .map(wharf_client::Client::new)
+            .map(|url| discovery::registry_client(url, config.registry_token.clone()))
             .transpose()?;
         let metrics = metrics::Metrics::default();
         let defaults = service::ServiceDefaults {

@@ -25,6 +25,9 @@ pub enum RegistryError {
     /// 400: the request is invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: not permitted whatever the token (bootstrap twice, deleting one's own token).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: the id in the path names nothing.
     #[error("{0}")]
     NotFound(String),

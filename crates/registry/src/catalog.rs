@@ -50,6 +50,8 @@ pub enum Resource {
     Intentions,
     /// The Connect proxies of one (lower-cased) service and their checks.
     Connect(String),
+    /// ACL policies and tokens.
+    Acl,
 }
 
 /// The catalog's contents at one revision.
@@ -88,6 +90,8 @@ pub struct CatalogState {
     pub alive: BTreeMap<String, u64>,
     /// The critical `serfHealth` check of each known node that is not alive.
     dead: BTreeMap<String, Stored<Check>>,
+    /// ACL policies and tokens.
+    pub acl: crate::acl::AclState,
     /// The last revision applied.
     revision: Revision,
 }
@@ -105,6 +109,7 @@ impl CatalogState {
             Resource::ConnectCa => self.ca.as_ref().map_or(0, |ca| ca.modify_index),
             Resource::Intentions => self.intentions_index,
             Resource::Connect(name) => self.connect_index.get(name).copied().unwrap_or(0),
+            Resource::Acl => self.acl.index,
         };
         index + 1
     }
@@ -134,6 +139,12 @@ impl CatalogState {
             if key.starts_with(keys::INTENTIONS) {
                 if put.is_none() {
                     tombstones.insert(Tombstone::Intentions);
+                }
+                continue;
+            }
+            if key.starts_with(keys::ACL) {
+                if put.is_none() {
+                    tombstones.insert(Tombstone::Acl);
                 }
                 continue;
             }
@@ -406,7 +417,18 @@ impl CatalogState {
                     self.intentions_index = self.intentions_index.max(revision);
                     touched.push(Resource::Intentions);
                 }
+                Tombstone::Acl => {
+                    self.acl.index = self.acl.index.max(revision);
+                    touched.push(Resource::Acl);
+                }
             }
+        } else if key.starts_with(keys::ACL) {
+            let record = match record {
+                Some(Record::Acl(record)) => Some(record),
+                _ => None,
+            };
+            self.acl.apply(key, record, create, revision);
+            touched.push(Resource::Acl);
         } else if key == keys::CONNECT_CA {
             self.ca = match record {
                 Some(Record::Ca(ca)) => Some(Stored {

@@ -9,6 +9,8 @@
 //! - `wharf/connect/ca` → [`crate::connect::CaState`] (the CA: cluster id, roots with keys)
 //! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
 //! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store)
+//! - `wharf/acl/policies/<id>`, `wharf/acl/tokens/<accessor id>` → ACL policies and tokens,
+//!   `wharf/acl/bootstrap` → the record that bootstrap happened ([`crate::acl`])
 //! - `wharf/alive/<name>` → empty, attached to the node's liveness lease: present while the
 //!   node is alive
 //! - `wharf/tombstones/...` → empty: written with every deletion, so that the revision of
@@ -36,6 +38,20 @@ pub(crate) const NODES: &str = "wharf/nodes/";
 /// Liveness marks of registry nodes, each under its node's lease.
 pub(crate) const ALIVE: &str = "wharf/alive/";
 
+/// ACL records.
+pub(crate) const ACL: &str = "wharf/acl/";
+pub(crate) const ACL_POLICIES: &str = "wharf/acl/policies/";
+pub(crate) const ACL_TOKENS: &str = "wharf/acl/tokens/";
+pub(crate) const ACL_BOOTSTRAP: &str = "wharf/acl/bootstrap";
+
+pub(crate) fn acl_policy_key(id: &str) -> String {
+    format!("{ACL_POLICIES}{id}")
+}
+
+pub(crate) fn acl_token_key(accessor: &str) -> String {
+    format!("{ACL_TOKENS}{accessor}")
+}
+
 /// Marks of deletions, one per thing a blocking query watches.
 pub(crate) const TOMBSTONES: &str = "wharf/tombstones/";
 
@@ -56,6 +72,8 @@ pub enum Tombstone {
     NodeChecks,
     /// An intention was removed.
     Intentions,
+    /// An ACL policy or token was removed.
+    Acl,
 }
 
 impl Tombstone {
@@ -66,6 +84,7 @@ impl Tombstone {
             Tombstone::Checks => format!("{TOMBSTONES}checks"),
             Tombstone::NodeChecks => format!("{TOMBSTONES}node-checks"),
             Tombstone::Intentions => format!("{TOMBSTONES}intentions"),
+            Tombstone::Acl => format!("{TOMBSTONES}acl"),
         }
     }
 
@@ -75,6 +94,7 @@ impl Tombstone {
             "checks" => Some(Tombstone::Checks),
             "node-checks" => Some(Tombstone::NodeChecks),
             "intentions" => Some(Tombstone::Intentions),
+            "acl" => Some(Tombstone::Acl),
             other => other
                 .strip_prefix("service/")
                 .map(|name| Tombstone::Service(name.to_owned())),
@@ -122,6 +142,7 @@ pub(crate) enum Record {
     Ca(Box<crate::connect::CaState>),
     Intention(Box<wharf_mesh::intentions::Intention>),
     Node(crate::NodeInfo),
+    Acl(crate::acl::AclRecord),
     Alive,
     Tombstone(Tombstone),
 }
@@ -150,6 +171,8 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(|i| Record::Intention(Box::new(i)))
     } else if key.starts_with(NODES) {
         serde_json::from_slice(value).map(Record::Node)
+    } else if key.starts_with(ACL) {
+        crate::acl::decode(key, value).map(Record::Acl)
     } else if key.starts_with(ALIVE) {
         return Some(Record::Alive);
     } else if let Some(tombstone) = Tombstone::from_key(key) {

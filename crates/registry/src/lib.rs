@@ -8,6 +8,7 @@
 //!
 //! [`Registry::start`] composes them on a store chosen by the caller.
 
+pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod catalog;
@@ -54,6 +55,8 @@ pub struct Config {
     pub node_ttl: Duration,
     /// TLS on the HTTP API (`None`: plain HTTP).
     pub api_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tokens on the API.
+    pub acl: acl::AclConfig,
 }
 
 /// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
@@ -89,6 +92,7 @@ impl Config {
             mesh: connect::MeshConfig::default(),
             node_ttl: Duration::from_secs(10),
             api_tls: None,
+            acl: acl::AclConfig::default(),
         }
     }
 }
@@ -122,8 +126,9 @@ impl Registry {
         let http_addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(config.http, e))?;
-        let zone =
-            dns::Zone::new(&config.domain, config.node.clone()).map_err(StartError::Config)?;
+        let zone = dns::Zone::new(&config.domain, config.node.clone())
+            .map_err(StartError::Config)?
+            .with_acl(config.acl);
         let dns_addr = match config.dns {
             Some(addr) => {
                 let (udp, tcp) = dns::bind(addr)

@@ -43,7 +43,11 @@ impl NodeInfo {
 
 /// A random version-4 UUID in its usual text form.
 pub fn random_uuid() -> String {
-    let mut bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    uuid_from(std::array::from_fn(|_| fastrand::u8(..)))
+}
+
+/// `bytes` as a version-4 UUID (the version and variant bits set), 8-4-4-4-12 hex digits.
+pub fn uuid_from(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

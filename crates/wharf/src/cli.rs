@@ -179,6 +179,13 @@ pub(crate) struct RegistryArgs {
     /// What a call that no intention matches gets: allow or deny.
     #[arg(long, default_value = "allow", value_parser = parse_default_intention, value_name = "ACTION")]
     pub default_intention: wharf_mesh::intentions::DefaultAction,
+    /// Tokens on the API (Consul's ACLs): every request is checked against its token's
+    /// policies; bootstrap the first management token with `PUT /v1/acl/bootstrap`.
+    #[arg(long)]
+    pub acl: bool,
+    /// With --acl: what no rule names gets, allow (Consul's default) or deny.
+    #[arg(long, default_value = "allow", value_parser = parse_acl_default, value_name = "POLICY", requires = "acl")]
+    pub acl_default_policy: wharf_registry::acl::DefaultPolicy,
     /// Floor for DeregisterCriticalServiceAfter (Consul: 1m). Lowered only by tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration, hide = true)]
     pub min_deregister_after: std::time::Duration,
@@ -271,6 +278,14 @@ fn parse_default_intention(text: &str) -> Result<wharf_mesh::intentions::Default
     match text {
         "allow" => Ok(wharf_mesh::intentions::DefaultAction::Allow),
         "deny" => Ok(wharf_mesh::intentions::DefaultAction::Deny),
+        other => Err(format!("expected allow or deny, not {other:?}")),
+    }
+}
+
+pub(crate) fn parse_acl_default(text: &str) -> Result<wharf_registry::acl::DefaultPolicy, String> {
+    match text {
+        "allow" => Ok(wharf_registry::acl::DefaultPolicy::Allow),
+        "deny" => Ok(wharf_registry::acl::DefaultPolicy::Deny),
         other => Err(format!("expected allow or deny, not {other:?}")),
     }
 }

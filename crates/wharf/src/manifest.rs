@@ -33,6 +33,8 @@ pub(crate) struct Manifest {
     pub advertise: Option<std::net::IpAddr>,
     pub domain: String,
     pub http_limits: wharf_registry::HttpLimits,
+    /// `[registry] acl = { enabled, default_policy }`: tokens on the API.
+    pub acl: wharf_registry::acl::AclConfig,
     pub gateway_listen: SocketAddr,
     pub gateway_admin: SocketAddr,
     pub balance: wharf_proxy::Policy,
@@ -111,6 +113,16 @@ struct RawRegistry {
     domain: Option<String>,
     http_max_conns_per_client: Option<Spanned<i64>>,
     http_read_timeout: Option<Spanned<String>>,
+    acl: Option<RawAcl>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAcl {
+    #[serde(default)]
+    enabled: bool,
+    /// `allow` (Consul's default) or `deny`.
+    default_policy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,7 +449,20 @@ impl Manifest {
                 dir: dir.clone(),
             });
         }
+        let acl = match &raw.registry.acl {
+            None => wharf_registry::acl::AclConfig::default(),
+            Some(acl) => wharf_registry::acl::AclConfig {
+                enabled: acl.enabled,
+                default_policy: match &acl.default_policy {
+                    None => wharf_registry::acl::DefaultPolicy::Allow,
+                    Some(p) => crate::cli::parse_acl_default(p.get_ref()).map_err(|e| {
+                        error(Some(p.span()), format!("registry.acl.default_policy: {e}"))
+                    })?,
+                },
+            },
+        };
         Ok(Manifest {
+            acl,
             mtls: raw.mesh.mtls,
             sidecars,
             mesh,

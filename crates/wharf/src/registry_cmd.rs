@@ -108,6 +108,10 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     };
     config.mesh.leaf_ttl = args.leaf_ttl;
     config.mesh.default_intention = args.default_intention;
+    config.acl = wharf_registry::acl::AclConfig {
+        enabled: args.acl,
+        default_policy: args.acl_default_policy,
+    };
 
     let registry = Registry::start(store, config).await?;
     tracing::info!("registry started");

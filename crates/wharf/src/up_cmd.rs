@@ -36,11 +36,18 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     config.domain = manifest.domain.clone();
     config.http_limits = manifest.http_limits.clone();
     config.mesh = manifest.mesh.clone();
+    config.acl = manifest.acl;
     let registry = Registry::start(store, config).await?;
     let registry_url = format!("http://{}", registry.http_addr);
     apply_intentions(&registry.agent, &manifest.intentions).await?;
+    // With ACLs on, this process's own parts (supervisor, gateway, sidecars) call the API
+    // with this node's management token; the instances get none.
+    let token = match manifest.acl.enabled {
+        true => Some(registry.agent.acl_node_token().await?),
+        false => None,
+    };
 
-    let gateway = Gateway::start(&manifest, &registry_url).await?;
+    let gateway = Gateway::start(&manifest, &registry_url, token.clone()).await?;
     println!("wharf up: registry on {registry_url}");
     if let Some(dns) = registry.dns_addr {
         println!("wharf up: DNS on {dns}");
@@ -77,11 +84,12 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
             .entry("WHARF_DATA".into())
             .or_insert_with(|| data.display().to_string());
     }
-    let client = wharf_client::Client::new(&registry_url)?;
+    let client = wharf_client::Client::new(&registry_url)?.with_token(token.clone())?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
+            token: token.clone(),
             services: manifest.sidecars.clone(),
             inbound_ip: manifest
                 .advertise
@@ -118,7 +126,11 @@ enum Gateway {
 }
 
 impl Gateway {
-    async fn start(manifest: &Manifest, registry_url: &str) -> anyhow::Result<Gateway> {
+    async fn start(
+        manifest: &Manifest,
+        registry_url: &str,
+        token: Option<String>,
+    ) -> anyhow::Result<Gateway> {
         if manifest.mtls {
             let ingress = Sidecar::start(SidecarConfig {
                 service: "gateway".into(),
@@ -131,6 +143,7 @@ impl Gateway {
                 admin: Some(manifest.gateway_admin),
                 upstreams: Vec::new(),
                 registry: registry_url.to_owned(),
+                registry_token: token,
             })
             .await?;
             return Ok(Gateway::Mesh(Box::new(ingress)));
@@ -138,6 +151,7 @@ impl Gateway {
         let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
         gateway.admin = Some(manifest.gateway_admin);
         gateway.registry = Some(registry_url.to_owned());
+        gateway.registry_token = token;
         gateway.policy = manifest.balance;
         Ok(Gateway::Plain(wharf_proxy::Proxy::start(gateway).await?))
     }
@@ -168,6 +182,8 @@ impl Gateway {
 /// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
 struct Sidecars {
     registry: String,
+    /// The node's token when ACLs are on.
+    token: Option<String>,
     /// Per service: what its sidecars need to know.
     services: std::collections::BTreeMap<String, SidecarSpec>,
     /// Where inbound sides listen: this host's advertised address, so that the sidecars of
@@ -203,6 +219,7 @@ impl Companion for Sidecars {
                 .map(|name| (name.clone(), ([127, 0, 0, 1], 0).into()))
                 .collect(),
             registry: self.registry.clone(),
+            registry_token: self.token.clone(),
         };
         Box::pin(async move {
             let sidecar = Sidecar::start(config)

@@ -178,7 +178,6 @@ test("every endpoint family not answered yet throws with its reason", async () =
       ["/v1/session", "session.renew", () => consul.session.renew(sid)],
       ["/v1/session", "session.destroy", () => consul.session.destroy(sid)],
       ["/v1/txn", "transaction.create", () => consul.transaction.create([{ KV: { Verb: "get", Key: "a" } }])],
-      ["/v1/acl", "acl.bootstrap", () => consul.acl.bootstrap()],
       ["/v1/acl", "acl.replication", () => consul.acl.replication()],
       ["/v1/agent/members", "agent.members", () => consul.agent.members()],
       ["/v1/agent/reload", "agent.reload", () => consul.agent.reload()],

@@ -30,9 +30,9 @@ def eventually(what, condition, deadline=DEADLINE):
 
 
 class Registry:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, extra=()):
         self.proc = subprocess.Popen(
-            [WHARF, "registry", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data-dir", data_dir],
+            [WHARF, "registry", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data-dir", data_dir, *extra],
             stdout=subprocess.PIPE,
             env={**os.environ, "WHARF_LOG": "warn"},
             text=True,
@@ -54,6 +54,17 @@ class Registry:
 def registry():
     with tempfile.TemporaryDirectory() as data_dir:
         reg = Registry(data_dir)
+        try:
+            yield reg
+        finally:
+            reg.stop()
+
+
+@pytest.fixture
+def acl_registry():
+    """A registry with ACLs on and default deny, not bootstrapped yet."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        reg = Registry(data_dir, ["--acl", "--acl-default-policy", "deny"])
         try:
             yield reg
         finally:

@@ -138,6 +138,8 @@ pub struct SidecarConfig {
     /// TCP upstreams: a local listener per destination service.
     pub upstreams: Vec<(String, SocketAddr)>,
     pub registry: String,
+    /// The ACL token for the registry (`None`: `WHARF_TOKEN` / `CONSUL_HTTP_TOKEN`).
+    pub registry_token: Option<String>,
 }
 
 /// Why a sidecar could not start.
@@ -168,7 +170,8 @@ pub struct Sidecar {
 impl Sidecar {
     pub async fn start(config: SidecarConfig) -> Result<Sidecar, SidecarError> {
         wharf_mesh::identity::check_name(&config.service)?;
-        let client = Client::new(&config.registry)?;
+        let client =
+            crate::discovery::registry_client(&config.registry, config.registry_token.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let health = Arc::new(admin::Health::default());
         let published = Arc::new(credentials::Published {

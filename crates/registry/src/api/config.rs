@@ -15,11 +15,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wharf_mesh::intentions::{Action, Intention, Permission};
 
+use super::access::Access;
 use super::blocking::answer;
 use super::body::RequestBody;
 use super::params::Params;
 use super::{ApiError, json, to_json};
 use crate::Agent;
+use crate::acl::{Authorizer, Need, Scope};
 use crate::catalog::{CatalogState, Resource, Stored};
 use crate::connect::{entry_indexes, intentions_to};
 
@@ -205,6 +207,7 @@ fn cas(p: &Params) -> Result<Option<u64>, ApiError> {
 /// did not hold.
 pub(super) async fn apply(
     State(agent): Shared,
+    access: Access,
     RawQuery(q): RawQuery,
     body: RequestBody,
 ) -> Answer {
@@ -220,6 +223,7 @@ pub(super) async fn apply(
     let entry: Entry = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let (destination, sources) = intentions(entry)?;
+    access.require(Scope::Intention(&destination), Need::Write)?;
     let written = agent
         .replace_intentions_to(&destination, sources, cas(&p)?)
         .await?;
@@ -234,11 +238,13 @@ pub(super) async fn apply(
 pub(super) async fn read(
     State(agent): Shared,
     Path((named, name)): Path<(String, String)>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let kind = kind(&named)?;
     let p = Params::parse(q.as_deref());
     let destination = name.to_ascii_lowercase();
+    access.require(Scope::Intention(&destination), Need::Read)?;
     answer(&agent, &p, Resource::Intentions, |state| {
         let entry =
             entry_json(&destination, &intentions_to(state, &destination)).ok_or_else(|| {
@@ -253,21 +259,24 @@ pub(super) async fn read(
 pub(super) async fn list(
     State(agent): Shared,
     Path(named): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     kind(&named)?;
     let p = Params::parse(q.as_deref());
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Intentions, |state| {
-        Ok(to_json(&all_entries(state), p.has("pretty")))
+        Ok(to_json(&all_entries(state, acl), p.has("pretty")))
     })
     .await
 }
 
-fn all_entries(state: &CatalogState) -> Vec<Value> {
+fn all_entries(state: &CatalogState, acl: &Authorizer) -> Vec<Value> {
     let destinations: std::collections::BTreeSet<&str> = state
         .intentions
         .values()
         .map(|stored| stored.value.destination_name.as_str())
+        .filter(|destination| acl.allows(Scope::Intention(destination), Need::Read))
         .collect();
     destinations
         .into_iter()
@@ -280,9 +289,11 @@ fn all_entries(state: &CatalogState) -> Vec<Value> {
 pub(super) async fn delete(
     State(agent): Shared,
     Path((named, name)): Path<(String, String)>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     kind(&named)?;
+    access.require(Scope::Intention(&name.to_ascii_lowercase()), Need::Write)?;
     let p = Params::parse(q.as_deref());
     let cas = cas(&p)?;
     let deleted = agent.delete_intentions_to(&name, cas).await?;

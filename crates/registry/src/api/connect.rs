@@ -12,11 +12,13 @@ use wharf_mesh::ca::unix;
 use wharf_mesh::identity::{SpiffeId, check_name};
 use wharf_mesh::intentions::Intention;
 
+use super::access::Access;
 use super::blocking::answer;
 use super::body::RequestBody;
 use super::params::Params;
 use super::{ApiError, json, json_with_index, to_json};
 use crate::Agent;
+use crate::acl::{Need, Scope};
 use crate::catalog::{CatalogState, Resource, Stored};
 use crate::connect::CaState;
 
@@ -114,11 +116,13 @@ fn with_content_type(mut response: Response, content_type: &'static str) -> Resp
 pub(super) async fn ca_leaf(
     State(agent): Shared,
     Path(service): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
     p.check_common(&agent.node().datacenter)?;
     check_name(&service).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    access.require(Scope::Service(&service), Need::Write)?;
     let mut leaf = agent.leaf(&service)?;
     if let Some((client_index, wait)) = p.blocking()?
         && client_index == leaf.index
@@ -149,7 +153,8 @@ pub(super) async fn ca_leaf(
 }
 
 /// `GET /v1/connect/ca/configuration`.
-pub(super) async fn ca_configuration(State(agent): Shared) -> Answer {
+pub(super) async fn ca_configuration(State(agent): Shared, access: Access) -> Answer {
+    access.require(Scope::Operator, Need::Read)?;
     let ca = agent.ca()?;
     let body = json!({
         "Provider": "consul",
@@ -170,7 +175,12 @@ pub(super) async fn ca_configuration(State(agent): Shared) -> Answer {
 
 /// `PUT /v1/connect/ca/configuration`: a `PrivateKey` (PEM, EC P-256) rotates the root to
 /// it; `LeafCertTTL` changes the lifetime of leaves issued from now on.
-pub(super) async fn set_ca_configuration(State(agent): Shared, body: RequestBody) -> Answer {
+pub(super) async fn set_ca_configuration(
+    State(agent): Shared,
+    access: Access,
+    body: RequestBody,
+) -> Answer {
+    access.require(Scope::Operator, Need::Write)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let provider = value
@@ -222,7 +232,7 @@ pub(super) async fn set_ca_configuration(State(agent): Shared, body: RequestBody
 
 /// `POST /v1/agent/connect/authorize`: may the client certificate's service connect to
 /// `Target`? (L4: an L7 intention counts as a deny, as in Consul.)
-pub(super) async fn authorize(State(agent): Shared, body: RequestBody) -> Answer {
+pub(super) async fn authorize(State(agent): Shared, access: Access, body: RequestBody) -> Answer {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
@@ -230,6 +240,7 @@ pub(super) async fn authorize(State(agent): Shared, body: RequestBody) -> Answer
     if target.is_empty() {
         return Err(ApiError::bad_request("Target service must be specified"));
     }
+    access.require(Scope::Service(target), Need::Write)?;
     let uri = field("ClientCertURI");
     if uri.is_empty() {
         return Err(ApiError::bad_request("ClientCertURI must be specified"));
@@ -297,10 +308,12 @@ fn decode_intention(body: &[u8]) -> Result<Intention, ApiError> {
 /// `PUT /v1/connect/intentions/exact?source=&destination=`.
 pub(super) async fn put_exact(
     State(agent): Shared,
+    access: Access,
     RawQuery(q): RawQuery,
     body: RequestBody,
 ) -> Answer {
     let (source, destination) = pair(&params(&q))?;
+    access.require(Scope::Intention(&destination), Need::Write)?;
     let mut intention = decode_intention(&body)?;
     intention.source_name = source;
     intention.destination_name = destination;
@@ -309,9 +322,14 @@ pub(super) async fn put_exact(
 }
 
 /// `GET /v1/connect/intentions/exact?source=&destination=`.
-pub(super) async fn get_exact(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn get_exact(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
     let (source, destination) = pair(&p)?;
+    access.require(Scope::Intention(&destination), Need::Read)?;
     let key = format!("{source}/{destination}");
     answer(&agent, &p, Resource::Intentions, |state| {
         let stored = state
@@ -324,15 +342,21 @@ pub(super) async fn get_exact(State(agent): Shared, RawQuery(q): RawQuery) -> An
 }
 
 /// `DELETE /v1/connect/intentions/exact?source=&destination=`.
-pub(super) async fn delete_exact(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn delete_exact(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let (source, destination) = pair(&params(&q))?;
+    access.require(Scope::Intention(&destination), Need::Write)?;
     agent.delete_intention(&source, &destination).await?;
     Ok(json(b"true".to_vec()))
 }
 
 /// `GET /v1/connect/intentions`: every intention, in evaluation order (blocking).
-pub(super) async fn list(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn list(State(agent): Shared, access: Access, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
+    let acl = access.authorizer()?;
     if p.has("filter") {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -340,7 +364,11 @@ pub(super) async fn list(State(agent): Shared, RawQuery(q): RawQuery) -> Answer 
         ));
     }
     answer(&agent, &p, Resource::Intentions, |state| {
-        let mut all: Vec<&Stored<Intention>> = state.intentions.values().collect();
+        let mut all: Vec<&Stored<Intention>> = state
+            .intentions
+            .values()
+            .filter(|i| acl.allows(Scope::Intention(&i.value.destination_name), Need::Read))
+            .collect();
         sort_stored(&mut all);
         let list: Vec<Value> = all.into_iter().map(intention_json).collect();
         Ok(to_json(&list, p.has("pretty")))
@@ -353,16 +381,22 @@ fn sort_stored(all: &mut [&Stored<Intention>]) {
 }
 
 /// `GET /v1/connect/intentions/check?source=&destination=` → `{"Allowed": …}`.
-pub(super) async fn check(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn check(State(agent): Shared, access: Access, RawQuery(q): RawQuery) -> Answer {
     let (source, destination) = pair(&params(&q))?;
+    access.require(Scope::Intention(&destination), Need::Read)?;
     let decision = agent.intentions().check(&source, &destination);
     Ok(json(to_json(&json!({"Allowed": decision.allowed}), false)))
 }
 
 /// `GET /v1/connect/intentions/match?by=source|destination&name=…` (repeatable): for each
 /// name, the intentions that apply to it, in evaluation order.
-pub(super) async fn matching(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn matching(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
+    let acl = access.authorizer()?;
     let by_source = match p.get("by") {
         Some("source") => true,
         Some("destination") => false,
@@ -384,7 +418,11 @@ pub(super) async fn matching(State(agent): Shared, RawQuery(q): RawQuery) -> Ans
         ));
     }
     answer(&agent, &p, Resource::Intentions, |state| {
-        let mut all: Vec<&Stored<Intention>> = state.intentions.values().collect();
+        let mut all: Vec<&Stored<Intention>> = state
+            .intentions
+            .values()
+            .filter(|i| acl.allows(Scope::Intention(&i.value.destination_name), Need::Read))
+            .collect();
         sort_stored(&mut all);
         let mut out = serde_json::Map::new();
         for name in &names {
@@ -408,8 +446,16 @@ pub(super) async fn matching(State(agent): Shared, RawQuery(q): RawQuery) -> Ans
 }
 
 /// `POST /v1/connect/intentions` (legacy): creates one with an ID → `{"ID": …}`.
-pub(super) async fn create_legacy(State(agent): Shared, body: RequestBody) -> Answer {
+pub(super) async fn create_legacy(
+    State(agent): Shared,
+    access: Access,
+    body: RequestBody,
+) -> Answer {
     let mut intention = decode_intention(&body)?;
+    access.require(
+        Scope::Intention(&intention.destination_name.to_ascii_lowercase()),
+        Need::Write,
+    )?;
     let key = format!(
         "{}/{}",
         intention.source_name.to_ascii_lowercase(),
@@ -440,18 +486,30 @@ fn by_id(agent: &Agent, id: &str) -> Result<Stored<Intention>, ApiError> {
 }
 
 /// `GET /v1/connect/intentions/<id>` (legacy).
-pub(super) async fn get_legacy(State(agent): Shared, Path(id): Path<String>) -> Answer {
-    Ok(json(to_json(&intention_json(&by_id(&agent, &id)?), false)))
+pub(super) async fn get_legacy(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    access: Access,
+) -> Answer {
+    let stored = by_id(&agent, &id)?;
+    access.require(Scope::Intention(&stored.value.destination_name), Need::Read)?;
+    Ok(json(to_json(&intention_json(&stored), false)))
 }
 
 /// `PUT /v1/connect/intentions/<id>` (legacy): replaces it, source and destination included.
 pub(super) async fn put_legacy(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     body: RequestBody,
 ) -> Answer {
     let old = by_id(&agent, &id)?;
     let mut intention = decode_intention(&body)?;
+    access.require(Scope::Intention(&old.value.destination_name), Need::Write)?;
+    access.require(
+        Scope::Intention(&intention.destination_name.to_ascii_lowercase()),
+        Need::Write,
+    )?;
     intention.id = id;
     if (
         intention.source_name.as_str(),
@@ -469,8 +527,13 @@ pub(super) async fn put_legacy(
 }
 
 /// `DELETE /v1/connect/intentions/<id>` (legacy).
-pub(super) async fn delete_legacy(State(agent): Shared, Path(id): Path<String>) -> Answer {
+pub(super) async fn delete_legacy(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    access: Access,
+) -> Answer {
     let old = by_id(&agent, &id)?;
+    access.require(Scope::Intention(&old.value.destination_name), Need::Write)?;
     agent
         .delete_intention(&old.value.source_name, &old.value.destination_name)
         .await

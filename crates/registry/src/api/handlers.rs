@@ -9,11 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use wharf_model::{Status, decode_check_registration, decode_service_registration};
 
+use super::access::Access;
 use super::blocking::answer;
 use super::params::Params;
 use super::shapes::*;
 use super::{ApiError, json, to_json};
 use crate::Agent;
+use crate::acl::{Authorizer, Need, Scope};
 use crate::catalog::{CatalogState, Resource};
 
 type Shared = State<Arc<Agent>>;
@@ -32,8 +34,13 @@ fn params(query: &Option<String>) -> Params {
 
 // === agent ===
 
-pub(super) async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_self(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let node = agent.node();
+    access.require(Scope::Agent(&node.name), Need::Read)?;
     let body = json!({
         "Config": {
             "Datacenter": node.datacenter,
@@ -60,14 +67,20 @@ pub(super) async fn agent_self(State(agent): Shared, RawQuery(q): RawQuery) -> A
     Ok(json(to_json(&body, params(&q).has("pretty"))))
 }
 
-pub(super) async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_services(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
     p.check_common(&agent.node().datacenter)?;
+    let acl = access.authorizer()?;
     let body = agent.catalog.read(|state| {
         let services: BTreeMap<&str, AgentServiceJson> = state
             .instances
             .values()
             .filter(|s| agent.owns(&s.value.node))
+            .filter(|s| acl.allows(Scope::Service(&s.value.name), Need::Read))
             .map(|s| {
                 let mut entry = AgentServiceJson::new(s);
                 entry.datacenter = Some(&agent.node().datacenter);
@@ -82,6 +95,7 @@ pub(super) async fn agent_services(State(agent): Shared, RawQuery(q): RawQuery) 
 pub(super) async fn agent_service(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
@@ -89,6 +103,7 @@ pub(super) async fn agent_service(
         let stored = state
             .instance(&agent.node().name, &id)
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        access.require(Scope::Service(&stored.value.name), Need::Read)?;
         let mut entry = AgentServiceJson::new(stored);
         entry.datacenter = Some(&agent.node().datacenter);
         entry.content_hash = Some(format!("{:016x}", stored.modify_index));
@@ -97,14 +112,20 @@ pub(super) async fn agent_service(
     .await
 }
 
-pub(super) async fn agent_checks(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn agent_checks(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
     p.check_common(&agent.node().datacenter)?;
+    let acl = access.authorizer()?;
     let body = agent.catalog.read(|state| {
         let checks: BTreeMap<&str, HealthCheckJson> = state
             .checks
             .values()
             .filter(|c| agent.owns(&c.value.node))
+            .filter(|c| check_readable(&agent, acl, state, &c.value))
             .map(|c| (c.value.id.as_str(), check_json(&agent, state, c)))
             .collect();
         to_json(&checks, p.has("pretty"))
@@ -123,6 +144,55 @@ fn check_json<'a>(
         .get(&check.value.node)
         .map_or(agent.node(), |n| &n.value);
     HealthCheckJson::new(node, check, service)
+}
+
+/// Whether `acl` may read `check`: a service check with its service, a node check with its
+/// node (Consul's rule).
+fn check_readable(
+    agent: &Agent,
+    acl: &Authorizer,
+    state: &CatalogState,
+    check: &wharf_model::Check,
+) -> bool {
+    match state.instance_of(check) {
+        Some(instance) => instance_readable(agent, acl, &instance.value),
+        None => acl.allows(Scope::Node(node_name(agent, &check.node)), Need::Read),
+    }
+}
+
+/// Whether `acl` may read `instance`: its service and its node, as Consul filters catalog
+/// and health answers.
+fn instance_readable(
+    agent: &Agent,
+    acl: &Authorizer,
+    instance: &wharf_model::ServiceInstance,
+) -> bool {
+    acl.allows(Scope::Service(&instance.name), Need::Read)
+        && acl.allows(Scope::Node(node_name(agent, &instance.node)), Need::Read)
+}
+
+/// A record's node as ACLs name it: its own, or this node for records without one.
+fn node_name<'a>(agent: &'a Agent, node: &'a str) -> &'a str {
+    if node.is_empty() {
+        &agent.node().name
+    } else {
+        node
+    }
+}
+
+/// What writing a check of this node needs: write on its service, or on the node.
+fn require_check_write(agent: &Agent, access: &Access, check_id: &str) -> Result<(), ApiError> {
+    let service = agent.catalog.read(|state| {
+        state
+            .check(&agent.node().name, check_id)
+            .and_then(|c| state.instance_of(&c.value))
+            .map(|i| i.value.name.clone())
+    });
+    match service {
+        Some(service) => access.require(Scope::Service(&service), Need::Write),
+        // A node check, or none (the agent answers 404 for that).
+        None => access.require(Scope::Node(&agent.node().name), Need::Write),
+    }
 }
 
 /// The node an instance is on, as the API shows it: the record of the registry node it was
@@ -152,12 +222,23 @@ fn all_nodes<'s>(agent: &'s Agent, state: &'s CatalogState) -> Vec<&'s crate::No
 
 pub(super) async fn register_service(
     State(agent): Shared,
+    access: Access,
     RawQuery(q): RawQuery,
     body: RequestBody,
 ) -> Answer {
     let p = params(&q);
     let registration =
         decode_service_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    access.require(Scope::Service(&registration.service.name), Need::Write)?;
+    if registration.service.kind == "connect-proxy"
+        && !registration.service.proxy_destination.is_empty()
+    {
+        // Consul: a proxy registers only with write on the service it fronts.
+        access.require(
+            Scope::Service(&registration.service.proxy_destination),
+            Need::Write,
+        )?;
+    }
     let replace = match p.get("replace-existing-checks") {
         None => false,
         Some(v) => !matches!(v, "0" | "false" | "f" | "F" | "FALSE" | "False"),
@@ -166,23 +247,72 @@ pub(super) async fn register_service(
     Ok(ok())
 }
 
-pub(super) async fn deregister_service(State(agent): Shared, Path(id): Path<String>) -> Answer {
+pub(super) async fn deregister_service(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    access: Access,
+    _body: RequestBody,
+) -> Answer {
+    let name = agent.catalog.read(|state| {
+        state
+            .instance(&agent.node().name, &id)
+            .map(|i| i.value.name.clone())
+    });
+    match name {
+        Some(name) => access.require(Scope::Service(&name), Need::Write)?,
+        None => {
+            access.authorizer()?;
+        }
+    }
     agent.deregister_service(&id).await?;
     Ok(ok())
 }
 
-pub(super) async fn register_check(State(agent): Shared, body: RequestBody) -> Answer {
+pub(super) async fn register_check(
+    State(agent): Shared,
+    access: Access,
+    body: RequestBody,
+) -> Answer {
     let check = decode_check_registration(&body).map_err(|e| ApiError::bad_request(e.0))?;
+    if check.service_id.is_empty() {
+        access.require(Scope::Node(&agent.node().name), Need::Write)?;
+    } else {
+        let service = agent.catalog.read(|state| {
+            state
+                .instance(&agent.node().name, &check.service_id)
+                .map(|i| i.value.name.clone())
+        });
+        // An unknown service id is the agent's 400; the token must still resolve.
+        match service {
+            Some(service) => access.require(Scope::Service(&service), Need::Write)?,
+            None => {
+                access.authorizer()?;
+            }
+        }
+    }
     agent.register_check(check).await?;
     Ok(ok())
 }
 
-pub(super) async fn deregister_check(State(agent): Shared, Path(id): Path<String>) -> Answer {
+pub(super) async fn deregister_check(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    access: Access,
+    _body: RequestBody,
+) -> Answer {
+    require_check_write(&agent, &access, &id)?;
     agent.deregister_check(&id).await?;
     Ok(ok())
 }
 
-async fn ttl_update(agent: &Agent, id: &str, status: Status, q: &Option<String>) -> Answer {
+async fn ttl_update(
+    agent: &Agent,
+    access: &Access,
+    id: &str,
+    status: Status,
+    q: &Option<String>,
+) -> Answer {
+    require_check_write(agent, access, id)?;
     let note = params(q).get("note").unwrap_or("").to_owned();
     agent.update_ttl(id, status, &note).await?;
     Ok(ok())
@@ -191,33 +321,41 @@ async fn ttl_update(agent: &Agent, id: &str, status: Status, q: &Option<String>)
 pub(super) async fn check_pass(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
+    _body: RequestBody,
 ) -> Answer {
-    ttl_update(&agent, &id, Status::Passing, &q).await
+    ttl_update(&agent, &access, &id, Status::Passing, &q).await
 }
 
 pub(super) async fn check_warn(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
+    _body: RequestBody,
 ) -> Answer {
-    ttl_update(&agent, &id, Status::Warning, &q).await
+    ttl_update(&agent, &access, &id, Status::Warning, &q).await
 }
 
 pub(super) async fn check_fail(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
+    _body: RequestBody,
 ) -> Answer {
-    ttl_update(&agent, &id, Status::Critical, &q).await
+    ttl_update(&agent, &access, &id, Status::Critical, &q).await
 }
 
 /// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
 pub(super) async fn check_update(
     State(agent): Shared,
     Path(id): Path<String>,
+    access: Access,
     body: RequestBody,
 ) -> Answer {
+    require_check_write(&agent, &access, &id)?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let field = |name: &str| {
@@ -236,25 +374,32 @@ pub(super) async fn check_update(
 }
 
 /// Prometheus text exposition of the registry's metrics.
-pub(super) async fn metrics(State(agent): Shared) -> Response {
+pub(super) async fn metrics(State(agent): Shared, access: Access) -> Answer {
+    access.require(Scope::Agent(&agent.node().name), Need::Read)?;
     let body = agent.metrics.render(&agent.catalog, agent.store.contact());
     let mut response = body.into_response();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    response
+    Ok(response)
 }
 
 // === wharf ===
 
 /// `GET /v1/wharf/services`: the desired state of supervised services, blocking-capable.
-pub(super) async fn wharf_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn wharf_services(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Desired, |state| {
         let services: BTreeMap<&str, serde_json::Value> = state
             .desired
             .iter()
+            .filter(|(name, _)| acl.allows(Scope::Service(name), Need::Read))
             .map(|(name, desired)| {
                 (
                     name.as_str(),
@@ -294,9 +439,11 @@ fn replicas_from(body: &[u8], q: &Option<String>) -> Result<u32, ApiError> {
 pub(super) async fn declare_service(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
     body: RequestBody,
 ) -> Answer {
+    access.require(Scope::Service(&name), Need::Write)?;
     let replicas = replicas_from(&body, &q)?;
     agent.declare_service(&name, replicas).await?;
     Ok(ok())
@@ -306,16 +453,24 @@ pub(super) async fn declare_service(
 pub(super) async fn scale_service(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
     body: RequestBody,
 ) -> Answer {
+    access.require(Scope::Service(&name), Need::Write)?;
     let replicas = replicas_from(&body, &q)?;
     agent.scale(&name, replicas).await?;
     Ok(ok())
 }
 
 /// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.
-pub(super) async fn restart_service(State(agent): Shared, Path(name): Path<String>) -> Answer {
+pub(super) async fn restart_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    access: Access,
+    _body: RequestBody,
+) -> Answer {
+    access.require(Scope::Service(&name), Need::Write)?;
     agent.restart(&name).await?;
     Ok(ok())
 }
@@ -361,15 +516,21 @@ fn node_matches(agent: &Agent, p: &Params) -> Result<bool, ApiError> {
     Ok(p.node_meta()?.iter().all(|(k, v)| meta.get(k) == Some(v)))
 }
 
-pub(super) async fn catalog_services(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn catalog_services(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
     let node_ok = node_matches(&agent, &p)?;
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Services, |state| {
-        let names = if node_ok {
+        let mut names = if node_ok {
             state.service_names()
         } else {
             Default::default()
         };
+        names.retain(|name, _| acl.allows(Scope::Service(name), Need::Read));
         Ok(to_json(&names, p.has("pretty")))
     })
     .await
@@ -391,20 +552,24 @@ fn tagged_instances<'a>(
 pub(super) async fn catalog_service(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Service(name.to_lowercase());
-    catalog_entries(&agent, &name, &q, resource, tagged_instances).await
+    let acl = access.authorizer()?;
+    catalog_entries(&agent, acl, &name, &q, resource, tagged_instances).await
 }
 
 /// `GET /v1/catalog/connect/<name>`: the Connect proxies of `name`, in the catalog's shape.
 pub(super) async fn catalog_connect(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Connect(name.to_lowercase());
-    catalog_entries(&agent, &name, &q, resource, tagged_proxies).await
+    let acl = access.authorizer()?;
+    catalog_entries(&agent, acl, &name, &q, resource, tagged_proxies).await
 }
 
 /// The Connect proxies of `name` carrying every `tag` asked for.
@@ -423,6 +588,7 @@ fn tagged_proxies<'a>(
 /// Catalog entries of the instances `select` picks, blocking on `resource`.
 async fn catalog_entries(
     agent: &Agent,
+    acl: &Authorizer,
     name: &str,
     q: &Option<String>,
     resource: Resource,
@@ -437,6 +603,7 @@ async fn catalog_entries(
     answer(agent, &p, resource, |state| {
         let entries: Vec<CatalogServiceJson> = select(state, name, &p)
             .into_iter()
+            .filter(|s| instance_readable(agent, acl, &s.value))
             .map(|s| (node_of(agent, state, &s.value), s))
             .filter(|(node, _)| meta_matches(node, &wanted))
             .map(|(node, s)| CatalogServiceJson::new(node, s))
@@ -446,12 +613,18 @@ async fn catalog_entries(
     .await
 }
 
-pub(super) async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -> Answer {
+pub(super) async fn catalog_nodes(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let p = params(&q);
     let wanted = p.node_meta()?;
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Services, |state| {
         let nodes: Vec<NodeJson> = all_nodes(&agent, state)
             .into_iter()
+            .filter(|node| acl.allows(Scope::Node(&node.name), Need::Read))
             .filter(|node| meta_matches(node, &wanted))
             .map(NodeJson::new)
             .collect();
@@ -463,13 +636,16 @@ pub(super) async fn catalog_nodes(State(agent): Shared, RawQuery(q): RawQuery) -
 pub(super) async fn catalog_node(
     State(agent): Shared,
     Path(node): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Services, |state| {
         let Some(found) = all_nodes(&agent, state)
             .into_iter()
             .find(|n| n.name.eq_ignore_ascii_case(&node))
+            .filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
         else {
             return Ok(b"null".to_vec());
         };
@@ -477,6 +653,7 @@ pub(super) async fn catalog_node(
             .instances
             .values()
             .filter(|s| node_of(&agent, state, &s.value).name == found.name)
+            .filter(|s| acl.allows(Scope::Service(&s.value.name), Need::Read))
             .map(|s| (s.value.id.as_str(), AgentServiceJson::new(s)))
             .collect();
         Ok(to_json(
@@ -492,10 +669,12 @@ pub(super) async fn catalog_node(
 pub(super) async fn health_service(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Service(name.to_lowercase());
-    health_entries(&agent, &name, &q, resource, tagged_instances).await
+    let acl = access.authorizer()?;
+    health_entries(&agent, acl, &name, &q, resource, tagged_instances).await
 }
 
 /// `GET /v1/health/connect/<name>`: the Connect proxies of `name` (instances of kind
@@ -503,16 +682,19 @@ pub(super) async fn health_service(
 pub(super) async fn health_connect(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let resource = Resource::Connect(name.to_lowercase());
-    health_entries(&agent, &name, &q, resource, tagged_proxies).await
+    let acl = access.authorizer()?;
+    health_entries(&agent, acl, &name, &q, resource, tagged_proxies).await
 }
 
 /// Health entries (node, instance, checks) of the instances `select` picks, blocking on
 /// `resource`; `passing` drops any with a non-passing check.
 async fn health_entries(
     agent: &Agent,
+    acl: &Authorizer,
     name: &str,
     q: &Option<String>,
     resource: Resource,
@@ -528,6 +710,9 @@ async fn health_entries(
     answer(agent, &p, resource, |state| {
         let mut entries = Vec::new();
         for stored in select(state, name, &p) {
+            if !instance_readable(agent, acl, &stored.value) {
+                continue;
+            }
             let node = node_of(agent, state, &stored.value);
             if !meta_matches(node, &wanted) {
                 continue;
@@ -553,17 +738,22 @@ async fn health_entries(
 pub(super) async fn health_checks(
     State(agent): Shared,
     Path(name): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
     let node_ok = node_matches(&agent, &p)?;
+    let acl = access.authorizer()?;
     answer(
         &agent,
         &p,
         Resource::Service(name.to_lowercase()),
         |state| {
             let mut checks = Vec::new();
-            for stored in state.instances_of(&name).filter(|_| node_ok) {
+            for stored in state
+                .instances_of(&name)
+                .filter(|s| node_ok && instance_readable(&agent, acl, &s.value))
+            {
                 for check in state.own_checks(&stored.value) {
                     checks.push(HealthCheckJson::new(
                         node_of(&agent, state, &stored.value),
@@ -581,8 +771,10 @@ pub(super) async fn health_checks(
 pub(super) async fn health_state(
     State(agent): Shared,
     Path(wanted): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
+    let acl = access.authorizer()?;
     let p = params(&q);
     let filter = match wanted.as_str() {
         "any" => None,
@@ -602,6 +794,7 @@ pub(super) async fn health_state(
             .checks
             .values()
             .filter(|c| node_ok && filter.is_none_or(|s| c.value.status == s))
+            .filter(|c| check_readable(&agent, acl, state, &c.value))
             .map(|c| check_json(&agent, state, c))
             .collect();
         Ok(to_json(&checks, p.has("pretty")))
@@ -612,13 +805,16 @@ pub(super) async fn health_state(
 pub(super) async fn health_node(
     State(agent): Shared,
     Path(node): Path<String>,
+    access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
+    let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Checks, |state| {
         let Some(found) = all_nodes(&agent, state)
             .into_iter()
             .find(|n| n.name.eq_ignore_ascii_case(&node))
+            .filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
         else {
             return Ok(b"[]".to_vec());
         };
@@ -633,6 +829,7 @@ pub(super) async fn health_node(
                 .checks
                 .values()
                 .filter(|c| c.value.node == found.name || (own && c.value.node.is_empty()))
+                .filter(|c| check_readable(&agent, acl, state, &c.value))
                 .map(|c| check_json(&agent, state, c)),
         );
         Ok(to_json(&checks, p.has("pretty")))

@@ -9,6 +9,8 @@
 //! 413/414/431 name the limit, a path with a bad escape or an empty name is a 400, and the
 //! families of Consul's API that Wharf does not answer yet are 501 ([`unimplemented`]).
 
+mod access;
+mod acl;
 mod blocking;
 mod body;
 mod config;
@@ -107,6 +109,26 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/v1/config/{kind}/{name}",
             get(config::read).delete(config::delete),
         )
+        .route("/v1/acl/bootstrap", write(acl::bootstrap))
+        .route("/v1/acl/policy", put(acl::create_policy))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::read_policy)
+                .put(acl::update_policy)
+                .delete(acl::delete_policy),
+        )
+        .route("/v1/acl/policy/name/{name}", get(acl::read_policy_by_name))
+        .route("/v1/acl/policies", get(acl::list_policies))
+        .route("/v1/acl/token", put(acl::create_token))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{accessor}",
+            get(acl::read_token)
+                .put(acl::update_token)
+                .delete(acl::delete_token),
+        )
+        .route("/v1/acl/token/{accessor}/clone", put(acl::clone_token))
+        .route("/v1/acl/tokens", get(acl::list_tokens))
         .route("/metrics", get(handlers::metrics));
     missing_names(unimplemented::routes(routes))
         .fallback(not_found)
@@ -201,6 +223,7 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::BadRequest(reason) => ApiError::bad_request(reason),
             RegistryError::NotFound(reason) => ApiError::not_found(reason),
+            RegistryError::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, reason),
             e @ RegistryError::NotTtl(_) => ApiError::internal(e.to_string()),
             RegistryError::Store(e @ wharf_store::StoreError::Backend(_)) => {
                 tracing::warn!(error = %e, "store unavailable");

@@ -46,6 +46,9 @@ pub struct Zone {
     /// First the configured domain, then `consul.` unless that is the configured one.
     domains: Vec<Name>,
     node: NodeInfo,
+    /// With ACLs on, DNS answers what the anonymous token may read (Consul's DNS uses the
+    /// agent's default token, which is the anonymous one unless configured).
+    acl: Option<crate::acl::DefaultPolicy>,
 }
 
 impl Zone {
@@ -59,7 +62,47 @@ impl Zone {
                 domains.push(name);
             }
         }
-        Ok(Zone { domains, node })
+        Ok(Zone {
+            domains,
+            node,
+            acl: None,
+        })
+    }
+
+    /// Answers only what the anonymous token may read, when `acl` is enabled.
+    pub fn with_acl(mut self, acl: crate::acl::AclConfig) -> Zone {
+        self.acl = acl.enabled.then_some(acl.default_policy);
+        self
+    }
+
+    /// Whether the anonymous token may read `instance` (always, with ACLs off).
+    fn readable(&self, state: &CatalogState, instance: &wharf_model::ServiceInstance) -> bool {
+        let Some(default) = self.acl else {
+            return true;
+        };
+        use crate::acl::{Need, Scope};
+        let node = if instance.node.is_empty() {
+            &self.node.name
+        } else {
+            &instance.node
+        };
+        state
+            .acl
+            .authorizer(None, default, crate::now_ms())
+            .is_ok_and(|a| {
+                a.allows(Scope::Service(&instance.name), Need::Read)
+                    && a.allows(Scope::Node(node), Need::Read)
+            })
+    }
+
+    fn node_readable(&self, state: &CatalogState, node: &str) -> bool {
+        let Some(default) = self.acl else {
+            return true;
+        };
+        state
+            .acl
+            .authorizer(None, default, crate::now_ms())
+            .is_ok_and(|a| a.allows(crate::acl::Scope::Node(node), crate::acl::Need::Read))
     }
 }
 
@@ -213,6 +256,9 @@ fn records(
     match lookup {
         Lookup::Addr(ip) => Some((address_records(&name, qtype, [ip]), Vec::new())),
         Lookup::Node(node) => {
+            if !zone.node_readable(state, &node) {
+                return None;
+            }
             let address = if node.eq_ignore_ascii_case(&zone.node.name) {
                 &zone.node.address
             } else {
@@ -253,7 +299,7 @@ fn instance_records(
     let mut healthy: Vec<(IpAddr, u16, u16, Option<&str>)> = Vec::new();
     for stored in candidates {
         let instance = &stored.value;
-        if tag.is_some_and(|t| !instance.has_tag(t)) {
+        if tag.is_some_and(|t| !instance.has_tag(t)) || !zone.readable(state, instance) {
             continue;
         }
         let status = state.status_of(instance);
