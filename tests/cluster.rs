@@ -404,3 +404,76 @@ fn a_three_member_etcd_cluster_loses_nothing() {
         "no ghost"
     );
 }
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+fn acls_are_shared_by_every_node_and_bootstrap_happens_once() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let acl_node = |name: &str| {
+        RegistryProcess::start(
+            &dir.path().join(name),
+            &[
+                "--store",
+                &etcd.store_url(),
+                "--node",
+                name,
+                "--acl",
+                "--acl-default-policy",
+                "deny",
+            ],
+        )
+    };
+    let a = acl_node("a");
+    let b = acl_node("b");
+    let boot = a.put("/v1/acl/bootstrap", "");
+    assert_eq!(boot.status, 200, "{}", boot.text());
+    let root = boot.json()["SecretID"].as_str().unwrap().to_owned();
+    // Bootstrap is once for the store, whichever node is asked.
+    let again = b.put("/v1/acl/bootstrap", "");
+    assert_eq!(again.status, 403, "{}", again.text());
+
+    // A policy and a token made through a work on b.
+    let with = |node: &RegistryProcess, token: &str, method: &str, path: &str, body: &str| {
+        request_with(
+            node.addr,
+            method,
+            path,
+            &[("X-Consul-Token", token)],
+            body.as_bytes(),
+        )
+    };
+    let policy = with(
+        &a,
+        &root,
+        "PUT",
+        "/v1/acl/policy",
+        &json!({"Name": "web", "Rules": "service \"web\" { policy = \"write\" }"}).to_string(),
+    );
+    assert_eq!(policy.status, 200, "{}", policy.text());
+    let token = with(
+        &a,
+        &root,
+        "PUT",
+        "/v1/acl/token",
+        &json!({"Policies": [{"Name": "web"}]}).to_string(),
+    );
+    let web = token.json()["SecretID"].as_str().unwrap().to_owned();
+    let register = |name: &str| {
+        with(
+            &b,
+            &web,
+            "PUT",
+            "/v1/agent/service/register",
+            &json!({"Name": name, "Port": 80}).to_string(),
+        )
+        .status
+    };
+    eventually("b knows the token made on a", || register("web") == 200);
+    assert_eq!(register("db"), 403);
+    assert_eq!(
+        b.put("/v1/agent/service/register", "{\"Name\": \"web\"}")
+            .status,
+        403
+    );
+}
