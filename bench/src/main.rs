@@ -90,6 +90,9 @@ struct Load {
     seconds: u64,
     #[arg(long, default_value = "bench")]
     service: String,
+    /// An ACL token, sent as `?token=` on reads.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 #[derive(Parser)]
@@ -522,10 +525,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Read(load) => {
             let (url, service) = (load.url.clone(), load.service.clone());
+            let token = load
+                .token
+                .as_ref()
+                .map_or_else(String::new, |t| format!("&token={t}"));
             run_load("wharf health read", &load, move |_| {
                 (
                     "GET",
-                    format!("{url}/v1/health/service/{service}?passing"),
+                    format!("{url}/v1/health/service/{service}?passing{token}"),
                     Vec::new(),
                 )
             })
