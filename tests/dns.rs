@@ -2,7 +2,7 @@
 
 use crate::support::dns;
 use crate::support::*;
-use hickory_proto::op::{MessageType, ResponseCode};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
@@ -360,4 +360,72 @@ fn connect_names_answer_the_sidecars_of_a_service() {
     assert_eq!(dns::srv_ports(&plain), [9001], "the app itself");
     let none = dns::udp(registry.dns, "db.connect.consul.", RecordType::SRV, None);
     assert_eq!(none.metadata.response_code, ResponseCode::NXDomain);
+}
+
+/// `--dns-tls`: DNS over TCP becomes DNS over TLS with the API's certificate; a client that
+/// checks it with the CA gets its answers, plaintext TCP gets none, and UDP stays plain.
+#[test]
+fn dns_over_tcp_can_listen_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::support::certs::issue(dir.path());
+    let registry = RegistryProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            certs.server_cert.to_str().unwrap(),
+            "--tls-key",
+            certs.server_key.to_str().unwrap(),
+            "--dns-tls",
+        ],
+    );
+    let url = format!("https://{}", registry.addr);
+    let register = std::process::Command::new(WHARF)
+        .args(["register", "hello", "--port", "9001", "--registry", &url])
+        .env("WHARF_CACERT", &certs.ca)
+        .output()
+        .unwrap();
+    assert!(register.status.success(), "{register:?}");
+
+    let ca = std::fs::read(&certs.ca).unwrap();
+    let answer = dns::tls(registry.dns, &ca, "hello.service.wharf.", RecordType::SRV)
+        .expect("a DNS-over-TLS answer");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(dns::srv_ports(&answer), [9001]);
+
+    // A client that does not trust the CA is refused in the handshake.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let stranger = crate::support::certs::issue(&other);
+    let other_ca = std::fs::read(&stranger.ca).unwrap();
+    assert!(
+        dns::tls(
+            registry.dns,
+            &other_ca,
+            "hello.service.wharf.",
+            RecordType::SRV
+        )
+        .is_err()
+    );
+
+    // Plaintext TCP gets no answer; UDP still answers.
+    let mut plain = std::net::TcpStream::connect(registry.dns).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let packet = dns::question("hello.service.wharf.", RecordType::SRV, None);
+    let _ = std::io::Write::write_all(&mut plain, &(packet.len() as u16).to_be_bytes());
+    let _ = std::io::Write::write_all(&mut plain, &packet);
+    let mut reply = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut reply);
+    assert!(
+        Message::from_vec(reply.get(2..).unwrap_or_default()).is_err(),
+        "no DNS answer in plaintext"
+    );
+    let udp = dns::udp(
+        registry.dns,
+        "hello.service.wharf.",
+        RecordType::SRV,
+        Some(4096),
+    );
+    assert_eq!(dns::srv_ports(&udp), [9001]);
 }

@@ -20,6 +20,8 @@ const BACKEND: &str = concat!(
 struct Mesh {
     child: Child,
     registry: SocketAddr,
+    /// DNS, UDP and TCP on one port.
+    dns: SocketAddr,
     gateway: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
     /// Its log lines (stderr), also passed on to the test's stderr.
@@ -70,12 +72,15 @@ impl Mesh {
         let mut address = |prefix: &str| -> SocketAddr {
             let line = lines.next().expect("wharf up output").unwrap();
             line.strip_prefix(prefix)
-                .map(|a| a.trim_start_matches("http://"))
+                .map(|a| {
+                    a.trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                })
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
         };
         let registry = address("wharf up: registry on ");
-        let _dns = address("wharf up: DNS on ");
+        let dns = address("wharf up: DNS on ");
         let gateway = address("wharf up: gateway on ");
         let collected = output.clone();
         std::thread::spawn(move || {
@@ -86,6 +91,7 @@ impl Mesh {
         Mesh {
             child,
             registry,
+            dns,
             gateway,
             output,
             logs,
@@ -852,5 +858,76 @@ fn up_with_acls(mesh: &str) {
             .unwrap_or("")
             .starts_with("wharf: the parts of node")),
         "{tokens}"
+    );
+}
+
+#[test]
+fn up_with_tls_serves_the_api_and_dns_over_tls_and_its_parts_use_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::support::certs::issue(dir.path());
+    let tls = format!(
+        "tls = {{ cert = {:?}, key = {:?}, ca = {:?}, dns = true }}",
+        certs.server_cert, certs.server_key, certs.ca
+    );
+    let mesh = Mesh::start_with(dir.path(), &tls, &hello_service(2));
+    let url = format!("https://{}", mesh.registry);
+    let passing = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&certs.ca)
+            .arg(format!("{url}/v1/health/service/hello?passing"))
+            .output()
+            .expect("curl");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+    };
+    // The supervisor registered and the gateway follows over TLS, checked with the CA.
+    eventually("two passing replicas over https", || passing() == Some(2));
+    eventually("the gateway routes to hello", || {
+        mesh.through_gateway("hello", "/").status == 200
+    });
+    // DNS over TCP is DNS over TLS with the same certificate.
+    let ca = std::fs::read(&certs.ca).unwrap();
+    let answer = crate::support::dns::tls(
+        mesh.dns,
+        &ca,
+        "hello.service.wharf.",
+        hickory_proto::rr::RecordType::SRV,
+    )
+    .expect("a DNS-over-TLS answer");
+    assert_eq!(crate::support::dns::srv_ports(&answer).len(), 2);
+    // Plain HTTP is not answered.
+    let mut plain = std::net::TcpStream::connect(mesh.registry).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = std::io::Write::write_all(
+        &mut plain,
+        b"GET /v1/catalog/services HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
+}
+
+#[test]
+fn a_manifest_with_tls_but_no_ca_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wharf.toml"),
+        "[registry]\ntls = { cert = \"a.pem\", key = \"a-key.pem\" }\n",
+    )
+    .unwrap();
+    let output = Command::new(WHARF)
+        .args(["up", "-f"])
+        .arg(dir.path().join("wharf.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("wharf.toml:2") && stderr.contains("ca is needed"),
+        "{stderr}"
     );
 }

@@ -60,34 +60,58 @@ pub struct Client {
     token: Option<http::HeaderValue>,
 }
 
-/// The token from the environment: `WHARF_TOKEN`, else Consul's `CONSUL_HTTP_TOKEN`.
-fn token_from_env() -> Option<String> {
-    ["WHARF_TOKEN", "CONSUL_HTTP_TOKEN"]
-        .into_iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .map(|t| t.trim().to_owned())
-        .find(|t| !t.is_empty())
+/// What a client presents and trusts: its ACL token and the CA of an `https://` registry.
+/// [`Credentials::from_env`] reads them as Consul's CLI does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Sent as `X-Consul-Token`.
+    pub token: Option<String>,
+    /// A PEM file of the CA(s) an `https://` registry's certificate is checked against.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// The TLS a client speaks to an `https://` registry: the roots in the PEM file that
-/// `WHARF_CACERT` (or Consul's `CONSUL_CACERT`) names. Plain `http://` needs none.
-fn tls_config(needed: bool) -> Result<rustls::ClientConfig, ClientError> {
+impl Credentials {
+    /// `WHARF_TOKEN` (else `CONSUL_HTTP_TOKEN`) and `WHARF_CACERT` (else `CONSUL_CACERT`).
+    pub fn from_env() -> Credentials {
+        let var = |names: [&str; 2]| {
+            names
+                .into_iter()
+                .filter_map(|name| std::env::var(name).ok())
+                .map(|v| v.trim().to_owned())
+                .find(|v| !v.is_empty())
+        };
+        Credentials {
+            token: var(["WHARF_TOKEN", "CONSUL_HTTP_TOKEN"]),
+            ca_file: var(["WHARF_CACERT", "CONSUL_CACERT"]).map(Into::into),
+        }
+    }
+
+    /// These, with what the environment has for what these leave unset.
+    pub fn or_env(self) -> Credentials {
+        let env = Credentials::from_env();
+        Credentials {
+            token: self.token.or(env.token),
+            ca_file: self.ca_file.or(env.ca_file),
+        }
+    }
+}
+
+/// The TLS a client speaks to an `https://` registry: the roots in `ca_file`. Plain
+/// `http://` needs none.
+fn tls_config(
+    needed: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if needed {
-        let path = std::env::var_os("WHARF_CACERT")
-            .or_else(|| std::env::var_os("CONSUL_CACERT"))
-            .ok_or_else(|| {
+        let path = ca_file.ok_or_else(|| {
                 ClientError::Tls(
                     "an https:// registry needs the CA of its certificate: set WHARF_CACERT (or CONSUL_CACERT) to a PEM file".into(),
                 )
             })?;
-        let pem = std::fs::read(&path).map_err(|e| {
-            ClientError::Tls(format!(
-                "cannot read {}: {e}",
-                std::path::Path::new(&path).display()
-            ))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert = cert.map_err(|e| ClientError::Tls(format!("bad CA file: {e}")))?;
             roots
@@ -201,11 +225,15 @@ pub struct Blocking {
 }
 
 impl Client {
-    /// A client of the registry at `base` (`http://127.0.0.1:8500`).
     /// A client of the registry at `base` (`http://H:P`, or `https://H:P` with the CA of its
-    /// certificate in the file `WHARF_CACERT` or `CONSUL_CACERT` names, as Consul's CLI
-    /// takes it).
+    /// certificate in the file `WHARF_CACERT` or `CONSUL_CACERT` names), with the token of
+    /// `WHARF_TOKEN` or `CONSUL_HTTP_TOKEN`, as Consul's CLI takes them.
     pub fn new(base: &str) -> Result<Client, ClientError> {
+        Client::connect(base, &Credentials::from_env())
+    }
+
+    /// A client of the registry at `base` with `credentials`.
+    pub fn connect(base: &str, credentials: &Credentials) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/');
         let uri: http::Uri = base
             .parse()
@@ -219,7 +247,7 @@ impl Client {
             return Err(ClientError::BadAddress(base.to_owned()));
         }
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(tls)?)
+            .with_tls_config(tls_config(tls, credentials.ca_file.as_deref())?)
             .https_or_http()
             .enable_http1()
             .build();
@@ -231,7 +259,7 @@ impl Client {
             http,
             token: None,
         };
-        client.with_token(token_from_env())
+        client.with_token(credentials.token.clone())
     }
 
     /// The same client with `token` (`None`: no token) on every request.

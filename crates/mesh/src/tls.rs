@@ -108,12 +108,26 @@ pub fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, Tls
 /// The registry API's TLS (`--tls-cert`, `--tls-key`): the server's certificate chain and
 /// key, no client certificate asked (tokens say who a caller is), TLS 1.2 and 1.3, HTTP/1.1.
 pub fn api_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    public_server_config(cert_pem, key_pem, b"http/1.1")
+}
+
+/// A server without client certificates, with `cert_pem`'s chain, offering `alpn`.
+fn public_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs(cert_pem)?, key(key_pem)?)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A server configuration for DNS over TLS (RFC 7858: ALPN `dot`) with `cert_pem`'s chain.
+pub fn dot_server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    public_server_config(cert_pem, key_pem, b"dot")
 }
 
 /// When the (first) certificate in `pem` expires, in seconds since the epoch.

@@ -294,16 +294,12 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
         .store(Arc::new(EndpointSet::new(endpoints)));
 }
 
-/// A client of the registry at `url`, with `token` if given, else the environment's.
+/// A client of the registry at `url` with `credentials`, the environment's where unset.
 pub(crate) fn registry_client(
     url: &str,
-    token: Option<String>,
+    credentials: &wharf_client::Credentials,
 ) -> Result<wharf_client::Client, wharf_client::ClientError> {
-    let client = wharf_client::Client::new(url)?;
-    match token {
-        Some(token) => client.with_token(Some(token)),
-        None => Ok(client),
-    }
+    wharf_client::Client::connect(url, &credentials.clone().or_env())
 }
 
 #[cfg(test)]

@@ -51,8 +51,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The registry's URL; `None` routes to static upstreams only.
     pub registry: Option<String>,
-    /// The ACL token for the registry (`None`: `WHARF_TOKEN` / `CONSUL_HTTP_TOKEN`).
-    pub registry_token: Option<String>,
+    /// The ACL token and CA for the registry; what they leave unset comes from the
+    /// environment (`WHARF_TOKEN`, `WHARF_CACERT`, or Consul's variables).
+    pub registry_credentials: wharf_client::Credentials,
     pub policy: Policy,
     /// Services with fixed addresses: `NAME=ADDR` on the command line.
     pub upstreams: Vec<(String, Vec<SocketAddr>)>,
@@ -71,7 +72,7 @@ impl Config {
             listen,
             admin: None,
             registry: None,
-            registry_token: None,
+            registry_credentials: Default::default(),
             policy: Policy::RoundRobin,
             upstreams: Vec::new(),
             timeouts: Timeouts {
@@ -109,7 +110,7 @@ impl Proxy {
         let client = config
             .registry
             .as_deref()
-            .map(|url| discovery::registry_client(url, config.registry_token.clone()))
+            .map(|url| discovery::registry_client(url, &config.registry_credentials))
             .transpose()?;
         let metrics = metrics::Metrics::default();
         let defaults = service::ServiceDefaults {

@@ -55,6 +55,8 @@ pub struct Config {
     pub node_ttl: Duration,
     /// TLS on the HTTP API (`None`: plain HTTP).
     pub api_tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS on DNS over TCP, which makes it DNS over TLS (`None`: plain TCP).
+    pub dns_tls: Option<Arc<rustls::ServerConfig>>,
     /// Tokens on the API.
     pub acl: acl::AclConfig,
 }
@@ -92,6 +94,7 @@ impl Config {
             mesh: connect::MeshConfig::default(),
             node_ttl: Duration::from_secs(10),
             api_tls: None,
+            dns_tls: None,
             acl: acl::AclConfig::default(),
         }
     }
@@ -138,6 +141,7 @@ impl Registry {
                 tokio::spawn(dns::serve(
                     udp,
                     tcp,
+                    config.dns_tls.clone(),
                     zone,
                     agent.catalog.clone(),
                     shutdown_rx.clone(),

@@ -156,6 +156,10 @@ pub(crate) struct RegistryArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: DNS over TCP answers over TLS (DNS over TLS, RFC 7858) with the same
+    /// certificate; UDP stays plain.
+    #[arg(long, requires = "tls_cert")]
+    pub dns_tls: bool,
     /// How long after this node dies its instances turn critical on the other nodes of its
     /// store (the TTL of its liveness lease).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]

@@ -33,6 +33,8 @@ pub(crate) struct Manifest {
     pub advertise: Option<std::net::IpAddr>,
     pub domain: String,
     pub http_limits: wharf_registry::HttpLimits,
+    /// `[registry] tls = { cert, key, ca, dns }`: TLS on the API (and DNS over TLS).
+    pub tls: Option<TlsFiles>,
     /// `[registry] acl = { enabled, default_policy }`: tokens on the API.
     pub acl: wharf_registry::acl::AclConfig,
     pub gateway_listen: SocketAddr,
@@ -46,6 +48,16 @@ pub(crate) struct Manifest {
     pub sidecars: BTreeMap<String, SidecarSpec>,
     /// `[intentions]`: `"SOURCE -> DESTINATION" = "allow" | "deny"`.
     pub intentions: Vec<wharf_mesh::intentions::Intention>,
+}
+
+/// The registry's TLS: its certificate chain and key, the CA that `wharf up`'s own parts
+/// check it with, and whether DNS over TCP becomes DNS over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub dns: bool,
 }
 
 /// What a service's sidecars need to know.
@@ -114,6 +126,20 @@ struct RawRegistry {
     http_max_conns_per_client: Option<Spanned<i64>>,
     http_read_timeout: Option<Spanned<String>>,
     acl: Option<RawAcl>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The CA of `cert`: `wharf up`'s own parts (supervisor, gateway, sidecars) call the API
+    /// over TLS and check it with this.
+    ca: Option<PathBuf>,
+    /// DNS over TCP answers over TLS (RFC 7858) with the same certificate.
+    #[serde(default)]
+    dns: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -461,7 +487,27 @@ impl Manifest {
                 },
             },
         };
+        let tls = match &raw.registry.tls {
+            None => None,
+            Some(tls) => {
+                let ca = tls.get_ref().ca.as_ref().ok_or_else(|| {
+                    error(
+                        Some(tls.span()),
+                        "registry.tls: ca is needed (the CA of cert): wharf up's own parts \
+                         call the API over TLS and check its certificate with it"
+                            .to_owned(),
+                    )
+                })?;
+                Some(TlsFiles {
+                    cert: dir.join(&tls.get_ref().cert),
+                    key: dir.join(&tls.get_ref().key),
+                    ca: dir.join(ca),
+                    dns: tls.get_ref().dns,
+                })
+            }
+        };
         Ok(Manifest {
+            tls,
             acl,
             mtls: raw.mesh.mtls,
             sidecars,

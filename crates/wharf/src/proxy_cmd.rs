@@ -52,7 +52,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         admin: Some(args.admin),
         upstreams: args.upstreams,
         registry: args.registry,
-        registry_token: None,
+        registry_credentials: Default::default(),
     })
     .await?;
     if let Some(inbound) = sidecar.inbound_addr {

@@ -91,12 +91,7 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     node.datacenter = args.datacenter;
     let mut config = Config::new(args.http, node);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let read = |path: &std::path::PathBuf| {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-        };
-        let tls = wharf_mesh::tls::api_server_config(&read(cert)?, &read(key)?)
-            .map_err(|e| BadInput(format!("--tls-cert/--tls-key: {e}")))?;
-        config.api_tls = Some(tls);
+        load_tls(&mut config, cert, key, args.dns_tls, "--tls-cert/--tls-key")?;
     }
     config.min_deregister_after = args.min_deregister_after;
     config.node_ttl = args.node_ttl;
@@ -131,6 +126,30 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("stopping");
     registry.stop().await;
+    Ok(())
+}
+
+/// TLS on the registry's API from the PEM files `cert` and `key`, and on DNS over TCP too
+/// when `dns`; a bad file is bad input named by `what`.
+pub(crate) fn load_tls(
+    config: &mut Config,
+    cert: &Path,
+    key: &Path,
+    dns: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let (cert, key) = (read(cert)?, read(key)?);
+    let api = wharf_mesh::tls::api_server_config(&cert, &key)
+        .map_err(|e| BadInput(format!("{what}: {e}")))?;
+    config.api_tls = Some(api);
+    if dns {
+        let dot = wharf_mesh::tls::dot_server_config(&cert, &key)
+            .map_err(|e| BadInput(format!("{what}: {e}")))?;
+        config.dns_tls = Some(dot);
+    }
     Ok(())
 }
 

@@ -37,17 +37,28 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     config.http_limits = manifest.http_limits.clone();
     config.mesh = manifest.mesh.clone();
     config.acl = manifest.acl;
+    if let Some(tls) = &manifest.tls {
+        crate::registry_cmd::load_tls(&mut config, &tls.cert, &tls.key, tls.dns, "registry.tls")?;
+    }
     let registry = Registry::start(store, config).await?;
-    let registry_url = format!("http://{}", registry.http_addr);
+    let scheme = if manifest.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let registry_url = format!("{scheme}://{}", registry.http_addr);
     apply_intentions(&registry.agent, &manifest.intentions).await?;
     // With ACLs on, this process's own parts (supervisor, gateway, sidecars) call the API
     // with this node's management token; the instances get none.
-    let token = match manifest.acl.enabled {
-        true => Some(registry.agent.acl_node_token().await?),
-        false => None,
+    let credentials = wharf_client::Credentials {
+        token: match manifest.acl.enabled {
+            true => Some(registry.agent.acl_node_token().await?),
+            false => None,
+        },
+        ca_file: manifest.tls.as_ref().map(|tls| tls.ca.clone()),
     };
 
-    let gateway = Gateway::start(&manifest, &registry_url, token.clone()).await?;
+    let gateway = Gateway::start(&manifest, &registry_url, credentials.clone()).await?;
     println!("wharf up: registry on {registry_url}");
     if let Some(dns) = registry.dns_addr {
         println!("wharf up: DNS on {dns}");
@@ -83,13 +94,22 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
             .env
             .entry("WHARF_DATA".into())
             .or_insert_with(|| data.display().to_string());
+        // With TLS on the API, the CA that `WHARF_REGISTRY` is checked with (public).
+        if let Some(tls) = &manifest.tls {
+            for name in ["WHARF_CACERT", "CONSUL_CACERT"] {
+                service
+                    .env
+                    .entry(name.into())
+                    .or_insert_with(|| tls.ca.display().to_string());
+            }
+        }
     }
-    let client = wharf_client::Client::new(&registry_url)?.with_token(token.clone())?;
+    let client = wharf_client::Client::connect(&registry_url, &credentials)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
-            token: token.clone(),
+            credentials: credentials.clone(),
             services: manifest.sidecars.clone(),
             inbound_ip: manifest
                 .advertise
@@ -129,7 +149,7 @@ impl Gateway {
     async fn start(
         manifest: &Manifest,
         registry_url: &str,
-        token: Option<String>,
+        credentials: wharf_client::Credentials,
     ) -> anyhow::Result<Gateway> {
         if manifest.mtls {
             let ingress = Sidecar::start(SidecarConfig {
@@ -143,7 +163,7 @@ impl Gateway {
                 admin: Some(manifest.gateway_admin),
                 upstreams: Vec::new(),
                 registry: registry_url.to_owned(),
-                registry_token: token,
+                registry_credentials: credentials,
             })
             .await?;
             return Ok(Gateway::Mesh(Box::new(ingress)));
@@ -151,7 +171,7 @@ impl Gateway {
         let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
         gateway.admin = Some(manifest.gateway_admin);
         gateway.registry = Some(registry_url.to_owned());
-        gateway.registry_token = token;
+        gateway.registry_credentials = credentials;
         gateway.policy = manifest.balance;
         Ok(Gateway::Plain(wharf_proxy::Proxy::start(gateway).await?))
     }
@@ -182,8 +202,8 @@ impl Gateway {
 /// and an outbound side the instance reaches the mesh through (`WHARF_GATEWAY`).
 struct Sidecars {
     registry: String,
-    /// The node's token when ACLs are on.
-    token: Option<String>,
+    /// The node's token when ACLs are on, and the API's CA when it speaks TLS.
+    credentials: wharf_client::Credentials,
     /// Per service: what its sidecars need to know.
     services: std::collections::BTreeMap<String, SidecarSpec>,
     /// Where inbound sides listen: this host's advertised address, so that the sidecars of
@@ -219,7 +239,7 @@ impl Companion for Sidecars {
                 .map(|name| (name.clone(), ([127, 0, 0, 1], 0).into()))
                 .collect(),
             registry: self.registry.clone(),
-            registry_token: self.token.clone(),
+            registry_credentials: self.credentials.clone(),
         };
         Box::pin(async move {
             let sidecar = Sidecar::start(config)

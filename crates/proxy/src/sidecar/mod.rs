@@ -138,8 +138,9 @@ pub struct SidecarConfig {
     /// TCP upstreams: a local listener per destination service.
     pub upstreams: Vec<(String, SocketAddr)>,
     pub registry: String,
-    /// The ACL token for the registry (`None`: `WHARF_TOKEN` / `CONSUL_HTTP_TOKEN`).
-    pub registry_token: Option<String>,
+    /// The ACL token and CA for the registry; what they leave unset comes from the
+    /// environment (`WHARF_TOKEN`, `WHARF_CACERT`, or Consul's variables).
+    pub registry_credentials: wharf_client::Credentials,
 }
 
 /// Why a sidecar could not start.
@@ -171,7 +172,7 @@ impl Sidecar {
     pub async fn start(config: SidecarConfig) -> Result<Sidecar, SidecarError> {
         wharf_mesh::identity::check_name(&config.service)?;
         let client =
-            crate::discovery::registry_client(&config.registry, config.registry_token.clone())?;
+            crate::discovery::registry_client(&config.registry, &config.registry_credentials)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let health = Arc::new(admin::Health::default());
         let published = Arc::new(credentials::Published {

@@ -7,7 +7,9 @@
 //! without EDNS0, no TC for that limit) are ours to apply. What is left is two small loops.
 //!
 //! UDP: a few threads share one socket, each taking a batch of questions per system call.
-//! TCP: a task per connection, length-prefixed messages, closed after [`TCP_IDLE`] of silence.
+//! TCP: a task per connection, length-prefixed messages, closed after [`TCP_IDLE`] of silence;
+//! with a TLS configuration, every TCP connection is DNS over TLS (RFC 7858, ALPN `dot`),
+//! its handshake bound by the same idle limit, while UDP stays plain.
 
 pub mod answer;
 pub mod cache;
@@ -17,8 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 
 use tokio::sync::watch;
 
@@ -52,6 +54,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     zone: Zone,
     catalog: Arc<Catalog>,
     shutdown: watch::Receiver<bool>,
@@ -87,7 +90,14 @@ pub async fn serve(
             tracing::error!(error = %e, "dns: cannot start a UDP worker");
         }
     }
-    serve_tcp(tcp, zone, catalog, shutdown).await;
+    serve_tcp(
+        tcp,
+        tls.map(tokio_rustls::TlsAcceptor::from),
+        zone,
+        catalog,
+        shutdown,
+    )
+    .await;
 }
 
 /// Datagrams taken from (and answers given to) the kernel per system call.
@@ -173,6 +183,7 @@ fn serve_udp(
 
 async fn serve_tcp(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     zone: Arc<Zone>,
     catalog: Arc<Catalog>,
     mut shutdown: watch::Receiver<bool>,
@@ -189,11 +200,30 @@ async fn serve_tcp(
             },
             _ = crate::stopped(&mut shutdown) => return,
         };
-        tokio::spawn(serve_tcp_connection(stream, zone.clone(), catalog.clone()));
+        let (zone, catalog) = (zone.clone(), catalog.clone());
+        match &tls {
+            None => {
+                tokio::spawn(serve_tcp_connection(stream, zone, catalog));
+            }
+            Some(acceptor) => {
+                let accepting = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TCP_IDLE, accepting).await {
+                        Ok(Ok(stream)) => serve_tcp_connection(stream, zone, catalog).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "dns over tls: handshake"),
+                        Err(_) => tracing::debug!("dns over tls: handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn serve_tcp_connection(mut stream: TcpStream, zone: Arc<Zone>, catalog: Arc<Catalog>) {
+async fn serve_tcp_connection(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    zone: Arc<Zone>,
+    catalog: Arc<Catalog>,
+) {
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 2];
