@@ -62,3 +62,37 @@ C=$(node c)
 after=$(date +%s%N)
 instances=$(curl -sf "$C/v1/health/service/relist" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "node c answered with $instances relist instances $(( (after - before) / 1000000 )) ms after it was started (process start, etcd range of the whole prefix, catalog built, listening)"
+echo "== a relist after compaction on a running node"
+# Node b stopped (SIGSTOP) while 10,000 instances change through a and etcd compacts past
+# what b has seen; resumed, its watch is refused as compacted and it reads everything again.
+# Two queries are held on b: one on the service that changed, one on a service that did not.
+held() {
+  local index
+  index=$(curl -sf -o /dev/null -D - "$B/v1/health/service/$1" | tr -d '\r' | awk 'tolower($1)=="x-consul-index:" {print $2}')
+  curl -sf -o "$work/held-$1" "$B/v1/health/service/$1?index=$index&wait=120s" >/dev/null 2>&1 &
+  echo $!
+}
+changed_pid=$(held relist)
+unchanged_pid=$(held bench)
+metric() { curl -sf "$B/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
+reloads_before=$(metric wharf_registry_catalog_reloads_total)
+kill -STOP "$(cat "$work/b.pid")"
+load register --url "$A" --count 10000 --concurrency "$CONCURRENCY" --service relist >/dev/null
+head=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD" endpoint status -w json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
+ETCDCTL_API=3 etcdctl --endpoints "$ETCD" compact "$head" >/dev/null
+kill -CONT "$(cat "$work/b.pid")"
+for _ in $(seq 600); do
+  [ "$(metric wharf_registry_catalog_reloads_total)" != "$reloads_before" ] && break
+  sleep 0.05
+done
+for _ in $(seq 200); do kill -0 "$changed_pid" 2>/dev/null || break; sleep 0.05; done
+total=$(curl -sf "$B/v1/catalog/services" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+instances=$(metric wharf_registry_instances)
+echo "node b relisted: reloads $reloads_before -> $(metric wharf_registry_catalog_reloads_total), \
+the reload took $(metric wharf_registry_catalog_last_reload_seconds) s for $instances instances of $total services"
+kill -0 "$changed_pid" 2>/dev/null && echo "the query on the changed service is STILL held (wrong)" \
+  || echo "the query on the changed service answered"
+kill -0 "$unchanged_pid" 2>/dev/null && echo "the query on an unchanged service is still held (right)" \
+  || echo "the query on an unchanged service ANSWERED (a needless wake-up)"
+kill "$unchanged_pid" 2>/dev/null || true

@@ -650,6 +650,8 @@ pub struct Catalog {
     last_change: Mutex<std::time::Instant>,
     /// Loads of the whole store after the first (a broken or compacted watch).
     reloads: std::sync::atomic::AtomicU64,
+    /// How long the last reload took, from the broken watch to the new one, in microseconds.
+    last_reload_us: std::sync::atomic::AtomicU64,
 }
 
 /// A change the health checker must act on.
@@ -686,6 +688,7 @@ impl Catalog {
             check_feed: Mutex::new(None),
             last_change: Mutex::new(std::time::Instant::now()),
             reloads: Default::default(),
+            last_reload_us: Default::default(),
         });
         let watch = catalog.load(&*store).await?;
         tokio::spawn(run_follower(Arc::downgrade(&catalog), store, watch));
@@ -743,6 +746,14 @@ impl Catalog {
     /// Loads of the whole store after the first.
     pub fn reloads(&self) -> u64 {
         self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long the last reload took (zero before any).
+    pub fn last_reload(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.last_reload_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn apply_batch(&self, batch: WatchBatch) {
@@ -847,13 +858,19 @@ async fn run_follower(
             None => return,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "catalog watch interrupted; reloading");
-                catalog
-                    .reloads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 loop {
                     match catalog.load(&*store).await {
                         Ok(fresh) => {
                             watch = fresh;
+                            let took = u64::try_from(started.elapsed().as_micros());
+                            catalog.last_reload_us.store(
+                                took.unwrap_or(u64::MAX),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            catalog
+                                .reloads
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             break;
                         }
                         Err(StoreError::Closed) => return,

@@ -40,6 +40,7 @@ pub struct Metrics {
     watch_lag: Gauge<u64, AtomicU64>,
     event_age: Gauge<f64, AtomicU64>,
     reloads: Counter,
+    last_reload: Gauge<f64, AtomicU64>,
     /// Failed attempts to keep this node's liveness lease.
     pub lease_failures: Counter,
 }
@@ -109,6 +110,12 @@ impl Default for Metrics {
             "Times the catalog read the whole store again (a broken or compacted watch)",
             reloads.clone(),
         );
+        let last_reload = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "catalog_last_reload_seconds",
+            "How long the catalog's last reload of the whole store took (a relist), from the broken watch to the new one",
+            last_reload.clone(),
+        );
         let lease_failures = Counter::default();
         registry.register(
             "lease_keepalive_failures",
@@ -122,6 +129,7 @@ impl Default for Metrics {
             watch_lag,
             event_age,
             reloads,
+            last_reload,
             registry,
             requests,
             blocking_held,
@@ -141,6 +149,7 @@ impl Metrics {
             .set(catalog.since_last_change().as_secs_f64());
         self.reloads
             .inc_by(catalog.reloads().saturating_sub(self.reloads.get()));
+        self.last_reload.set(catalog.last_reload().as_secs_f64());
         catalog.read(|state| {
             self.watch_lag
                 .set(contact.head.saturating_sub(state.revision()));

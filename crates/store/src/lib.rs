@@ -80,7 +80,9 @@ pub trait Store: Send + Sync + 'static {
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Range>>;
 
     /// Applies `txn.ops` atomically, under one new revision, if every comparison holds.
-    /// Acknowledged writes are durable.
+    /// Acknowledged writes are durable. Concurrent transactions without comparisons may
+    /// share a revision (a backend may commit them together); each is still all or nothing,
+    /// and a later transaction never gets an earlier revision.
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome>>;
 
     /// Every change to keys under `prefix` with a revision of at least `from`, in revision

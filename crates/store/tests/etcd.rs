@@ -238,3 +238,61 @@ async fn an_etcd_that_takes_tls_only_is_reached_with_etcds() {
             .is_err()
     );
 }
+
+/// Concurrent writes without comparisons are committed together (fewer revisions than
+/// writes), and a merged commit that fails because of one of them (its lease revoked)
+/// fails only that one: the others are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (Debian's etcd-server): bash tests/etcd/run.sh"]
+async fn concurrent_writes_are_committed_together_and_fail_alone() {
+    let server = EtcdServer::start();
+    let store: Arc<dyn Store> = Arc::new(store_on(&server, "/wharf/").await);
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put(&format!("k/{i}"), "v").await.unwrap() })
+        })
+        .collect();
+    let mut revisions = std::collections::HashSet::new();
+    for writer in writers {
+        revisions.insert(writer.await.unwrap());
+    }
+    assert!(
+        revisions.len() < 200,
+        "200 concurrent writes took {} revisions",
+        revisions.len()
+    );
+
+    let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    store.revoke_lease(lease).await.unwrap();
+    let writers: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let op = if i == 25 {
+                    wharf_store::Op::Put {
+                        key: "leased/x".into(),
+                        value: b"v".to_vec(),
+                        lease,
+                    }
+                } else {
+                    wharf_store::Op::put(&format!("m/{i}"), "v")
+                };
+                store.txn(wharf_store::Txn::new().op(op)).await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (i, writer) in writers.into_iter().enumerate() {
+        if let Err(e) = writer.await.unwrap() {
+            failed.push((i, e));
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 25);
+    assert!(
+        matches!(failed[0].1, StoreError::LeaseNotFound(_)),
+        "{failed:?}"
+    );
+    assert_eq!(store.range("m/").await.unwrap().kvs.len(), 49);
+}

@@ -15,7 +15,9 @@
 //!   a backoff and jitter, so that an etcd restart does not bring every node back at once),
 //!   asks for progress notifications so that an idle watch's resume point stays fresh, and
 //!   reports a compacted start as [`StoreError::Compacted`] for the caller to relist.
-//! - Writes are etcd transactions: one revision each, durable when etcd acknowledges them.
+//! - Writes are etcd transactions, durable when etcd acknowledges them; those without
+//!   comparisons that wait while others are in flight are merged into one ([`batch`]), so
+//!   concurrent writes may share a revision.
 //! - A heartbeat asks etcd's status every second: [`Store::contact`] says whether a leader
 //!   answers and how long ago anything did, for answers that must say when they are stale.
 //!
@@ -23,6 +25,7 @@
 //! the Rust toolchain does not have. The generated messages and clients it would build are
 //! checked in here ([`pb`]) and this module is the thin translation etcd-client would be.
 
+mod batch;
 mod pb;
 
 use std::sync::Arc;
@@ -75,6 +78,8 @@ pub struct EtcdStore {
     members: Arc<Members>,
     prefix: String,
     link: Arc<Link>,
+    /// Transactions for the group commit ([`batch`]).
+    batches: tokio::sync::mpsc::UnboundedSender<batch::Pending>,
 }
 
 /// The etcd members given, one channel each, and the one in use.
@@ -216,6 +221,49 @@ fn backend(what: &str, status: tonic::Status) -> StoreError {
     ))
 }
 
+/// Sends one etcd transaction; the error names a lease of `leases` that etcd no longer has.
+async fn send_txn(
+    members: &Members,
+    link: &Link,
+    request: TxnRequest,
+    leases: &[LeaseId],
+) -> Result<TxnOutcome> {
+    send_txn_status(members, link, request)
+        .await
+        .map_err(|status| txn_error(status, leases))
+}
+
+/// [`send_txn`] with etcd's own status as the error.
+async fn send_txn_status(
+    members: &Members,
+    link: &Link,
+    request: TxnRequest,
+) -> std::result::Result<TxnOutcome, tonic::Status> {
+    let response = members
+        .call(false, |channel| {
+            let request = request.clone();
+            async move { kv_client(channel).txn(request).await }
+        })
+        .await?
+        .into_inner();
+    link.answered(response.header.as_ref().map_or(0, |h| h.revision));
+    Ok(TxnOutcome {
+        succeeded: response.succeeded,
+        revision: revision(response.header.map_or(0, |h| h.revision)),
+    })
+}
+
+fn txn_error(status: tonic::Status, leases: &[LeaseId]) -> StoreError {
+    if status.code() == tonic::Code::NotFound
+        && status.message().contains("lease")
+        && let Some(lease) = leases.first()
+    {
+        StoreError::LeaseNotFound(*lease)
+    } else {
+        backend("txn", status)
+    }
+}
+
 /// The end of the range of every key starting with `prefix` (etcd's "prefix + 1").
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -280,6 +328,7 @@ impl EtcdStore {
         if endpoints.is_empty() {
             return Err(StoreError::Backend("no etcd endpoint given".into()));
         }
+        let (batches, queue) = tokio::sync::mpsc::unbounded_channel();
         let store = EtcdStore {
             members: Arc::new(Members {
                 channels: endpoints.into_iter().map(|e| e.connect_lazy()).collect(),
@@ -292,7 +341,10 @@ impl EtcdStore {
                 leader: AtomicBool::new(false),
                 head: AtomicU64::new(0),
             }),
+            batches,
         };
+        // The group commit ends when the last clone of the store (its sender) is gone.
+        tokio::spawn(batch::run(store.members.clone(), store.link.clone(), queue));
         store.range("").await?; // etcd answers
         status(&store.members, &store.link).await;
         tokio::spawn(beat(store.members.clone(), Arc::downgrade(&store.link)));
@@ -461,30 +513,18 @@ impl Store for EtcdStore {
                 success: txn.ops.into_iter().map(|op| self.request_op(op)).collect(),
                 failure: Vec::new(),
             };
-            let response = self
-                .members
-                .call(false, |channel| {
-                    let request = request.clone();
-                    async move { kv_client(channel).txn(request).await }
+            if !batch::mergeable(&request) {
+                return send_txn(&self.members, &self.link, request, &leases).await;
+            }
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            self.batches
+                .send(batch::Pending {
+                    request,
+                    leases,
+                    done,
                 })
-                .await
-                .map_err(|status| {
-                    if status.code() == tonic::Code::NotFound
-                        && status.message().contains("lease")
-                        && let Some(lease) = leases.first()
-                    {
-                        StoreError::LeaseNotFound(*lease)
-                    } else {
-                        backend("txn", status)
-                    }
-                })?
-                .into_inner();
-            self.link
-                .answered(response.header.as_ref().map_or(0, |h| h.revision));
-            Ok(TxnOutcome {
-                succeeded: response.succeeded,
-                revision: revision(response.header.map_or(0, |h| h.revision)),
-            })
+                .map_err(|_| StoreError::Closed)?;
+            outcome.await.map_err(|_| StoreError::Closed)?
         })
     }
 
