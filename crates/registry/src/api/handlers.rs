@@ -139,11 +139,7 @@ fn check_json<'a>(
     check: &'a crate::Stored<wharf_model::Check>,
 ) -> HealthCheckJson<'a> {
     let service = state.instance_of(&check.value).map(|s| &s.value);
-    let node = state
-        .nodes
-        .get(&check.value.node)
-        .map_or(agent.node(), |n| &n.value);
-    HealthCheckJson::new(node, check, service)
+    HealthCheckJson::new(node_of_check(agent, state, &check.value), check, service)
 }
 
 /// Whether `acl` may read `check`: a service check with its service, a node check with its
@@ -510,10 +506,27 @@ pub(super) async fn catalog_datacenters(State(agent): Shared) -> Answer {
     Ok(json(to_json(&[&agent.node().datacenter], false)))
 }
 
-/// Whether our node passes every `node-meta=k:v` filter.
-fn node_matches(agent: &Agent, p: &Params) -> Result<bool, ApiError> {
-    let meta = &agent.node().meta;
-    Ok(p.node_meta()?.iter().all(|(k, v)| meta.get(k) == Some(v)))
+/// The registry node named `name` (case-insensitive), this one included.
+fn node_named<'s>(
+    agent: &'s Agent,
+    state: &'s CatalogState,
+    name: &str,
+) -> Option<&'s crate::NodeInfo> {
+    all_nodes(agent, state)
+        .into_iter()
+        .find(|n| n.name.eq_ignore_ascii_case(name))
+}
+
+/// The registry node a check is on, as the API shows it.
+fn node_of_check<'s>(
+    agent: &'s Agent,
+    state: &'s CatalogState,
+    check: &wharf_model::Check,
+) -> &'s crate::NodeInfo {
+    state
+        .nodes
+        .get(&check.node)
+        .map_or(agent.node(), |n| &n.value)
 }
 
 pub(super) async fn catalog_services(
@@ -522,13 +535,23 @@ pub(super) async fn catalog_services(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
-    let node_ok = node_matches(&agent, &p)?;
+    let wanted = p.node_meta()?;
     let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Services, |state| {
-        let mut names = if node_ok {
+        let mut names = if wanted.is_empty() {
             state.service_names()
         } else {
-            Default::default()
+            // Only services with an instance on a node that carries the meta asked for.
+            let mut names: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+            for instance in state.instances.values() {
+                if meta_matches(node_of(&agent, state, &instance.value), &wanted) {
+                    names
+                        .entry(instance.value.name.clone())
+                        .or_default()
+                        .extend(instance.value.tags.iter().cloned());
+                }
+            }
+            names
         };
         names.retain(|name, _| acl.allows(Scope::Service(name), Need::Read));
         Ok(to_json(&names, p.has("pretty")))
@@ -642,9 +665,7 @@ pub(super) async fn catalog_node(
     let p = params(&q);
     let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Services, |state| {
-        let Some(found) = all_nodes(&agent, state)
-            .into_iter()
-            .find(|n| n.name.eq_ignore_ascii_case(&node))
+        let Some(found) = node_named(&agent, state, &node)
             .filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
         else {
             return Ok(b"null".to_vec());
@@ -742,7 +763,7 @@ pub(super) async fn health_checks(
     RawQuery(q): RawQuery,
 ) -> Answer {
     let p = params(&q);
-    let node_ok = node_matches(&agent, &p)?;
+    let wanted = p.node_meta()?;
     let acl = access.authorizer()?;
     answer(
         &agent,
@@ -750,10 +771,10 @@ pub(super) async fn health_checks(
         Resource::Service(name.to_lowercase()),
         |state| {
             let mut checks = Vec::new();
-            for stored in state
-                .instances_of(&name)
-                .filter(|s| node_ok && instance_readable(&agent, acl, &s.value))
-            {
+            for stored in state.instances_of(&name).filter(|s| {
+                meta_matches(node_of(&agent, state, &s.value), &wanted)
+                    && instance_readable(&agent, acl, &s.value)
+            }) {
                 for check in state.own_checks(&stored.value) {
                     checks.push(HealthCheckJson::new(
                         node_of(&agent, state, &stored.value),
@@ -788,12 +809,13 @@ pub(super) async fn health_state(
                 })?,
         ),
     };
-    let node_ok = node_matches(&agent, &p)?;
+    let wanted = p.node_meta()?;
     answer(&agent, &p, Resource::Checks, |state| {
         let checks: Vec<HealthCheckJson> = state
             .checks
             .values()
-            .filter(|c| node_ok && filter.is_none_or(|s| c.value.status == s))
+            .filter(|c| filter.is_none_or(|s| c.value.status == s))
+            .filter(|c| meta_matches(node_of_check(&agent, state, &c.value), &wanted))
             .filter(|c| check_readable(&agent, acl, state, &c.value))
             .map(|c| check_json(&agent, state, c))
             .collect();
@@ -811,9 +833,7 @@ pub(super) async fn health_node(
     let p = params(&q);
     let acl = access.authorizer()?;
     answer(&agent, &p, Resource::Checks, |state| {
-        let Some(found) = all_nodes(&agent, state)
-            .into_iter()
-            .find(|n| n.name.eq_ignore_ascii_case(&node))
+        let Some(found) = node_named(&agent, state, &node)
             .filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
         else {
             return Ok(b"[]".to_vec());
