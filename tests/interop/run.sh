@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The interoperability suite: unmodified clients against a real `wharf registry`: Consul
+# The interoperability suite: unmodified clients against a real `wharf registry` (and registry
+# nodes on a real etcd): Consul
 # clients (py-consul from PyPI, `consul` from npm) on the HTTP API, `dig` and HAProxy (Debian)
 # on DNS, and the Flask examples under `wharf up`. Installs what it needs itself.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-# From Debian: the DNS clients dig (dnsutils) and HAProxy, and Debian's own Consul client
-# (python3-consul 0.7.1, for Debian's python3).
-if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null \
+# From Debian: the DNS clients dig (dnsutils) and HAProxy, Debian's own Consul client
+# (python3-consul 0.7.1, for Debian's python3), and etcd for registry nodes on one store.
+if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null || ! command -v etcd >/dev/null \
   || ! /usr/bin/python3 -c 'import consul' 2>/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq dnsutils haproxy python3-consul >/dev/null
+  apt-get install -y -qq dnsutils haproxy python3-consul etcd-server >/dev/null
 fi
 
 cargo build --locked -p wharf --manifest-path "$root/Cargo.toml"

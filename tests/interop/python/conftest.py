@@ -29,6 +29,22 @@ def eventually(what, condition, deadline=DEADLINE):
         time.sleep(0.05)
 
 
+def free_port():
+    """A free loopback TCP port (for servers that cannot be given port 0, such as etcd)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts(port):
+    """Whether something accepts TCP connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 class Registry:
     def __init__(self, data_dir, extra=()):
         self.proc = subprocess.Popen(
