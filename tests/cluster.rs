@@ -22,6 +22,16 @@ fn node(dir: &std::path::Path, etcd: &EtcdServer, name: &str) -> RegistryProcess
     )
 }
 
+/// Polls `find` until it gives something, panicking with `what` after the deadline.
+fn eventually_some<T>(what: &str, mut find: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    eventually(what, || {
+        found = find();
+        found.is_some()
+    });
+    found.expect("found")
+}
+
 fn index(answer: &Response) -> u64 {
     answer
         .header("x-consul-index")
@@ -348,14 +358,11 @@ fn a_three_member_etcd_cluster_loses_nothing() {
     }
     eventually("b has the five", || count(&b) == 5);
 
-    // One member killed (a follower: a leader's death fails the writes in flight while the
-    // others elect a new one, answered 503, not acknowledged): writes and reads go on,
-    // through both nodes.
-    let follower = members
-        .iter()
-        .position(|m| !m.is_leader())
-        .expect("a follower");
-    members[follower].stop();
+    // The leader killed: the followers drop proposals until they elect another, and a write
+    // without comparisons that times out goes to the next member. Writes and reads go on,
+    // through both nodes, none refused.
+    let leader = eventually_some("a leader", || members.iter().position(|m| m.is_leader()));
+    members[leader].stop();
     for i in 5..10 {
         let answer = register(&b, i);
         assert_eq!(answer.status, 200, "{}", answer.text());
@@ -386,7 +393,7 @@ fn a_three_member_etcd_cluster_loses_nothing() {
         .env("ETCDCTL_API", "3")
         .arg(format!(
             "--endpoints=127.0.0.1:{}",
-            members[(follower + 1) % 3].client_port
+            members[(leader + 1) % 3].client_port
         ))
         .args(["compact", &(revision - 1).to_string()])
         .output()

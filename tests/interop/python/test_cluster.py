@@ -1,7 +1,8 @@
-"""py-consul against registry nodes on one etcd (Debian's etcd-server, started here on free
-loopback ports with a scratch data directory, killed at the end): a registration through one
-node is seen through the other, a blocking query held on one wakes on a change made through
-the other, and each node lists both in its catalog of nodes."""
+"""py-consul against registry nodes on one 3-member etcd cluster (Debian's etcd-server,
+started here on free loopback ports with scratch data directories, killed at the end): a
+registration through one node is seen through the other, a blocking query held on one wakes
+on a change made through the other, each node lists both in its catalog of nodes, and
+`kill -9` of an etcd member changes nothing for the clients."""
 
 import subprocess
 import tempfile
@@ -13,25 +14,49 @@ import pytest
 from conftest import Registry, accepts, eventually, free_port
 
 
-@pytest.fixture
-def etcd():
-    with tempfile.TemporaryDirectory() as data_dir:
-        client, peer = free_port(), free_port()
-        proc = subprocess.Popen(
-            ["etcd", "--name", "interop", "--data-dir", data_dir,
-             "--listen-client-urls", f"http://127.0.0.1:{client}",
-             "--advertise-client-urls", f"http://127.0.0.1:{client}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"interop=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            eventually("etcd accepts connections", lambda: accepts(client))
-            yield f"etcd://127.0.0.1:{client}"
-        finally:
+class EtcdCluster:
+    """Three etcd members on loopback, each with a scratch data directory."""
+
+    def __init__(self, root):
+        names = ["m1", "m2", "m3"]
+        self.clients = {n: free_port() for n in names}
+        peers = {n: free_port() for n in names}
+        initial = ",".join(f"{n}=http://127.0.0.1:{peers[n]}" for n in names)
+        self.procs = {}
+        for n in names:
+            self.procs[n] = subprocess.Popen(
+                ["etcd", "--name", n, "--data-dir", f"{root}/{n}",
+                 "--listen-client-urls", f"http://127.0.0.1:{self.clients[n]}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{self.clients[n]}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peers[n]}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peers[n]}",
+                 "--initial-cluster", initial, "--initial-cluster-state", "new"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        for n in names:
+            eventually(f"etcd member {n} accepts connections", lambda n=n: accepts(self.clients[n]))
+
+    def url(self):
+        return "etcd://" + ",".join(f"127.0.0.1:{p}" for p in self.clients.values())
+
+    def kill_9(self, name):
+        self.procs[name].kill()
+        self.procs[name].wait()
+
+    def stop(self):
+        for proc in self.procs.values():
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def etcd():
+    with tempfile.TemporaryDirectory() as root:
+        cluster = EtcdCluster(root)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture
@@ -40,15 +65,16 @@ def two_nodes(etcd):
         nodes = []
         try:
             for name, data in (("a", a_dir), ("b", b_dir)):
-                nodes.append(Registry(data, ["--store", etcd, "--node", name]))
-            yield nodes
+                nodes.append(Registry(data, ["--store", etcd.url(), "--node", name]))
+            yield etcd, nodes
         finally:
             for node in nodes:
                 node.stop()
 
 
 def test_py_consul_sees_one_catalog_through_every_node(two_nodes):
-    a, b = (consul.Consul(host=n.host, port=n.port) for n in two_nodes)
+    etcd, nodes = two_nodes
+    a, b = (consul.Consul(host=n.host, port=n.port) for n in nodes)
     assert a.agent.service.register("web", service_id="web-1", port=9001,
                                     check=consul.Check.ttl("30s"))
     assert a.agent.check.ttl_pass("service:web-1")
@@ -73,3 +99,12 @@ def test_py_consul_sees_one_catalog_through_every_node(two_nodes):
     new_index, entries = woken["answer"]
     assert int(new_index) > int(index)
     assert sorted(e["Service"]["ID"] for e in entries) == ["web-1", "web-2"]
+
+    # kill -9 of an etcd member: both nodes carry on (each call goes to a live member).
+    etcd.kill_9("m1")
+    assert a.agent.service.register("web", service_id="web-3", port=9003)
+    eventually("b sees web-3 with a member dead",
+               lambda: sorted(e["Service"]["ID"] for e in b.health.service("web")[1])
+               == ["web-1", "web-2", "web-3"])
+    assert b.agent.service.register("db", service_id="db-1", port=5432)
+    eventually("a sees db-1", lambda: len(a.health.service("db")[1]) == 1)

@@ -8,8 +8,10 @@
 //!   member (the connection refused or broken) moves to the next one and is tried there. A
 //!   write may so go twice if the first had reached etcd before the connection broke; the
 //!   registry's writes put the same records again, and a compare that then meets its own
-//!   earlier write reports a conflict, which the registry answers by reading again. A call
-//!   that timed out is not sent again (it may still be applied); reads are. A deadline per
+//!   earlier write reports a conflict, which the registry answers by reading again. A write
+//!   with comparisons that timed out is not sent again (it may still be applied); reads are,
+//!   and so are writes without comparisons, which applying twice cannot change (unless
+//!   another write to the same key came between, the price of riding out a leader's death). A deadline per
 //!   call and HTTP/2 keep-alives find a dead member.
 //! - A watch **resumes** from the last revision it delivered + 1 after any disconnect (with
 //!   a backoff and jitter, so that an etcd restart does not bring every node back at once),
@@ -233,14 +235,18 @@ async fn send_txn(
         .map_err(|status| txn_error(status, leases))
 }
 
-/// [`send_txn`] with etcd's own status as the error.
+/// [`send_txn`] with etcd's own status as the error. A transaction without comparisons
+/// (puts and deletes of given keys: applying it twice is applying it once) whose call timed
+/// out goes to the next member, as reads do: a leader killed leaves its followers dropping
+/// proposals until they elect another, and the next member may already have one.
 async fn send_txn_status(
     members: &Members,
     link: &Link,
     request: TxnRequest,
 ) -> std::result::Result<TxnOutcome, tonic::Status> {
+    let idempotent = request.compare.is_empty();
     let response = members
-        .call(false, |channel| {
+        .call(idempotent, |channel| {
             let request = request.clone();
             async move { kv_client(channel).txn(request).await }
         })
