@@ -262,9 +262,10 @@ fn unknown_kind(word: &str) -> String {
 }
 
 fn parse_json(text: &str) -> Result<Rules, RulesError> {
+    // serde_json counts the column of an error at a line's start as 0; ours start at 1.
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| RulesError {
-        line: e.line(),
-        column: e.column(),
+        line: e.line().max(1),
+        column: e.column().max(1),
         reason: format!("invalid JSON: {e}"),
     })?;
     let at_start = |reason: String| RulesError {
@@ -441,6 +442,8 @@ impl<'a> Parser<'a> {
             match self.bump() {
                 Some('"') => return Ok(text),
                 Some('\\') => {
+                    // Where the backslash was (the column is already past it).
+                    let (at_line, at_column) = (self.line, self.column - 1);
                     let escaped = match self.bump() {
                         Some('"') => '"',
                         Some('\\') => '\\',
@@ -449,9 +452,9 @@ impl<'a> Parser<'a> {
                         Some('r') => '\r',
                         other => {
                             return Err(self.error(
-                                self.line,
-                                self.column.saturating_sub(1),
-                                format!("unknown escape \\{}", other.unwrap_or(' ')),
+                                at_line,
+                                at_column,
+                                format!("unknown escape \\{}", other.unwrap_or(' ').escape_debug()),
                             ));
                         }
                     };
@@ -640,8 +643,10 @@ mod tests {
             ("acl = write", 1, 7, "expected a quoted policy"),
             ("{\"service\": 3}", 1, 1, "must be a string or an object"),
             ("{\"service\": ", 1, 12, "invalid JSON"),
+            ("{\"\n", 2, 1, "invalid JSON"), // found by the fuzzer: serde_json says column 0
+            ("\"ab\\\n", 1, 4, "unknown escape \\\\n"), // found by the fuzzer: column 0
             ("/* open", 1, 1, "unclosed comment"),
-            ("service \"a\\q\"", 1, 12, "unknown escape"),
+            ("service \"a\\q\"", 1, 11, "unknown escape \\q"),
         ];
         for (text, line, column, reason) in cases {
             let error = parse(text).expect_err(text);
