@@ -435,3 +435,117 @@ fn acl_endpoints_say_when_acls_are_off() {
         200
     );
 }
+
+/// `wharf acl ...` as a user types it: bootstrap, a policy from a rules file, a token linked
+/// to it by name, and that token's limits, all through Wharf's CLI.
+#[test]
+fn the_acl_commands_bootstrap_make_policies_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &["--acl", "--acl-default-policy", "deny"]);
+    let wharf = |token: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(WHARF);
+        command
+            .arg("acl")
+            .args(args)
+            .args(["--registry", &registry.url()])
+            .env_remove("WHARF_TOKEN")
+            .env_remove("CONSUL_HTTP_TOKEN");
+        if let Some(token) = token {
+            command.env("WHARF_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+
+    let (ok, out, err) = wharf(None, &["bootstrap"]);
+    assert!(ok, "{err}");
+    let root = field(&out, "SecretID");
+    let (ok, _, err) = wharf(None, &["bootstrap"]);
+    assert!(
+        !ok && err.contains("ACL bootstrap no longer allowed"),
+        "{err}"
+    );
+
+    let rules = dir.path().join("web.hcl");
+    std::fs::write(
+        &rules,
+        "service \"web\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }\n",
+    )
+    .unwrap();
+    let rules_arg = format!("@{}", rules.display());
+    let (ok, out, err) = wharf(
+        Some(&root),
+        &["policy", "create", "--name", "web", "--rules", &rules_arg],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(field(&out, "Name"), "web");
+    let (ok, _, err) = wharf(
+        Some(&root),
+        &[
+            "policy",
+            "create",
+            "--name",
+            "bad",
+            "--rules",
+            "servcie \"x\" {}",
+        ],
+    );
+    assert!(!ok && err.contains("line 1, column 1"), "{err}");
+
+    let (ok, out, err) = wharf(
+        Some(&root),
+        &[
+            "token",
+            "create",
+            "--policy-name",
+            "web",
+            "--description",
+            "deploys",
+        ],
+    );
+    assert!(ok, "{err}");
+    let web = field(&out, "SecretID");
+    let accessor = field(&out, "AccessorID");
+    assert_eq!(field(&out, "Policies"), "web");
+
+    let (ok, out, _) = wharf(Some(&web), &["token", "self"]);
+    assert!(ok);
+    assert_eq!(field(&out, "AccessorID"), accessor);
+    let register = |name: &str| {
+        call(
+            &registry,
+            "PUT",
+            "/v1/agent/service/register",
+            &web,
+            &registration(name, 80),
+        )
+        .status
+    };
+    assert_eq!(register("web"), 200);
+    assert_eq!(register("db"), 403);
+    let (ok, _, err) = wharf(Some(&web), &["token", "list"]);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, out, _) = wharf(Some(&root), &["token", "list", "--json"]);
+    assert!(ok && out.contains(&accessor), "{out}");
+
+    let (ok, _, err) = wharf(Some(&root), &["token", "delete", "--id", &accessor]);
+    assert!(ok, "{err}");
+    assert_eq!(register("web"), 403);
+    let (ok, _, err) = wharf(Some(&root), &["policy", "delete", "--name", "web"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = wharf(Some(&root), &["policy", "list"]);
+    assert!(
+        ok && !out.contains("Name: web\n") && out.contains("global-management"),
+        "{out}"
+    );
+}

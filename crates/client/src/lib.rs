@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use wharf_model::error_chain;
 
 pub use follow::{DesiredState, Follower, Health, Query, Read, Services, backoff};
+pub use http::Method;
 pub use registration::{CheckRegistration, ProxyRegistration, Registration};
 pub use watch::{Change, Endpoint, ServiceWatch};
 
@@ -442,6 +443,22 @@ impl Client {
         blocking: Option<Blocking>,
     ) -> Result<(T, u64), ClientError> {
         self.get_json(path, blocking).await
+    }
+
+    /// Any call to the API with a JSON body (or none), answered with JSON: for the parts of
+    /// the API without a typed method here (the ACL endpoints, say).
+    pub async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = body.map_or_else(Vec::new, |b| b.to_string().into_bytes());
+        let (_, answer) = self.call(method, path, body).await?;
+        if answer.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     async fn get_json<T: DeserializeOwned>(

@@ -46,6 +46,101 @@ pub(crate) enum Command {
     /// The mesh's sidecars.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// Tokens on the API (Consul's ACLs): bootstrap, policies, tokens. Uses WHARF_TOKEN (or
+    /// CONSUL_HTTP_TOKEN) like every command.
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum AclCommand {
+    /// Make the first management token (once per registry store); prints its secret.
+    Bootstrap(AclOutputArgs),
+    /// Policies: named sets of rules.
+    #[command(subcommand)]
+    Policy(AclPolicyCommand),
+    /// Tokens: what a client presents, linked to policies.
+    #[command(subcommand)]
+    Token(AclTokenCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum AclPolicyCommand {
+    /// A new policy from rules (HCL or JSON; `@FILE` reads them from a file).
+    Create(AclPolicyCreateArgs),
+    /// Every policy.
+    List(AclOutputArgs),
+    /// Delete a policy by name.
+    Delete(AclNameArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum AclTokenCommand {
+    /// A new token linked to policies (by name) or to service identities; prints its secret.
+    Create(AclTokenCreateArgs),
+    /// Every token.
+    List(AclOutputArgs),
+    /// The token this command runs with.
+    #[command(name = "self")]
+    Myself(AclOutputArgs),
+    /// Delete a token by its accessor id.
+    Delete(AclAccessorArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AclOutputArgs {
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AclPolicyCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// The rules, or `@FILE`.
+    #[arg(long)]
+    pub rules: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub output: AclOutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AclNameArgs {
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AclAccessorArgs {
+    /// The token's accessor id.
+    #[arg(long)]
+    pub id: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AclTokenCreateArgs {
+    /// A policy to link, by name (repeatable).
+    #[arg(long = "policy-name", value_name = "NAME")]
+    pub policy_names: Vec<String>,
+    /// A service identity (repeatable): write on the service, read on every service and node.
+    #[arg(long = "service-identity", value_name = "SERVICE")]
+    pub service_identities: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// The token expires this long after its creation (`1h`).
+    #[arg(long, value_name = "DURATION")]
+    pub expires_ttl: Option<String>,
+    #[command(flatten)]
+    pub output: AclOutputArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! configuration, run the parts. Exit codes: 0 success, 1 the operation failed, 2 bad usage
 //! or bad input.
 
+mod acl_cmd;
 mod cli;
 mod client_cmds;
 mod manifest;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
             Command::Restart(args) => client_cmds::restart(args).await,
             Command::Intention(command) => client_cmds::intention(command).await,
             Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
+            Command::Acl(command) => acl_cmd::run(command).await,
         }
     });
     match result {
