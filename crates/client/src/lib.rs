@@ -541,8 +541,8 @@ fn intention_path(what: &str, source: &str, destination: &str) -> String {
     )
 }
 
-/// Percent-encodes a path segment.
-fn encode(segment: &str) -> String {
+/// Percent-encodes a path segment (or a query value) of an API path.
+pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use wharf_client::{Client, Method};
+use wharf_client::{Client, Method, encode};
 
 use crate::BadInput;
 use crate::cli::{AclCommand, AclOutputArgs, AclPolicyCommand, AclTokenCommand, RegistryUrl};
@@ -159,17 +159,4 @@ fn list(all: &Value, output: &AclOutputArgs, fields: &[&str]) -> anyhow::Result<
         show(entry, output, fields)?;
     }
     Ok(())
-}
-
-/// A path segment, percent-encoded.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
