@@ -922,3 +922,96 @@ fn per_service_policies_from_service_meta() {
         "weighted 9:1 gave {counts:?}"
     );
 }
+
+/// The golden metrics at `/stats` for a known load: 200 requests round robin over two
+/// instances, one answering every fifth request 500 after 20 ms, the other at once and
+/// always well: 10 % failures, the failing instance's rate 20 %, the slow one in p99, and an
+/// imbalance of round robin near 1.
+#[test]
+fn golden_metrics_reflect_a_known_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let fast = Backend::start("fast");
+    let slow = Backend::start_with("slow", &[("FAIL_EVERY", "5"), ("DELAY_MS", "20")]);
+    register(&registry, "hello", &fast);
+    register(&registry, "hello", &slow);
+    let proxy = ProxyProcess::start(&registry.url(), &[]);
+    eventually("both instances in the proxy", || {
+        let seen: std::collections::HashSet<String> = (0..4)
+            .map(|_| backend_of(&proxy.get("hello", "/")))
+            .collect();
+        seen.len() == 2
+    });
+    let before = stats_of(&proxy, "hello");
+    let (mut failures, mut latencies) = (0, Vec::new());
+    for _ in 0..200 {
+        let started = Instant::now();
+        let response = proxy.get("hello", "/");
+        latencies.push(started.elapsed());
+        if response.status == 500 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 20, "the load itself");
+    let after = stats_of(&proxy, "hello");
+    let minute = |s: &Value, key: &str| s["minute"][key].as_u64().unwrap();
+    assert_eq!(
+        minute(&after, "requests") - minute(&before, "requests"),
+        200
+    );
+    assert_eq!(minute(&after, "failures") - minute(&before, "failures"), 20);
+    let instance = |id: &str| {
+        after["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {after}"))
+            .clone()
+    };
+    let (fast_row, slow_row) = (instance("fast"), instance("slow"));
+    // The warm-up requests count too, and did not fail: the slow one's rate is a shade
+    // under 20 %, the fast one's 0.
+    let slow_rate = slow_row["failure_rate"].as_f64().unwrap();
+    assert!((0.18..=0.2).contains(&slow_rate), "{slow_row}");
+    assert_eq!(fast_row["failure_rate"], 0.0);
+    // The slow instance shows in p99 (at least its 20 ms), the fast one's p50 well under it.
+    let p = |row: &Value, q: &str| row["minute"]["latency_ms"][q].as_f64().unwrap();
+    assert!(p(&slow_row, "p50") >= 20.0 * 0.98, "{slow_row}");
+    assert!(p(&fast_row, "p50") < 20.0, "{fast_row}");
+    assert!(p(&after, "p99") >= 20.0 * 0.98, "{after}");
+    // The proxy's p99 is within the sketch's 2 % of what the client measured, or below it
+    // (the client's includes its own connection set-up).
+    latencies.sort();
+    let client_p99 = latencies[197].as_secs_f64() * 1000.0;
+    assert!(
+        p(&after, "p99") <= client_p99 * 1.02,
+        "{after} vs client {client_p99} ms"
+    );
+    // Round robin over two: equal loads, imbalance 1; F the mean of 0 and about 0.2.
+    let imbalance = after["models"]["imbalance"].as_f64().unwrap();
+    assert!((0.95..=1.05).contains(&imbalance), "{after}");
+    let f = after["models"]["mean_failure_rate"].as_f64().unwrap();
+    assert!((0.09..=0.1).contains(&f), "{after}");
+    assert!(after["ten_minutes"]["requests"].as_u64().unwrap() >= 200);
+    let history: u64 = after["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|point| point[0].as_u64().unwrap())
+        .sum();
+    // Every request since the proxy started is in its 10-second history too.
+    assert_eq!(history, after["ten_minutes"]["requests"].as_u64().unwrap());
+}
+
+/// The `/stats` row of `service` on the proxy.
+fn stats_of(proxy: &ProxyProcess, service: &str) -> Value {
+    let stats = request(proxy.admin, "GET", "/stats", b"").json();
+    stats["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {service} in {stats}"))
+}

@@ -8,12 +8,14 @@ connections alive, and supports a few behaviours chosen by path:
   Upgrade: echo    switch protocols and echo bytes back (a stand-in for WebSocket)
 
 Usage: python3 backend.py NAME  -- listens on $PORT (or a free port) and prints
-"listening on PORT" once ready."""
+"listening on PORT" once ready. $FAIL_EVERY=N answers every Nth plain request 500, and
+$DELAY_MS=D answers plain requests after D ms: a known load for the golden metrics."""
 
 import http.server
 import json
 import os
 import sys
+import threading
 import time
 
 
@@ -67,6 +69,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             payload = {"backend": NAME, "method": self.command, "body": body.decode(errors="replace"),
                        "headers": {k.lower(): v for k, v in self.headers.items()}}
             return self.answer(200, json.dumps(payload).encode(), "application/json")
+        with LOCK:
+            global SERVED
+            SERVED += 1
+            served = SERVED
+        if DELAY_MS:
+            time.sleep(DELAY_MS / 1000)
+        if FAIL_EVERY and served % FAIL_EVERY == 0:
+            return self.answer(500, NAME.encode())
         return self.answer(200, NAME.encode())
 
     def read_chunked(self):
@@ -87,6 +97,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 NAME = sys.argv[1]
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+DELAY_MS = int(os.environ.get("DELAY_MS", "0"))
+SERVED = 0
+LOCK = threading.Lock()
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "0"))), Handler)
 server.daemon_threads = True
 print(f"listening on {server.server_address[1]}", flush=True)

@@ -351,12 +351,18 @@ pub(crate) struct Backend {
 
 impl Backend {
     pub(crate) fn start(name: &str) -> Backend {
+        Backend::start_with(name, &[])
+    }
+
+    /// With environment variables (`FAIL_EVERY`, `DELAY_MS`: see backend.py).
+    pub(crate) fn start_with(name: &str, env: &[(&str, &str)]) -> Backend {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/support/backend.py"
         );
         let mut child = Command::new("python3")
             .args([script, name])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -125,6 +125,19 @@ impl Directory {
         (Arc::new(service), known)
     }
 
+    /// Every service routed to so far, by name.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        let mut all: Vec<Arc<Service>> = self
+            .services
+            .read()
+            .expect("directory lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The service called `name` (case-insensitive), starting its watch on first use.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Arc<Service>, Lookup> {
         let key: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {

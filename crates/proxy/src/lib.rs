@@ -17,6 +17,7 @@
 
 pub mod answers;
 pub mod discovery;
+mod golden;
 pub mod h1;
 pub mod h2;
 pub mod hop;
@@ -304,10 +305,15 @@ fn admin(
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
+        "/stats" => (
+            StatusCode::OK,
+            "application/json",
+            golden::stats(directory).to_string(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /ready or /metrics\n".to_owned(),
+            "try /ready, /metrics or /stats\n".to_owned(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -327,7 +333,7 @@ mod tests {
         &["metrics", "answers", "hop"],
         &["service"],
         &["discovery"],
-        &["plan"],
+        &["plan", "golden"],
         &["h2"],
         &["h1"],
         &["sidecar"],

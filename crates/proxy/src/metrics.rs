@@ -34,6 +34,13 @@ struct ErrorLabels {
     reason: &'static str,
 }
 
+/// Whole seconds of a monotonic clock, the time of the golden metrics' windows.
+pub fn now_secs() -> u64 {
+    static START: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    START.elapsed().as_secs()
+}
+
 fn latency_histogram() -> Histogram {
     // 0.1 ms to about 13 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))

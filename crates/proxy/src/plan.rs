@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tower::retry::budget::Budget;
+use wharf_stats::Outcome;
 
 pub(crate) use crate::answers::Refusal;
 use crate::discovery::{Directory, Lookup};
@@ -220,10 +221,13 @@ pub(crate) async fn forward<T: Transport>(
             sent = transport.send(service, &endpoint) => sent,
             _ = timer.as_mut() => Err(AttemptError::Timeout),
         };
-        attempts.observe(&endpoint, in_flight.finish());
+        let elapsed = in_flight.finish();
+        attempts.observe(&endpoint, elapsed);
         let error = match sent {
             Ok(answer) => {
                 let status = T::status(&answer);
+                let now = crate::metrics::now_secs();
+                endpoint.golden.record(now, outcome_of(status), elapsed);
                 if is_retryable_status(status) {
                     match attempts.failed(index, &endpoint, may_retry_status(status, request)) {
                         Next::Retry => continue, // this answer is not wanted
@@ -232,15 +236,18 @@ pub(crate) async fn forward<T: Transport>(
                 } else {
                     attempts.answered(&endpoint, status);
                 }
-                service
-                    .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                service.metrics.latency.observe(took.as_secs_f64());
                 service.metrics.response(status);
+                service.golden.record(now, outcome_of(status), took);
                 return Ok((endpoint, answer));
             }
             Err(error) => error,
         };
+        if !matches!(error, AttemptError::ClientGone) {
+            let now = crate::metrics::now_secs();
+            endpoint.golden.record(now, Outcome::Failure, elapsed);
+        }
         let refusal = match &error {
             AttemptError::ClientGone => return Err(Failure::ClientGone),
             AttemptError::Connect(e) | AttemptError::Upstream(e) => {
@@ -262,11 +269,21 @@ pub(crate) async fn forward<T: Transport>(
 /// transport renders it.
 pub(crate) fn refused(service: &Service, started: Instant, refusal: &Refusal) {
     service.metrics.error(refusal.reason());
-    service
-        .metrics
-        .latency
-        .observe(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    service.metrics.latency.observe(took.as_secs_f64());
     service.metrics.response(refusal.status());
+    service
+        .golden
+        .record(crate::metrics::now_secs(), Outcome::Failure, took);
+}
+
+/// A 5xx is a failure for the golden metrics; anything else the service answered is not.
+fn outcome_of(status: StatusCode) -> Outcome {
+    if status.is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
 }
 
 /// Step 5 for a client that went away before its answer: counted as a client error with the

@@ -25,6 +25,9 @@ pub struct Endpoint {
     pub outlier: Outlier,
     /// This endpoint's latency histogram, looked up once.
     pub latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+    /// Golden metrics of every attempt sent to it (its failure rate is its own, retries
+    /// included).
+    pub golden: wharf_stats::Row,
 }
 
 impl Endpoint {
@@ -39,6 +42,7 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new()),
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
+            golden: wharf_stats::Row::new(crate::metrics::now_secs()),
         }
     }
 

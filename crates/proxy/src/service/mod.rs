@@ -39,6 +39,8 @@ pub struct Service {
     pub limiter: Arc<tokio::sync::Semaphore>,
     pub budget: tower::retry::budget::TpsBudget,
     pub metrics: ServiceMetrics,
+    /// Golden metrics of every request to it (as answered to the client).
+    pub golden: wharf_stats::Row,
     /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
     pub hash_header: ArcSwap<Option<http::HeaderName>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
@@ -62,6 +64,7 @@ impl Service {
             // that a quiet service can still retry, over a 10 s window.
             budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics,
+            golden: wharf_stats::Row::new(crate::metrics::now_secs()),
             hash_header: ArcSwap::from_pointee(None),
             known,
         };

@@ -1,0 +1,309 @@
+//! A row of golden metrics: requests, failures and latency in rolling windows.
+//!
+//! The last minute is three slots of 20 s and the last ten minutes five slots of 2 min, each
+//! slot its own counts and [`Sketch`]; a window's figures merge the slots it covers, so a
+//! window is 40–60 s (8–10 min) of traffic as slots turn over, and its rate divides by the
+//! time its slots actually cover. Requests and failures are also kept per 10 s for the last
+//! ten minutes (counts only), for sparklines. Time is given by the caller in whole seconds
+//! of a monotonic clock, so that tests can drive it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::Sketch;
+
+/// How a request ended, as the golden metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// A 5xx, a refusal by the proxy, or no answer.
+    Failure,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// Which slot of time this is (seconds / slot length); data of another epoch is stale.
+    epoch: u64,
+    requests: u64,
+    failures: u64,
+    latency: Sketch,
+}
+
+/// `N` slots of `SECS` seconds each, reused round the ring.
+#[derive(Debug, Clone)]
+struct Rolling<const N: usize, const SECS: u64> {
+    slots: [Slot; N],
+}
+
+impl<const N: usize, const SECS: u64> Default for Rolling<N, SECS> {
+    fn default() -> Self {
+        Rolling {
+            slots: std::array::from_fn(|_| Slot {
+                epoch: u64::MAX,
+                ..Slot::default()
+            }),
+        }
+    }
+}
+
+impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
+    fn record(&mut self, now: u64, outcome: Outcome, latency: Duration) {
+        let epoch = now / SECS;
+        let slot = &mut self.slots[(epoch % N as u64) as usize];
+        if slot.epoch != epoch {
+            slot.epoch = epoch;
+            slot.requests = 0;
+            slot.failures = 0;
+            slot.latency.clear();
+        }
+        slot.requests += 1;
+        if outcome == Outcome::Failure {
+            slot.failures += 1;
+        }
+        slot.latency.record(latency);
+    }
+
+    /// The window's figures at `now`, for a row that started at `born`.
+    fn summary(&self, now: u64, born: u64) -> Summary {
+        let current = now / SECS;
+        let mut summary = Summary::default();
+        let mut latency = Sketch::new();
+        for slot in &self.slots {
+            if slot.epoch != u64::MAX && slot.epoch <= current && current - slot.epoch < N as u64 {
+                summary.requests += slot.requests;
+                summary.failures += slot.failures;
+                latency.merge(&slot.latency);
+            }
+        }
+        // The current slot so far, and the whole slots before it, since the row started.
+        let covered = (now % SECS + 1) + (N as u64 - 1) * SECS;
+        summary.seconds = covered.min(now.saturating_sub(born) + 1);
+        summary.p50 = latency.quantile(0.50);
+        summary.p95 = latency.quantile(0.95);
+        summary.p99 = latency.quantile(0.99);
+        summary.latency = latency;
+        summary
+    }
+
+    /// Bytes its sketches take beside it.
+    fn heap(&self) -> usize {
+        self.slots.iter().map(|s| s.latency.heap()).sum()
+    }
+}
+
+/// A window's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub requests: u64,
+    pub failures: u64,
+    /// The seconds of traffic the window's slots cover.
+    pub seconds: u64,
+    pub p50: Option<Duration>,
+    pub p95: Option<Duration>,
+    pub p99: Option<Duration>,
+    /// The merged sketch, for merging with other rows' (an instance's into its service's, a
+    /// proxy's into the mesh's).
+    pub latency: Sketch,
+}
+
+impl Summary {
+    /// Requests per second over the window.
+    pub fn rps(&self) -> f64 {
+        if self.seconds == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.seconds as f64
+        }
+    }
+
+    /// The share of requests that did not fail (1 when there were none).
+    pub fn success_rate(&self) -> f64 {
+        if self.requests == 0 {
+            1.0
+        } else {
+            1.0 - self.failures as f64 / self.requests as f64
+        }
+    }
+
+    /// The share of requests that failed (0 when there were none).
+    pub fn failure_rate(&self) -> f64 {
+        1.0 - self.success_rate()
+    }
+}
+
+/// Counts per 10 s over the last ten minutes.
+const HISTORY: usize = 60;
+const HISTORY_SECS: u64 = 10;
+
+#[derive(Debug)]
+struct Windows {
+    born: u64,
+    minute: Rolling<3, 20>,
+    ten_minutes: Rolling<5, 120>,
+    /// (requests, failures) per 10 s, round a ring; `history_epoch` is the latest written.
+    history: [(u32, u32); HISTORY],
+    history_epoch: u64,
+}
+
+impl Windows {
+    /// The history point of `epoch`, the points skipped since the last one cleared.
+    fn point(&mut self, epoch: u64) -> &mut (u32, u32) {
+        if epoch > self.history_epoch {
+            let skipped = (epoch - self.history_epoch).min(HISTORY as u64);
+            for back in 0..skipped {
+                self.history[((epoch - back) % HISTORY as u64) as usize] = (0, 0);
+            }
+            self.history_epoch = epoch;
+        }
+        &mut self.history[(epoch % HISTORY as u64) as usize]
+    }
+}
+
+/// One row: a service, an instance or an edge, with its two windows and its history.
+#[derive(Debug)]
+pub struct Row {
+    windows: Mutex<Windows>,
+}
+
+impl Row {
+    /// A row whose first second is `now`.
+    pub fn new(now: u64) -> Row {
+        Row {
+            windows: Mutex::new(Windows {
+                born: now,
+                minute: Rolling::default(),
+                ten_minutes: Rolling::default(),
+                history: [(0, 0); HISTORY],
+                history_epoch: now / HISTORY_SECS,
+            }),
+        }
+    }
+
+    pub fn record(&self, now: u64, outcome: Outcome, latency: Duration) {
+        let mut windows = self.windows.lock().expect("row lock");
+        windows.minute.record(now, outcome, latency);
+        windows.ten_minutes.record(now, outcome, latency);
+        let epoch = now / HISTORY_SECS;
+        if epoch + (HISTORY as u64) <= windows.history_epoch {
+            return; // older than the history (a clock that went back): not kept there
+        }
+        let point = windows.point(epoch);
+        point.0 = point.0.saturating_add(1);
+        if outcome == Outcome::Failure {
+            point.1 = point.1.saturating_add(1);
+        }
+    }
+
+    /// The last minute (40–60 s of traffic).
+    pub fn minute(&self, now: u64) -> Summary {
+        let windows = self.windows.lock().expect("row lock");
+        windows.minute.summary(now, windows.born)
+    }
+
+    /// The last ten minutes (8–10 min of traffic).
+    pub fn ten_minutes(&self, now: u64) -> Summary {
+        let windows = self.windows.lock().expect("row lock");
+        windows.ten_minutes.summary(now, windows.born)
+    }
+
+    /// (requests, failures) of each 10 s of the last ten minutes, oldest first; the current
+    /// 10 s last.
+    pub fn history(&self, now: u64) -> Vec<(u32, u32)> {
+        let windows = self.windows.lock().expect("row lock");
+        let current = now / HISTORY_SECS;
+        (0..HISTORY as u64)
+            .rev()
+            .map(|back| {
+                let Some(epoch) = current.checked_sub(back) else {
+                    return (0, 0);
+                };
+                // Written, and not since overwritten round the ring.
+                let kept = epoch <= windows.history_epoch
+                    && windows.history_epoch - epoch < HISTORY as u64;
+                if kept {
+                    windows.history[(epoch % HISTORY as u64) as usize]
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes the row takes.
+    pub fn memory(&self) -> usize {
+        let windows = self.windows.lock().expect("row lock");
+        std::mem::size_of::<Row>() + windows.minute.heap() + windows.ten_minutes.heap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_window_counts_its_requests_and_failures_and_their_rate() {
+        let row = Row::new(1_000);
+        for i in 0..200u64 {
+            let outcome = if i % 10 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            row.record(1_000 + i / 20, outcome, MS * (1 + i as u32 % 5));
+        }
+        let minute = row.minute(1_009);
+        assert_eq!((minute.requests, minute.failures), (200, 20));
+        assert!((minute.success_rate() - 0.9).abs() < 1e-9);
+        assert_eq!(minute.seconds, 10, "only the ten seconds the row has lived");
+        assert!((minute.rps() - 20.0).abs() < 1e-9);
+        let p99 = minute.p99.unwrap();
+        assert!(
+            p99 >= MS * 5 - MS / 10 && p99 <= MS * 5 + MS / 10,
+            "{p99:?}"
+        );
+        assert_eq!(row.ten_minutes(1_009).requests, 200);
+    }
+
+    #[test]
+    fn old_traffic_leaves_the_minute_then_the_ten_minutes() {
+        let row = Row::new(0);
+        row.record(10, Outcome::Failure, MS);
+        assert_eq!(row.minute(30).requests, 1);
+        assert_eq!(row.minute(70).requests, 0, "more than a minute later");
+        assert_eq!(row.ten_minutes(70).requests, 1);
+        assert_eq!(row.ten_minutes(700).requests, 0);
+        // A slot reused round the ring starts empty.
+        row.record(70, Outcome::Success, MS);
+        let minute = row.minute(70);
+        assert_eq!((minute.requests, minute.failures), (1, 0));
+        assert_eq!(minute.seconds, 51);
+    }
+
+    #[test]
+    fn history_is_per_ten_seconds_oldest_first() {
+        let row = Row::new(0);
+        row.record(5, Outcome::Success, MS);
+        row.record(15, Outcome::Failure, MS);
+        row.record(15, Outcome::Success, MS);
+        let history = row.history(19);
+        assert_eq!(history.len(), 60);
+        assert_eq!(&history[58..], &[(1, 0), (2, 1)]);
+        assert!(row.history(700).iter().all(|p| *p == (0, 0)));
+    }
+
+    #[test]
+    fn a_row_of_steady_traffic_stays_small() {
+        fastrand::seed(11);
+        let row = Row::new(0);
+        // Ten minutes of 50 requests a second, latencies spread tenfold (2 to 20 ms).
+        for second in 0..600u64 {
+            for _ in 0..50 {
+                let latency = Duration::from_secs_f64(0.002 * (fastrand::f64() * 2.3).exp());
+                row.record(second, Outcome::Success, latency);
+            }
+        }
+        assert!(row.memory() < 4_096, "{} bytes", row.memory());
+    }
+}
