@@ -9,6 +9,8 @@
 #   apt-get install wrk nginx haproxy
 #   bash bench/proxy.sh     # ROUNDS (3), DURATION (10s, in seconds), CONNECTIONS (64),
 #                           # IDLE (2000 idle connections for the memory figure) override
+#   WHARF_BEFORE=path bash bench/proxy.sh   # also that wharf binary, interleaved in the same
+#                           # rounds, for a change on the request path: before beside after
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy; do
@@ -26,6 +28,7 @@ source bench/lib.sh
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" -H 'Host: hello' && return; sleep 0.05; done; echo "nothing on $1" >&2; exit 1; }
 
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); WHARF_PORT=$(free_port); ADMIN=$(free_port)
+BEFORE_PORT=$(free_port); BEFORE_ADMIN=$(free_port)
 
 # The backend: nginx with one worker answering "hello", on the load generator's core.
 mkdir -p "$work/nginx"
@@ -76,8 +79,17 @@ haproxy_pgid=$last_pid
 start taskset -c "$PROXY_CPU" "$WHARF" proxy --threads 1 --listen "127.0.0.1:$WHARF_PORT" --admin "127.0.0.1:$ADMIN" \
   --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/wharf.out" 2>"$work/wharf.log"
 wharf_pid=$last_pid
+labels="direct nginx haproxy wharf"
+ports="$BACKEND $NGINX $HAPROXY $WHARF_PORT"
+if [ -n "${WHARF_BEFORE:-}" ]; then
+  start taskset -c "$PROXY_CPU" "$WHARF_BEFORE" proxy --threads 1 --listen "127.0.0.1:$BEFORE_PORT" --admin "127.0.0.1:$BEFORE_ADMIN" \
+    --registry http://127.0.0.1:1 --upstream "hello=127.0.0.1:$BACKEND" >"$work/before.out" 2>"$work/before.log"
+  before_pid=$last_pid
+  labels="$labels before"
+  ports="$ports $BEFORE_PORT"
+fi
 
-for port in $BACKEND $NGINX $HAPROXY $WHARF_PORT; do wait_port "$port"; done
+for port in $ports; do wait_port "$port"; done
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 wharf_idle=$(rss "$wharf_pid")
 
@@ -115,6 +127,7 @@ for round in $(seq "$ROUNDS"); do
   run wharf "$WHARF_PORT" "$wharf_pid"
   wait "$sampler"
   echo "wharf RSS under load: $(cat "$work/rss")"
+  [ -n "${WHARF_BEFORE:-}" ] && run before "$BEFORE_PORT" "$before_pid"
 done
 echo "wharf RSS idle: $wharf_idle"
 
@@ -126,7 +139,7 @@ echo "nginx: $(python3 bench/idle_connections.py "$NGINX" "$(pgrep -P "$nginx_pg
 
 echo
 echo "median of $ROUNDS rounds:"
-for label in direct nginx haproxy wharf; do
+for label in $labels; do
   median() { awk -v l="$label" -v c="$1" '$1==l {print $c}' "$work/results" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
   printf '%-8s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  cpu %s us/req\n' \
     "$label" "$(median 2)" "$(median 3)" "$(median 4)" "$(median 5)"
@@ -137,3 +150,8 @@ awk -v w="$wharf_rps" -v n="$nginx_rps" -v h="$haproxy_rps" -v wp="$wharf_p99" -
   printf "wharf/nginx:   throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / n, wp / np, wc / nc
   printf "wharf/haproxy: throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / h, wp / hp, wc / hc
 }'
+if [ -n "${WHARF_BEFORE:-}" ]; then
+  awk -v w="$wharf_rps" -v b="$before_rps" -v wc="$wharf_cpu" -v bc="$before_cpu" -v wp="$wharf_p99" -v bp="$before_p99" 'BEGIN {
+    printf "wharf/before:  throughput %.3fx  p99 %.2fx  cpu per request %.3fx\n", w / b, wp / bp, wc / bc
+  }'
+fi

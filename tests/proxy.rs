@@ -970,15 +970,17 @@ fn golden_metrics_reflect_a_known_load() {
             .clone()
     };
     let (fast_row, slow_row) = (instance("fast"), instance("slow"));
+    assert!(
+        fast_row["minute"]["latency_ms"]["p99"].is_null(),
+        "instances keep counts only"
+    );
     // The warm-up requests count too, and did not fail: the slow one's rate is a shade
     // under 20 %, the fast one's 0.
     let slow_rate = slow_row["failure_rate"].as_f64().unwrap();
     assert!((0.18..=0.2).contains(&slow_rate), "{slow_row}");
     assert_eq!(fast_row["failure_rate"], 0.0);
-    // The slow instance shows in p99 (at least its 20 ms), the fast one's p50 well under it.
+    // The slow instance shows in the service's p99: at least its 20 ms, less the sketch's 2 %.
     let p = |row: &Value, q: &str| row["minute"]["latency_ms"][q].as_f64().unwrap();
-    assert!(p(&slow_row, "p50") >= 20.0 * 0.98, "{slow_row}");
-    assert!(p(&fast_row, "p50") < 20.0, "{fast_row}");
     assert!(p(&after, "p99") >= 20.0 * 0.98, "{after}");
     // The proxy's p99 is within the sketch's 2 % of what the client measured, or below it
     // (the client's includes its own connection set-up).

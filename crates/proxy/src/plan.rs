@@ -227,6 +227,7 @@ pub(crate) async fn forward<T: Transport>(
             Ok(answer) => {
                 let status = T::status(&answer);
                 let now = crate::metrics::now_secs();
+                // The attempt, for its endpoint, whether or not it is retried.
                 endpoint.golden.record(now, outcome_of(status), elapsed);
                 if is_retryable_status(status) {
                     match attempts.failed(index, &endpoint, may_retry_status(status, request)) {

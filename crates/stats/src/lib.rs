@@ -16,5 +16,5 @@
 pub mod sketch;
 pub mod window;
 
-pub use sketch::{RELATIVE_ERROR, Sketch};
+pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
 pub use window::{Outcome, Row, Summary};

@@ -33,6 +33,16 @@ fn value_of(index: i16) -> f64 {
     2.0 * gamma.powi(i32::from(index)) / (gamma + 1.0)
 }
 
+/// The bucket a duration falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket(i16);
+
+impl Bucket {
+    pub fn of(duration: Duration) -> Bucket {
+        Bucket(index_of(duration.as_secs_f64() * 1e6))
+    }
+}
+
 /// Counts of durations by logarithmic bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sketch {
@@ -50,7 +60,13 @@ impl Sketch {
 
     /// Adds one duration.
     pub fn record(&mut self, duration: Duration) {
-        self.add(index_of(duration.as_secs_f64() * 1e6), 1);
+        self.add(Bucket::of(duration).0, 1);
+    }
+
+    /// Adds one duration whose bucket is known (to record one duration in several sketches
+    /// at the cost of one logarithm).
+    pub fn record_in(&mut self, bucket: Bucket) {
+        self.add(bucket.0, 1);
     }
 
     fn add(&mut self, index: i16, count: u32) {

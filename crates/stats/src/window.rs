@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::Sketch;
+use crate::sketch::Bucket;
 
 /// How a request ended, as the golden metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl<const N: usize, const SECS: u64> Default for Rolling<N, SECS> {
 }
 
 impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
-    fn record(&mut self, now: u64, outcome: Outcome, latency: Duration) {
+    fn record(&mut self, now: u64, outcome: Outcome, latency: Option<Bucket>) {
         let epoch = now / SECS;
         let slot = &mut self.slots[(epoch % N as u64) as usize];
         if slot.epoch != epoch {
@@ -60,7 +61,9 @@ impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
         if outcome == Outcome::Failure {
             slot.failures += 1;
         }
-        slot.latency.record(latency);
+        if let Some(bucket) = latency {
+            slot.latency.record_in(bucket);
+        }
     }
 
     /// The window's figures at `now`, for a row that started at `born`.
@@ -163,12 +166,24 @@ impl Windows {
 #[derive(Debug)]
 pub struct Row {
     windows: Mutex<Windows>,
+    /// Whether latencies are kept (rows of counts only cost less per request).
+    latency: bool,
 }
 
 impl Row {
     /// A row whose first second is `now`.
     pub fn new(now: u64) -> Row {
+        Row::with_latency(now, true)
+    }
+
+    /// A row of counts only (its summaries have no percentiles).
+    pub fn counts_only(now: u64) -> Row {
+        Row::with_latency(now, false)
+    }
+
+    fn with_latency(now: u64, latency: bool) -> Row {
         Row {
+            latency,
             windows: Mutex::new(Windows {
                 born: now,
                 minute: Rolling::default(),
@@ -180,9 +195,10 @@ impl Row {
     }
 
     pub fn record(&self, now: u64, outcome: Outcome, latency: Duration) {
+        let bucket = self.latency.then(|| Bucket::of(latency)); // outside the lock
         let mut windows = self.windows.lock().expect("row lock");
-        windows.minute.record(now, outcome, latency);
-        windows.ten_minutes.record(now, outcome, latency);
+        windows.minute.record(now, outcome, bucket);
+        windows.ten_minutes.record(now, outcome, bucket);
         let epoch = now / HISTORY_SECS;
         if epoch + (HISTORY as u64) <= windows.history_epoch {
             return; // older than the history (a clock that went back): not kept there
@@ -279,6 +295,15 @@ mod tests {
         let minute = row.minute(70);
         assert_eq!((minute.requests, minute.failures), (1, 0));
         assert_eq!(minute.seconds, 51);
+    }
+
+    #[test]
+    fn a_row_of_counts_only_keeps_no_latency() {
+        let row = Row::counts_only(0);
+        row.record(1, Outcome::Failure, MS);
+        let minute = row.minute(1);
+        assert_eq!((minute.requests, minute.failures), (1, 1));
+        assert!(minute.p99.is_none() && minute.latency.is_empty());
     }
 
     #[test]
