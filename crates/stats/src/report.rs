@@ -1,0 +1,182 @@
+//! What a proxy reports of its golden metrics, and what the registry makes of the reports.
+//!
+//! Proxies push: each sends its report to the registry every second (`PUT
+//! /v1/wharf/stats/report`). They already follow the registry, know its address and carry
+//! its token; the registry need not know where every gateway and sidecar listens (a gateway
+//! is not in the catalog, and a proxy behind NAT or in another namespace could not be
+//! reached), and a proxy that stops reporting simply ages out. A report holds each window's
+//! counts and merged sketch, so the registry's figures are the merge of the proxies', exact to
+//! the same 2 %.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Sketch, Summary};
+
+/// A window as reported: counts, the seconds they cover, the merged latency sketch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    pub requests: u64,
+    pub failures: u64,
+    pub seconds: u64,
+    #[serde(default)]
+    pub latency: Sketch,
+}
+
+impl From<&Summary> for WindowReport {
+    fn from(s: &Summary) -> WindowReport {
+        WindowReport {
+            requests: s.requests,
+            failures: s.failures,
+            seconds: s.seconds,
+            latency: s.latency.clone(),
+        }
+    }
+}
+
+impl WindowReport {
+    /// Adds another proxy's figures for the same window: counts add, sketches merge, and the
+    /// window covers the longer of the two spans.
+    pub fn merge(&mut self, other: &WindowReport) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        self.seconds = self.seconds.max(other.seconds);
+        self.latency.merge(&other.latency);
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            requests: self.requests,
+            failures: self.failures,
+            seconds: self.seconds,
+            p50: self.latency.quantile(0.50),
+            p95: self.latency.quantile(0.95),
+            p99: self.latency.quantile(0.99),
+            latency: self.latency.clone(),
+        }
+    }
+}
+
+/// One instance as a proxy sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub id: String,
+    pub address: String,
+    pub in_flight: u64,
+    pub minute: WindowReport,
+}
+
+/// One service as a proxy sees it (the traffic it carried to it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub name: String,
+    pub minute: WindowReport,
+    pub ten_minutes: WindowReport,
+    /// (requests, failures) per 10 s over ten minutes, oldest first.
+    #[serde(default)]
+    pub history: Vec<(u32, u32)>,
+    #[serde(default)]
+    pub instances: Vec<InstanceReport>,
+}
+
+/// A proxy's report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Who reports (unique per proxy: `gateway@ADDR`, a sidecar's instance id).
+    pub proxy: String,
+    /// Who the callers are, as the edges name them: `gateway` for a gateway's clients.
+    pub caller: String,
+    pub services: Vec<ServiceReport>,
+}
+
+/// Every service's figures merged over the reports given.
+pub fn merge<'r>(reports: impl IntoIterator<Item = &'r Report>) -> BTreeMap<String, ServiceReport> {
+    let mut merged: BTreeMap<String, ServiceReport> = BTreeMap::new();
+    for report in reports {
+        for service in &report.services {
+            let into = merged
+                .entry(service.name.clone())
+                .or_insert_with(|| ServiceReport {
+                    name: service.name.clone(),
+                    ..ServiceReport::default()
+                });
+            into.minute.merge(&service.minute);
+            into.ten_minutes.merge(&service.ten_minutes);
+            if into.history.len() < service.history.len() {
+                into.history.resize(service.history.len(), (0, 0));
+            }
+            // Aligned on the newest point (both end now).
+            let offset = into.history.len() - service.history.len();
+            for (i, (requests, failures)) in service.history.iter().enumerate() {
+                let point = &mut into.history[offset + i];
+                point.0 = point.0.saturating_add(*requests);
+                point.1 = point.1.saturating_add(*failures);
+            }
+            for instance in &service.instances {
+                match into.instances.iter_mut().find(|i| i.id == instance.id) {
+                    Some(known) => {
+                        known.in_flight += instance.in_flight;
+                        known.minute.merge(&instance.minute);
+                    }
+                    None => into.instances.push(instance.clone()),
+                }
+            }
+        }
+    }
+    for service in merged.values_mut() {
+        service.instances.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn window(requests: u64, failures: u64, latency_ms: u64) -> WindowReport {
+        let mut latency = Sketch::new();
+        for _ in 0..requests {
+            latency.record(Duration::from_millis(latency_ms));
+        }
+        WindowReport {
+            requests,
+            failures,
+            seconds: 60,
+            latency,
+        }
+    }
+
+    #[test]
+    fn reports_of_two_proxies_merge_into_one_view() {
+        let report = |proxy: &str, requests, failures, ms, instance: &str| Report {
+            proxy: proxy.into(),
+            caller: "gateway".into(),
+            services: vec![ServiceReport {
+                name: "web".into(),
+                minute: window(requests, failures, ms),
+                ten_minutes: window(requests, failures, ms),
+                history: vec![(1, 0), (requests as u32, failures as u32)],
+                instances: vec![InstanceReport {
+                    id: instance.into(),
+                    address: "127.0.0.1:1".into(),
+                    in_flight: 1,
+                    minute: window(requests, failures, ms),
+                }],
+            }],
+        };
+        let a = report("a", 90, 9, 10, "web-1");
+        let b = report("b", 10, 1, 100, "web-1");
+        let merged = merge([&a, &b]);
+        let web = &merged["web"];
+        assert_eq!((web.minute.requests, web.minute.failures), (100, 10));
+        let summary = web.minute.summary();
+        assert!(summary.p50.unwrap() < Duration::from_millis(11));
+        assert!(summary.p95.unwrap() > Duration::from_millis(95));
+        assert_eq!(web.history, vec![(2, 0), (100, 10)]);
+        assert_eq!(web.instances.len(), 1);
+        assert_eq!(web.instances[0].in_flight, 2);
+        assert_eq!(web.instances[0].minute.requests, 100);
+    }
+}
