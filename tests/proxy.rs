@@ -1017,3 +1017,95 @@ fn stats_of(proxy: &ProxyProcess, service: &str) -> Value {
         .cloned()
         .unwrap_or_else(|| panic!("no {service} in {stats}"))
 }
+
+/// The registry gathers what the gateway reports: `/v1/wharf/stats` and `wharf stat` show the
+/// same known load (10 % failures, all on one instance), with the catalog's health counts,
+/// the gateway → service edge, and a blocking read woken by the next report.
+#[test]
+fn the_registry_gathers_the_proxies_golden_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let fast = Backend::start("fast");
+    let flaky = Backend::start_with("flaky", &[("FAIL_EVERY", "5")]);
+    register(&registry, "hello", &fast);
+    register(&registry, "hello", &flaky);
+    let proxy = ProxyProcess::start(&registry.url(), &[]);
+    eventually("both instances in the proxy", || {
+        let seen: std::collections::HashSet<String> = (0..4)
+            .map(|_| backend_of(&proxy.get("hello", "/")))
+            .collect();
+        seen.len() == 2
+    });
+    for _ in 0..200 {
+        proxy.get("hello", "/");
+    }
+    // The registry's view is the proxy's: poll until a report carries all of it.
+    let own = stats_of(&proxy, "hello");
+    let total = own["minute"]["requests"].as_u64().unwrap();
+    let gathered = || {
+        let stats = registry.get("/v1/wharf/stats").json();
+        stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "hello")
+            .cloned()
+            .unwrap()
+    };
+    eventually("the registry has the proxy's figures", || {
+        gathered()["minute"]["requests"].as_u64() == Some(total)
+    });
+    let hello = gathered();
+    assert_eq!(hello["minute"]["failures"], own["minute"]["failures"]);
+    assert!(
+        hello["minute"]["failures"].as_u64().unwrap() >= 20,
+        "{hello}"
+    );
+    assert_eq!(hello["health"]["passing"], 2, "{hello}");
+    let flaky_row = hello["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "flaky")
+        .unwrap()
+        .clone();
+    assert!(
+        flaky_row["failure_rate"].as_f64().unwrap() > 0.15,
+        "{flaky_row}"
+    );
+    let stats = registry.get("/v1/wharf/stats").json();
+    let edge = &stats["edges"][0];
+    assert_eq!(
+        (edge["source"].as_str(), edge["destination"].as_str()),
+        (Some("gateway"), Some("hello"))
+    );
+
+    // A blocking read is woken by the next report (every second).
+    let index = registry.get("/v1/wharf/stats").index();
+    let woken = held_query(registry.addr, "/v1/wharf/stats", index, "30s")
+        .join()
+        .unwrap();
+    assert!(woken.index() > index);
+
+    // `wharf stat` prints the same, as a table and as JSON.
+    let (code, table, err) = wharf(&registry.url(), &["stat"]);
+    assert_eq!(code, 0, "{err}");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("hello"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("2/2"), "{table}");
+    let (code, json, err) = wharf(&registry.url(), &["stat", "hello", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let one: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(one["name"], "hello");
+    assert!(one["minute"]["requests"].as_u64().unwrap() >= total);
+    let (code, instances, _) = wharf(&registry.url(), &["stat", "hello"]);
+    assert_eq!(code, 0);
+    assert!(
+        instances.contains("flaky") && instances.contains("fast"),
+        "{instances}"
+    );
+    let (code, _, err) = wharf(&registry.url(), &["stat", "nope"]);
+    assert_eq!(code, 2, "{err}");
+}

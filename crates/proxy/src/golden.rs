@@ -1,96 +1,100 @@
-//! The proxy's golden metrics as JSON, at `/stats` on its admin listener: for each service
-//! it routes to, the last minute and the last ten (requests, failures, rate, success, p50,
-//! p95, p99 of the time to the answer's head), the requests per 10 s of the last ten minutes,
-//! each instance's own last minute (its attempts, retries included) and requests in flight,
-//! and the seed's three models over the instances: the mean load L = (1/n) Σ wᵢ with wᵢ an
-//! instance's requests per second, the imbalance max wᵢ / L, and the mean failure rate
-//! F = (1/n) Σ fᵢ.
+//! The proxy's golden metrics: as JSON at `/stats` on its admin listener, and as the report
+//! it pushes to the registry every second (`wharf_stats::report` says why push). For each
+//! service it routes to: the last minute and the last ten (requests, failures, rate, success,
+//! p50/p95/p99 of the time to the answer's head), the requests per 10 s of the last ten
+//! minutes, each instance's own last minute (its attempts, retries included) and requests in
+//! flight, and the seed's three models over the instances (L, max wᵢ/L, F).
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_stats::Summary;
+use wharf_stats::{InstanceReport, Report, ServiceReport, ServiceView, WindowReport};
 
 use crate::discovery::Directory;
 use crate::metrics::now_secs;
 
-fn millis(d: Option<std::time::Duration>) -> Value {
-    d.map_or(Value::Null, |d| json!(d.as_secs_f64() * 1000.0))
-}
+/// How often the report goes to the registry.
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-fn window(s: &Summary) -> Value {
-    json!({
-        "requests": s.requests,
-        "failures": s.failures,
-        "seconds": s.seconds,
-        "rps": s.rps(),
-        "success_rate": s.success_rate(),
-        "latency_ms": {"p50": millis(s.p50), "p95": millis(s.p95), "p99": millis(s.p99)},
-    })
-}
-
-/// L, max wᵢ / L and F over instances' (requests per second, failure rate).
-fn models(instances: &[(f64, f64)]) -> Value {
-    if instances.is_empty() {
-        return json!({"mean_load": Value::Null, "imbalance": Value::Null, "mean_failure_rate": Value::Null});
-    }
-    let n = instances.len() as f64;
-    let mean_load = instances.iter().map(|(w, _)| w).sum::<f64>() / n;
-    let max_load = instances.iter().map(|(w, _)| *w).fold(0.0, f64::max);
-    let mean_failure = instances.iter().map(|(_, f)| f).sum::<f64>() / n;
-    json!({
-        "mean_load": mean_load,
-        "imbalance": if mean_load > 0.0 { json!(max_load / mean_load) } else { Value::Null },
-        "mean_failure_rate": mean_failure,
-    })
-}
-
-/// Every service the proxy has routed to, by name.
-pub(crate) fn stats(directory: &Directory) -> Value {
+/// What this proxy carried, as it reports it.
+pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str) -> Report {
     let now = now_secs();
-    let services: Vec<Value> = directory
+    let services = directory
         .services()
         .iter()
         .map(|service| {
             let set = service.endpoints.load();
-            let mut loads = Vec::new();
-            let instances: Vec<Value> = set
-                .endpoints
-                .iter()
-                .map(|endpoint| {
-                    let minute = endpoint.golden.minute(now);
-                    loads.push((minute.rps(), minute.failure_rate()));
-                    json!({
-                        "id": endpoint.id,
-                        "address": endpoint.addr.to_string(),
-                        "in_flight": endpoint.inflight(),
-                        "failure_rate": minute.failure_rate(),
-                        "minute": window(&minute),
+            ServiceReport {
+                name: service.name.clone(),
+                minute: WindowReport::from(&service.golden.minute(now)),
+                ten_minutes: WindowReport::from(&service.golden.ten_minutes(now)),
+                history: service.golden.history(now),
+                instances: set
+                    .endpoints
+                    .iter()
+                    .map(|endpoint| InstanceReport {
+                        id: endpoint.id.clone(),
+                        address: endpoint.addr.to_string(),
+                        in_flight: u64::from(endpoint.inflight()),
+                        minute: WindowReport::from(&endpoint.golden.minute(now)),
                     })
-                })
-                .collect();
-            json!({
-                "name": service.name,
-                "minute": window(&service.golden.minute(now)),
-                "ten_minutes": window(&service.golden.ten_minutes(now)),
-                "history": service.golden.history(now),
-                "models": models(&loads),
-                "instances": instances,
-            })
+                    .collect(),
+            }
         })
         .collect();
-    json!({"services": services})
+    Report {
+        proxy: proxy.to_owned(),
+        caller: caller.to_owned(),
+        services,
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `/stats`: every service this proxy has routed to, by name.
+pub(crate) fn stats(directory: &Directory) -> Value {
+    let report = report(directory, "", "");
+    let services: Vec<ServiceView> = report.services.iter().map(ServiceView::from).collect();
+    json!({ "services": services })
+}
 
-    #[test]
-    fn the_three_models_over_instances() {
-        let m = models(&[(10.0, 0.0), (30.0, 0.2)]);
-        assert_eq!(m["mean_load"], 20.0);
-        assert_eq!(m["imbalance"], 1.5);
-        assert!((m["mean_failure_rate"].as_f64().unwrap() - 0.1).abs() < 1e-12);
-        assert!(models(&[]).get("mean_load").unwrap().is_null());
-        assert!(models(&[(0.0, 0.0)])["imbalance"].is_null());
+/// Pushes this proxy's report to the registry every [`REPORT_EVERY`] until `shutdown`. A
+/// registry that does not take reports (a real Consul answers 404 or 405 for Wharf's own
+/// endpoints) is told once in the log and not asked again.
+pub(crate) async fn push_reports(
+    directory: std::sync::Arc<Directory>,
+    client: wharf_client::Client,
+    proxy: String,
+    caller: &'static str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let report = report(&directory, &proxy, caller);
+        if report.services.is_empty() {
+            continue;
+        }
+        let body = serde_json::to_value(&report).expect("a report serialises");
+        match client
+            .call_json(
+                wharf_client::Method::PUT,
+                "/v1/wharf/stats/report",
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(wharf_client::ClientError::Refused { status, reason })
+                if matches!(status.as_u16(), 404 | 405 | 501) =>
+            {
+                tracing::info!(%status, reason, "the registry takes no golden-metrics reports; not sending more");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "golden metrics: report not taken"),
+        }
     }
 }

@@ -119,6 +119,7 @@ impl Proxy {
             max_concurrency: config.max_concurrency,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let reporter = client.clone();
         let directory = discovery::Directory::new(
             client,
             config.upstreams.clone(),
@@ -166,6 +167,15 @@ impl Proxy {
             workers.push(handle);
         }
         let mut tasks = Vec::new();
+        if let Some(client) = reporter {
+            tasks.push(tokio::spawn(golden::push_reports(
+                directory.clone(),
+                client,
+                format!("gateway@{listen_addr}"),
+                "gateway",
+                shutdown_rx.clone(),
+            )));
+        }
         let mut admin_addr = None;
         if let Some(addr) = config.admin {
             let listener = TcpListener::bind(addr)

@@ -48,6 +48,8 @@ pub struct Agent {
     ttl_resets: std::sync::Mutex<HashMap<String, watch::Sender<Instant>>>,
     /// The leaves this agent issued, by service.
     pub(crate) leaves: crate::connect::LeafCache,
+    /// The golden metrics the proxies report.
+    pub stats: crate::stats::Board,
 }
 
 impl Agent {
@@ -59,6 +61,7 @@ impl Agent {
             metrics: Default::default(),
             ttl_resets: Default::default(),
             leaves: Default::default(),
+            stats: Default::default(),
         })
     }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod server;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

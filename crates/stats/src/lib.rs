@@ -3,7 +3,9 @@
 //!
 //! - [`sketch`] — a mergeable latency sketch with a stated relative error;
 //! - [`window`] — counts and sketches in rolling windows (the last minute, the last ten),
-//!   the rows a proxy keeps per service, instance and edge.
+//!   the rows a proxy keeps per service, instance and edge;
+//! - [`report`] — what a proxy pushes to the registry, and their merge;
+//! - [`view`] — the figures as the API and the dashboard show them.
 //!
 //! Written here rather than taken from a crate: the goal is a row (a service, an instance or
 //! an edge, both windows) in under 4 KiB, so that 10,000 rows stay under 40 MB. The DDSketch
@@ -13,8 +15,12 @@
 //! logarithmic mapping (so its error bound is DDSketch's) with sparse `u32` bins, typically a
 //! few hundred bytes.
 
+pub mod report;
 pub mod sketch;
+pub mod view;
 pub mod window;
 
+pub use report::{InstanceReport, Report, ServiceReport, WindowReport};
 pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
+pub use view::{InstanceView, Models, ServiceView, WindowView};
 pub use window::{Outcome, Row, Summary};

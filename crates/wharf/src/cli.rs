@@ -46,10 +46,24 @@ pub(crate) enum Command {
     /// The mesh's sidecars.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// The mesh's golden metrics once: per service (or one service's instances) its rate,
+    /// success, latency, load and health, from the proxies' reports.
+    Stat(StatArgs),
     /// Tokens on the API (Consul's ACLs): bootstrap, policies, tokens. Uses WHARF_TOKEN (or
     /// CONSUL_HTTP_TOKEN) like every command.
     #[command(subcommand)]
     Acl(AclCommand),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatArgs {
+    /// One service: its instances.
+    pub service: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
 }
 
 #[derive(clap::Subcommand, Debug)]

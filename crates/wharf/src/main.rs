@@ -9,6 +9,7 @@ mod manifest;
 mod mesh_cmd;
 mod proxy_cmd;
 mod registry_cmd;
+mod stat_cmd;
 mod table;
 mod up_cmd;
 
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             Command::Intention(command) => client_cmds::intention(command).await,
             Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
             Command::Acl(command) => acl_cmd::run(command).await,
+            Command::Stat(args) => stat_cmd::run(args).await,
         }
     });
     match result {

@@ -19,6 +19,7 @@ mod guard;
 mod handlers;
 pub mod params;
 pub mod shapes;
+mod stats;
 pub mod unimplemented;
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
+        .route("/v1/wharf/stats", get(stats::read))
+        .route("/v1/wharf/stats/report", write(stats::report))
         .route("/v1/agent/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::ca_leaf))
