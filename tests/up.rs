@@ -838,9 +838,22 @@ fn up_with_acls(mesh: &str) {
     eventually("the gateway routes to hello", || {
         mesh.through_gateway("hello", "/").status == 200
     });
+    // The way in reports its traffic (on the node's token): the gateway → hello edge.
+    eventually("the gateway's traffic in the registry's stats", || {
+        let stats = with_root("GET", "/v1/wharf/stats").json();
+        stats["edges"].as_array().is_some_and(|edges| {
+            edges
+                .iter()
+                .any(|e| e["source"] == "gateway" && e["destination"] == "hello")
+        })
+    });
     // Strangers see nothing and change nothing.
     assert_eq!(
         mesh.get("/v1/health/service/hello").json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        mesh.get("/v1/wharf/stats").json()["services"],
         serde_json::json!([])
     );
     let scale = request(

@@ -63,7 +63,7 @@ pub(crate) async fn push_reports(
     directory: std::sync::Arc<Directory>,
     client: wharf_client::Client,
     proxy: String,
-    caller: &'static str,
+    caller: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -74,7 +74,7 @@ pub(crate) async fn push_reports(
         if *shutdown.borrow() {
             return;
         }
-        let report = report(&directory, &proxy, caller);
+        let report = report(&directory, &proxy, &caller);
         if report.services.is_empty() {
             continue;
         }

@@ -172,7 +172,7 @@ impl Proxy {
                 directory.clone(),
                 client,
                 format!("gateway@{listen_addr}"),
-                "gateway",
+                "gateway".to_owned(),
                 shutdown_rx.clone(),
             )));
         }

@@ -254,6 +254,15 @@ impl Sidecar {
                 },
                 metrics: metrics::Metrics::default(),
             });
+            // What this instance calls, reported as the edges from its service (its mTLS
+            // identity) to each destination.
+            tasks.push(tokio::spawn(crate::golden::push_reports(
+                shared.directory.clone(),
+                client.clone(),
+                format!("{}@sidecar", config.instance_id),
+                config.service.to_ascii_lowercase(),
+                shutdown_rx.clone(),
+            )));
             if let Some(addr) = config.outbound {
                 let (listener, local) = bind(addr).await?;
                 outbound_addr = Some(local);
