@@ -936,12 +936,7 @@ fn golden_metrics_reflect_a_known_load() {
     register(&registry, "hello", &fast);
     register(&registry, "hello", &slow);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
-    eventually("both instances in the proxy", || {
-        let seen: std::collections::HashSet<String> = (0..4)
-            .map(|_| backend_of(&proxy.get("hello", "/")))
-            .collect();
-        seen.len() == 2
-    });
+    both_instances_routed(&proxy);
     let before = stats_of(&proxy, "hello");
     let (mut failures, mut latencies) = (0, Vec::new());
     for _ in 0..200 {
@@ -1006,6 +1001,16 @@ fn golden_metrics_reflect_a_known_load() {
     assert_eq!(history, after["ten_minutes"]["requests"].as_u64().unwrap());
 }
 
+/// Waits until the proxy routes `hello` to both of its instances.
+fn both_instances_routed(proxy: &ProxyProcess) {
+    eventually("both instances in the proxy", || {
+        let seen: std::collections::HashSet<String> = (0..4)
+            .map(|_| backend_of(&proxy.get("hello", "/")))
+            .collect();
+        seen.len() == 2
+    });
+}
+
 /// The `/stats` row of `service` on the proxy.
 fn stats_of(proxy: &ProxyProcess, service: &str) -> Value {
     let stats = request(proxy.admin, "GET", "/stats", b"").json();
@@ -1030,12 +1035,7 @@ fn the_registry_gathers_the_proxies_golden_metrics() {
     register(&registry, "hello", &fast);
     register(&registry, "hello", &flaky);
     let proxy = ProxyProcess::start(&registry.url(), &[]);
-    eventually("both instances in the proxy", || {
-        let seen: std::collections::HashSet<String> = (0..4)
-            .map(|_| backend_of(&proxy.get("hello", "/")))
-            .collect();
-        seen.len() == 2
-    });
+    both_instances_routed(&proxy);
     for _ in 0..200 {
         proxy.get("hello", "/");
     }
