@@ -938,6 +938,11 @@ fn golden_metrics_reflect_a_known_load() {
     let proxy = ProxyProcess::start(&registry.url(), &[]);
     both_instances_routed(&proxy);
     let before = stats_of(&proxy, "hello");
+    // Linkerd's names count the same load.
+    const FAILED_500: &str = "response_total{direction=\"outbound\",authority=\"hello\",classification=\"failure\",status_code=\"500\"}";
+    const LATENCY_COUNT: &str =
+        "response_latency_ms_count{direction=\"outbound\",authority=\"hello\"}";
+    let (failed_before, timed_before) = (proxy.metric(FAILED_500), proxy.metric(LATENCY_COUNT));
     let (mut failures, mut latencies) = (0, Vec::new());
     for _ in 0..200 {
         let started = Instant::now();
@@ -948,6 +953,21 @@ fn golden_metrics_reflect_a_known_load() {
         }
     }
     assert_eq!(failures, 20, "the load itself");
+    assert_eq!(proxy.metric(FAILED_500) - failed_before, 20.0);
+    assert_eq!(proxy.metric(LATENCY_COUNT) - timed_before, 200.0);
+    let text = request(proxy.admin, "GET", "/metrics", b"").text();
+    assert!(
+        text.contains(
+            "response_latency_ms_bucket{le=\"5.0\",direction=\"outbound\",authority=\"hello\"}"
+        ) || text.contains(
+            "response_latency_ms_bucket{direction=\"outbound\",authority=\"hello\",le=\"5.0\"}"
+        ),
+        "Linkerd's buckets: {text}"
+    );
+    assert!(
+        text.contains("wharf_proxy_responses_total"),
+        "Wharf's own names stay"
+    );
     let after = stats_of(&proxy, "hello");
     let minute = |s: &Value, key: &str| s["minute"][key].as_u64().unwrap();
     assert_eq!(

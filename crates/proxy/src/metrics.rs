@@ -1,5 +1,11 @@
 //! The proxy's Prometheus metrics. Handles for a service (and its endpoints) are made once and
 //! kept with it, so the request path adds to atomics without looking labels up.
+//!
+//! Wharf's own are `wharf_proxy_*`. Beside them, Linkerd's names and labels, so that
+//! dashboards built for Linkerd's proxy work on Wharf's: `request_total`, `response_total`
+//! (`classification` success or failure, `status_code`) and `response_latency_ms` (Linkerd's
+//! buckets, 1 ms to 50 s), each by `direction` (`outbound`: what the proxy sends to a
+//! service) and `authority` (the service).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,31 @@ struct ServiceLabels {
 struct EndpointLabels {
     service: String,
     endpoint: String,
+}
+
+/// Linkerd's labels of a request or its latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LinkerdLabels {
+    direction: &'static str,
+    authority: String,
+}
+
+/// Linkerd's labels of a response.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LinkerdResponseLabels {
+    direction: &'static str,
+    authority: String,
+    classification: &'static str,
+    status_code: u16,
+}
+
+/// Linkerd's latency buckets, in milliseconds.
+fn linkerd_latency_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+        1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0,
+        50_000.0,
+    ])
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +90,9 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub requests: Counter<u64, AtomicU64>,
+    linkerd_requests: Family<LinkerdLabels, Counter>,
+    linkerd_responses: Family<LinkerdResponseLabels, Counter>,
+    linkerd_latency: Family<LinkerdLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,7 +103,29 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("wharf_proxy");
+        let mut root = Registry::default();
+        let linkerd_requests = Family::<LinkerdLabels, Counter>::default();
+        root.register(
+            "request",
+            "Requests, by direction and authority (Linkerd's name)",
+            linkerd_requests.clone(),
+        );
+        let linkerd_responses = Family::<LinkerdResponseLabels, Counter>::default();
+        root.register(
+            "response",
+            "Responses, by classification and status code (Linkerd's name)",
+            linkerd_responses.clone(),
+        );
+        let linkerd_latency =
+            Family::<LinkerdLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                linkerd_latency_histogram,
+            );
+        root.register(
+            "response_latency_ms",
+            "Time to response headers in milliseconds (Linkerd's name and buckets)",
+            linkerd_latency.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("wharf_proxy");
         let requests = Counter::default();
         registry.register("requests", "Requests received", requests.clone());
         let responses = Family::<ClassLabels, Counter>::default();
@@ -122,7 +178,10 @@ impl Default for Metrics {
             open_connections.clone(),
         );
         Metrics {
-            registry: Arc::new(Mutex::new(registry)),
+            registry: Arc::new(Mutex::new(root)),
+            linkerd_requests,
+            linkerd_responses,
+            linkerd_latency,
             responses,
             latency,
             endpoint_latency,
@@ -149,8 +208,15 @@ impl Metrics {
                 })
                 .clone()
         };
+        let linkerd = LinkerdLabels {
+            direction: "outbound",
+            authority: name.to_owned(),
+        };
         ServiceMetrics {
             name: name.to_owned(),
+            linkerd_requests: self.linkerd_requests.get_or_create(&linkerd).clone(),
+            linkerd_latency: self.linkerd_latency.get_or_create(&linkerd).clone(),
+            statuses: Arc::default(),
             classes: [
                 class("1xx"),
                 class("2xx"),
@@ -188,6 +254,10 @@ impl Metrics {
 #[derive(Clone)]
 pub struct ServiceMetrics {
     name: String,
+    linkerd_requests: Counter,
+    linkerd_latency: Histogram,
+    /// `response_total` by status code, looked up once per code.
+    statuses: Arc<Mutex<Vec<(u16, Counter)>>>,
     classes: [Counter; 5],
     pub latency: Histogram,
     pub retries: Counter,
@@ -199,6 +269,38 @@ impl ServiceMetrics {
     pub fn response(&self, status: http::StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.classes[class].inc();
+        self.linkerd_requests.inc();
+        let code = status.as_u16();
+        let mut statuses = self.statuses.lock().expect("status counters");
+        match statuses.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let counter = self
+                    .all
+                    .linkerd_responses
+                    .get_or_create(&LinkerdResponseLabels {
+                        direction: "outbound",
+                        authority: self.name.clone(),
+                        classification: if status.is_server_error() {
+                            "failure"
+                        } else {
+                            "success"
+                        },
+                        status_code: code,
+                    })
+                    .clone();
+                counter.inc();
+                statuses.push((code, counter));
+            }
+        }
+    }
+
+    /// Records the time to an answer's head, in Wharf's histogram and Linkerd's.
+    pub fn record_latency(&self, took: std::time::Duration) {
+        self.latency.observe(took.as_secs_f64());
+        self.linkerd_latency.observe(took.as_secs_f64() * 1000.0);
     }
 
     /// The latency histogram of one endpoint of this service.

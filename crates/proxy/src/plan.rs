@@ -238,7 +238,7 @@ pub(crate) async fn forward<T: Transport>(
                     attempts.answered(&endpoint, status);
                 }
                 let took = started.elapsed();
-                service.metrics.latency.observe(took.as_secs_f64());
+                service.metrics.record_latency(took);
                 service.metrics.response(status);
                 service.golden.record(now, outcome_of(status), took);
                 return Ok((endpoint, answer));
@@ -271,7 +271,7 @@ pub(crate) async fn forward<T: Transport>(
 pub(crate) fn refused(service: &Service, started: Instant, refusal: &Refusal) {
     service.metrics.error(refusal.reason());
     let took = started.elapsed();
-    service.metrics.latency.observe(took.as_secs_f64());
+    service.metrics.record_latency(took);
     service.metrics.response(refusal.status());
     service
         .golden
