@@ -461,6 +461,16 @@ impl Client {
         serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A call with a body already encoded as JSON; the answer's body as it came.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(self.call(method, path, body).await?.1)
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
