@@ -43,11 +43,16 @@ impl Board {
 
     /// The reports still fresh; stale ones are dropped.
     pub fn fresh(&self) -> Vec<Report> {
+        self.read(|reports| reports.iter().map(|r| (*r).clone()).collect())
+    }
+
+    /// `read` of the reports still fresh (in proxy order), under the board's lock: no copy.
+    pub fn read<T>(&self, read: impl FnOnce(&[&Report]) -> T) -> T {
         let mut reports = self.reports.lock().expect("stats lock");
         reports.retain(|_, (at, _)| at.elapsed() < STALE);
-        let mut fresh: Vec<Report> = reports.values().map(|(_, r)| r.clone()).collect();
+        let mut fresh: Vec<&Report> = reports.values().map(|(_, r)| r).collect();
         fresh.sort_by(|a, b| a.proxy.cmp(&b.proxy));
-        fresh
+        read(&fresh)
     }
 
     pub fn index(&self) -> u64 {
