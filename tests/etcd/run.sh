@@ -13,7 +13,7 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   apt-get update -qq
   apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-etcd --version | head -1
+etcd --version | sed -n 1p   # sed reads it all: head could end the pipe early (SIGPIPE under pipefail)
 
 cd "$root"
 cargo test --locked -p wharf-store --test etcd -- --include-ignored
