@@ -4,14 +4,11 @@
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use wharf_client::{Client, Method, encode};
+use wharf_client::{Method, encode};
 
 use crate::BadInput;
-use crate::cli::{AclCommand, AclOutputArgs, AclPolicyCommand, AclTokenCommand, RegistryUrl};
-
-fn client(registry: &RegistryUrl) -> anyhow::Result<Client> {
-    Ok(Client::new(&registry.url)?)
-}
+use crate::cli::{AclCommand, AclOutputArgs, AclPolicyCommand, AclTokenCommand};
+use crate::client_cmds::client;
 
 /// Prints `value` whole with `--json`, else the `fields` named, one `Name: value` a line.
 fn show(value: &Value, output: &AclOutputArgs, fields: &[&str]) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use crate::cli::{
 };
 use crate::{BadInput, table};
 
-fn client(registry: &RegistryUrl) -> anyhow::Result<Client> {
+pub(crate) fn client(registry: &RegistryUrl) -> anyhow::Result<Client> {
     Ok(Client::new(&registry.url)?)
 }
 

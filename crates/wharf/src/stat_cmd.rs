@@ -2,7 +2,7 @@
 //! `/v1/wharf/stats`: a row per service (or, for one service, per instance).
 
 use serde_json::Value;
-use wharf_client::{Client, Method};
+use wharf_client::Method;
 
 use crate::cli::StatArgs;
 use crate::{BadInput, table};
@@ -20,7 +20,7 @@ fn percent(value: &Value) -> String {
 }
 
 pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
-    let stats = Client::new(&args.registry.url)?
+    let stats = crate::client_cmds::client(&args.registry)?
         .call_json(Method::GET, "/v1/wharf/stats", None)
         .await?;
     let services = stats["services"].as_array().cloned().unwrap_or_default();

@@ -75,34 +75,47 @@ impl Zone {
         self
     }
 
-    /// Whether the anonymous token may read `instance` (always, with ACLs off).
-    fn readable(&self, state: &CatalogState, instance: &wharf_model::ServiceInstance) -> bool {
-        let Some(default) = self.acl else {
-            return true;
-        };
-        use crate::acl::{Need, Scope};
-        let node = if instance.node.is_empty() {
-            &self.node.name
-        } else {
-            &instance.node
-        };
-        state
-            .acl
-            .authorizer(None, default, crate::now_ms())
-            .is_ok_and(|a| {
-                a.allows(Scope::Service(&instance.name), Need::Read)
-                    && a.allows(Scope::Node(node), Need::Read)
-            })
+    /// What one answer may show: everything with ACLs off, else what the anonymous token
+    /// may read (resolved once per answer).
+    fn reader(&self, state: &CatalogState) -> Reader {
+        match self.acl {
+            None => Reader::All,
+            Some(default) => state
+                .acl
+                .authorizer(None, default, crate::now_ms())
+                .map_or(Reader::Nothing, Reader::Token),
+        }
+    }
+}
+
+/// What one DNS answer may show.
+enum Reader {
+    All,
+    Token(std::sync::Arc<crate::acl::Authorizer>),
+    Nothing,
+}
+
+impl Reader {
+    fn node(&self, node: &str) -> bool {
+        match self {
+            Reader::All => true,
+            Reader::Token(a) => a.allows(crate::acl::Scope::Node(node), crate::acl::Need::Read),
+            Reader::Nothing => false,
+        }
     }
 
-    fn node_readable(&self, state: &CatalogState, node: &str) -> bool {
-        let Some(default) = self.acl else {
-            return true;
-        };
-        state
-            .acl
-            .authorizer(None, default, crate::now_ms())
-            .is_ok_and(|a| a.allows(crate::acl::Scope::Node(node), crate::acl::Need::Read))
+    /// `instance`, whose node is `node`.
+    fn instance(&self, instance: &wharf_model::ServiceInstance, node: &str) -> bool {
+        match self {
+            Reader::All => true,
+            Reader::Token(a) => {
+                a.allows(
+                    crate::acl::Scope::Service(&instance.name),
+                    crate::acl::Need::Read,
+                ) && a.allows(crate::acl::Scope::Node(node), crate::acl::Need::Read)
+            }
+            Reader::Nothing => false,
+        }
     }
 }
 
@@ -256,7 +269,7 @@ fn records(
     match lookup {
         Lookup::Addr(ip) => Some((address_records(&name, qtype, [ip]), Vec::new())),
         Lookup::Node(node) => {
-            if !zone.node_readable(state, &node) {
+            if !zone.reader(state).node(&node) {
                 return None;
             }
             let address = if node.eq_ignore_ascii_case(&zone.node.name) {
@@ -297,9 +310,15 @@ fn instance_records(
     let qtype = query.query_type;
     // ip, port, weight, and the node whose address it is (`None`: the instance's own)
     let mut healthy: Vec<(IpAddr, u16, u16, Option<&str>)> = Vec::new();
+    let reader = zone.reader(state);
     for stored in candidates {
         let instance = &stored.value;
-        if tag.is_some_and(|t| !instance.has_tag(t)) || !zone.readable(state, instance) {
+        let node = if instance.node.is_empty() {
+            &zone.node.name
+        } else {
+            &instance.node
+        };
+        if tag.is_some_and(|t| !instance.has_tag(t)) || !reader.instance(instance, node) {
             continue;
         }
         let status = state.status_of(instance);
