@@ -33,6 +33,7 @@ fn parts(report: &Report) -> Vec<Vec<u8>> {
         let part = Report {
             proxy: format!("{}#{}", report.proxy, parts.len()),
             caller: report.caller.clone(),
+            mtls: report.mtls,
             services: services.drain(..).cloned().collect(),
         };
         parts.push(serde_json::to_vec(&part).expect("a report serialises"));
@@ -51,7 +52,7 @@ fn parts(report: &Report) -> Vec<Vec<u8>> {
 }
 
 /// What this proxy carried, as it reports it.
-pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str) -> Report {
+pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: bool) -> Report {
     let now = now_secs();
     let services = directory
         .services()
@@ -79,13 +80,14 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str) -> Report
     Report {
         proxy: proxy.to_owned(),
         caller: caller.to_owned(),
+        mtls,
         services,
     }
 }
 
 /// `/stats`: every service this proxy has routed to, by name.
 pub(crate) fn stats(directory: &Directory) -> Value {
-    let report = report(directory, "", "");
+    let report = report(directory, "", "", false);
     let services: Vec<ServiceView> = report.services.iter().map(ServiceView::from).collect();
     json!({ "services": services })
 }
@@ -98,6 +100,7 @@ pub(crate) async fn push_reports(
     client: wharf_client::Client,
     proxy: String,
     caller: String,
+    mtls: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -108,7 +111,7 @@ pub(crate) async fn push_reports(
         if *shutdown.borrow() {
             return;
         }
-        let report = report(&directory, &proxy, &caller);
+        let report = report(&directory, &proxy, &caller, mtls);
         for body in parts(&report) {
             match client
                 .call_bytes(wharf_client::Method::PUT, "/v1/wharf/stats/report", body)
@@ -146,6 +149,7 @@ mod tests {
         let report = Report {
             proxy: "gateway@x".into(),
             caller: "gateway".into(),
+            mtls: false,
             services: (0..2_000)
                 .map(|i| ServiceReport {
                     name: format!("svc-{i}"),

@@ -173,6 +173,7 @@ impl Proxy {
                 client,
                 format!("gateway@{listen_addr}"),
                 "gateway".to_owned(),
+                false,
                 shutdown_rx.clone(),
             )));
         }

@@ -70,6 +70,7 @@ mod tests {
         let report = |proxy: &str, caller: &str| Report {
             proxy: proxy.into(),
             caller: caller.into(),
+            mtls: false,
             services: Vec::new(),
         };
         board.take(report("a", "gateway"));

@@ -87,6 +87,10 @@ pub struct Report {
     pub proxy: String,
     /// Who the callers are, as the edges name them: `gateway` for a gateway's clients.
     pub caller: String,
+    /// Whether its calls went over mutual TLS with `caller` as the identity (a sidecar, or the
+    /// ingress of a mesh with mTLS on), or in plaintext (a gateway outside the mesh).
+    #[serde(default)]
+    pub mtls: bool,
     pub services: Vec<ServiceReport>,
 }
 
@@ -153,6 +157,7 @@ mod tests {
         let report = |proxy: &str, requests, failures, ms, instance: &str| Report {
             proxy: proxy.into(),
             caller: "gateway".into(),
+            mtls: false,
             services: vec![ServiceReport {
                 name: "web".into(),
                 minute: window(requests, failures, ms),

@@ -29,6 +29,18 @@ pub struct BadInput(pub String);
 #[error("denied")]
 pub struct Denied;
 
+/// A line on stdout, for people and for scripts that wait for it. A reader that has gone (a
+/// closed pipe) is no failure of a running server: the line is dropped, where `println!`
+/// would panic and take the server down with it.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

@@ -116,13 +116,16 @@ pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    println!(
-        "wharf registry: HTTP API on {scheme}://{}",
-        registry.http_addr
-    );
+    let http = registry.http_addr;
+    crate::announce(format_args!(
+        "wharf registry: HTTP API on {scheme}://{http}"
+    ));
     if let Some(dns) = registry.dns_addr {
-        println!("wharf registry: DNS on {dns} (UDP and TCP)");
+        crate::announce(format_args!("wharf registry: DNS on {dns} (UDP and TCP)"));
     }
+    crate::announce(format_args!(
+        "wharf registry: dashboard on {scheme}://{http}/ui/"
+    ));
     shutdown_signal().await;
     tracing::info!("stopping");
     registry.stop().await;

@@ -67,6 +67,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     if let Some(admin) = gateway.admin_addr() {
         println!("wharf up: admin on http://{admin}");
     }
+    println!("wharf up: dashboard on {registry_url}/ui/");
     if manifest.mtls {
         println!(
             "wharf up: mTLS on: every instance has a sidecar; intentions decide who calls whom"

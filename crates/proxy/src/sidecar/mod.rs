@@ -261,6 +261,7 @@ impl Sidecar {
                 client.clone(),
                 format!("{}@sidecar", config.instance_id),
                 config.service.to_ascii_lowercase(),
+                true,
                 shutdown_rx.clone(),
             )));
             if let Some(addr) = config.outbound {

@@ -20,6 +20,7 @@ mod handlers;
 pub mod params;
 pub mod shapes;
 mod stats;
+mod ui;
 pub mod unimplemented;
 
 use std::sync::Arc;
@@ -133,7 +134,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/acl/token/{accessor}/clone", put(acl::clone_token))
         .route("/v1/acl/tokens", get(acl::list_tokens))
         .route("/metrics", get(handlers::metrics));
-    missing_names(unimplemented::routes(routes))
+    missing_names(ui::routes(unimplemented::routes(routes)))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),

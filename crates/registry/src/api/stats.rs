@@ -3,7 +3,7 @@
 //! the catalog) and per edge (caller → service); blocking on the reports' index. And
 //! `PUT /v1/wharf/stats/report`, where proxies push them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
@@ -18,6 +18,7 @@ use super::params::Params;
 use super::{ApiError, json_with_index, to_json};
 use crate::Agent;
 use crate::acl::{Need, Scope};
+use crate::catalog::Resource;
 
 type Shared = State<Arc<Agent>>;
 type Answer = Result<Response, ApiError>;
@@ -44,48 +45,75 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
     let acl = access.authorizer()?;
     if let Some((client_index, wait)) = p.blocking()? {
         let deadline = Instant::now() + wait;
-        let mut changes = agent.stats.subscribe();
-        while agent.stats.index() == client_index {
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                break;
+        // Subscribed before the index is read, so that a change in between is not missed.
+        let mut reports = agent.stats.subscribe();
+        let mut services = agent.catalog.subscribe(&Resource::Services);
+        let mut checks = agent.catalog.subscribe(&Resource::Checks);
+        while stats_index(&agent) == client_index {
+            let changed = async {
+                tokio::select! {
+                    r = reports.changed() => r.is_ok(),
+                    r = services.changed() => r.is_ok(),
+                    r = checks.changed() => r.is_ok(),
+                }
+            };
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok(true) => continue,
+                Ok(false) | Err(_) => break,
             }
         }
     }
-    let index = agent.stats.index();
+    let index = stats_index(&agent);
     let (mut merged, edges, proxies) = agent.stats.read(|reports| {
         let merged = wharf_stats::report::merge(reports.iter().copied());
-        let mut edges: BTreeMap<(String, String), WindowReport> = BTreeMap::new();
+        let mut edges: BTreeMap<(String, String), (WindowReport, bool)> = BTreeMap::new();
         for report in reports {
             for service in &report.services {
                 if acl.allows(Scope::Service(&service.name), Need::Read) {
-                    edges
+                    let (minute, mtls) = edges
                         .entry((report.caller.clone(), service.name.clone()))
-                        .or_default()
-                        .merge(&service.minute);
+                        .or_insert((WindowReport::default(), true));
+                    minute.merge(&service.minute);
+                    // One plaintext part makes the edge plaintext: it is what to fix.
+                    *mtls &= report.mtls;
                 }
             }
         }
         (merged, edges, reports.len())
     });
-    // Every service in the catalog is listed, with or without traffic.
-    let health: BTreeMap<String, Health> = agent.catalog.read(|state| {
-        let mut health = BTreeMap::new();
+    // Every service in the catalog is listed, with or without traffic; its Connect proxies are
+    // counted with it, not listed apart.
+    let (health, proxies_of) = agent.catalog.read(|state| {
+        let mut health: BTreeMap<String, Health> = BTreeMap::new();
+        let mut proxies_of = HashMap::new();
         for name in state.service_names().into_keys() {
-            let mut counts = Health::default();
             for instance in state.instances_of(&name) {
+                if let Some(destination) = instance.value.proxy_for() {
+                    health.entry(destination).or_default().sidecars += 1;
+                    if let Some(id) = instance.value.id.strip_suffix(SIDECAR_SUFFIX) {
+                        proxies_of.insert(instance.value.id.clone(), id.to_owned());
+                    }
+                    continue;
+                }
+                let counts = health.entry(name.to_lowercase()).or_default();
                 match state.status_of(&instance.value) {
                     Status::Passing => counts.passing += 1,
                     Status::Warning => counts.warning += 1,
                     Status::Critical => counts.critical += 1,
                 }
             }
-            health.insert(name.to_lowercase(), counts);
         }
-        health
+        (health, proxies_of)
     });
+    // A gateway with mTLS on calls instances through their sidecars, and reports them by the
+    // sidecar's id: they are named by the instance's.
+    for service in merged.values_mut() {
+        for instance in &mut service.instances {
+            if let Some(id) = proxies_of.get(&instance.id) {
+                instance.id.clone_from(id);
+            }
+        }
+    }
     for name in health.keys() {
         merged.entry(name.clone()).or_insert_with(|| ServiceReport {
             name: name.clone(),
@@ -100,12 +128,24 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
             health: health.get(&service.name).copied().unwrap_or_default(),
         })
         .collect();
+    let intentions = agent.intentions();
     let edges: Vec<Edge> = edges
         .iter()
-        .map(|((source, destination), minute)| Edge {
-            source,
-            destination,
-            minute: WindowView::from(&minute.summary()),
+        .map(|((source, destination), (minute, mtls))| {
+            let decision = intentions.decide_connection(source, destination);
+            Edge {
+                source,
+                destination,
+                mtls: *mtls,
+                intention: if decision.per_request {
+                    "per-request"
+                } else if decision.allowed {
+                    "allow"
+                } else {
+                    "deny"
+                },
+                minute: WindowView::from(&minute.summary()),
+            }
         })
         .collect();
     let body = StatsAnswer {
@@ -114,6 +154,16 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         proxies,
     };
     Ok(json_with_index(to_json(&body, p.has("pretty")), index))
+}
+
+/// The index of the stats: it moves with every report taken and with every change of the
+/// catalog's services or checks, so that a view blocked on it sees a health change at once
+/// even where no proxy reports. All three only grow, so their sum moves when any one does.
+fn stats_index(agent: &Agent) -> u64 {
+    let catalog = agent
+        .catalog
+        .read(|state| state.index(&Resource::Services) + state.index(&Resource::Checks));
+    agent.stats.index() + catalog
 }
 
 /// The answer, serialised as it is built (no intermediate JSON tree: a thousand services make
@@ -139,11 +189,22 @@ struct Health {
     passing: u64,
     warning: u64,
     critical: u64,
+    /// Its Connect proxies (sidecars), whatever their health.
+    sidecars: u64,
 }
+
+/// How a sidecar's id is made from its instance's (Consul's naming, and Wharf's sidecars').
+const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 
 #[derive(serde::Serialize)]
 struct Edge<'a> {
     source: &'a str,
     destination: &'a str,
+    /// Carried over mutual TLS with `source` as the caller's identity.
+    mtls: bool,
+    /// What the intentions say of the edge (`allow`/`deny` as `/v1/connect/intentions/check`, or
+    /// `per-request` where an L7 intention decides each request); sidecars enforce it, a
+    /// plaintext gateway does not.
+    intention: &'static str,
     minute: WindowView,
 }
