@@ -12,4 +12,5 @@ mod dns;
 mod mesh;
 mod proxy;
 mod registry;
+mod top;
 mod up;

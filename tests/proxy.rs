@@ -10,49 +10,6 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use serde_json::Value;
 
-/// Registers `backend` as an instance of `service` with a TCP check every second.
-fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {
-    register_instance(registry, service, &backend.name, backend.addr(), &[], None);
-}
-
-/// Registers whatever listens on `addr` as instance `id` of `service`, TCP-checked every
-/// second and passing from the start, with `meta` and a passing weight if given.
-fn register_instance(
-    registry: &RegistryProcess,
-    service: &str,
-    id: &str,
-    addr: std::net::SocketAddr,
-    meta: &[(&str, &str)],
-    weight: Option<u32>,
-) {
-    let registration = wharf_client::Registration {
-        name: service.into(),
-        id: Some(id.into()),
-        address: Some("127.0.0.1".into()),
-        port: Some(addr.port()),
-        meta: meta
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        weights: weight.map(|passing| wharf_client::Weights {
-            passing,
-            warning: 1,
-        }),
-        check: Some(wharf_client::CheckRegistration {
-            tcp: Some(addr.to_string()),
-            interval: Some("1s".into()),
-            status: Some("passing".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let body = serde_json::to_string(&registration).unwrap();
-    assert_eq!(
-        registry.put("/v1/agent/service/register", &body).status,
-        200
-    );
-}
-
 /// A TCP server that writes `answer` to every connection, whatever it is sent.
 fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

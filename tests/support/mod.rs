@@ -342,6 +342,49 @@ pub(crate) fn wharf(registry: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Registers `backend` as an instance of `service` with a TCP check every second.
+pub(crate) fn register(registry: &RegistryProcess, service: &str, backend: &Backend) {
+    register_instance(registry, service, &backend.name, backend.addr(), &[], None);
+}
+
+/// Registers whatever listens on `addr` as instance `id` of `service`, TCP-checked every
+/// second and passing from the start, with `meta` and a passing weight if given.
+pub(crate) fn register_instance(
+    registry: &RegistryProcess,
+    service: &str,
+    id: &str,
+    addr: std::net::SocketAddr,
+    meta: &[(&str, &str)],
+    weight: Option<u32>,
+) {
+    let registration = wharf_client::Registration {
+        name: service.into(),
+        id: Some(id.into()),
+        address: Some("127.0.0.1".into()),
+        port: Some(addr.port()),
+        meta: meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        weights: weight.map(|passing| wharf_client::Weights {
+            passing,
+            warning: 1,
+        }),
+        check: Some(wharf_client::CheckRegistration {
+            tcp: Some(addr.to_string()),
+            interval: Some("1s".into()),
+            status: Some("passing".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let body = serde_json::to_string(&registration).unwrap();
+    assert_eq!(
+        registry.put("/v1/agent/service/register", &body).status,
+        200
+    );
+}
+
 /// A backend process (`tests/support/backend.py`) that answers with its name; killed on drop.
 pub(crate) struct Backend {
     child: Option<Child>,

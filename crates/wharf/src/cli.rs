@@ -49,6 +49,10 @@ pub(crate) enum Command {
     /// The mesh's golden metrics once: per service (or one service's instances) its rate,
     /// success, latency, load and health, from the proxies' reports.
     Stat(StatArgs),
+    /// The mesh's golden metrics live in the terminal: services (Enter: a service's
+    /// instances; e: the edges), sorted by any column (←/→, or 1-9), from the registry's
+    /// blocking stats endpoint.
+    Top(TopArgs),
     /// Tokens on the API (Consul's ACLs): bootstrap, policies, tokens. Uses WHARF_TOKEN (or
     /// CONSUL_HTTP_TOKEN) like every command.
     #[command(subcommand)]
@@ -62,6 +66,14 @@ pub(crate) struct StatArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TopArgs {
+    /// Open on one service's instances.
+    pub service: Option<String>,
     #[command(flatten)]
     pub registry: RegistryUrl,
 }

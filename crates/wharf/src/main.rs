@@ -10,7 +10,9 @@ mod mesh_cmd;
 mod proxy_cmd;
 mod registry_cmd;
 mod stat_cmd;
+mod stats_answer;
 mod table;
+mod top;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
             Command::Acl(command) => acl_cmd::run(command).await,
             Command::Stat(args) => stat_cmd::run(args).await,
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

@@ -1,84 +1,94 @@
 //! `wharf stat [SERVICE] [--json]`: the mesh's golden metrics once, from the registry's
-//! `/v1/wharf/stats`: a row per service (or, for one service, per instance).
+//! `/v1/wharf/stats`: a row per service, or for one service a row per instance and per edge
+//! to or from it. `--json` prints the registry's answer as it came.
 
 use serde_json::Value;
 use wharf_client::Method;
 
 use crate::cli::StatArgs;
+use crate::stats_answer::{Edge, StatsAnswer, number, percent};
 use crate::{BadInput, table};
 
-fn number(value: &Value, digits: usize) -> String {
-    value
-        .as_f64()
-        .map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-fn percent(value: &Value) -> String {
-    value
-        .as_f64()
-        .map_or_else(|| "-".to_owned(), |v| format!("{:.2}%", v * 100.0))
-}
-
 pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
-    let stats = crate::client_cmds::client(&args.registry)?
+    let raw = crate::client_cmds::client(&args.registry)?
         .call_json(Method::GET, "/v1/wharf/stats", None)
         .await?;
-    let services = stats["services"].as_array().cloned().unwrap_or_default();
-    if let Some(name) = &args.service {
-        let wanted = name.to_ascii_lowercase();
-        let service = services
-            .iter()
-            .find(|s| s["name"] == wanted.as_str())
-            .ok_or_else(|| BadInput(format!("no service {name:?} in the registry")))?;
+    let stats: StatsAnswer = serde_json::from_value(raw.clone())?;
+    let Some(name) = &args.service else {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(service)?);
-            return Ok(());
+            println!("{}", serde_json::to_string_pretty(&raw)?);
+        } else {
+            print_services(&stats);
         }
-        let rows: Vec<Vec<String>> = service["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| {
-                vec![
-                    i["id"].as_str().unwrap_or("").to_owned(),
-                    i["address"].as_str().unwrap_or("").to_owned(),
-                    number(&i["minute"]["rps"], 1),
-                    percent(&i["failure_rate"]),
-                    i["in_flight"].to_string(),
-                ]
-            })
-            .collect();
-        table::print(
-            &["INSTANCE", "ADDRESS", "RPS", "FAILURES", "IN FLIGHT"],
-            &rows,
-        );
         return Ok(());
-    }
+    };
+    let wanted = name.to_ascii_lowercase();
+    let position = stats
+        .services
+        .iter()
+        .position(|s| s.name == wanted)
+        .ok_or_else(|| BadInput(format!("no service {name:?} in the registry")))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let one = raw["services"].get(position).unwrap_or(&Value::Null);
+        println!("{}", serde_json::to_string_pretty(one)?);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = services
+    let service = &stats.services[position];
+    let rows: Vec<Vec<String>> = service
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.address.clone(),
+                number(Some(i.minute.rps), 1),
+                percent(Some(i.failure_rate)),
+                i.in_flight.to_string(),
+                number(i.minute.latency_ms.p99, 1),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "INSTANCE",
+            "ADDRESS",
+            "RPS",
+            "FAILURES",
+            "IN FLIGHT",
+            "P99 MS",
+        ],
+        &rows,
+    );
+    let edges: Vec<&Edge> = stats
+        .edges
+        .iter()
+        .filter(|e| e.source == wanted || e.destination == wanted)
+        .collect();
+    if !edges.is_empty() {
+        println!();
+        print_edges(&edges);
+    }
+    Ok(())
+}
+
+fn print_services(stats: &StatsAnswer) {
+    let rows: Vec<Vec<String>> = stats
+        .services
         .iter()
         .map(|s| {
-            let minute = &s["minute"];
-            let health = &s["health"];
+            let m = &s.minute;
             vec![
-                s["name"].as_str().unwrap_or("").to_owned(),
-                format!(
-                    "{}/{}",
-                    health["passing"],
-                    health["passing"].as_u64().unwrap_or(0)
-                        + health["warning"].as_u64().unwrap_or(0)
-                        + health["critical"].as_u64().unwrap_or(0)
-                ),
-                number(&minute["rps"], 1),
-                percent(&minute["success_rate"]),
-                number(&minute["latency_ms"]["p50"], 1),
-                number(&minute["latency_ms"]["p99"], 1),
-                number(&s["models"]["mean_load"], 1),
-                number(&s["models"]["imbalance"], 2),
-                percent(&s["models"]["mean_failure_rate"]),
+                s.name.clone(),
+                format!("{}/{}", s.health.passing, s.health.instances()),
+                s.health.sidecars.to_string(),
+                number(Some(m.rps), 1),
+                percent(m.success()),
+                number(m.latency_ms.p50, 1),
+                number(m.latency_ms.p95, 1),
+                number(m.latency_ms.p99, 1),
+                number(s.models.mean_load, 1),
+                number(s.models.imbalance, 2),
+                percent(s.models.mean_failure_rate),
             ]
         })
         .collect();
@@ -86,9 +96,11 @@ pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
         &[
             "SERVICE",
             "PASSING",
+            "SIDECARS",
             "RPS",
             "SUCCESS",
             "P50 MS",
+            "P95 MS",
             "P99 MS",
             "L",
             "IMBALANCE",
@@ -96,5 +108,33 @@ pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    Ok(())
+}
+
+fn print_edges(edges: &[&Edge]) {
+    let rows: Vec<Vec<String>> = edges
+        .iter()
+        .map(|e| {
+            vec![
+                e.source.clone(),
+                e.destination.clone(),
+                number(Some(e.minute.rps), 1),
+                percent(e.minute.success()),
+                number(e.minute.latency_ms.p99, 1),
+                if e.mtls { "mTLS" } else { "plaintext" }.to_owned(),
+                e.intention.clone(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "FROM",
+            "TO",
+            "RPS",
+            "SUCCESS",
+            "P99 MS",
+            "TRANSPORT",
+            "INTENTION",
+        ],
+        &rows,
+    );
 }
