@@ -82,19 +82,21 @@ function healthPills(h) {
   return pills.join(" ");
 }
 
-// The last ten minutes, 10 s per point: requests (line) and failures (red bars).
+// The last ten minutes, 10 s per point: requests (a line) and failures (red bars, one path).
 function sparkline(history, width = 120, height = 24) {
   if (!history || history.length === 0) return `<svg class="spark" width="${width}" height="${height}"></svg>`;
-  const max = Math.max(1, ...history.map(([r]) => r));
+  let max = 1;
+  for (const [r] of history) if (r > max) max = r;
   const step = width / Math.max(1, history.length - 1);
   const y = (v) => (height - 1 - (v / max) * (height - 2)).toFixed(1);
-  const line = history.map(([r], i) => `${(i * step).toFixed(1)},${y(r)}`).join(" ");
-  const failures = history
-    .map(([, f], i) =>
-      f > 0 ? `<rect class="fail" x="${(i * step - 1).toFixed(1)}" y="${y(f)}" width="2" height="${(height - 1 - y(f)).toFixed(1)}"/>` : "",
-    )
-    .join("");
-  return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="requests over the last ten minutes"><polyline points="${line}"/>${failures}</svg>`;
+  let line = "";
+  let bars = "";
+  history.forEach(([r, f], i) => {
+    const x = (i * step).toFixed(1);
+    line += `${x},${y(r)} `;
+    if (f > 0) bars += `M${x} ${height - 1}V${y(f)}`;
+  });
+  return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="requests over the last ten minutes"><polyline points="${line}"/>${bars ? `<path class="fail" d="${bars}"/>` : ""}</svg>`;
 }
 
 // ---- the services view ---------------------------------------------------------------------
