@@ -589,3 +589,153 @@ async fn grpc_and_http2_clients_go_through_the_sidecars() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Lines of an access log once it holds at least `n`, each parsed.
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    eventually(&format!("{n} lines in {}", path.display()), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        lines.len() >= n
+    });
+    lines
+}
+
+/// The callee's sidecar sees every caller: one with a sidecar of its own (whose outbound
+/// report is the edge), and a plaintext stranger no proxy of its own reports (the edge
+/// `unknown → api` comes from api's inbound side), each counted once in api's figures; its
+/// access log names both callers, and `wharf tap api` streams its requests.
+#[test]
+fn every_caller_shows_once_in_the_edges_the_access_log_and_the_tap() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let app = Backend::start("api-1");
+    let log = dir.path().join("api-access.log");
+    let api = SidecarProcess::start(
+        &registry.url(),
+        "api",
+        app.addr(),
+        dir.path(),
+        &[
+            "--outbound",
+            "none",
+            "--mode",
+            "permissive",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let web = SidecarProcess::start(&registry.url(), "web", app.addr(), dir.path(), &[]);
+    eventually("web reaches api", || web.call("api", "/").status == 200);
+    for _ in 0..9 {
+        assert_eq!(web.call("api", "/from-web").status, 200);
+    }
+    for _ in 0..3 {
+        let plain = send(
+            api.inbound,
+            "GET /from-a-stranger HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(plain.status, 200);
+    }
+
+    // The edges: web → api over mTLS (web's own report), unknown → api in plaintext (api's).
+    let mut stats = serde_json::Value::Null;
+    eventually("both edges, api's total the sum of the two", || {
+        stats = registry.get("/v1/wharf/stats").json();
+        let edge = |source: &str| {
+            stats["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["source"] == source && e["destination"] == "api")
+                .cloned()
+        };
+        let (Some(from_web), Some(stranger)) = (edge("web"), edge("unknown")) else {
+            return false;
+        };
+        let api_total = stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "api")
+            .map_or(0, |s| s["minute"]["requests"].as_u64().unwrap());
+        from_web["mtls"] == true
+            && stranger["mtls"] == false
+            && stranger["minute"]["requests"] == 3
+            && from_web["minute"]["requests"].as_u64() >= Some(10)
+            && api_total == from_web["minute"]["requests"].as_u64().unwrap() + 3
+    });
+
+    // The access log: one line per request, the caller named by identity or as unknown.
+    let lines = log_lines(&log, 13);
+    let from = |caller: &str| {
+        lines
+            .iter()
+            .filter(|l| l["caller"] == caller && l["direction"] == "inbound")
+            .count()
+    };
+    assert!(from("web") >= 10, "{lines:?}");
+    assert_eq!(from("unknown"), 3, "{lines:?}");
+    let stranger = lines
+        .iter()
+        .find(|l| l["path"] == "/from-a-stranger")
+        .unwrap();
+    assert_eq!(stranger["authority"], "api");
+    assert_eq!(stranger["status"], 200);
+    assert_eq!(stranger["method"], "GET");
+    assert!(stranger["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(stranger["time"].as_str().unwrap().ends_with('Z'));
+
+    // `wharf tap api`: finds api's sidecar (and web's, which calls api) through the
+    // registry, and prints each request as it happens.
+    let mut tap = std::process::Command::new(WHARF)
+        .args(["tap", "api", "--registry", &registry.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let taps = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collected = taps.clone();
+    let stdout = tap.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            collected.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let stderr = tap.stderr.take().unwrap();
+    let notes = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let noted = notes.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            noted.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    eventually("the tap found both sidecars", || {
+        notes.lock().unwrap().matches(" through ").count() >= 2
+    });
+    // Requests keep coming until the tap has printed one from each side (its streams open
+    // a moment after it says so); bounded by the deadline.
+    eventually("the tap shows web's calls, in and out", || {
+        assert_eq!(web.call("api", "/tapped").status, 200);
+        let taps = taps.lock().unwrap();
+        let shown = |direction: &str| {
+            taps.lines().any(|l| {
+                l.contains(direction) && l.contains("web → api") && l.contains("GET /tapped  200")
+            })
+        };
+        shown("inbound") && shown("outbound")
+    });
+    let _ = tap.kill();
+    let _ = tap.wait();
+}

@@ -1086,3 +1086,46 @@ fn the_registry_gathers_the_proxies_golden_metrics() {
     let (code, _, err) = wharf(&registry.url(), &["stat", "nope"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `--access-log`: a JSON line per request, for answers and refusals alike.
+#[test]
+fn the_access_log_has_a_json_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backend = Backend::start("hello-1");
+    register(&registry, "hello", &backend);
+    let log = dir.path().join("access.log");
+    let proxy = ProxyProcess::start(&registry.url(), &["--access-log", log.to_str().unwrap()]);
+    eventually("hello through the gateway", || {
+        proxy.get("hello", "/").status == 200
+    });
+    assert_eq!(proxy.get("hello", "/logged?x=1").status, 200);
+    assert_eq!(proxy.get("nope", "/").status, 404);
+    let mut lines: Vec<Value> = Vec::new();
+    eventually("both requests logged", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        lines.iter().any(|l| l["authority"] == "nope")
+    });
+    let answered = lines.iter().find(|l| l["path"] == "/logged?x=1").unwrap();
+    assert_eq!(answered["status"], 200);
+    assert_eq!(answered["authority"], "hello");
+    assert_eq!(answered["caller"], "gateway");
+    assert_eq!(answered["direction"], "outbound");
+    assert_eq!(answered["instance"], "hello-1");
+    assert_eq!(answered["upstream"], backend.addr().to_string());
+    assert_eq!(answered["protocol"], "HTTP/1.1");
+    assert!(
+        answered["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let refused = lines.iter().find(|l| l["authority"] == "nope").unwrap();
+    assert_eq!(refused["status"], 404);
+    assert_eq!(refused["error"], "unknown-service");
+    assert!(refused.get("instance").is_none());
+}

@@ -5,10 +5,14 @@
 //! minutes, each instance's own last minute (its attempts, retries included) and requests in
 //! flight, and the seed's three models over the instances (L, max wᵢ/L, F).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wharf_stats::{InstanceReport, Report, ServiceReport, ServiceView, WindowReport};
+use wharf_stats::{
+    CallerReport, InstanceReport, Outcome, Report, Row, ServiceReport, ServiceView, WindowReport,
+};
 
 use crate::discovery::Directory;
 use crate::metrics::now_secs;
@@ -35,6 +39,13 @@ fn parts(report: &Report) -> Vec<Vec<u8>> {
             caller: report.caller.clone(),
             mtls: report.mtls,
             services: services.drain(..).cloned().collect(),
+            // The inbound rows (a few, one per caller) ride with the first part.
+            inbound: if parts.is_empty() {
+                report.inbound.clone()
+            } else {
+                Vec::new()
+            },
+            admin: report.admin.clone(),
         };
         parts.push(serde_json::to_vec(&part).expect("a report serialises"));
     };
@@ -48,7 +59,103 @@ fn parts(report: &Report) -> Vec<Vec<u8>> {
         size += bytes;
     }
     flush(&mut current);
+    if parts.is_empty() && !report.inbound.is_empty() {
+        parts.push(serde_json::to_vec(report).expect("a report serialises"));
+    }
     parts
+}
+
+/// The most callers a sidecar keeps rows for; the rest are counted together as `other`.
+const MAX_CALLERS: usize = 64;
+
+/// A sidecar's inbound side, by caller: what each asked of its app. The registry takes an
+/// edge from here when the caller has no proxy of its own that reports it (a plaintext
+/// caller in permissive mode, say), so that every caller shows, and none twice.
+#[derive(Debug, Default)]
+pub(crate) struct CallerRows {
+    rows: Mutex<HashMap<(String, bool), Arc<Row>>>,
+}
+
+impl CallerRows {
+    /// Records one request of `caller` (`unknown` when it had no certificate).
+    pub(crate) fn record(&self, caller: &str, mtls: bool, failed: bool, latency: Duration) {
+        let now = now_secs();
+        let row = {
+            let mut rows = self.rows.lock().expect("caller rows");
+            let key = (caller.to_owned(), mtls);
+            match rows.get(&key) {
+                Some(row) => row.clone(),
+                None => {
+                    let key = if rows.len() < MAX_CALLERS {
+                        key
+                    } else {
+                        ("other".to_owned(), mtls)
+                    };
+                    rows.entry(key)
+                        .or_insert_with(|| Arc::new(Row::new(now)))
+                        .clone()
+                }
+            }
+        };
+        let outcome = if failed {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        row.record(now, outcome, latency);
+    }
+
+    fn report(&self, now: u64) -> Vec<CallerReport> {
+        let rows: Vec<((String, bool), Arc<Row>)> = self
+            .rows
+            .lock()
+            .expect("caller rows")
+            .iter()
+            .map(|(key, row)| (key.clone(), row.clone()))
+            .collect();
+        rows.into_iter()
+            .map(|((caller, mtls), row)| CallerReport {
+                caller,
+                mtls,
+                minute: WindowReport::from(&row.minute(now)),
+                ten_minutes: WindowReport::from(&row.ten_minutes(now)),
+                history: row.history(now),
+            })
+            .filter(|r| r.ten_minutes.requests > 0)
+            .collect()
+    }
+}
+
+/// Who a proxy reports as, and what: the services it routes to, its callers, or both.
+pub(crate) struct Reporter {
+    /// Unique per proxy: `gateway@ADDR`, `<instance>@sidecar`.
+    pub proxy: String,
+    /// The edges' source for what it routes (`gateway`, or the sidecar's service).
+    pub caller: String,
+    pub mtls: bool,
+    pub directory: Option<Arc<Directory>>,
+    pub callers: Option<Arc<CallerRows>>,
+    /// Its admin listener, for `wharf tap` to find.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+impl Reporter {
+    fn report(&self) -> Report {
+        let mut report = match &self.directory {
+            Some(directory) => report(directory, &self.proxy, &self.caller, self.mtls),
+            None => Report {
+                proxy: self.proxy.clone(),
+                caller: self.caller.clone(),
+                mtls: self.mtls,
+                ..Report::default()
+            },
+        };
+        if let Some(callers) = &self.callers {
+            report.inbound = callers.report(now_secs());
+        }
+        report.admin = self.admin.map(|a| a.to_string());
+        report
+    }
 }
 
 /// What this proxy carried, as it reports it.
@@ -82,6 +189,8 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
         caller: caller.to_owned(),
         mtls,
         services,
+        inbound: Vec::new(),
+        admin: None,
     }
 }
 
@@ -96,11 +205,8 @@ pub(crate) fn stats(directory: &Directory) -> Value {
 /// registry that does not take reports (a real Consul answers 404 or 405 for Wharf's own
 /// endpoints) is told once in the log and not asked again.
 pub(crate) async fn push_reports(
-    directory: std::sync::Arc<Directory>,
+    reporter: Reporter,
     client: wharf_client::Client,
-    proxy: String,
-    caller: String,
-    mtls: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -111,7 +217,7 @@ pub(crate) async fn push_reports(
         if *shutdown.borrow() {
             return;
         }
-        let report = report(&directory, &proxy, &caller, mtls);
+        let report = reporter.report();
         for body in parts(&report) {
             match client
                 .call_bytes(wharf_client::Method::PUT, "/v1/wharf/stats/report", body)
@@ -150,6 +256,8 @@ mod tests {
             proxy: "gateway@x".into(),
             caller: "gateway".into(),
             mtls: false,
+            inbound: Vec::new(),
+            admin: None,
             services: (0..2_000)
                 .map(|i| ServiceReport {
                     name: format!("svc-{i}"),

@@ -15,6 +15,7 @@
 //! Imports go one way: transports → plan → discovery → service → metrics, with answers and
 //! hop beside the plan; nothing below imports what is above it.
 
+pub mod access;
 pub mod answers;
 pub mod discovery;
 mod golden;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -65,6 +66,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Threads serving clients, each with its own event loop (0: one per available core).
     pub threads: usize,
+    /// Where each request is logged as a JSON line (`None`: no access log).
+    pub access_log: Option<access::AccessLog>,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             max_concurrency: 10_000,
             header_timeout: Duration::from_secs(10),
             threads: 0,
+            access_log: None,
         }
     }
 }
@@ -131,6 +135,11 @@ impl Proxy {
             directory: directory.clone(),
             timeouts: config.timeouts,
             metrics: metrics.clone(),
+            observers: Arc::new(access::Observers::new(
+                "outbound",
+                "gateway",
+                config.access_log.clone(),
+            )),
         });
         let listener = std::net::TcpListener::bind(config.listen)
             .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
@@ -167,16 +176,6 @@ impl Proxy {
             workers.push(handle);
         }
         let mut tasks = Vec::new();
-        if let Some(client) = reporter {
-            tasks.push(tokio::spawn(golden::push_reports(
-                directory.clone(),
-                client,
-                format!("gateway@{listen_addr}"),
-                "gateway".to_owned(),
-                false,
-                shutdown_rx.clone(),
-            )));
-        }
         let mut admin_addr = None;
         if let Some(addr) = config.admin {
             let listener = TcpListener::bind(addr)
@@ -189,9 +188,25 @@ impl Proxy {
             );
             tasks.push(tokio::spawn(serve_admin(
                 listener,
-                directory,
+                directory.clone(),
                 metrics,
-                shutdown_rx,
+                shared.observers.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(client) = reporter {
+            let reporter = golden::Reporter {
+                proxy: format!("gateway@{listen_addr}"),
+                caller: "gateway".to_owned(),
+                mtls: false,
+                directory: Some(directory.clone()),
+                callers: None,
+                admin: admin_addr,
+            };
+            tasks.push(tokio::spawn(golden::push_reports(
+                reporter,
+                client,
+                shutdown_rx.clone(),
             )));
         }
         Ok(Proxy {
@@ -274,6 +289,7 @@ async fn serve_admin(
     listener: TcpListener,
     directory: Arc<discovery::Directory>,
     metrics: metrics::Metrics,
+    observers: Arc<access::Observers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = server_builder(Duration::from_secs(10));
@@ -285,9 +301,13 @@ async fn serve_admin(
             },
             _ = stopped(&mut shutdown) => return,
         };
-        let (directory, metrics) = (directory.clone(), metrics.clone());
+        let (directory, metrics, observers) =
+            (directory.clone(), metrics.clone(), observers.clone());
         let service = service_fn(move |request: Request<Incoming>| {
-            let response = admin(&directory, &metrics, request.uri().path());
+            let response = match request.uri().path() {
+                "/tap" => observers.tap(request.uri().query()),
+                path => admin(&directory, &metrics, path),
+            };
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = builder
@@ -303,7 +323,7 @@ fn admin(
     directory: &discovery::Directory,
     metrics: &metrics::Metrics,
     path: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<access::AdminBody> {
     let (status, content_type, body) = match path {
         "/ready" if directory.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
         "/ready" => (
@@ -324,10 +344,10 @@ fn admin(
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /ready, /metrics or /stats\n".to_owned(),
+            "try /ready, /metrics, /stats or /tap\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -343,7 +363,7 @@ mod tests {
     const LAYERS: [&[&str]; 7] = [
         &["metrics", "answers", "hop"],
         &["service"],
-        &["discovery"],
+        &["discovery", "access"],
         &["plan", "golden"],
         &["h2"],
         &["h1"],

@@ -57,6 +57,8 @@ pub struct Shared {
     pub directory: Arc<Directory>,
     pub timeouts: Timeouts,
     pub metrics: Metrics,
+    /// The access log and taps.
+    pub observers: Arc<crate::access::Observers>,
 }
 
 /// Step 1: the service a request is for, from its host (`None`: the request named none).

@@ -71,6 +71,8 @@ mod tests {
             proxy: proxy.into(),
             caller: caller.into(),
             mtls: false,
+            inbound: Vec::new(),
+            admin: None,
             services: Vec::new(),
         };
         board.take(report("a", "gateway"));

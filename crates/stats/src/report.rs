@@ -80,25 +80,123 @@ pub struct ServiceReport {
     pub instances: Vec<InstanceReport>,
 }
 
+/// What one caller asked of a sidecar's service, as its inbound side saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallerReport {
+    /// The caller's mTLS identity (a service), or `unknown` for a plaintext caller.
+    pub caller: String,
+    pub mtls: bool,
+    pub minute: WindowReport,
+    pub ten_minutes: WindowReport,
+    #[serde(default)]
+    pub history: Vec<(u32, u32)>,
+}
+
 /// A proxy's report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Who reports (unique per proxy: `gateway@ADDR`, a sidecar's instance id).
     pub proxy: String,
-    /// Who the callers are, as the edges name them: `gateway` for a gateway's clients.
+    /// Who the callers are, as the edges name them: `gateway` for a gateway's clients; a
+    /// sidecar's own service, which is also the destination of its `inbound` rows.
     pub caller: String,
     /// Whether its calls went over mutual TLS with `caller` as the identity (a sidecar, or the
     /// ingress of a mesh with mTLS on), or in plaintext (a gateway outside the mesh).
     #[serde(default)]
     pub mtls: bool,
     pub services: Vec<ServiceReport>,
+    /// A sidecar's inbound side, by caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<CallerReport>,
+    /// Where its admin listener is (`/tap`, `/stats`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
-/// Every service's figures merged over the reports given.
-pub fn merge<'r>(reports: impl IntoIterator<Item = &'r Report>) -> BTreeMap<String, ServiceReport> {
-    let mut merged: BTreeMap<String, ServiceReport> = BTreeMap::new();
-    for report in reports {
+/// One edge: a caller's traffic to a service in the last minute, and whether all of it went
+/// over mTLS.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EdgeReport {
+    pub minute: WindowReport,
+    pub mtls: bool,
+}
+
+/// The edges (caller → service). Each is counted once: from the callers' own proxies where
+/// they report it (their outbound rows), else from the sidecars that were called (their
+/// inbound rows: a caller without a proxy of its own, or a plaintext one).
+pub fn edges<'r>(
+    reports: impl IntoIterator<Item = &'r Report> + Clone,
+) -> BTreeMap<(String, String), EdgeReport> {
+    let mut edges: BTreeMap<(String, String), EdgeReport> = BTreeMap::new();
+    for report in reports.clone() {
         for service in &report.services {
+            let edge = edges
+                .entry((report.caller.clone(), service.name.clone()))
+                .or_insert(EdgeReport {
+                    minute: WindowReport::default(),
+                    mtls: true,
+                });
+            edge.minute.merge(&service.minute);
+            // One plaintext part makes the edge plaintext: it is what to fix.
+            edge.mtls &= report.mtls;
+        }
+    }
+    for (report, row) in inbound_only(reports, &edges) {
+        let edge = edges
+            .entry((row.caller.clone(), report.caller.clone()))
+            .or_insert(EdgeReport {
+                minute: WindowReport::default(),
+                mtls: true,
+            });
+        edge.minute.merge(&row.minute);
+        edge.mtls &= row.mtls;
+    }
+    edges
+}
+
+/// The inbound rows whose edge no caller's own proxy reports.
+fn inbound_only<'r>(
+    reports: impl IntoIterator<Item = &'r Report>,
+    outbound: &BTreeMap<(String, String), EdgeReport>,
+) -> Vec<(&'r Report, &'r CallerReport)> {
+    let mut rows = Vec::new();
+    for report in reports {
+        for row in &report.inbound {
+            if !outbound.contains_key(&(row.caller.clone(), report.caller.clone())) {
+                rows.push((report, row));
+            }
+        }
+    }
+    rows
+}
+
+/// Adds `history` to `into`, aligned on the newest point (both end now).
+fn add_history(into: &mut Vec<(u32, u32)>, history: &[(u32, u32)]) {
+    if into.len() < history.len() {
+        into.resize(history.len(), (0, 0));
+    }
+    let offset = into.len() - history.len();
+    for (i, (requests, failures)) in history.iter().enumerate() {
+        let point = &mut into[offset + i];
+        point.0 = point.0.saturating_add(*requests);
+        point.1 = point.1.saturating_add(*failures);
+    }
+}
+
+/// Every service's figures merged over the reports given: what the callers' proxies carried
+/// to it, and what sidecars saw come in from callers that no proxy of theirs reports (so that
+/// nothing is counted twice).
+pub fn merge<'r>(
+    reports: impl IntoIterator<Item = &'r Report> + Clone,
+) -> BTreeMap<String, ServiceReport> {
+    let mut merged: BTreeMap<String, ServiceReport> = BTreeMap::new();
+    let mut outbound: BTreeMap<(String, String), EdgeReport> = BTreeMap::new();
+    for report in reports.clone() {
+        for service in &report.services {
+            outbound.insert(
+                (report.caller.clone(), service.name.clone()),
+                EdgeReport::default(),
+            );
             let into = merged
                 .entry(service.name.clone())
                 .or_insert_with(|| ServiceReport {
@@ -107,16 +205,7 @@ pub fn merge<'r>(reports: impl IntoIterator<Item = &'r Report>) -> BTreeMap<Stri
                 });
             into.minute.merge(&service.minute);
             into.ten_minutes.merge(&service.ten_minutes);
-            if into.history.len() < service.history.len() {
-                into.history.resize(service.history.len(), (0, 0));
-            }
-            // Aligned on the newest point (both end now).
-            let offset = into.history.len() - service.history.len();
-            for (i, (requests, failures)) in service.history.iter().enumerate() {
-                let point = &mut into.history[offset + i];
-                point.0 = point.0.saturating_add(*requests);
-                point.1 = point.1.saturating_add(*failures);
-            }
+            add_history(&mut into.history, &service.history);
             for instance in &service.instances {
                 match into.instances.iter_mut().find(|i| i.id == instance.id) {
                     Some(known) => {
@@ -127,6 +216,17 @@ pub fn merge<'r>(reports: impl IntoIterator<Item = &'r Report>) -> BTreeMap<Stri
                 }
             }
         }
+    }
+    for (report, row) in inbound_only(reports, &outbound) {
+        let into = merged
+            .entry(report.caller.clone())
+            .or_insert_with(|| ServiceReport {
+                name: report.caller.clone(),
+                ..ServiceReport::default()
+            });
+        into.minute.merge(&row.minute);
+        into.ten_minutes.merge(&row.ten_minutes);
+        add_history(&mut into.history, &row.history);
     }
     for service in merged.values_mut() {
         service.instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -158,6 +258,8 @@ mod tests {
             proxy: proxy.into(),
             caller: "gateway".into(),
             mtls: false,
+            inbound: Vec::new(),
+            admin: None,
             services: vec![ServiceReport {
                 name: "web".into(),
                 minute: window(requests, failures, ms),
@@ -183,5 +285,53 @@ mod tests {
         assert_eq!(web.instances.len(), 1);
         assert_eq!(web.instances[0].in_flight, 2);
         assert_eq!(web.instances[0].minute.requests, 100);
+    }
+
+    #[test]
+    fn a_caller_seen_only_by_the_called_sidecar_is_an_edge_counted_once() {
+        let row = |caller: &str, mtls, requests| CallerReport {
+            caller: caller.into(),
+            mtls,
+            minute: window(requests, 0, 5),
+            ten_minutes: window(requests, 0, 5),
+            history: vec![(requests as u32, 0)],
+        };
+        // web's sidecar saw api (which reports its own calls) and a plaintext stranger.
+        let web = Report {
+            proxy: "web-1@sidecar".into(),
+            caller: "web".into(),
+            mtls: true,
+            inbound: vec![row("api", true, 40), row("unknown", false, 7)],
+            ..Report::default()
+        };
+        let api = Report {
+            proxy: "api-1@sidecar".into(),
+            caller: "api".into(),
+            mtls: true,
+            services: vec![ServiceReport {
+                name: "web".into(),
+                minute: window(40, 2, 5),
+                ten_minutes: window(40, 2, 5),
+                history: vec![(40, 2)],
+                ..ServiceReport::default()
+            }],
+            ..Report::default()
+        };
+        let edges = edges([&web, &api]);
+        let from_api = &edges[&("api".to_owned(), "web".to_owned())];
+        assert_eq!(
+            (from_api.minute.requests, from_api.minute.failures),
+            (40, 2)
+        );
+        assert!(from_api.mtls);
+        let stranger = &edges[&("unknown".to_owned(), "web".to_owned())];
+        assert_eq!(stranger.minute.requests, 7);
+        assert!(!stranger.mtls);
+        let merged = merge([&web, &api]);
+        assert_eq!(
+            merged["web"].minute.requests, 47,
+            "api's 40 once, the stranger's 7"
+        );
+        assert_eq!(merged["web"].history, vec![(47, 2)]);
     }
 }

@@ -53,6 +53,9 @@ pub(crate) enum Command {
     /// instances; e: the edges), sorted by any column (←/→, or 1-9), from the registry's
     /// blocking stats endpoint.
     Top(TopArgs),
+    /// One line per request to SERVICE, live, from the proxies that carry them (sampled by
+    /// each proxy when the rate is high). Ctrl-C stops it.
+    Tap(TapArgs),
     /// Tokens on the API (Consul's ACLs): bootstrap, policies, tokens. Uses WHARF_TOKEN (or
     /// CONSUL_HTTP_TOKEN) like every command.
     #[command(subcommand)]
@@ -64,6 +67,19 @@ pub(crate) struct StatArgs {
     /// One service: its instances.
     pub service: Option<String>,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TapArgs {
+    pub service: String,
+    /// At most this many lines a second from each proxy.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rate: u32,
+    /// Print the proxies' JSON lines as they come.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -358,6 +374,9 @@ pub(crate) struct SidecarArgs {
     /// instance needs; more share the work between them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]
     pub threads: u16,
+    /// Log every request, in and out, as a JSON line to PATH (`-`: standard output).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -397,6 +416,9 @@ pub(crate) struct ProxyArgs {
     /// Threads serving clients, each with its own event loop; 0 = one per available core.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Log every request as a JSON line to PATH (`-`: standard output).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
 }
 
 fn parse_default_intention(text: &str) -> Result<wharf_mesh::intentions::DefaultAction, String> {

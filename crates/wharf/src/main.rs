@@ -12,6 +12,7 @@ mod registry_cmd;
 mod stat_cmd;
 mod stats_answer;
 mod table;
+mod tap_cmd;
 mod top;
 mod up_cmd;
 
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
             Command::Acl(command) => acl_cmd::run(command).await,
             Command::Stat(args) => stat_cmd::run(args).await,
             Command::Top(args) => top::run(args).await,
+            Command::Tap(args) => tap_cmd::run(args).await,
         }
     });
     match result {

@@ -39,6 +39,10 @@ pub(crate) struct Manifest {
     pub acl: wharf_registry::acl::AclConfig,
     pub gateway_listen: SocketAddr,
     pub gateway_admin: SocketAddr,
+    /// `[gateway] access_log`: a file (relative to the manifest) or `-` for standard output.
+    pub gateway_access_log: Option<PathBuf>,
+    /// `[mesh] access_log`: the sidecars' requests, in and out.
+    pub mesh_access_log: Option<PathBuf>,
     pub balance: wharf_proxy::Policy,
     pub services: Vec<ServiceSpec>,
     /// `[mesh]`: mTLS between sidecars, and the CA's and intentions' settings.
@@ -103,6 +107,7 @@ struct RawMesh {
     mode: Option<Spanned<String>>,
     leaf_ttl: Option<Spanned<String>>,
     default_intention: Option<Spanned<String>>,
+    access_log: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -157,6 +162,7 @@ struct RawGateway {
     listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     balance: Option<Spanned<String>>,
+    access_log: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -544,9 +550,20 @@ impl Manifest {
                 .gateway
                 .admin
                 .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
+            gateway_access_log: raw.gateway.access_log.as_deref().map(|p| log_path(&dir, p)),
+            mesh_access_log: raw.mesh.access_log.as_deref().map(|p| log_path(&dir, p)),
             balance,
             services,
         })
+    }
+}
+
+/// An access log's path: `-` (standard output) as it is, a file relative to the manifest.
+fn log_path(dir: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path == std::path::Path::new("-") {
+        path.to_owned()
+    } else {
+        dir.join(path)
     }
 }
 
@@ -620,6 +637,22 @@ env = { GREETING = "hi" }
         let api = manifest.services.iter().find(|s| s.name == "api").unwrap();
         assert_eq!(api.env["GREETING"], "hi");
         assert!(matches!(api.check, CheckSpec::Tcp { .. }));
+    }
+
+    #[test]
+    fn access_logs_are_files_beside_the_manifest_or_standard_output() {
+        let text = "[gateway]\naccess_log = \"-\"\n[mesh]\naccess_log = \"logs/mesh.log\"\n";
+        let manifest = Manifest::parse(text, Path::new("/srv/app/wharf.toml")).unwrap();
+        assert_eq!(manifest.gateway_access_log, Some(PathBuf::from("-")));
+        assert_eq!(
+            manifest.mesh_access_log,
+            Some(PathBuf::from("/srv/app/logs/mesh.log"))
+        );
+        let plain = Manifest::parse("", Path::new("wharf.toml")).unwrap();
+        assert_eq!(
+            (plain.gateway_access_log, plain.mesh_access_log),
+            (None, None)
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .header_timeout
         .max(std::time::Duration::from_millis(100));
     config.threads = args.threads;
+    config.access_log = open_log(args.access_log.as_deref())?;
     let proxy = Proxy::start(config).await?;
     tracing::info!("proxy started");
     println!("wharf proxy: listening on http://{}", proxy.listen_addr);
@@ -31,6 +32,14 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     proxy.stop().await;
     Ok(())
+}
+
+fn open_log(path: Option<&str>) -> anyhow::Result<Option<wharf_proxy::access::AccessLog>> {
+    path.map(|path| {
+        wharf_proxy::access::AccessLog::open(path)
+            .with_context(|| format!("cannot open the access log {path}"))
+    })
+    .transpose()
 }
 
 pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
@@ -53,6 +62,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         upstreams: args.upstreams,
         registry: args.registry,
         registry_credentials: Default::default(),
+        access_log: open_log(args.access_log.as_deref())?,
     })
     .await?;
     if let Some(inbound) = sidecar.inbound_addr {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use wharf_proxy::access::AccessLog;
 use wharf_proxy::sidecar::{Mode, Protocol, Sidecar, SidecarConfig};
 use wharf_registry::{Config, NodeInfo, Registry};
 use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
@@ -58,7 +59,14 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         ca_file: manifest.tls.as_ref().map(|tls| tls.ca.clone()),
     };
 
-    let gateway = Gateway::start(&manifest, &registry_url, credentials.clone()).await?;
+    let logs = AccessLogs::open(&manifest)?;
+    let gateway = Gateway::start(
+        &manifest,
+        &registry_url,
+        credentials.clone(),
+        logs.gateway.clone(),
+    )
+    .await?;
     println!("wharf up: registry on {registry_url}");
     if let Some(dns) = registry.dns_addr {
         println!("wharf up: DNS on {dns}");
@@ -115,6 +123,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
             inbound_ip: manifest
                 .advertise
                 .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            access_log: logs.mesh.clone(),
         }) as Arc<dyn Companion>
     });
     let supervisor = Supervisor::start_with(
@@ -139,6 +148,32 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The access logs the manifest asks for; one file named by both is opened once.
+struct AccessLogs {
+    gateway: Option<AccessLog>,
+    mesh: Option<AccessLog>,
+}
+
+impl AccessLogs {
+    fn open(manifest: &Manifest) -> anyhow::Result<AccessLogs> {
+        let open = |path: &std::path::Path| {
+            AccessLog::open(&path.to_string_lossy())
+                .with_context(|| format!("cannot open the access log {}", path.display()))
+        };
+        let gateway = manifest
+            .gateway_access_log
+            .as_deref()
+            .map(open)
+            .transpose()?;
+        let mesh = match (&manifest.mesh_access_log, &manifest.gateway_access_log) {
+            (Some(mesh), Some(gateway_path)) if mesh == gateway_path => gateway.clone(),
+            (Some(mesh), _) => Some(open(mesh)?),
+            (None, _) => None,
+        };
+        Ok(AccessLogs { gateway, mesh })
+    }
+}
+
 /// The way into the mesh: the gateway proxy, or with mTLS on an ingress that calls the
 /// services' sidecars with its own identity (`gateway`), subject to intentions like any caller.
 enum Gateway {
@@ -151,6 +186,7 @@ impl Gateway {
         manifest: &Manifest,
         registry_url: &str,
         credentials: wharf_client::Credentials,
+        access_log: Option<AccessLog>,
     ) -> anyhow::Result<Gateway> {
         if manifest.mtls {
             let ingress = Sidecar::start(SidecarConfig {
@@ -165,11 +201,13 @@ impl Gateway {
                 upstreams: Vec::new(),
                 registry: registry_url.to_owned(),
                 registry_credentials: credentials,
+                access_log,
             })
             .await?;
             return Ok(Gateway::Mesh(Box::new(ingress)));
         }
         let mut gateway = wharf_proxy::Config::new(manifest.gateway_listen);
+        gateway.access_log = access_log;
         gateway.admin = Some(manifest.gateway_admin);
         gateway.registry = Some(registry_url.to_owned());
         gateway.registry_credentials = credentials;
@@ -210,6 +248,8 @@ struct Sidecars {
     /// Where inbound sides listen: this host's advertised address, so that the sidecars of
     /// other hosts reach them (the apps themselves stay on loopback).
     inbound_ip: std::net::IpAddr,
+    /// `[mesh] access_log`, shared by every sidecar.
+    access_log: Option<AccessLog>,
 }
 
 impl Companion for Sidecars {
@@ -241,6 +281,7 @@ impl Companion for Sidecars {
                 .collect(),
             registry: self.registry.clone(),
             registry_credentials: self.credentials.clone(),
+            access_log: self.access_log.clone(),
         };
         Box::pin(async move {
             let sidecar = Sidecar::start(config)

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::access;
 use crate::plan::{
     self, AttemptError, Failure, MAX_REPLAY, Refusal, RequestTraits, Shared, Transport,
 };
@@ -290,14 +291,24 @@ impl Client {
             Ok(service) => service,
             Err(refusal) => {
                 self.shared.metrics.error("-", refusal.reason());
+                if let Some(line) = self.begin_line(&facts, host.unwrap_or("")) {
+                    self.shared.observers.refused(line, &refusal);
+                }
                 return self.refuse(&facts, &refusal).await;
             }
         };
         let started = std::time::Instant::now();
-        match self.forward(&service, &facts, idle, attempt, started).await {
+        let mut line = self.begin_line(&facts, &service.name);
+        match self
+            .forward(&service, &facts, idle, attempt, started, &mut line)
+            .await
+        {
             Ok(step) => step,
             Err(Failure::Refused(refusal)) => {
                 plan::refused(&service, started, &refusal);
+                if let Some(line) = line {
+                    self.shared.observers.refused(line, &refusal);
+                }
                 self.refuse(&facts, &refusal).await
             }
             Err(Failure::ClientGone) => {
@@ -305,6 +316,23 @@ impl Client {
                 Step::Close
             }
         }
+    }
+
+    /// The request's access-log and tap line, begun if anyone is looking (before the head
+    /// leaves `buf`).
+    fn begin_line(&self, facts: &RequestFacts, authority: &str) -> Option<access::Pending> {
+        let observers = &self.shared.observers;
+        if !observers.wanted() {
+            return None;
+        }
+        let method = String::from_utf8_lossy(self.head.method.get(&self.buf));
+        let path = String::from_utf8_lossy(facts.path.get(&self.buf));
+        let protocol = if self.head.minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        observers.begin(self.peer, protocol, &method, authority, &path)
     }
 
     /// Answers with a refusal. The connection stays open if the request's body can be
@@ -339,6 +367,7 @@ impl Client {
         mut idle: Pin<&mut Sleep>,
         timer: Pin<&mut Sleep>,
         started: std::time::Instant,
+        line: &mut Option<access::Pending>,
     ) -> Result<Step, Failure> {
         let _slot = plan::admit(service)?;
         let (head, buf) = (&self.head, &self.buf);
@@ -376,6 +405,11 @@ impl Client {
             started,
         )
         .await?;
+        if let Some(line) = line.take() {
+            self.shared
+                .observers
+                .answered(line, response.status, &endpoint);
+        }
         Ok(self.respond(&endpoint, conn, response, facts).await)
     }
 

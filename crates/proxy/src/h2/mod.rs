@@ -150,19 +150,33 @@ pub async fn handle(
         Ok(service) => service,
         Err(refusal) => {
             shared.metrics.error("-", refusal.reason());
+            if let Some(line) = begin_line(&shared, &request, client, host(&request).unwrap_or(""))
+            {
+                shared.observers.refused(line, &refusal);
+            }
             return refusal_response(&refusal);
         }
     };
     let started = Instant::now();
+    let line = begin_line(&shared, &request, client, &service.name);
     // hyper drops this future when the client resets the stream or goes: counted then.
     let mut waiting = Waiting {
         service: &service,
         answered: false,
     };
     let response = match forward(&shared, &service, request, client, started, upstream).await {
-        Ok(response) => response,
+        Ok((endpoint, response)) => {
+            if let Some(line) = line {
+                let status = response.status().as_u16();
+                shared.observers.answered(line, status, &endpoint);
+            }
+            response
+        }
         Err(Failure::Refused(refusal)) => {
             plan::refused(&service, started, &refusal);
+            if let Some(line) = line {
+                shared.observers.refused(line, &refusal);
+            }
             refusal_response(&refusal)
         }
         Err(Failure::ClientGone) => {
@@ -174,6 +188,35 @@ pub async fn handle(
     };
     waiting.answered = true;
     response
+}
+
+/// The request's access-log and tap line, begun if anyone is looking.
+pub(crate) fn begin_line<B>(
+    shared: &Shared,
+    request: &Request<B>,
+    client: SocketAddr,
+    authority: &str,
+) -> Option<crate::access::Pending> {
+    if !shared.observers.wanted() {
+        return None;
+    }
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    shared.observers.begin(
+        client,
+        version_name(request.version()),
+        request.method().as_str(),
+        authority,
+        path,
+    )
+}
+
+/// How a request's HTTP version is written in the access log.
+pub(crate) fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// A request still waiting for its answer; dropped unanswered, its client has gone.
@@ -287,7 +330,7 @@ async fn forward(
     client: SocketAddr,
     started: Instant,
     upstream: &Upstream,
-) -> Result<Response<Body>, Failure> {
+) -> Result<(Arc<Endpoint>, Response<Body>), Failure> {
     let permit = plan::admit(service)?;
     let hash_key = service.ring_key(
         |name| request.headers().get(name).map(HeaderValue::as_bytes),
@@ -339,7 +382,7 @@ async fn forward(
     };
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
-    let (_, response) = plan::forward(
+    let (endpoint, response) = plan::forward(
         service,
         shared.timeouts,
         hash_key,
@@ -349,7 +392,7 @@ async fn forward(
         started,
     )
     .await?;
-    Ok(hold(finish(response), permit))
+    Ok((endpoint, hold(finish(response), permit)))
 }
 
 /// Keeps the service's concurrency slot until the response body has been sent (or the

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::access::Observers;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -330,12 +332,17 @@ pub(crate) async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     about: About,
+    observers: Arc<Observers>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let about = Arc::new(about);
     while let Some((stream, _)) = super::next_connection(&listener, &mut shutdown).await {
-        let (health, about) = (health.clone(), about.clone());
+        let (health, about, observers) = (health.clone(), about.clone(), observers.clone());
         let service = service_fn(move |request: Request<Incoming>| {
+            if request.uri().path() == "/tap" {
+                let response = observers.tap(request.uri().query());
+                return std::future::ready(Ok::<_, Infallible>(response));
+            }
             let (status, body, content_type) = match request.uri().path() {
                 "/inbound" => (
                     StatusCode::OK,
@@ -354,17 +361,17 @@ pub(crate) async fn serve(
                 ),
                 _ => (
                     StatusCode::NOT_FOUND,
-                    "try /ready, /metrics or /inbound\n".into(),
+                    "try /ready, /metrics, /inbound or /tap\n".into(),
                     "text/plain; charset=utf-8",
                 ),
             };
-            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let mut response = Response::new(Full::new(Bytes::from(body)).boxed());
             *response.status_mut() = status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static(content_type),
             );
-            async move { Ok::<_, Infallible>(response) }
+            std::future::ready(Ok::<_, Infallible>(response))
         });
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -45,6 +45,10 @@ pub(crate) struct Inbound {
     pub(crate) policy: Policy,
     pub(crate) health: Arc<super::admin::Health>,
     pub(crate) mode: super::Mode,
+    /// The access log and taps, shared with the outbound side.
+    pub(crate) observers: Arc<crate::access::Observers>,
+    /// Its golden metrics by caller.
+    pub(crate) callers: Arc<crate::golden::CallerRows>,
 }
 
 /// Whether the first bytes of a connection are a TLS handshake record (content type 22,
@@ -83,7 +87,7 @@ async fn connection(
             inbound
                 .health
                 .connection(ConnectionKind::Plaintext, peer.ip());
-            return plaintext(stream, inbound).await;
+            return plaintext(stream, peer, inbound).await;
         }
     }
     inbound.health.connection(ConnectionKind::Mtls, peer.ip());
@@ -111,10 +115,15 @@ async fn connection(
             let xfcc = HeaderValue::from_str(&format!("By={};URI={caller}", tls.identity)).ok();
             let caller = Arc::new(caller);
             let service = service_fn(move |request: Request<Incoming>| {
-                let (inbound, caller, xfcc) = (inbound.clone(), caller.clone(), xfcc.clone());
+                let (inbound, identity, xfcc) = (inbound.clone(), caller.clone(), xfcc.clone());
                 async move {
+                    let caller = Caller {
+                        name: &identity.service,
+                        mtls: true,
+                        client: peer,
+                    };
                     Ok::<_, std::convert::Infallible>(
-                        handle(&inbound, &caller, xfcc, request).await,
+                        handle(&inbound, caller, Some(&identity), xfcc, request).await,
                     )
                 }
             });
@@ -139,14 +148,27 @@ async fn pipe_to_app(
 }
 
 /// A permissive inbound side's plaintext connection: no identity, so no intention applies.
-async fn plaintext(stream: TcpStream, inbound: &Arc<Inbound>) -> Result<(), String> {
+async fn plaintext(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inbound: &Arc<Inbound>,
+) -> Result<(), String> {
     match inbound.protocol {
         Protocol::Tcp => pipe_to_app(stream, inbound).await,
         Protocol::Http => {
             let inbound = inbound.clone();
             let service = service_fn(move |request: Request<Incoming>| {
                 let inbound = inbound.clone();
-                async move { Ok::<_, std::convert::Infallible>(to_app(&inbound, None, request).await) }
+                async move {
+                    let caller = Caller {
+                        name: "unknown",
+                        mtls: false,
+                        client: peer,
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        handle(&inbound, caller, None, None, request).await,
+                    )
+                }
             });
             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -196,16 +218,62 @@ fn decide(
     }
 }
 
+/// Who called, as the golden metrics and the access log name them.
+struct Caller<'c> {
+    name: &'c str,
+    mtls: bool,
+    client: SocketAddr,
+}
+
+/// One request from a caller: decided (when it has an identity), sent to the app, recorded.
 async fn handle(
     inbound: &Inbound,
-    caller: &SpiffeId,
+    caller: Caller<'_>,
+    identity: Option<&SpiffeId>,
     xfcc: Option<HeaderValue>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    if let Err(denied) = decide(inbound, caller, Some(&request)) {
-        return h2::refusal_response(&denied);
+    let started = std::time::Instant::now();
+    let line = inbound.observers.begin(
+        caller.client,
+        h2::version_name(request.version()),
+        request.method().as_str(),
+        &inbound.service,
+        request.uri().path_and_query().map_or("/", |p| p.as_str()),
+    );
+    let decided = match identity {
+        Some(identity) => decide(inbound, identity, Some(&request)),
+        None => Ok(()),
+    };
+    let answer = match decided {
+        Ok(()) => to_app(inbound, xfcc, request).await,
+        Err(denied) => Err(denied),
+    };
+    let latency = started.elapsed();
+    match answer {
+        Ok(response) => {
+            let failed = response.status().is_server_error();
+            inbound
+                .callers
+                .record(caller.name, caller.mtls, failed, latency);
+            if let Some(line) = line {
+                let status = response.status().as_u16();
+                inbound.observers.inbound(line, caller.name, status, None);
+            }
+            response
+        }
+        Err(refusal) => {
+            inbound
+                .callers
+                .record(caller.name, caller.mtls, true, latency);
+            if let Some(line) = line {
+                inbound
+                    .observers
+                    .inbound_refused(line, caller.name, &refusal);
+            }
+            h2::refusal_response(&refusal)
+        }
     }
-    to_app(inbound, xfcc, request).await
 }
 
 /// Sends an admitted request to the app and relays its answer.
@@ -213,7 +281,7 @@ async fn to_app(
     inbound: &Inbound,
     xfcc: Option<HeaderValue>,
     request: Request<Incoming>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Refusal> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if !parts.headers.contains_key(HOST)
@@ -249,9 +317,12 @@ async fn to_app(
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed())
+            Ok(Response::from_parts(
+                parts,
+                body.map_err(|e| Box::new(e) as _).boxed(),
+            ))
         }
-        Err(e) => h2::refusal_response(&Refusal::Upstream(format!(
+        Err(e) => Err(Refusal::Upstream(format!(
             "the app at {}: {e}",
             inbound.app
         ))),

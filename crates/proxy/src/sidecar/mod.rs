@@ -141,6 +141,8 @@ pub struct SidecarConfig {
     /// The ACL token and CA for the registry; what they leave unset comes from the
     /// environment (`WHARF_TOKEN`, `WHARF_CACERT`, or Consul's variables).
     pub registry_credentials: wharf_client::Credentials,
+    /// Where each request, in and out, is logged as a JSON line (`None`: no access log).
+    pub access_log: Option<crate::access::AccessLog>,
 }
 
 /// Why a sidecar could not start.
@@ -187,6 +189,12 @@ impl Sidecar {
             shutdown_rx.clone(),
         );
         let policy: policy::Policy = Arc::default();
+        // Its calls out are made as its service; calls in name their caller.
+        let observers = Arc::new(crate::access::Observers::new(
+            "outbound",
+            &config.service.to_ascii_lowercase(),
+            config.access_log.clone(),
+        ));
         policy::follow(&client, policy.clone(), health.clone(), shutdown_rx.clone());
 
         // A listener and the address it took (a port 0 resolved).
@@ -201,6 +209,9 @@ impl Sidecar {
         };
         let mut tasks = Vec::new();
         let mut inbound_addr = None;
+        let callers = config
+            .inbound
+            .map(|_| Arc::new(crate::golden::CallerRows::default()));
         if let Some(addr) = config.inbound {
             let (listener, local) = bind(addr).await?;
             inbound_addr = Some(local);
@@ -214,6 +225,8 @@ impl Sidecar {
                     policy,
                     health: health.clone(),
                     mode: config.mode,
+                    observers: observers.clone(),
+                    callers: callers.clone().unwrap_or_default(),
                 }),
                 shutdown_rx.clone(),
             )));
@@ -231,11 +244,13 @@ impl Sidecar {
                 listener,
                 health.clone(),
                 about,
+                observers.clone(),
                 shutdown_rx.clone(),
             )));
         }
 
         let mut outbound_addr = None;
+        let mut outbound_directory = None;
         let mut upstream_addrs = Vec::new();
         if config.outbound.is_some() || !config.upstreams.is_empty() {
             let shared = Arc::new(Shared {
@@ -253,17 +268,9 @@ impl Sidecar {
                     per_try: Duration::from_secs(5),
                 },
                 metrics: metrics::Metrics::default(),
+                observers: observers.clone(),
             });
-            // What this instance calls, reported as the edges from its service (its mTLS
-            // identity) to each destination.
-            tasks.push(tokio::spawn(crate::golden::push_reports(
-                shared.directory.clone(),
-                client.clone(),
-                format!("{}@sidecar", config.instance_id),
-                config.service.to_ascii_lowercase(),
-                true,
-                shutdown_rx.clone(),
-            )));
+            outbound_directory = Some(shared.directory.clone());
             if let Some(addr) = config.outbound {
                 let (listener, local) = bind(addr).await?;
                 outbound_addr = Some(local);
@@ -286,6 +293,24 @@ impl Sidecar {
                     shutdown_rx.clone(),
                 )));
             }
+        }
+
+        // What this instance calls, reported as the edges from its service (its mTLS
+        // identity) to each destination, and who called it.
+        if outbound_directory.is_some() || callers.is_some() {
+            let reporter = crate::golden::Reporter {
+                proxy: format!("{}@sidecar", config.instance_id),
+                caller: config.service.to_ascii_lowercase(),
+                mtls: true,
+                directory: outbound_directory,
+                callers,
+                admin: admin_addr,
+            };
+            tasks.push(tokio::spawn(crate::golden::push_reports(
+                reporter,
+                client.clone(),
+                shutdown_rx.clone(),
+            )));
         }
 
         let registration_id = format!("{}{SIDECAR_SUFFIX}", config.instance_id);

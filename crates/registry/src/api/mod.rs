@@ -78,6 +78,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
         .route("/v1/wharf/stats", get(stats::read))
         .route("/v1/wharf/stats/report", write(stats::report))
+        .route("/v1/wharf/proxies", get(stats::proxies))
         .route("/v1/agent/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/connect/ca/roots", get(connect::ca_roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::ca_leaf))

@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use tokio::time::Instant;
 use wharf_model::Status;
-use wharf_stats::{Report, ServiceReport, ServiceView, WindowReport, WindowView};
+use wharf_stats::{Report, ServiceReport, ServiceView, WindowView};
 
 use super::access::Access;
 use super::body::RequestBody;
@@ -66,19 +66,8 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
     let index = stats_index(&agent);
     let (mut merged, edges, proxies) = agent.stats.read(|reports| {
         let merged = wharf_stats::report::merge(reports.iter().copied());
-        let mut edges: BTreeMap<(String, String), (WindowReport, bool)> = BTreeMap::new();
-        for report in reports {
-            for service in &report.services {
-                if acl.allows(Scope::Service(&service.name), Need::Read) {
-                    let (minute, mtls) = edges
-                        .entry((report.caller.clone(), service.name.clone()))
-                        .or_insert((WindowReport::default(), true));
-                    minute.merge(&service.minute);
-                    // One plaintext part makes the edge plaintext: it is what to fix.
-                    *mtls &= report.mtls;
-                }
-            }
-        }
+        let mut edges = wharf_stats::report::edges(reports.iter().copied());
+        edges.retain(|(_, destination), _| acl.allows(Scope::Service(destination), Need::Read));
         (merged, edges, reports.len())
     });
     // Every service in the catalog is listed, with or without traffic; its Connect proxies are
@@ -131,12 +120,12 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
     let intentions = agent.intentions();
     let edges: Vec<Edge> = edges
         .iter()
-        .map(|((source, destination), (minute, mtls))| {
+        .map(|((source, destination), edge)| {
             let decision = intentions.decide_connection(source, destination);
             Edge {
                 source,
                 destination,
-                mtls: *mtls,
+                mtls: edge.mtls,
                 intention: if decision.per_request {
                     "per-request"
                 } else if decision.allowed {
@@ -144,7 +133,7 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
                 } else {
                     "deny"
                 },
-                minute: WindowView::from(&minute.summary()),
+                minute: WindowView::from(&edge.minute.summary()),
             }
         })
         .collect();
@@ -154,6 +143,66 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         proxies,
     };
     Ok(json_with_index(to_json(&body, p.has("pretty")), index))
+}
+
+/// `GET /v1/wharf/proxies`: the proxies reporting now, where their admin listeners are, and
+/// what they carry (the services they route to, and a sidecar's own service), for `wharf tap`
+/// to find the ones that see a service's requests. A proxy is listed to a token that may read
+/// one of its services.
+pub(super) async fn proxies(State(agent): Shared, access: Access, RawQuery(q): RawQuery) -> Answer {
+    let p = Params::parse(q.as_deref());
+    p.check_common(&agent.node().datacenter)?;
+    let acl = access.authorizer()?;
+    let mut listed: BTreeMap<String, ProxyEntry> = BTreeMap::new();
+    agent.stats.read(|reports| {
+        for report in reports {
+            // A report in parts is one proxy: `NAME#N`.
+            let name = report
+                .proxy
+                .rsplit_once('#')
+                .map_or(&*report.proxy, |(n, _)| n);
+            let entry = listed.entry(name.to_owned()).or_insert_with(|| ProxyEntry {
+                proxy: name.to_owned(),
+                caller: report.caller.clone(),
+                mtls: report.mtls,
+                admin: report.admin.clone(),
+                services: Vec::new(),
+                callers: Vec::new(),
+            });
+            entry
+                .services
+                .extend(report.services.iter().map(|s| s.name.clone()));
+            entry
+                .callers
+                .extend(report.inbound.iter().map(|c| c.caller.clone()));
+        }
+    });
+    let readable = |name: &str| acl.allows(Scope::Service(name), Need::Read);
+    let body: Vec<ProxyEntry> = listed
+        .into_values()
+        .filter(|proxy| readable(&proxy.caller) || proxy.services.iter().any(|s| readable(s)))
+        .map(|mut proxy| {
+            proxy.services.retain(|s| readable(s));
+            proxy.services.sort();
+            proxy.services.dedup();
+            proxy.callers.sort();
+            proxy.callers.dedup();
+            proxy
+        })
+        .collect();
+    Ok(super::json(to_json(&body, p.has("pretty"))))
+}
+
+#[derive(serde::Serialize)]
+struct ProxyEntry {
+    proxy: String,
+    caller: String,
+    mtls: bool,
+    admin: Option<String>,
+    /// The services it routes to.
+    services: Vec<String>,
+    /// A sidecar's callers (its own service is `caller`).
+    callers: Vec<String>,
 }
 
 /// The index of the stats: it moves with every report taken and with every change of the
