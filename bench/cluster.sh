@@ -41,7 +41,7 @@ node() {
     >"$work/$1.out" 2>"$work/$1.log"
   echo "$last_pid" >"$work/$1.pid"
   for _ in $(seq 600); do grep -q http:// "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
-  grep -o 'http://[0-9.:]*' "$work/$1.out" || { echo "node $1 did not start:" >&2; tail "$work/$1.log" >&2; exit 1; }
+  grep -m1 -o 'http://[0-9.:]*' "$work/$1.out" || { echo "node $1 did not start:" >&2; tail "$work/$1.log" >&2; exit 1; }
 }
 A=$(node a)
 B=$(node b)

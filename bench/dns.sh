@@ -23,7 +23,7 @@ source bench/lib.sh
 # Wharf: three passing instances of hello.
 start taskset -c "$SERVER_CPU" "$WHARF" registry --http 127.0.0.1:0 --dns 127.0.0.1:0 --data-dir "$work/wharf" >"$work/wharf.out" 2>"$work/wharf.log"
 for _ in $(seq 200); do grep -q DNS "$work/wharf.out" 2>/dev/null && break; sleep 0.05; done
-HTTP=$(grep -o 'http://[0-9.:]*' "$work/wharf.out")
+HTTP=$(grep -m1 -o 'http://[0-9.:]*' "$work/wharf.out")
 WHARF_DNS_PORT=$(grep DNS "$work/wharf.out" | awk '{print $5}' | cut -d: -f2)
 for i in 1 2 3; do
   curl -sf -X PUT "$HTTP/v1/agent/service/register" \

@@ -35,7 +35,7 @@ for _ in $(seq 200); do
   grep -q http:// "$work/wharf.out" 2>/dev/null && curl -sf "$ETCD/health" >/dev/null 2>&1 && break
   sleep 0.05
 done
-WHARF_URL=$(grep -o 'http://[0-9.:]*' "$work/wharf.out")
+WHARF_URL=$(grep -m1 -o 'http://[0-9.:]*' "$work/wharf.out")
 echo "etcd $(etcd --version | head -1 | awk '{print $3}') at $ETCD; wharf at $WHARF_URL; servers on CPU $SERVER_CPU, load on CPU $CLIENT_CPU"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
@@ -63,7 +63,7 @@ hold_run() {
     --http-max-conns-per-client 0 >"$dir.out" 2>"$dir.log"
   local pid=$last_pid
   for _ in $(seq 200); do grep -q http:// "$dir.out" 2>/dev/null && break; sleep 0.05; done
-  load hold --url "$(grep -o 'http://[0-9.:]*' "$dir.out")" --pid "$pid" --watchers "${WATCHERS:-10000}" --services "$1"
+  load hold --url "$(grep -m1 -o 'http://[0-9.:]*' "$dir.out")" --pid "$pid" --watchers "${WATCHERS:-10000}" --services "$1"
   kill "$pid"
 }
 hold_run 1000

@@ -29,7 +29,7 @@ count() {
   local pid=$last_pid
   for _ in $(seq 600); do grep -q http:// "$dir/out" 2>/dev/null && break; sleep 0.1; done
   local url root="" reader=()
-  url=$(grep -o 'http://[0-9.:]*' "$dir/out")
+  url=$(grep -m1 -o 'http://[0-9.:]*' "$dir/out")
   if [ -n "$acl" ]; then
     root=$(curl -sf -X PUT "$url/v1/acl/bootstrap" | sed 's/.*"SecretID":"\([^"]*\)".*/\1/')
     curl -sf -X PUT -H "X-Consul-Token: $root" "$url/v1/acl/policy" \

@@ -14,6 +14,9 @@ const state = {
   filter: "",
   health: new Map(), // service -> its /v1/health/service entries
   healthPending: new Set(),
+  rest: [], // services rows still to draw, after the first screenful
+  generation: 0, // bumped by every render, so that a stale deferred draw is dropped
+  renderMs: 0, // how long the last render's script took
 };
 
 const TOKEN_KEY = "wharf-token";
@@ -141,8 +144,26 @@ function servicesView(stats) {
     const sortable = c.value ? ` data-sort="${c.key}" tabindex="0"` : "";
     return `<th class="${c.wide ? "wide" : ""}"${sortable}${c.title ? ` title="${esc(c.title)}"` : ""}>${esc(c.label)}${sorted}</th>`;
   }).join("");
-  const rows = sortedServices(services)
-    .map((s) => {
+  const sorted = sortedServices(services);
+  // A screenful is drawn at once, the rest a frame later (see render).
+  state.rest = sorted.slice(FIRST_ROWS);
+  const rows = sorted.slice(0, FIRST_ROWS).map(serviceRow).join("");
+  return `<section class="summary">
+<div><b>${services.length}</b> services</div>
+<div><b>${passing}</b> of ${instances} instances passing</div>
+<div><b>${fmtRps(rps)}</b> requests/s</div>
+<div><b>${stats.proxies}</b> proxy reports</div>
+</section>
+<div class="tools"><input id="filter" type="search" placeholder="Filter services" value="${esc(state.filter)}" aria-label="Filter services"></div>
+<div class="scroll"><table id="services"><thead><tr>${head}</tr></thead><tbody>${rows}</tbody></table></div>
+${services.length === 0 ? `<p class="empty">No services registered yet.</p>` : ""}`;
+}
+
+// The rows drawn at once; with a thousand services, laying out every row before the first
+// paint would take most of a second.
+const FIRST_ROWS = 60;
+
+function serviceRow(s) {
       const name = esc(s.name);
       return `<tr data-service="${name}">
 <td data-col="name"><a href="#/service/${encodeURIComponent(s.name)}">${name}</a></td>
@@ -156,17 +177,6 @@ function servicesView(stats) {
 <td data-col="failure" class="num">${fmtShare(s.models.mean_failure_rate)}</td>
 <td data-col="history" class="wide">${sparkline(s.history)}</td>
 </tr>`;
-    })
-    .join("");
-  return `<section class="summary">
-<div><b>${services.length}</b> services</div>
-<div><b>${passing}</b> of ${instances} instances passing</div>
-<div><b>${fmtRps(rps)}</b> requests/s</div>
-<div><b>${stats.proxies}</b> proxy reports</div>
-</section>
-<div class="tools"><input id="filter" type="search" placeholder="Filter services" value="${esc(state.filter)}" aria-label="Filter services"></div>
-<div class="scroll"><table id="services"><thead><tr>${head}</tr></thead><tbody>${rows}</tbody></table></div>
-${services.length === 0 ? `<p class="empty">No services registered yet.</p>` : ""}`;
 }
 
 // ---- one service ---------------------------------------------------------------------------
@@ -339,6 +349,8 @@ function route() {
 }
 
 function render() {
+  const began = performance.now();
+  const generation = ++state.generation;
   const main = document.getElementById("view");
   const here = route();
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("here", a.dataset.nav === here.view || (here.view === "service" && a.dataset.nav === "services")));
@@ -359,8 +371,18 @@ function render() {
       input.focus();
       input.setSelectionRange(caret, caret);
     }
+    if (state.rest.length > 0) {
+      const rest = state.rest;
+      requestAnimationFrame(() =>
+        setTimeout(() => {
+          const body = document.querySelector("#services tbody");
+          if (generation === state.generation && body) body.insertAdjacentHTML("beforeend", rest.map(serviceRow).join(""));
+        }, 0),
+      );
+    }
   }
   main.dataset.index = String(state.index);
+  state.renderMs = performance.now() - began;
 }
 
 async function update() {
@@ -392,9 +414,11 @@ async function follow() {
       await sleep(1000);
       continue;
     }
-    // Every proxy report moves the index: at most two renders a second.
+    // Every proxy report moves the index: at most two renders a second, fewer when a render
+    // is costly (a thousand services), so that the page never spends most of its time on it.
+    const pause = Math.max(500, 5 * state.renderMs);
     const spent = Date.now() - started;
-    if (spent < 500) await sleep(500 - spent);
+    if (spent < pause) await sleep(pause - spent);
   }
 }
 
