@@ -142,7 +142,17 @@ fn upstream_errors_retries_and_the_retry_budget() {
             (200, "live")
         );
     }
-    assert!(proxy.metric("wharf_proxy_retries_total{service=\"mixed\"}") >= 1.0);
+    let retried = proxy.metric("wharf_proxy_retries_total{service=\"mixed\"}");
+    assert!(retried >= 1.0);
+    // The golden metrics count them too, in the last minute.
+    let stats: Value = request(proxy.admin, "GET", "/stats", b"").json();
+    let mixed = stats["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "mixed")
+        .unwrap();
+    assert_eq!(mixed["retries"].as_f64(), Some(retried), "{mixed}");
 
     let first = proxy.get("dead", "/");
     assert_eq!(
@@ -460,6 +470,36 @@ async fn http2_clients_and_grpc_trailers() {
     let trailers = trailers.expect("trailers");
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
     assert_eq!(trailers.get("grpc-message").unwrap(), "fine");
+
+    // gRPC's status wins over HTTP's 200 in the golden metrics: one failing in its trailers,
+    // one in a trailers-only answer, beside the OK one above.
+    let (parts, _, trailers) = h2_request(proxy.addr, "grpc", "/test.Svc/Unavailable", true).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        trailers.expect("trailers").get("grpc-status").unwrap(),
+        "14"
+    );
+    let (parts, _, _) = h2_request(proxy.addr, "grpc", "/test.Svc/NotFound", true).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.headers.get("grpc-status").unwrap(), "5");
+    let admin = proxy.admin;
+    let minute = tokio::task::spawn_blocking(move || {
+        let mut minute = Value::Null;
+        eventually("three gRPC calls, two failed", || {
+            let stats: Value = request(admin, "GET", "/stats", b"").json();
+            minute = stats["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "grpc")
+                .map_or(Value::Null, |s| s["minute"].clone());
+            minute["requests"] == 3 && minute["failures"] == 2
+        });
+        minute
+    })
+    .await
+    .unwrap();
+    assert!((minute["success_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     drop(proxy);
 }
 

@@ -695,13 +695,34 @@ pub(crate) async fn grpc_server() -> std::net::SocketAddr {
             let service = hyper::service::service_fn(
                 |request: http::Request<hyper::body::Incoming>| async move {
                     let te = request.headers().get("te").cloned();
+                    // A method named Unavailable fails in its trailers (14), one named
+                    // NotFound in a trailers-only answer (5, in the head); others are OK.
+                    let path = request.uri().path().to_owned();
+                    if path.ends_with("/NotFound") {
+                        let mut response = http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::new()).boxed(),
+                        );
+                        let headers = response.headers_mut();
+                        headers.insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/grpc"),
+                        );
+                        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
+                        return Ok::<_, std::convert::Infallible>(response);
+                    }
+                    let status = if path.ends_with("/Unavailable") {
+                        "14"
+                    } else {
+                        "0"
+                    };
                     let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    trailers.insert("grpc-status", http::HeaderValue::from_static(status));
                     trailers.insert("grpc-message", http::HeaderValue::from_static("fine"));
                     let body = http_body_util::Full::new(bytes::Bytes::from_static(
                         b"\0\0\0\0\x02\x08\x01",
                     ))
-                    .with_trailers(async move { Some(Ok(trailers)) });
+                    .with_trailers(async move { Some(Ok(trailers)) })
+                    .boxed();
                     let mut response = http::Response::new(body);
                     response.headers_mut().insert(
                         "content-type",

@@ -171,6 +171,8 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
                 minute: WindowReport::from(&service.golden.minute(now)),
                 ten_minutes: WindowReport::from(&service.golden.ten_minutes(now)),
                 history: service.golden.history(now),
+                retries: service.retries.minute(now),
+                ejections: service.ejections.minute(now),
                 instances: set
                     .endpoints
                     .iter()
@@ -264,7 +266,7 @@ mod tests {
                     minute: window.clone(),
                     ten_minutes: window.clone(),
                     history: vec![(1, 0); 60],
-                    instances: Vec::new(),
+                    ..ServiceReport::default()
                 })
                 .collect(),
         };

@@ -174,6 +174,12 @@ pub(crate) trait Transport {
 
     fn status(answer: &Self::Answer) -> StatusCode;
 
+    /// How the answer counts in the golden metrics: a 5xx fails, and where the transport
+    /// knows better (a gRPC status in the head) it says so.
+    fn outcome(answer: &Self::Answer) -> Outcome {
+        outcome_of(Self::status(answer))
+    }
+
     /// Sends the request to `endpoint` and waits for the response head. Dropped (cancelled)
     /// when the attempt's time is up.
     async fn send(
@@ -230,7 +236,8 @@ pub(crate) async fn forward<T: Transport>(
                 let status = T::status(&answer);
                 let now = crate::metrics::now_secs();
                 // The attempt, for its endpoint, whether or not it is retried.
-                endpoint.golden.record(now, outcome_of(status), elapsed);
+                let outcome = T::outcome(&answer);
+                endpoint.golden.record(now, outcome, elapsed);
                 if is_retryable_status(status) {
                     match attempts.failed(index, &endpoint, may_retry_status(status, request)) {
                         Next::Retry => continue, // this answer is not wanted
@@ -242,7 +249,7 @@ pub(crate) async fn forward<T: Transport>(
                 let took = started.elapsed();
                 service.metrics.record_latency(took);
                 service.metrics.response(status);
-                service.golden.record(now, outcome_of(status), took);
+                service.golden.record(now, outcome, took);
                 return Ok((endpoint, answer));
             }
             Err(error) => error,
@@ -281,7 +288,7 @@ pub(crate) fn refused(service: &Service, started: Instant, refusal: &Refusal) {
 }
 
 /// A 5xx is a failure for the golden metrics; anything else the service answered is not.
-fn outcome_of(status: StatusCode) -> Outcome {
+pub(crate) fn outcome_of(status: StatusCode) -> Outcome {
     if status.is_server_error() {
         Outcome::Failure
     } else {
@@ -370,6 +377,7 @@ impl<'s> Attempts<'s> {
             return Next::BudgetExhausted;
         }
         self.service.metrics.retries.inc();
+        self.service.retries.add(crate::metrics::now_secs());
         self.tried.push(index);
         Next::Retry
     }
@@ -400,6 +408,7 @@ fn record_failure(service: &Service, endpoint: &Endpoint, now: Instant) {
     if endpoint.outlier.failure(now) {
         tracing::info!(service = %service.name, endpoint = %endpoint.id, "ejecting endpoint after consecutive failures");
         service.metrics.ejection(&endpoint.id);
+        service.ejections.add(crate::metrics::now_secs());
     }
 }
 

@@ -251,6 +251,8 @@ function serviceView(stats, name) {
 ${windowCard("Last minute", service.minute)}
 ${windowCard("Last ten minutes", service.ten_minutes)}
 <div class="card"><h3>Load over instances</h3><dl>
+<dt title="retries the proxies sent in the last minute">Retries</dt><dd>${service.retries ?? 0}</dd>
+<dt title="instances ejected by outlier detection in the last minute">Ejections</dt><dd>${service.ejections ?? 0}</dd>
 <dt title="mean requests per second per instance">L</dt><dd>${fmtRatio(m.mean_load, 2)}</dd>
 <dt title="the busiest instance over the mean">max wᵢ / L</dt><dd>${fmtRatio(m.imbalance)}</dd>
 <dt title="mean failure rate over the instances">F</dt><dd>${fmtShare(m.mean_failure_rate)}</dd></dl>

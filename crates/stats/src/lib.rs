@@ -23,4 +23,4 @@ pub mod window;
 pub use report::{CallerReport, EdgeReport, InstanceReport, Report, ServiceReport, WindowReport};
 pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
 pub use view::{InstanceView, Models, ServiceView, WindowView};
-pub use window::{Outcome, Row, Summary};
+pub use window::{Outcome, Row, Summary, Tally};

@@ -78,6 +78,11 @@ pub struct ServiceReport {
     pub history: Vec<(u32, u32)>,
     #[serde(default)]
     pub instances: Vec<InstanceReport>,
+    /// Retries sent and instances ejected in the last minute.
+    #[serde(default)]
+    pub retries: u64,
+    #[serde(default)]
+    pub ejections: u64,
 }
 
 /// What one caller asked of a sidecar's service, as its inbound side saw it.
@@ -205,6 +210,8 @@ pub fn merge<'r>(
                 });
             into.minute.merge(&service.minute);
             into.ten_minutes.merge(&service.ten_minutes);
+            into.retries += service.retries;
+            into.ejections += service.ejections;
             add_history(&mut into.history, &service.history);
             for instance in &service.instances {
                 match into.instances.iter_mut().find(|i| i.id == instance.id) {
@@ -271,6 +278,8 @@ mod tests {
                     in_flight: 1,
                     minute: window(requests, failures, ms),
                 }],
+                retries: 2,
+                ejections: 1,
             }],
         };
         let a = report("a", 90, 9, 10, "web-1");
@@ -285,6 +294,7 @@ mod tests {
         assert_eq!(web.instances.len(), 1);
         assert_eq!(web.instances[0].in_flight, 2);
         assert_eq!(web.instances[0].minute.requests, 100);
+        assert_eq!((web.retries, web.ejections), (4, 2));
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct ServiceView {
     pub history: Vec<(u32, u32)>,
     pub models: Models,
     pub instances: Vec<InstanceView>,
+    /// Retries sent and instances ejected in the last minute.
+    pub retries: u64,
+    pub ejections: u64,
 }
 
 impl From<&crate::ServiceReport> for ServiceView {
@@ -141,6 +144,8 @@ impl From<&crate::ServiceReport> for ServiceView {
             history: service.history.clone(),
             models: Models::over(&loads),
             instances,
+            retries: service.retries,
+            ejections: service.ejections,
         }
     }
 }

@@ -66,6 +66,16 @@ impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
         }
     }
 
+    /// One more failure among the requests already counted (only if its slot still holds
+    /// them: a failure never outnumbers its requests).
+    fn fail_recorded(&mut self, now: u64) {
+        let epoch = now / SECS;
+        let slot = &mut self.slots[(epoch % N as u64) as usize];
+        if slot.epoch == epoch && slot.failures < slot.requests {
+            slot.failures += 1;
+        }
+    }
+
     /// The window's figures at `now`, for a row that started at `born`.
     fn summary(&self, now: u64, born: u64) -> Summary {
         let current = now / SECS;
@@ -162,6 +172,46 @@ impl Windows {
     }
 }
 
+/// Events of the last minute that are not requests (retries sent, instances ejected): a count
+/// per 20 s slot, as the minute's window turns over.
+#[derive(Debug)]
+pub struct Tally {
+    slots: Mutex<[(u64, u64); 3]>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            slots: Mutex::new([(u64::MAX, 0); 3]),
+        }
+    }
+}
+
+impl Tally {
+    const SECS: u64 = 20;
+
+    pub fn add(&self, now: u64) {
+        let epoch = now / Self::SECS;
+        let mut slots = self.slots.lock().expect("tally lock");
+        let slot = &mut slots[(epoch % 3) as usize];
+        if slot.0 != epoch {
+            *slot = (epoch, 0);
+        }
+        slot.1 += 1;
+    }
+
+    /// The events of the last minute (40–60 s, as the minute's window).
+    pub fn minute(&self, now: u64) -> u64 {
+        let current = now / Self::SECS;
+        let slots = self.slots.lock().expect("tally lock");
+        slots
+            .iter()
+            .filter(|(epoch, _)| *epoch != u64::MAX && *epoch <= current && current - epoch < 3)
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
 /// One row: a service, an instance or an edge, with its two windows and its history.
 #[derive(Debug)]
 pub struct Row {
@@ -207,6 +257,22 @@ impl Row {
         point.0 = point.0.saturating_add(1);
         if outcome == Outcome::Failure {
             point.1 = point.1.saturating_add(1);
+        }
+    }
+
+    /// A request recorded as answered turned out to fail after its head (a gRPC status other
+    /// than OK in its trailers): counted as a failure now, its request and latency already in.
+    pub fn fail_recorded(&self, now: u64) {
+        let mut windows = self.windows.lock().expect("row lock");
+        windows.minute.fail_recorded(now);
+        windows.ten_minutes.fail_recorded(now);
+        let epoch = now / HISTORY_SECS;
+        if epoch + (HISTORY as u64) <= windows.history_epoch {
+            return;
+        }
+        let point = windows.point(epoch);
+        if point.1 < point.0 {
+            point.1 += 1;
         }
     }
 
@@ -280,6 +346,33 @@ mod tests {
             "{p99:?}"
         );
         assert_eq!(row.ten_minutes(1_009).requests, 200);
+    }
+
+    #[test]
+    fn a_tally_counts_the_last_minute() {
+        let tally = Tally::default();
+        tally.add(10);
+        tally.add(30);
+        tally.add(30);
+        assert_eq!(tally.minute(30), 3);
+        assert_eq!(tally.minute(65), 2, "the first slot has turned over");
+        assert_eq!(tally.minute(200), 0);
+    }
+
+    #[test]
+    fn a_success_found_to_fail_later_counts_as_a_failure_once() {
+        let row = Row::new(0);
+        row.record(5, Outcome::Success, MS);
+        row.record(5, Outcome::Success, MS);
+        row.fail_recorded(5);
+        let minute = row.minute(5);
+        assert_eq!((minute.requests, minute.failures), (2, 1));
+        assert_eq!(row.history(5).last(), Some(&(2, 1)));
+        // Never more failures than requests, even when told so too often.
+        row.fail_recorded(5);
+        row.fail_recorded(5);
+        assert_eq!(row.minute(5).failures, 2);
+        assert_eq!(row.ten_minutes(5).failures, 2);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::plan::{
     self, AttemptError, Failure, MAX_REPLAY, Refusal, RequestTraits, Shared, Transport,
 };
 use crate::service::{Endpoint, Service};
+use wharf_stats::Outcome;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -257,6 +258,15 @@ impl Transport for Attempt<'_> {
         answer.status()
     }
 
+    /// gRPC's status wins over HTTP's: a trailers-only answer carries it in the head (one
+    /// in the trailers is read as the body ends, [`grpc_trailers`]).
+    fn outcome(answer: &Response<Incoming>) -> Outcome {
+        match grpc_status(answer.headers()) {
+            Some(code) => grpc_outcome(code),
+            None => plan::outcome_of(answer.status()),
+        }
+    }
+
     async fn send(
         &mut self,
         service: &Service,
@@ -325,7 +335,7 @@ fn watched(body: Incoming, client_failed: Arc<AtomicBool>) -> Body {
 /// Steps 2 to 4 of the plan for one HTTP/2 request.
 async fn forward(
     shared: &Shared,
-    service: &Service,
+    service: &Arc<Service>,
     request: Request<Incoming>,
     client: SocketAddr,
     started: Instant,
@@ -392,7 +402,48 @@ async fn forward(
         started,
     )
     .await?;
-    Ok((endpoint, hold(finish(response), permit)))
+    let watch_trailers = is_grpc(response.headers()) && grpc_status(response.headers()).is_none();
+    let mut response = hold(finish(response), permit);
+    if watch_trailers {
+        response = grpc_trailers(response, service.clone(), endpoint.clone());
+    }
+    Ok((endpoint, response))
+}
+
+/// The `grpc-status` of a head or trailers, if it has one.
+fn grpc_status(fields: &http::HeaderMap) -> Option<&[u8]> {
+    fields.get("grpc-status").map(HeaderValue::as_bytes)
+}
+
+/// gRPC's OK is `0`; every other status is a failure (as Linkerd counts them).
+fn grpc_outcome(code: &[u8]) -> Outcome {
+    if code == b"0" {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    }
+}
+
+/// A gRPC answer whose status comes in its trailers: counted as answered when its head came,
+/// and as a failure once the trailers say so.
+fn grpc_trailers(
+    response: Response<Body>,
+    service: Arc<Service>,
+    endpoint: Arc<Endpoint>,
+) -> Response<Body> {
+    response.map(|body| {
+        body.map_frame(move |frame: Frame<Bytes>| {
+            if let Some(code) = frame.trailers_ref().and_then(grpc_status)
+                && grpc_outcome(code) == Outcome::Failure
+            {
+                let now = crate::metrics::now_secs();
+                service.golden.fail_recorded(now);
+                endpoint.golden.fail_recorded(now);
+            }
+            frame
+        })
+        .boxed()
+    })
 }
 
 /// Keeps the service's concurrency slot until the response body has been sent (or the

@@ -41,6 +41,9 @@ pub struct Service {
     pub metrics: ServiceMetrics,
     /// Golden metrics of every request to it (as answered to the client).
     pub golden: wharf_stats::Row,
+    /// Retries sent and endpoints ejected, for the golden metrics' last minute.
+    pub retries: wharf_stats::Tally,
+    pub ejections: wharf_stats::Tally,
     /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
     pub hash_header: ArcSwap<Option<http::HeaderName>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
@@ -65,6 +68,8 @@ impl Service {
             budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics,
             golden: wharf_stats::Row::new(crate::metrics::now_secs()),
+            retries: wharf_stats::Tally::default(),
+            ejections: wharf_stats::Tally::default(),
             hash_header: ArcSwap::from_pointee(None),
             known,
         };
