@@ -358,6 +358,14 @@ fn scale_up_and_down_live() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("scaled hello to 3"));
     eventually("three passing", || mesh.passing("hello").len() == 3);
+    // The status line follows the count the services want now, not the manifest's.
+    eventually("the status line says 3/3", || {
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "wharf up: 3/3 instances passing")
+    });
     let pids: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
 
     let (code, _, err) = wharf(&registry, &["scale", "hello=1"]);

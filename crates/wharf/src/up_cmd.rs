@@ -126,17 +126,18 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
             access_log: logs.mesh.clone(),
         }) as Arc<dyn Companion>
     });
+    let style = LogStyle::detect();
     let supervisor = Supervisor::start_with(
         Arc::new(ApiRegistry {
             client: client.clone(),
         }),
         registry_url,
         services,
-        LogStyle::detect(),
+        style,
         Timings::default(),
         companion,
     );
-    let progress = tokio::spawn(report_progress(client, names, replicas));
+    let progress = tokio::spawn(report_progress(client, names, replicas, style));
     shutdown_signal().await;
     progress.abort();
     println!("wharf up: stopping");
@@ -309,28 +310,78 @@ impl Companion for Sidecars {
     }
 }
 
-/// Prints how many instances pass as the mesh comes up, until all do (or a minute passes).
-async fn report_progress(client: wharf_client::Client, names: Vec<String>, expected: u32) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut last = u32::MAX;
-    while tokio::time::Instant::now() < deadline {
+/// The mesh's one-line status: how many instances pass (of those the services want now,
+/// after `wharf scale` too) and which do not, printed as the mesh comes up and whenever it
+/// changes after, green when all pass and yellow when not on a terminal that takes colour.
+async fn report_progress(
+    client: wharf_client::Client,
+    names: Vec<String>,
+    expected: u32,
+    style: LogStyle,
+) {
+    let started = tokio::time::Instant::now();
+    let mut ready = false;
+    let mut warned = false;
+    let mut last = String::new();
+    loop {
+        let wanted = match client.desired(None).await {
+            Ok((desired, _)) => desired.values().map(|d| d.replicas).sum(),
+            Err(_) => expected,
+        };
         let mut passing = 0u32;
+        let mut failing = Vec::new();
         for name in &names {
-            if let Ok((entries, _)) = client.health_service(name, true, None).await {
-                passing += u32::try_from(entries.len()).unwrap_or(0);
+            let Ok((entries, _)) = client.health_service(name, false, None).await else {
+                continue;
+            };
+            for entry in &entries {
+                match entry.aggregate_status() {
+                    "passing" => passing += 1,
+                    status => failing.push(format!("{} {status}", entry.service.id)),
+                }
             }
         }
-        if passing != last {
-            println!("wharf up: {passing}/{expected} instances passing");
-            last = passing;
+        let status = status_line(passing, wanted, &failing);
+        if status != last {
+            paint(style, passing >= wanted && failing.is_empty(), &status);
+            last = status;
         }
-        if passing >= expected {
+        if !ready && passing >= wanted {
             println!("wharf up: ready");
-            return;
+            ready = true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if !ready && !warned && started.elapsed() > std::time::Duration::from_secs(60) {
+            println!(
+                "wharf up: {passing}/{wanted} instances passing after a minute; see the lines above"
+            );
+            warned = true;
+        }
+        let pause = if ready { 1000 } else { 250 };
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
     }
-    println!("wharf up: {last}/{expected} instances passing after a minute; see the lines above");
+}
+
+/// `wharf up: 7/8 instances passing; not passing: hello-2 critical` (three named at most).
+fn status_line(passing: u32, wanted: u32, failing: &[String]) -> String {
+    let mut line = format!("wharf up: {passing}/{wanted} instances passing");
+    if !failing.is_empty() {
+        let named: Vec<&str> = failing.iter().take(3).map(String::as_str).collect();
+        line.push_str(&format!("; not passing: {}", named.join(", ")));
+        if failing.len() > 3 {
+            line.push_str(&format!(" and {} more", failing.len() - 3));
+        }
+    }
+    line
+}
+
+fn paint(style: LogStyle, healthy: bool, line: &str) {
+    match style {
+        LogStyle::Color => {
+            let colour = if healthy { 32 } else { 33 };
+            println!("\x1b[{colour}m{line}\x1b[0m");
+        }
+        LogStyle::Plain => println!("{line}"),
+    }
 }
 
 /// The environment variable that gives an instance the local address of its TCP upstream
@@ -380,4 +431,20 @@ async fn apply_intentions(
         agent.delete_intention(&source, &destination).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_names_what_does_not_pass() {
+        assert_eq!(status_line(8, 8, &[]), "wharf up: 8/8 instances passing");
+        let failing: Vec<String> = (1..=5).map(|i| format!("hello-{i} critical")).collect();
+        assert_eq!(
+            status_line(3, 8, &failing),
+            "wharf up: 3/8 instances passing; not passing: hello-1 critical, hello-2 critical, \
+             hello-3 critical and 2 more"
+        );
+    }
 }
