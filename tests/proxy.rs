@@ -447,7 +447,7 @@ async fn http2_clients_and_grpc_trailers() {
     let upstream = format!("grpc={grpc}");
     let proxy = tokio::task::spawn_blocking({
         let url = registry.url();
-        move || ProxyProcess::start(&url, &["--upstream", &upstream])
+        move || ProxyProcess::start(&url, &["--upstream", &upstream, "--routes"])
     })
     .await
     .unwrap();
@@ -500,6 +500,31 @@ async fn http2_clients_and_grpc_trailers() {
     .await
     .unwrap();
     assert!((minute["success_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    // A gRPC method is its own route class, its failure in its trailers counted there too.
+    let stats: Value =
+        tokio::task::spawn_blocking(move || request(admin, "GET", "/stats", b"").json())
+            .await
+            .unwrap();
+    let routes = stats["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "grpc")
+        .unwrap()["routes"]
+        .clone();
+    let unavailable = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/test.Svc/Unavailable")
+        .unwrap_or_else(|| panic!("{routes}"));
+    assert_eq!(
+        (
+            &unavailable["minute"]["requests"],
+            &unavailable["minute"]["failures"]
+        ),
+        (&Value::from(1), &Value::from(1))
+    );
     drop(proxy);
 }
 
@@ -1133,7 +1158,9 @@ fn the_access_log_has_a_json_line_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);
     let backend = Backend::start("hello-1");
-    register(&registry, "hello", &backend);
+    // Route classes on for hello, by its meta.
+    let routes = [("wharf-routes", "on")];
+    register_instance(&registry, "hello", "hello-1", backend.addr(), &routes, None);
     let log = dir.path().join("access.log");
     let proxy = ProxyProcess::start(&registry.url(), &["--access-log", log.to_str().unwrap()]);
     eventually("hello through the gateway", || {
@@ -1168,4 +1195,23 @@ fn the_access_log_has_a_json_line_per_request() {
     assert_eq!(refused["status"], 404);
     assert_eq!(refused["error"], "unknown-service");
     assert!(refused.get("instance").is_none());
+
+    // The golden metrics by route class: the method and the path's first segment.
+    let stats: Value = request(proxy.admin, "GET", "/stats", b"").json();
+    let hello = stats["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hello")
+        .unwrap();
+    let route = |name: &str| {
+        hello["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == name)
+            .map(|r| r["minute"]["requests"].as_u64().unwrap())
+    };
+    assert_eq!(route("GET /logged"), Some(1), "{hello}");
+    assert!(route("GET /").unwrap() >= 1, "{hello}");
 }

@@ -58,9 +58,9 @@ function http(address, { method = "GET", path = "/", host, body } = {}) {
 // `wharf up` on a manifest of the demo's shape; resolves once it printed its addresses.
 async function startMesh() {
   const dir = mkdtempSync(join(tmpdir(), "wharf-ui-"));
-  const service = (name, replicas) =>
+  const service = (name, replicas, extra = "") =>
     `[services.${name}]\ncommand = ["${join(EXAMPLES, name)}"]\nreplicas = ${replicas}\n` +
-    `check = { http = "/healthz", interval = "1s", timeout = "1s" }\n`;
+    `check = { http = "/healthz", interval = "1s", timeout = "1s" }\n${extra}`;
   const manifest = [
     `[registry]\nhttp = "127.0.0.1:0"\ndns = "127.0.0.1:0"\n`,
     `[gateway]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n`,
@@ -69,7 +69,7 @@ async function startMesh() {
     service("hello", 3),
     service("api", 2),
     service("notes", 1),
-    service("frontend", 2),
+    service("frontend", 2, `meta = { wharf-routes = "on" }\n`),
   ].join("\n");
   writeFileSync(join(dir, "wharf.toml"), manifest);
   const child = spawn(WHARF, ["up", "-f", join(dir, "wharf.toml")], {
@@ -188,6 +188,8 @@ test("the dashboard shows the mesh live: services, health, traffic, edges", asyn
     await edge.waitFor();
     assert.match(await edge.textContent(), /mTLS/);
   }
+  // Its route classes (on by its meta): every request was `GET /`.
+  await page.locator('#routes tr[data-route="GET /"]').waitFor();
   await page.screenshot({ path: join(ARTIFACTS, "dashboard-service.png"), fullPage: true });
 
   // The check's output is on the page of the service the test failed.

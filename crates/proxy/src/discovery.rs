@@ -301,6 +301,10 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
             .get("wharf-hash-header")
             .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
         service.hash_header.store(Arc::new(header));
+        service.routes.enable(
+            meta.get("wharf-routes")
+                .is_some_and(|v| v == "on" || v == "true"),
+        );
     }
     service
         .endpoints
@@ -336,6 +340,7 @@ mod tests {
         let defaults = ServiceDefaults {
             policy: Policy::RoundRobin,
             max_concurrency: 10,
+            routes: false,
         };
         let metrics = crate::metrics::Metrics::default().service("web");
         Service::new("web", &defaults, metrics).0

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wharf_stats::{
-    CallerReport, InstanceReport, Outcome, Report, Row, ServiceReport, ServiceView, WindowReport,
+    CallerReport, InstanceReport, Outcome, Report, RouteReport, Row, ServiceReport, ServiceView,
+    WindowReport,
 };
 
 use crate::discovery::Directory;
@@ -173,6 +174,16 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
                 history: service.golden.history(now),
                 retries: service.retries.minute(now),
                 ejections: service.ejections.minute(now),
+                routes: service
+                    .routes
+                    .all()
+                    .iter()
+                    .map(|(route, row)| RouteReport {
+                        route: route.clone(),
+                        minute: WindowReport::from(&row.minute(now)),
+                    })
+                    .filter(|r| r.minute.requests > 0)
+                    .collect(),
                 instances: set
                     .endpoints
                     .iter()

@@ -68,6 +68,9 @@ pub struct Config {
     pub threads: usize,
     /// Where each request is logged as a JSON line (`None`: no access log).
     pub access_log: Option<access::AccessLog>,
+    /// Golden metrics by route class for every service (else only where the service's meta
+    /// says `wharf-routes = "on"`).
+    pub routes: bool,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             threads: 0,
             access_log: None,
+            routes: false,
         }
     }
 }
@@ -121,6 +125,7 @@ impl Proxy {
         let defaults = service::ServiceDefaults {
             policy: config.policy,
             max_concurrency: config.max_concurrency,
+            routes: config.routes,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let reporter = client.clone();

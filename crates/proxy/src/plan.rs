@@ -498,6 +498,7 @@ mod tests {
         let defaults = ServiceDefaults {
             policy: Policy::RoundRobin,
             max_concurrency: 10,
+            routes: false,
         };
         let metrics = Metrics::default().service("api");
         let (service, _known) = Service::new("api", &defaults, metrics);

@@ -250,7 +250,7 @@ function serviceView(stats, name) {
 <section class="cards">
 ${windowCard("Last minute", service.minute)}
 ${windowCard("Last ten minutes", service.ten_minutes)}
-<div class="card"><h3>Load over instances</h3><dl>
+<div class="card"><h3>Load and failover</h3><dl>
 <dt title="retries the proxies sent in the last minute">Retries</dt><dd>${service.retries ?? 0}</dd>
 <dt title="instances ejected by outlier detection in the last minute">Ejections</dt><dd>${service.ejections ?? 0}</dd>
 <dt title="mean requests per second per instance">L</dt><dd>${fmtRatio(m.mean_load, 2)}</dd>
@@ -262,6 +262,12 @@ ${sparkline(service.history, 260, 48)}</div>
 <div class="scroll"><table id="instances"><thead><tr><th>ID</th><th>Health</th><th>Node</th><th>Address</th><th>Restarts</th><th title="requests per second">wᵢ</th><th>In flight</th><th title="failure rate">fᵢ</th></tr></thead>
 <tbody>${rows}${gone}</tbody></table></div>
 ${entries.length === 0 && !gone ? `<p class="empty">No instances.</p>` : ""}
+<h3>Routes</h3>
+<div class="scroll"><table id="routes"><thead><tr><th>Route</th><th>RPS</th><th>Success</th><th>p50</th><th>p99</th></tr></thead><tbody>
+${(service.routes || []).map((r) => `<tr data-route="${esc(r.route)}"><td>${esc(r.route)}</td><td class="num">${fmtRps(r.minute.rps)}</td>
+<td class="num ${successClass(r.minute)}">${fmtRate(r.minute)}</td><td class="num">${fmtMs(r.minute.latency_ms.p50)}</td>
+<td class="num">${fmtMs(r.minute.latency_ms.p99)}</td></tr>`).join("") || `<tr><td colspan="5" class="empty">none in the last minute</td></tr>`}
+</tbody></table></div>
 <h3>Callers</h3><div class="scroll"><table id="callers">${edgeHead("From")}<tbody>${edgeRows(callers, (e) => e.source)}</tbody></table></div>
 <h3>Callees</h3><div class="scroll"><table id="callees">${edgeHead("To")}<tbody>${edgeRows(callees, (e) => e.destination)}</tbody></table></div>`;
 }

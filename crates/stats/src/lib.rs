@@ -20,7 +20,9 @@ pub mod sketch;
 pub mod view;
 pub mod window;
 
-pub use report::{CallerReport, EdgeReport, InstanceReport, Report, ServiceReport, WindowReport};
+pub use report::{
+    CallerReport, EdgeReport, InstanceReport, Report, RouteReport, ServiceReport, WindowReport,
+};
 pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
-pub use view::{InstanceView, Models, ServiceView, WindowView};
+pub use view::{InstanceView, Models, RouteView, ServiceView, WindowView};
 pub use window::{Outcome, Row, Summary, Tally};

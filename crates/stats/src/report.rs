@@ -83,6 +83,16 @@ pub struct ServiceReport {
     pub retries: u64,
     #[serde(default)]
     pub ejections: u64,
+    /// Its route classes' last minute (a bounded set, `other` for the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteReport>,
+}
+
+/// One route class of a service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteReport {
+    pub route: String,
+    pub minute: WindowReport,
 }
 
 /// What one caller asked of a sidecar's service, as its inbound side saw it.
@@ -212,6 +222,12 @@ pub fn merge<'r>(
             into.ten_minutes.merge(&service.ten_minutes);
             into.retries += service.retries;
             into.ejections += service.ejections;
+            for route in &service.routes {
+                match into.routes.iter_mut().find(|r| r.route == route.route) {
+                    Some(known) => known.minute.merge(&route.minute),
+                    None => into.routes.push(route.clone()),
+                }
+            }
             add_history(&mut into.history, &service.history);
             for instance in &service.instances {
                 match into.instances.iter_mut().find(|i| i.id == instance.id) {
@@ -280,6 +296,10 @@ mod tests {
                 }],
                 retries: 2,
                 ejections: 1,
+                routes: vec![RouteReport {
+                    route: "GET /".into(),
+                    minute: window(requests, failures, ms),
+                }],
             }],
         };
         let a = report("a", 90, 9, 10, "web-1");
@@ -295,6 +315,8 @@ mod tests {
         assert_eq!(web.instances[0].in_flight, 2);
         assert_eq!(web.instances[0].minute.requests, 100);
         assert_eq!((web.retries, web.ejections), (4, 2));
+        assert_eq!(web.routes.len(), 1, "one route class, merged");
+        assert_eq!(web.routes[0].minute.requests, 100);
     }
 
     #[test]

@@ -115,6 +115,15 @@ pub struct ServiceView {
     /// Retries sent and instances ejected in the last minute.
     pub retries: u64,
     pub ejections: u64,
+    /// Its route classes, busiest first.
+    pub routes: Vec<RouteView>,
+}
+
+/// One route class as the views show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteView {
+    pub route: String,
+    pub minute: WindowView,
 }
 
 impl From<&crate::ServiceReport> for ServiceView {
@@ -146,6 +155,23 @@ impl From<&crate::ServiceReport> for ServiceView {
             instances,
             retries: service.retries,
             ejections: service.ejections,
+            routes: {
+                let mut routes: Vec<RouteView> = service
+                    .routes
+                    .iter()
+                    .map(|r| RouteView {
+                        route: r.route.clone(),
+                        minute: WindowView::from(&r.minute.summary()),
+                    })
+                    .collect();
+                routes.sort_by(|a, b| {
+                    b.minute
+                        .requests
+                        .cmp(&a.minute.requests)
+                        .then_with(|| a.route.cmp(&b.route))
+                });
+                routes
+            },
         }
     }
 }

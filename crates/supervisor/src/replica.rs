@@ -198,11 +198,12 @@ impl<R: Registry> Replica<R> {
             id: Some(self.id.clone()),
             address: Some("127.0.0.1".into()),
             port: Some(port),
-            meta: [
-                ("wharf-pid".to_owned(), process.pid.to_string()),
-                ("wharf-restarts".to_owned(), restarts.to_string()),
-            ]
-            .into(),
+            meta: {
+                let mut meta = self.spec.meta.clone();
+                meta.insert("wharf-pid".to_owned(), process.pid.to_string());
+                meta.insert("wharf-restarts".to_owned(), restarts.to_string());
+                meta
+            },
             check: Some(check),
             ..Registration::default()
         };

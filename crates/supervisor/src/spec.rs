@@ -25,6 +25,9 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     pub replicas: u32,
     pub env: BTreeMap<String, String>,
+    /// Service meta every instance registers with (`wharf-balance`, `wharf-routes`, ...);
+    /// the supervisor's own keys (`wharf-pid`, `wharf-restarts`) win over these.
+    pub meta: BTreeMap<String, String>,
     pub check: CheckSpec,
     /// Working directory of the processes.
     pub dir: PathBuf,

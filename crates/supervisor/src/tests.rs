@@ -143,6 +143,7 @@ fn spec(replicas: u32) -> ServiceSpec {
         command: vec!["python3".into(), "-c".into(), listen.into()],
         replicas,
         env: BTreeMap::new(),
+        meta: BTreeMap::new(),
         check: CheckSpec::Tcp {
             interval: "1s".into(),
             timeout: "1s".into(),

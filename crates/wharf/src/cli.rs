@@ -419,6 +419,10 @@ pub(crate) struct ProxyArgs {
     /// Log every request as a JSON line to PATH (`-`: standard output).
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
+    /// Golden metrics by route class (method and first path segment) for every service, not
+    /// only for those whose instances' meta says `wharf-routes = "on"`.
+    #[arg(long)]
+    pub routes: bool,
 }
 
 fn parse_default_intention(text: &str) -> Result<wharf_mesh::intentions::DefaultAction, String> {

@@ -73,6 +73,9 @@ pub(crate) struct SidecarSpec {
     pub mode: wharf_proxy::sidecar::Mode,
     /// The services its instances reach over TCP (lower-cased).
     pub upstreams: Vec<String>,
+    /// The service's `wharf-` meta (its proxies' settings, `wharf-routes` say), which the
+    /// sidecars register with too: with mTLS on, callers discover the sidecars.
+    pub meta: BTreeMap<String, String>,
 }
 
 /// Why a manifest was refused: `file:line: reason`.
@@ -175,6 +178,10 @@ struct RawService {
     replicas: Option<Spanned<i64>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Service meta its instances register with: `wharf-balance`, `wharf-hash-header`,
+    /// `wharf-routes = "on"` (golden metrics by route class at the proxies).
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
     check: Option<Spanned<RawCheck>>,
     /// What the service speaks, for its sidecar: `http` (default) or `tcp`.
     protocol: Option<Spanned<String>>,
@@ -470,6 +477,12 @@ impl Manifest {
                     protocol,
                     mode,
                     upstreams,
+                    meta: service
+                        .meta
+                        .iter()
+                        .filter(|(key, _)| key.starts_with("wharf-"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 },
             );
             services.push(ServiceSpec {
@@ -477,6 +490,7 @@ impl Manifest {
                 command,
                 replicas,
                 env: service.env,
+                meta: service.meta,
                 check,
                 dir: dir.clone(),
             });
@@ -653,6 +667,15 @@ env = { GREETING = "hi" }
             (plain.gateway_access_log, plain.mesh_access_log),
             (None, None)
         );
+    }
+
+    #[test]
+    fn a_service_s_meta_goes_to_its_instances() {
+        let text = "[services.web]\ncommand = [\"web\"]\nmeta = { wharf-routes = \"on\", team = \"core\" }\n";
+        let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
+        let web = &manifest.services[0];
+        assert_eq!(web.meta["wharf-routes"], "on");
+        assert_eq!(web.meta["team"], "core");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .max(std::time::Duration::from_millis(100));
     config.threads = args.threads;
     config.access_log = open_log(args.access_log.as_deref())?;
+    config.routes = args.routes;
     let proxy = Proxy::start(config).await?;
     tracing::info!("proxy started");
     println!("wharf proxy: listening on http://{}", proxy.listen_addr);
@@ -63,6 +64,7 @@ pub(crate) async fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
         registry: args.registry,
         registry_credentials: Default::default(),
         access_log: open_log(args.access_log.as_deref())?,
+        meta: Default::default(),
     })
     .await?;
     if let Some(inbound) = sidecar.inbound_addr {

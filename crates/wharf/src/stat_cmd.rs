@@ -59,6 +59,23 @@ pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    if !service.routes.is_empty() {
+        let rows: Vec<Vec<String>> = service
+            .routes
+            .iter()
+            .map(|r| {
+                vec![
+                    r.route.clone(),
+                    number(Some(r.minute.rps), 1),
+                    percent(r.minute.success()),
+                    number(r.minute.latency_ms.p50, 1),
+                    number(r.minute.latency_ms.p99, 1),
+                ]
+            })
+            .collect();
+        println!();
+        table::print(&["ROUTE", "RPS", "SUCCESS", "P50 MS", "P99 MS"], &rows);
+    }
     let edges: Vec<&Edge> = stats
         .edges
         .iter()

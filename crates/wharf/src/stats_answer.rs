@@ -23,6 +23,14 @@ pub(crate) struct Service {
     pub(crate) instances: Vec<Instance>,
     #[serde(default)]
     pub(crate) health: Health,
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Route {
+    pub(crate) route: String,
+    pub(crate) minute: Window,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]

@@ -203,6 +203,7 @@ impl Gateway {
                 registry: registry_url.to_owned(),
                 registry_credentials: credentials,
                 access_log,
+                meta: Default::default(),
             })
             .await?;
             return Ok(Gateway::Mesh(Box::new(ingress)));
@@ -264,6 +265,7 @@ impl Companion for Sidecars {
             protocol: Protocol::Http,
             mode: Mode::Strict,
             upstreams: Vec::new(),
+            meta: Default::default(),
         });
         let config = SidecarConfig {
             service: service.to_owned(),
@@ -283,6 +285,7 @@ impl Companion for Sidecars {
             registry: self.registry.clone(),
             registry_credentials: self.credentials.clone(),
             access_log: self.access_log.clone(),
+            meta: spec.meta.clone(),
         };
         Box::pin(async move {
             let sidecar = Sidecar::start(config)
@@ -324,9 +327,13 @@ async fn report_progress(
     let mut warned = false;
     let mut last = String::new();
     loop {
+        // What the services want now, once the supervisor has declared them all; the
+        // manifest's count until then.
         let wanted = match client.desired(None).await {
-            Ok((desired, _)) => desired.values().map(|d| d.replicas).sum(),
-            Err(_) => expected,
+            Ok((desired, _)) if names.iter().all(|n| desired.contains_key(n)) => {
+                names.iter().map(|n| desired[n].replicas).sum()
+            }
+            _ => expected,
         };
         let mut passing = 0u32;
         let mut failing = Vec::new();

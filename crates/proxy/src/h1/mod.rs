@@ -299,13 +299,28 @@ impl Client {
         };
         let started = std::time::Instant::now();
         let mut line = self.begin_line(&facts, &service.name);
+        let route = service.routes.on().then(|| {
+            let (method, path) = (self.head.method.get(&self.buf), facts.path.get(&self.buf));
+            service.routes.row(method, path, false)
+        });
         match self
-            .forward(&service, &facts, idle, attempt, started, &mut line)
+            .forward(
+                &service,
+                &facts,
+                idle,
+                attempt,
+                (started, route.as_deref()),
+                &mut line,
+            )
             .await
         {
             Ok(step) => step,
             Err(Failure::Refused(refusal)) => {
                 plan::refused(&service, started, &refusal);
+                if let Some(route) = &route {
+                    let now = crate::metrics::now_secs();
+                    route.record(now, wharf_stats::Outcome::Failure, started.elapsed());
+                }
                 if let Some(line) = line {
                     self.shared.observers.refused(line, &refusal);
                 }
@@ -366,7 +381,7 @@ impl Client {
         facts: &RequestFacts,
         mut idle: Pin<&mut Sleep>,
         timer: Pin<&mut Sleep>,
-        started: std::time::Instant,
+        (started, route): (std::time::Instant, Option<&wharf_stats::Row>),
         line: &mut Option<access::Pending>,
     ) -> Result<Step, Failure> {
         let _slot = plan::admit(service)?;
@@ -405,6 +420,12 @@ impl Client {
             started,
         )
         .await?;
+        if let Some(route) = route {
+            let status =
+                http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::OK);
+            let outcome = plan::outcome_of(status);
+            route.record(crate::metrics::now_secs(), outcome, started.elapsed());
+        }
         if let Some(line) = line.take() {
             self.shared
                 .observers

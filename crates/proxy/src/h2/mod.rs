@@ -160,12 +160,27 @@ pub async fn handle(
     };
     let started = Instant::now();
     let line = begin_line(&shared, &request, client, &service.name);
+    let route = service.routes.on().then(|| {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let method = request.method().as_str().as_bytes();
+        let grpc = is_grpc(request.headers());
+        service.routes.row(method, path.as_bytes(), grpc)
+    });
     // hyper drops this future when the client resets the stream or goes: counted then.
     let mut waiting = Waiting {
         service: &service,
         answered: false,
     };
-    let response = match forward(&shared, &service, request, client, started, upstream).await {
+    let response = match forward(
+        &shared,
+        &service,
+        request,
+        client,
+        (started, &route),
+        upstream,
+    )
+    .await
+    {
         Ok((endpoint, response)) => {
             if let Some(line) = line {
                 let status = response.status().as_u16();
@@ -175,6 +190,10 @@ pub async fn handle(
         }
         Err(Failure::Refused(refusal)) => {
             plan::refused(&service, started, &refusal);
+            if let Some(route) = &route {
+                let now = crate::metrics::now_secs();
+                route.record(now, Outcome::Failure, started.elapsed());
+            }
             if let Some(line) = line {
                 shared.observers.refused(line, &refusal);
             }
@@ -338,7 +357,7 @@ async fn forward(
     service: &Arc<Service>,
     request: Request<Incoming>,
     client: SocketAddr,
-    started: Instant,
+    (started, route): (Instant, &Option<Arc<wharf_stats::Row>>),
     upstream: &Upstream,
 ) -> Result<(Arc<Endpoint>, Response<Body>), Failure> {
     let permit = plan::admit(service)?;
@@ -402,10 +421,17 @@ async fn forward(
         started,
     )
     .await?;
+    if let Some(route) = route {
+        let outcome = match grpc_status(response.headers()) {
+            Some(code) => grpc_outcome(code),
+            None => plan::outcome_of(response.status()),
+        };
+        route.record(crate::metrics::now_secs(), outcome, started.elapsed());
+    }
     let watch_trailers = is_grpc(response.headers()) && grpc_status(response.headers()).is_none();
     let mut response = hold(finish(response), permit);
     if watch_trailers {
-        response = grpc_trailers(response, service.clone(), endpoint.clone());
+        response = grpc_trailers(response, service.clone(), endpoint.clone(), route.clone());
     }
     Ok((endpoint, response))
 }
@@ -430,6 +456,7 @@ fn grpc_trailers(
     response: Response<Body>,
     service: Arc<Service>,
     endpoint: Arc<Endpoint>,
+    route: Option<Arc<wharf_stats::Row>>,
 ) -> Response<Body> {
     response.map(|body| {
         body.map_frame(move |frame: Frame<Bytes>| {
@@ -439,6 +466,9 @@ fn grpc_trailers(
                 let now = crate::metrics::now_secs();
                 service.golden.fail_recorded(now);
                 endpoint.golden.fail_recorded(now);
+                if let Some(route) = &route {
+                    route.fail_recorded(now);
+                }
             }
             frame
         })

@@ -6,11 +6,13 @@
 //! - [`endpoint`] — one instance: load, peak-EWMA latency, outlier state;
 //! - [`balance`] — the policies over a service's [`EndpointSet`];
 //! - [`outlier`] — passive ejection after consecutive failures;
+//! - [`routes`] — golden metrics by route class, bounded;
 //! - this file — [`Service`]: endpoints, balancer, limits, retry budget and metrics together.
 
 pub mod balance;
 pub mod endpoint;
 pub mod outlier;
+pub mod routes;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use crate::metrics::ServiceMetrics;
 pub struct ServiceDefaults {
     pub policy: Policy,
     pub max_concurrency: usize,
+    /// Golden metrics by route class for every service, not only those whose meta asks.
+    pub routes: bool,
 }
 
 /// A routable service: its endpoints, balancer and per-service limits.
@@ -41,6 +45,8 @@ pub struct Service {
     pub metrics: ServiceMetrics,
     /// Golden metrics of every request to it (as answered to the client).
     pub golden: wharf_stats::Row,
+    /// Golden metrics by route class (bounded).
+    pub routes: routes::Routes,
     /// Retries sent and endpoints ejected, for the golden metrics' last minute.
     pub retries: wharf_stats::Tally,
     pub ejections: wharf_stats::Tally,
@@ -68,6 +74,7 @@ impl Service {
             budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics,
             golden: wharf_stats::Row::new(crate::metrics::now_secs()),
+            routes: routes::Routes::new(defaults.routes),
             retries: wharf_stats::Tally::default(),
             ejections: wharf_stats::Tally::default(),
             hash_header: ArcSwap::from_pointee(None),
@@ -118,6 +125,7 @@ mod tests {
         let defaults = ServiceDefaults {
             policy,
             max_concurrency: 10,
+            routes: false,
         };
         let metrics = crate::metrics::Metrics::default().service("web");
         let (service, _known) = Service::new("web", &defaults, metrics);

@@ -143,6 +143,9 @@ pub struct SidecarConfig {
     pub registry_credentials: wharf_client::Credentials,
     /// Where each request, in and out, is logged as a JSON line (`None`: no access log).
     pub access_log: Option<crate::access::AccessLog>,
+    /// More meta to register with: the service's proxy settings (`wharf-routes`,
+    /// `wharf-balance`), which its callers read from the sidecars they discover.
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a sidecar could not start.
@@ -259,6 +262,7 @@ impl Sidecar {
                     ServiceDefaults {
                         policy: Balancing::RoundRobin,
                         max_concurrency: 10_000,
+                        routes: false,
                     },
                     metrics::Metrics::default(),
                     shutdown_rx.clone(),
@@ -322,14 +326,18 @@ impl Sidecar {
                 id: Some(registration_id.clone()),
                 address: Some(inbound.ip().to_string()),
                 port: Some(inbound.port()),
-                meta: [
-                    ("wharf-sidecar-for".to_owned(), config.service.clone()),
-                    ("wharf-instance".to_owned(), config.instance_id.clone()),
-                    ("wharf-mode".to_owned(), config.mode.as_str().to_owned()),
-                ]
-                .into_iter()
-                .chain(admin_addr.map(|admin| (ADMIN_META.to_owned(), admin.to_string())))
-                .collect(),
+                // The service's settings first, so that the sidecar's own keys win.
+                meta: config
+                    .meta
+                    .clone()
+                    .into_iter()
+                    .chain([
+                        ("wharf-sidecar-for".to_owned(), config.service.clone()),
+                        ("wharf-instance".to_owned(), config.instance_id.clone()),
+                        ("wharf-mode".to_owned(), config.mode.as_str().to_owned()),
+                    ])
+                    .chain(admin_addr.map(|admin| (ADMIN_META.to_owned(), admin.to_string())))
+                    .collect(),
                 check: Some(CheckRegistration {
                     tcp: Some(config.app.to_string()),
                     interval: Some("1s".into()),

@@ -423,6 +423,7 @@ mod tests {
                 passing: instances.len() as u64,
                 ..Health::default()
             },
+            routes: Vec::new(),
         };
         StatsAnswer {
             services: vec![
