@@ -505,13 +505,18 @@ async fn http2_clients_and_grpc_trailers() {
         tokio::task::spawn_blocking(move || request(admin, "GET", "/stats", b"").json())
             .await
             .unwrap();
-    let routes = stats["services"]
+    let grpc_stats = stats["services"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["name"] == "grpc")
-        .unwrap()["routes"]
-        .clone();
+        .unwrap();
+    // HTTP/2 bodies are counted too: the OK answer's 7 bytes at least.
+    assert!(
+        grpc_stats["bytes_out"].as_u64().unwrap() >= 7,
+        "{grpc_stats}"
+    );
+    let routes = grpc_stats["routes"].clone();
     let unavailable = routes
         .as_array()
         .unwrap()
@@ -1214,4 +1219,23 @@ fn the_access_log_has_a_json_line_per_request() {
     };
     assert_eq!(route("GET /logged"), Some(1), "{hello}");
     assert!(route("GET /").unwrap() >= 1, "{hello}");
+    // Bytes both ways: every request's head came in, every answer carried `hello-1`.
+    let answered = hello["minute"]["requests"].as_u64().unwrap();
+    assert!(
+        hello["bytes_in"].as_u64().unwrap() >= answered * 16,
+        "{hello}"
+    );
+    assert!(
+        hello["bytes_out"].as_u64().unwrap() >= answered * 7,
+        "{hello}"
+    );
+
+    // A client's connection held open shows in the registry's count of open connections.
+    let held = std::net::TcpStream::connect(proxy.addr).unwrap();
+    eventually("the held connection counted", || {
+        registry.get("/v1/wharf/stats").json()["open_connections"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    });
+    drop(held);
 }

@@ -47,6 +47,7 @@ fn parts(report: &Report) -> Vec<Vec<u8>> {
                 Vec::new()
             },
             admin: report.admin.clone(),
+            open_connections: report.open_connections,
         };
         parts.push(serde_json::to_vec(&part).expect("a report serialises"));
     };
@@ -138,6 +139,8 @@ pub(crate) struct Reporter {
     pub callers: Option<Arc<CallerRows>>,
     /// Its admin listener, for `wharf tap` to find.
     pub admin: Option<std::net::SocketAddr>,
+    /// Its clients' connections open now.
+    pub connections: Option<crate::metrics::Metrics>,
 }
 
 impl Reporter {
@@ -155,6 +158,10 @@ impl Reporter {
             report.inbound = callers.report(now_secs());
         }
         report.admin = self.admin.map(|a| a.to_string());
+        report.open_connections = self
+            .connections
+            .as_ref()
+            .map_or(0, |m| u64::try_from(m.open_connections.get()).unwrap_or(0));
         report
     }
 }
@@ -174,6 +181,8 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
                 history: service.golden.history(now),
                 retries: service.retries.minute(now),
                 ejections: service.ejections.minute(now),
+                bytes_in: service.bytes_in.minute(now),
+                bytes_out: service.bytes_out.minute(now),
                 routes: service
                     .routes
                     .all()
@@ -204,6 +213,7 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
         services,
         inbound: Vec::new(),
         admin: None,
+        open_connections: 0,
     }
 }
 
@@ -271,6 +281,7 @@ mod tests {
             mtls: false,
             inbound: Vec::new(),
             admin: None,
+            open_connections: 0,
             services: (0..2_000)
                 .map(|i| ServiceReport {
                     name: format!("svc-{i}"),

@@ -194,7 +194,7 @@ impl Proxy {
             tasks.push(tokio::spawn(serve_admin(
                 listener,
                 directory.clone(),
-                metrics,
+                metrics.clone(),
                 shared.observers.clone(),
                 shutdown_rx.clone(),
             )));
@@ -207,6 +207,7 @@ impl Proxy {
                 directory: Some(directory.clone()),
                 callers: None,
                 admin: admin_addr,
+                connections: Some(metrics.clone()),
             };
             tasks.push(tokio::spawn(golden::push_reports(
                 reporter,

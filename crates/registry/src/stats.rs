@@ -73,6 +73,7 @@ mod tests {
             mtls: false,
             inbound: Vec::new(),
             admin: None,
+            open_connections: 0,
             services: Vec::new(),
         };
         board.take(report("a", "gateway"));

@@ -59,6 +59,13 @@ function fmtRate(window) {
   return `${(window.success_rate * 100).toFixed(2)}%`;
 }
 
+function fmtBytes(n) {
+  if (n == null) return "—";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 function fmtRatio(x, digits = 2) {
   return x == null ? "—" : x.toFixed(digits);
 }
@@ -152,6 +159,7 @@ function servicesView(stats) {
 <div><b>${services.length}</b> services</div>
 <div><b>${passing}</b> of ${instances} instances passing</div>
 <div><b>${fmtRps(rps)}</b> requests/s</div>
+<div><b>${stats.open_connections ?? 0}</b> open connections</div>
 <div><b>${stats.proxies}</b> proxy reports</div>
 </section>
 <div class="tools"><input id="filter" type="search" placeholder="Filter services" value="${esc(state.filter)}" aria-label="Filter services"></div>
@@ -251,6 +259,7 @@ function serviceView(stats, name) {
 ${windowCard("Last minute", service.minute)}
 ${windowCard("Last ten minutes", service.ten_minutes)}
 <div class="card"><h3>Load and failover</h3><dl>
+<dt title="bytes from and to its clients in the last minute">In / out</dt><dd>${fmtBytes(service.bytes_in)} / ${fmtBytes(service.bytes_out)}</dd>
 <dt title="retries the proxies sent in the last minute">Retries</dt><dd>${service.retries ?? 0}</dd>
 <dt title="instances ejected by outlier detection in the last minute">Ejections</dt><dd>${service.ejections ?? 0}</dd>
 <dt title="mean requests per second per instance">L</dt><dd>${fmtRatio(m.mean_load, 2)}</dd>

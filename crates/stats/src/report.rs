@@ -83,6 +83,11 @@ pub struct ServiceReport {
     pub retries: u64,
     #[serde(default)]
     pub ejections: u64,
+    /// Bytes from the clients (requests) and to them (answers) in the last minute.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
     /// Its route classes' last minute (a bounded set, `other` for the rest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteReport>,
@@ -126,6 +131,9 @@ pub struct Report {
     /// Where its admin listener is (`/tap`, `/stats`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// Its clients' connections open now (a gateway's, a sidecar's app's).
+    #[serde(default)]
+    pub open_connections: u64,
 }
 
 /// One edge: a caller's traffic to a service in the last minute, and whether all of it went
@@ -134,6 +142,9 @@ pub struct Report {
 pub struct EdgeReport {
     pub minute: WindowReport,
     pub mtls: bool,
+    /// Bytes of the last minute, caller to service and back (the callers' own reports only).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// The edges (caller → service). Each is counted once: from the callers' own proxies where
@@ -148,10 +159,12 @@ pub fn edges<'r>(
             let edge = edges
                 .entry((report.caller.clone(), service.name.clone()))
                 .or_insert(EdgeReport {
-                    minute: WindowReport::default(),
                     mtls: true,
+                    ..EdgeReport::default()
                 });
             edge.minute.merge(&service.minute);
+            edge.bytes_in += service.bytes_in;
+            edge.bytes_out += service.bytes_out;
             // One plaintext part makes the edge plaintext: it is what to fix.
             edge.mtls &= report.mtls;
         }
@@ -160,8 +173,8 @@ pub fn edges<'r>(
         let edge = edges
             .entry((row.caller.clone(), report.caller.clone()))
             .or_insert(EdgeReport {
-                minute: WindowReport::default(),
                 mtls: true,
+                ..EdgeReport::default()
             });
         edge.minute.merge(&row.minute);
         edge.mtls &= row.mtls;
@@ -222,6 +235,8 @@ pub fn merge<'r>(
             into.ten_minutes.merge(&service.ten_minutes);
             into.retries += service.retries;
             into.ejections += service.ejections;
+            into.bytes_in += service.bytes_in;
+            into.bytes_out += service.bytes_out;
             for route in &service.routes {
                 match into.routes.iter_mut().find(|r| r.route == route.route) {
                     Some(known) => known.minute.merge(&route.minute),
@@ -283,6 +298,7 @@ mod tests {
             mtls: false,
             inbound: Vec::new(),
             admin: None,
+            open_connections: 0,
             services: vec![ServiceReport {
                 name: "web".into(),
                 minute: window(requests, failures, ms),
@@ -296,6 +312,8 @@ mod tests {
                 }],
                 retries: 2,
                 ejections: 1,
+                bytes_in: 100,
+                bytes_out: 1000,
                 routes: vec![RouteReport {
                     route: "GET /".into(),
                     minute: window(requests, failures, ms),
@@ -315,6 +333,9 @@ mod tests {
         assert_eq!(web.instances[0].in_flight, 2);
         assert_eq!(web.instances[0].minute.requests, 100);
         assert_eq!((web.retries, web.ejections), (4, 2));
+        assert_eq!((web.bytes_in, web.bytes_out), (200, 2000));
+        let edge = &edges([&a, &b])[&("gateway".to_owned(), "web".to_owned())];
+        assert_eq!((edge.bytes_in, edge.bytes_out), (200, 2000));
         assert_eq!(web.routes.len(), 1, "one route class, merged");
         assert_eq!(web.routes[0].minute.requests, 100);
     }

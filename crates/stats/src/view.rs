@@ -115,6 +115,9 @@ pub struct ServiceView {
     /// Retries sent and instances ejected in the last minute.
     pub retries: u64,
     pub ejections: u64,
+    /// Bytes from and to its clients in the last minute.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     /// Its route classes, busiest first.
     pub routes: Vec<RouteView>,
 }
@@ -155,6 +158,8 @@ impl From<&crate::ServiceReport> for ServiceView {
             instances,
             retries: service.retries,
             ejections: service.ejections,
+            bytes_in: service.bytes_in,
+            bytes_out: service.bytes_out,
             routes: {
                 let mut routes: Vec<RouteView> = service
                     .routes

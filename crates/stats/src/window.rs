@@ -8,6 +8,7 @@
 //! of a monotonic clock, so that tests can drive it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::Sketch;
@@ -212,6 +213,53 @@ impl Tally {
     }
 }
 
+/// Bytes of the last minute, one direction: a sum per 20 s slot, kept with atomics only (it is
+/// added to on every request). A slot turning over as another request adds to it can lose
+/// that request's bytes: exact but for a race once per 20 s.
+#[derive(Debug)]
+pub struct Volume {
+    slots: [(AtomicU64, AtomicU64); 3],
+}
+
+impl Default for Volume {
+    fn default() -> Volume {
+        Volume {
+            slots: std::array::from_fn(|_| (AtomicU64::new(u64::MAX), AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Volume {
+    const SECS: u64 = 20;
+
+    pub fn add(&self, now: u64, bytes: u64) {
+        let epoch = now / Self::SECS;
+        let (slot_epoch, sum) = &self.slots[(epoch % 3) as usize];
+        let seen = slot_epoch.load(Ordering::Relaxed);
+        if seen != epoch
+            && slot_epoch
+                .compare_exchange(seen, epoch, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            sum.store(0, Ordering::Relaxed);
+        }
+        sum.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes of the last minute (40–60 s, as the minute's window).
+    pub fn minute(&self, now: u64) -> u64 {
+        let current = now / Self::SECS;
+        self.slots
+            .iter()
+            .filter(|(epoch, _)| {
+                let epoch = epoch.load(Ordering::Relaxed);
+                epoch != u64::MAX && epoch <= current && current - epoch < 3
+            })
+            .map(|(_, sum)| sum.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// One row: a service, an instance or an edge, with its two windows and its history.
 #[derive(Debug)]
 pub struct Row {
@@ -346,6 +394,19 @@ mod tests {
             "{p99:?}"
         );
         assert_eq!(row.ten_minutes(1_009).requests, 200);
+    }
+
+    #[test]
+    fn a_volume_sums_the_last_minute() {
+        let volume = Volume::default();
+        volume.add(10, 100);
+        volume.add(30, 20);
+        volume.add(31, 5);
+        assert_eq!(volume.minute(31), 125);
+        assert_eq!(volume.minute(65), 25, "the first slot has turned over");
+        volume.add(70, 1); // reuses the first slot, emptied
+        assert_eq!(volume.minute(70), 26);
+        assert_eq!(volume.minute(300), 0);
     }
 
     #[test]

@@ -671,7 +671,7 @@ env = { GREETING = "hi" }
 
     #[test]
     fn a_service_s_meta_goes_to_its_instances() {
-        let text = "[services.web]\ncommand = [\"web\"]\nmeta = { wharf-routes = \"on\", team = \"core\" }\n";
+        let text = "[services.web]\ncommand = [\"sh\"]\nmeta = { wharf-routes = \"on\", team = \"core\" }\n";
         let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
         let web = &manifest.services[0];
         assert_eq!(web.meta["wharf-routes"], "on");

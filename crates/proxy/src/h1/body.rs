@@ -145,7 +145,8 @@ pub enum RelayError {
 /// Sends a body from `from` to `to`: first `out` (a head, usually) with the body bytes that
 /// are already in `buf`, then the rest as it arrives. With `dechunk`, a chunked body goes
 /// on as bare data (for an HTTP/1.0 client). Bytes after the body's end stay in `buf`. A
-/// read that waits longer than `idle` ends the relay.
+/// read that waits longer than `idle` ends the relay. Returns the body's bytes as they came
+/// (chunk framing included), for the golden metrics.
 pub async fn relay<R, W>(
     framing: Framing,
     dechunk: bool,
@@ -154,11 +155,12 @@ pub async fn relay<R, W>(
     buf: &mut BytesMut,
     to: &mut W,
     out: &mut Vec<u8>,
-) -> Result<(), RelayError>
+) -> Result<u64, RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut moved = 0u64;
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -190,9 +192,10 @@ where
             }
         }
         buf.advance(take);
+        moved += take as u64;
         flush(to, out).await?;
         if done {
-            return Ok(());
+            return Ok(moved);
         }
         buf.reserve(READ_SIZE);
         let read = tokio::time::timeout(idle, from.read_buf(buf))
@@ -201,7 +204,7 @@ where
             .map_err(RelayError::Read)?;
         if read == 0 {
             return match framing {
-                Framing::UntilClose => Ok(()),
+                Framing::UntilClose => Ok(moved),
                 _ => Err(RelayError::Truncated),
             };
         }
@@ -272,7 +275,7 @@ mod tests {
         });
         let mut buf = BytesMut::from(&BODY[..9]);
         let mut out = b"HEAD\r\n".to_vec();
-        relay(
+        let moved = relay(
             Framing::Chunked,
             false,
             IDLE_TIMEOUT,
@@ -283,6 +286,11 @@ mod tests {
         )
         .await
         .unwrap();
+        assert_eq!(
+            moved,
+            (BODY.len() - 4) as u64,
+            "the body as it came, framing included"
+        );
         writer.await.unwrap();
         drop(sink_end);
         let mut sent = Vec::new();
@@ -308,6 +316,7 @@ mod tests {
             &mut Vec::new(),
         )
         .await
+        .map(drop)
     }
 
     #[tokio::test(start_paused = true)]

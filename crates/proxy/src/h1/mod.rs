@@ -68,6 +68,7 @@ pub async fn serve(
         header_timeout,
         client_ip: peer.ip().to_string().into_bytes(),
         taken: Taken::Nothing,
+        bytes_in: 0,
     };
     let idle = tokio::time::sleep(header_timeout);
     let attempt = tokio::time::sleep(header_timeout);
@@ -141,6 +142,8 @@ struct Client {
     client_ip: Vec<u8>,
     /// How much of the current request has been taken off `buf`.
     taken: Taken,
+    /// The current request's bytes as the client sent them (head and body), once read.
+    bytes_in: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -431,7 +434,12 @@ impl Client {
                 .observers
                 .answered(line, response.status, &endpoint);
         }
-        Ok(self.respond(&endpoint, conn, response, facts).await)
+        service
+            .bytes_in
+            .add(crate::metrics::now_secs(), self.bytes_in);
+        Ok(self
+            .respond(service, &endpoint, conn, response, facts)
+            .await)
     }
 
     /// Writes the upstream request into `request` and takes the request off `buf`: with its
@@ -460,6 +468,7 @@ impl Client {
                 }
                 self.buf.advance(head_len);
                 self.taken = Taken::Head;
+                self.bytes_in = head_len as u64; // and the body, as it is relayed
                 return Ok(RequestBody::Streamed(framing));
             }
         };
@@ -486,6 +495,7 @@ impl Client {
         self.request
             .extend_from_slice(&self.buf[head_len..head_len + length]);
         self.buf.advance(head_len + length);
+        self.bytes_in = (head_len + length) as u64;
         self.taken = Taken::All;
         Ok(RequestBody::Replayable)
     }
@@ -558,7 +568,7 @@ impl Client {
             )
             .await
             {
-                Ok(()) => {}
+                Ok(moved) => self.bytes_in += moved,
                 Err(RelayError::Write(e)) => {
                     return Err(Sent::Failed(AttemptError::Upstream(format!(
                         "sending the body: {e}"
@@ -636,6 +646,7 @@ impl Client {
     /// endpoint's pool if the exchange ended cleanly.
     async fn respond(
         &mut self,
+        service: &Service,
         endpoint: &Endpoint,
         mut conn: Conn,
         response: ResponseFacts,
@@ -657,6 +668,7 @@ impl Client {
             delivery,
             self.head.minor,
         );
+        let head_out = self.response_head.len as u64;
         conn.buf.advance(self.response_head.len);
         if switching {
             self.tunnel(conn).await;
@@ -673,7 +685,9 @@ impl Client {
         )
         .await
         {
-            Ok(()) => {
+            Ok(moved) => {
+                let now = crate::metrics::now_secs();
+                service.bytes_out.add(now, head_out + moved);
                 if response.reusable && !facts.upgrade && conn.buf.is_empty() {
                     pool::put(endpoint.addr, conn);
                 }

@@ -268,6 +268,8 @@ struct Attempt<'u> {
     grpc: bool,
     /// Set when the client's body stream failed under an attempt: the client has gone.
     client_failed: Arc<AtomicBool>,
+    /// Where a streamed body's bytes are counted.
+    service: Arc<Service>,
 }
 
 impl Transport for Attempt<'_> {
@@ -294,7 +296,7 @@ impl Transport for Attempt<'_> {
         let body = match &mut self.body {
             RequestBody::Replayable(bytes) => full(bytes.clone()),
             RequestBody::Stream(stream) => match stream.take() {
-                Some(stream) => watched(stream, self.client_failed.clone()),
+                Some(stream) => watched(stream, self.client_failed.clone(), self.service.clone()),
                 None => return Err(AttemptError::Upstream("the body was already sent".into())),
             },
         };
@@ -342,9 +344,17 @@ impl Transport for Attempt<'_> {
     }
 }
 
-/// The client's body stream, relayed; a failure to read it marks the client as gone.
-fn watched(body: Incoming, client_failed: Arc<AtomicBool>) -> Body {
-    body.map_err(move |e| {
+/// The client's body stream, relayed and counted; a failure to read it marks the client as
+/// gone.
+fn watched(body: Incoming, client_failed: Arc<AtomicBool>, service: Arc<Service>) -> Body {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            let now = crate::metrics::now_secs();
+            service.bytes_in.add(now, data.len() as u64);
+        }
+        frame
+    })
+    .map_err(move |e| {
         client_failed.store(true, Ordering::Relaxed);
         Box::new(e) as BoxError
     })
@@ -397,6 +407,10 @@ async fn forward(
         idempotent: is_idempotent(parts.method.as_str().as_bytes()),
         replayable: matches!(body, RequestBody::Replayable(_)),
     };
+    if let RequestBody::Replayable(bytes) = &body {
+        let now = crate::metrics::now_secs();
+        service.bytes_in.add(now, bytes.len() as u64);
+    }
     let mut attempt = Attempt {
         upstream,
         grpc: is_grpc(&parts.headers),
@@ -408,6 +422,7 @@ async fn forward(
         parts,
         body,
         client_failed: Arc::default(),
+        service: service.clone(),
     };
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
@@ -429,7 +444,7 @@ async fn forward(
         route.record(crate::metrics::now_secs(), outcome, started.elapsed());
     }
     let watch_trailers = is_grpc(response.headers()) && grpc_status(response.headers()).is_none();
-    let mut response = hold(finish(response), permit);
+    let mut response = hold(finish(response), permit, service.clone());
     if watch_trailers {
         response = grpc_trailers(response, service.clone(), endpoint.clone(), route.clone());
     }
@@ -478,10 +493,19 @@ fn grpc_trailers(
 
 /// Keeps the service's concurrency slot until the response body has been sent (or the
 /// client has gone), not just until the head: a slow download still counts as in flight.
-fn hold(response: Response<Body>, permit: tokio::sync::OwnedSemaphorePermit) -> Response<Body> {
+/// And counts the body's bytes as they go.
+fn hold(
+    response: Response<Body>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    service: Arc<Service>,
+) -> Response<Body> {
     response.map(|body| {
         body.map_frame(move |frame: Frame<Bytes>| {
             let _slot = &permit;
+            if let Some(data) = frame.data_ref() {
+                let now = crate::metrics::now_secs();
+                service.bytes_out.add(now, data.len() as u64);
+            }
             frame
         })
         .boxed()

@@ -50,6 +50,9 @@ pub struct Service {
     /// Retries sent and endpoints ejected, for the golden metrics' last minute.
     pub retries: wharf_stats::Tally,
     pub ejections: wharf_stats::Tally,
+    /// Bytes from its clients (requests) and to them (answers), in the last minute.
+    pub bytes_in: wharf_stats::Volume,
+    pub bytes_out: wharf_stats::Volume,
     /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
     pub hash_header: ArcSwap<Option<http::HeaderName>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
@@ -77,6 +80,8 @@ impl Service {
             routes: routes::Routes::new(defaults.routes),
             retries: wharf_stats::Tally::default(),
             ejections: wharf_stats::Tally::default(),
+            bytes_in: wharf_stats::Volume::default(),
+            bytes_out: wharf_stats::Volume::default(),
             hash_header: ArcSwap::from_pointee(None),
             known,
         };

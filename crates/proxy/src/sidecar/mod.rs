@@ -254,6 +254,7 @@ impl Sidecar {
 
         let mut outbound_addr = None;
         let mut outbound_directory = None;
+        let mut outbound_metrics = None;
         let mut upstream_addrs = Vec::new();
         if config.outbound.is_some() || !config.upstreams.is_empty() {
             let shared = Arc::new(Shared {
@@ -275,6 +276,7 @@ impl Sidecar {
                 observers: observers.clone(),
             });
             outbound_directory = Some(shared.directory.clone());
+            outbound_metrics = Some(shared.metrics.clone());
             if let Some(addr) = config.outbound {
                 let (listener, local) = bind(addr).await?;
                 outbound_addr = Some(local);
@@ -309,6 +311,7 @@ impl Sidecar {
                 directory: outbound_directory,
                 callers,
                 admin: admin_addr,
+                connections: outbound_metrics,
             };
             tasks.push(tokio::spawn(crate::golden::push_reports(
                 reporter,

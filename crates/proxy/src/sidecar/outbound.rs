@@ -25,6 +25,8 @@ pub(crate) async fn serve(
     while let Some((stream, peer)) = super::next_connection(&listener, &mut shutdown).await {
         let (shared, upstream) = (shared.clone(), upstream.clone());
         tokio::spawn(async move {
+            // Client connections open now, for the golden metrics' report and /metrics.
+            let gauge = shared.metrics.open_connections.clone();
             let service = service_fn(move |request: Request<Incoming>| {
                 let (shared, upstream) = (shared.clone(), upstream.clone());
                 async move {
@@ -33,9 +35,11 @@ pub(crate) async fn serve(
                     )
                 }
             });
+            gauge.inc();
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            gauge.dec();
         });
     }
 }

@@ -64,11 +64,22 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         }
     }
     let index = stats_index(&agent);
-    let (mut merged, edges, proxies) = agent.stats.read(|reports| {
+    let (mut merged, edges, (proxies, open_connections)) = agent.stats.read(|reports| {
         let merged = wharf_stats::report::merge(reports.iter().copied());
         let mut edges = wharf_stats::report::edges(reports.iter().copied());
         edges.retain(|(_, destination), _| acl.allows(Scope::Service(destination), Need::Read));
-        (merged, edges, reports.len())
+        // Each part of a proxy's report says its connections: counted once per proxy.
+        let mut connections: HashMap<&str, u64> = HashMap::new();
+        for report in reports {
+            let name = report
+                .proxy
+                .rsplit_once('#')
+                .map_or(&*report.proxy, |(n, _)| n);
+            let count = connections.entry(name).or_default();
+            *count = (*count).max(report.open_connections);
+        }
+        let open_connections = connections.values().sum::<u64>();
+        (merged, edges, (reports.len(), open_connections))
     });
     // Every service in the catalog is listed, with or without traffic; its Connect proxies are
     // counted with it, not listed apart.
@@ -126,6 +137,8 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
                 source,
                 destination,
                 mtls: edge.mtls,
+                bytes_in: edge.bytes_in,
+                bytes_out: edge.bytes_out,
                 intention: if decision.per_request {
                     "per-request"
                 } else if decision.allowed {
@@ -141,6 +154,7 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         services,
         edges,
         proxies,
+        open_connections,
     };
     Ok(json_with_index(to_json(&body, p.has("pretty")), index))
 }
@@ -166,9 +180,12 @@ pub(super) async fn proxies(State(agent): Shared, access: Access, RawQuery(q): R
                 caller: report.caller.clone(),
                 mtls: report.mtls,
                 admin: report.admin.clone(),
+                open_connections: 0,
                 services: Vec::new(),
                 callers: Vec::new(),
             });
+            // Every part says it: the proxy's, once.
+            entry.open_connections = entry.open_connections.max(report.open_connections);
             entry
                 .services
                 .extend(report.services.iter().map(|s| s.name.clone()));
@@ -199,6 +216,8 @@ struct ProxyEntry {
     caller: String,
     mtls: bool,
     admin: Option<String>,
+    /// Its clients' connections open now.
+    open_connections: u64,
     /// The services it routes to.
     services: Vec<String>,
     /// A sidecar's callers (its own service is `caller`).
@@ -223,6 +242,8 @@ struct StatsAnswer<'a> {
     edges: Vec<Edge<'a>>,
     /// Report parts still fresh.
     proxies: usize,
+    /// The proxies' client connections open now.
+    open_connections: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -256,4 +277,7 @@ struct Edge<'a> {
     /// plaintext gateway does not.
     intention: &'static str,
     minute: WindowView,
+    /// Bytes of the last minute, caller to service and back.
+    bytes_in: u64,
+    bytes_out: u64,
 }
