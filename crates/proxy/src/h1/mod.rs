@@ -434,9 +434,6 @@ impl Client {
                 .observers
                 .answered(line, response.status, &endpoint);
         }
-        service
-            .bytes_in
-            .add(crate::metrics::now_secs(), self.bytes_in);
         Ok(self
             .respond(service, &endpoint, conn, response, facts)
             .await)
@@ -686,7 +683,9 @@ impl Client {
         .await
         {
             Ok(moved) => {
+                // Both ways at once, on one reading of the clock.
                 let now = crate::metrics::now_secs();
+                service.bytes_in.add(now, self.bytes_in);
                 service.bytes_out.add(now, head_out + moved);
                 if response.reusable && !facts.upgrade && conn.buf.is_empty() {
                     pool::put(endpoint.addr, conn);
