@@ -237,7 +237,7 @@ pub(crate) async fn forward<T: Transport>(
                 let now = crate::metrics::now_secs();
                 // The attempt, for its endpoint, whether or not it is retried.
                 let outcome = T::outcome(&answer);
-                endpoint.golden.record(now, outcome, elapsed);
+                endpoint.golden.record(now, outcome);
                 if is_retryable_status(status) {
                     match attempts.failed(index, &endpoint, may_retry_status(status, request)) {
                         Next::Retry => continue, // this answer is not wanted
@@ -256,7 +256,7 @@ pub(crate) async fn forward<T: Transport>(
         };
         if !matches!(error, AttemptError::ClientGone) {
             let now = crate::metrics::now_secs();
-            endpoint.golden.record(now, Outcome::Failure, elapsed);
+            endpoint.golden.record(now, Outcome::Failure);
         }
         let refusal = match &error {
             AttemptError::ClientGone => return Err(Failure::ClientGone),

@@ -213,6 +213,83 @@ impl Tally {
     }
 }
 
+/// An instance's last minute, counts only (its latency shows in its service's row), kept
+/// with atomics: it is written on every attempt, and a lock per attempt was a row lock more
+/// than the service's. As [`Volume`], a slot turning over as another attempt counts in it
+/// can lose that attempt: exact but for a race once per 20 s.
+#[derive(Debug)]
+pub struct Counts {
+    born: u64,
+    /// Per 20 s slot: its epoch, its requests, its failures.
+    slots: [(AtomicU64, AtomicU64, AtomicU64); 3],
+}
+
+impl Counts {
+    const SECS: u64 = 20;
+
+    /// Counts whose first second is `now`.
+    pub fn new(now: u64) -> Counts {
+        Counts {
+            born: now,
+            slots: std::array::from_fn(|_| {
+                (
+                    AtomicU64::new(u64::MAX),
+                    AtomicU64::new(0),
+                    AtomicU64::new(0),
+                )
+            }),
+        }
+    }
+
+    fn slot(&self, now: u64) -> &(AtomicU64, AtomicU64, AtomicU64) {
+        let epoch = now / Self::SECS;
+        let slot = &self.slots[(epoch % 3) as usize];
+        let seen = slot.0.load(Ordering::Relaxed);
+        if seen != epoch
+            && slot
+                .0
+                .compare_exchange(seen, epoch, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            slot.1.store(0, Ordering::Relaxed);
+            slot.2.store(0, Ordering::Relaxed);
+        }
+        slot
+    }
+
+    pub fn record(&self, now: u64, outcome: Outcome) {
+        let slot = self.slot(now);
+        slot.1.fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Failure {
+            slot.2.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// As [`Row::fail_recorded`]: one more failure among the requests already counted.
+    pub fn fail_recorded(&self, now: u64) {
+        let slot = self.slot(now);
+        if slot.2.load(Ordering::Relaxed) < slot.1.load(Ordering::Relaxed) {
+            slot.2.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The last minute (40–60 s), with no percentiles.
+    pub fn minute(&self, now: u64) -> Summary {
+        let current = now / Self::SECS;
+        let mut summary = Summary::default();
+        for (epoch, requests, failures) in &self.slots {
+            let epoch = epoch.load(Ordering::Relaxed);
+            if epoch != u64::MAX && epoch <= current && current - epoch < 3 {
+                summary.requests += requests.load(Ordering::Relaxed);
+                summary.failures += failures.load(Ordering::Relaxed);
+            }
+        }
+        let covered = (now % Self::SECS + 1) + 2 * Self::SECS;
+        summary.seconds = covered.min(now.saturating_sub(self.born) + 1);
+        summary
+    }
+}
+
 /// Bytes of the last minute, one direction: a sum per 20 s slot, kept with atomics only (it is
 /// added to on every request). A slot turning over as another request adds to it can lose
 /// that request's bytes: exact but for a race once per 20 s.
@@ -394,6 +471,30 @@ mod tests {
             "{p99:?}"
         );
         assert_eq!(row.ten_minutes(1_009).requests, 200);
+    }
+
+    #[test]
+    fn counts_keep_an_instance_s_minute_like_a_row_of_counts() {
+        let counts = Counts::new(1_000);
+        let row = Row::counts_only(1_000);
+        for i in 0..200u64 {
+            let outcome = if i % 10 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            counts.record(1_000 + i / 20, outcome);
+            row.record(1_000 + i / 20, outcome, MS);
+        }
+        counts.fail_recorded(1_009);
+        row.fail_recorded(1_009);
+        for now in [1_009, 1_030, 1_065, 1_200] {
+            let (a, b) = (counts.minute(now), row.minute(now));
+            assert_eq!(
+                (a.requests, a.failures, a.seconds),
+                (b.requests, b.failures, b.seconds)
+            );
+        }
     }
 
     #[test]
