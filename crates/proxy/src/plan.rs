@@ -377,7 +377,7 @@ impl<'s> Attempts<'s> {
             return Next::BudgetExhausted;
         }
         self.service.metrics.retries.inc();
-        self.service.retries.add(crate::metrics::now_secs());
+        self.service.retries.add(crate::metrics::now_secs(), 1);
         self.tried.push(index);
         Next::Retry
     }
@@ -408,7 +408,7 @@ fn record_failure(service: &Service, endpoint: &Endpoint, now: Instant) {
     if endpoint.outlier.failure(now) {
         tracing::info!(service = %service.name, endpoint = %endpoint.id, "ejecting endpoint after consecutive failures");
         service.metrics.ejection(&endpoint.id);
-        service.ejections.add(crate::metrics::now_secs());
+        service.ejections.add(crate::metrics::now_secs(), 1);
     }
 }
 

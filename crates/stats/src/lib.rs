@@ -25,4 +25,4 @@ pub use report::{
 };
 pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
 pub use view::{InstanceView, Models, RouteView, ServiceView, WindowView};
-pub use window::{Counts, Outcome, Row, Summary, Tally, Volume};
+pub use window::{Counts, Outcome, Row, Summary, Volume};

@@ -136,6 +136,16 @@ pub struct Report {
     pub open_connections: u64,
 }
 
+impl Report {
+    /// The proxy that sent it: a report in parts (`NAME#N`, see the proxy's `golden.rs`) is
+    /// one proxy's.
+    pub fn proxy_name(&self) -> &str {
+        self.proxy
+            .rsplit_once('#')
+            .map_or(&self.proxy, |(name, _)| name)
+    }
+}
+
 /// One edge: a caller's traffic to a service in the last minute, and whether all of it went
 /// over mTLS.
 #[derive(Debug, Clone, Default, PartialEq)]

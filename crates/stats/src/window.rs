@@ -173,125 +173,54 @@ impl Windows {
     }
 }
 
-/// Events of the last minute that are not requests (retries sent, instances ejected): a count
-/// per 20 s slot, as the minute's window turns over.
-#[derive(Debug)]
-pub struct Tally {
-    slots: Mutex<[(u64, u64); 3]>,
-}
-
-impl Default for Tally {
-    fn default() -> Tally {
-        Tally {
-            slots: Mutex::new([(u64::MAX, 0); 3]),
-        }
-    }
-}
-
-impl Tally {
-    const SECS: u64 = 20;
-
-    pub fn add(&self, now: u64) {
-        let epoch = now / Self::SECS;
-        let mut slots = self.slots.lock().expect("tally lock");
-        let slot = &mut slots[(epoch % 3) as usize];
-        if slot.0 != epoch {
-            *slot = (epoch, 0);
-        }
-        slot.1 += 1;
-    }
-
-    /// The events of the last minute (40–60 s, as the minute's window).
-    pub fn minute(&self, now: u64) -> u64 {
-        let current = now / Self::SECS;
-        let slots = self.slots.lock().expect("tally lock");
-        slots
-            .iter()
-            .filter(|(epoch, _)| *epoch != u64::MAX && *epoch <= current && current - epoch < 3)
-            .map(|(_, count)| count)
-            .sum()
-    }
-}
-
 /// An instance's last minute, counts only (its latency shows in its service's row), kept
 /// with atomics: it is written on every attempt, and a lock per attempt was a row lock more
-/// than the service's. As [`Volume`], a slot turning over as another attempt counts in it
-/// can lose that attempt: exact but for a race once per 20 s.
+/// than the service's. Two [`Volume`]s, so exact as they are.
 #[derive(Debug)]
 pub struct Counts {
     born: u64,
-    /// Per 20 s slot: its epoch, its requests, its failures.
-    slots: [(AtomicU64, AtomicU64, AtomicU64); 3],
+    requests: Volume,
+    failures: Volume,
 }
 
 impl Counts {
-    const SECS: u64 = 20;
-
     /// Counts whose first second is `now`.
     pub fn new(now: u64) -> Counts {
         Counts {
             born: now,
-            slots: std::array::from_fn(|_| {
-                (
-                    AtomicU64::new(u64::MAX),
-                    AtomicU64::new(0),
-                    AtomicU64::new(0),
-                )
-            }),
+            requests: Volume::default(),
+            failures: Volume::default(),
         }
-    }
-
-    fn slot(&self, now: u64) -> &(AtomicU64, AtomicU64, AtomicU64) {
-        let epoch = now / Self::SECS;
-        let slot = &self.slots[(epoch % 3) as usize];
-        let seen = slot.0.load(Ordering::Relaxed);
-        if seen != epoch
-            && slot
-                .0
-                .compare_exchange(seen, epoch, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            slot.1.store(0, Ordering::Relaxed);
-            slot.2.store(0, Ordering::Relaxed);
-        }
-        slot
     }
 
     pub fn record(&self, now: u64, outcome: Outcome) {
-        let slot = self.slot(now);
-        slot.1.fetch_add(1, Ordering::Relaxed);
+        self.requests.add(now, 1);
         if outcome == Outcome::Failure {
-            slot.2.fetch_add(1, Ordering::Relaxed);
+            self.failures.add(now, 1);
         }
     }
 
     /// As [`Row::fail_recorded`]: one more failure among the requests already counted.
     pub fn fail_recorded(&self, now: u64) {
-        let slot = self.slot(now);
-        if slot.2.load(Ordering::Relaxed) < slot.1.load(Ordering::Relaxed) {
-            slot.2.fetch_add(1, Ordering::Relaxed);
+        if self.failures.minute(now) < self.requests.minute(now) {
+            self.failures.add(now, 1);
         }
     }
 
     /// The last minute (40–60 s), with no percentiles.
     pub fn minute(&self, now: u64) -> Summary {
-        let current = now / Self::SECS;
-        let mut summary = Summary::default();
-        for (epoch, requests, failures) in &self.slots {
-            let epoch = epoch.load(Ordering::Relaxed);
-            if epoch != u64::MAX && epoch <= current && current - epoch < 3 {
-                summary.requests += requests.load(Ordering::Relaxed);
-                summary.failures += failures.load(Ordering::Relaxed);
-            }
+        let covered = (now % Volume::SECS + 1) + 2 * Volume::SECS;
+        Summary {
+            requests: self.requests.minute(now),
+            failures: self.failures.minute(now),
+            seconds: covered.min(now.saturating_sub(self.born) + 1),
+            ..Summary::default()
         }
-        let covered = (now % Self::SECS + 1) + 2 * Self::SECS;
-        summary.seconds = covered.min(now.saturating_sub(self.born) + 1);
-        summary
     }
 }
 
-/// Bytes of the last minute, one direction: a sum per 20 s slot, kept with atomics only (it is
-/// added to on every request). A slot turning over as another request adds to it can lose
+/// A sum over the last minute (bytes one way, retries, ejections): a sum per 20 s slot, kept
+/// with atomics only (bytes are added to on every request). A slot turning over as another request adds to it can lose
 /// that request's bytes: exact but for a race once per 20 s.
 #[derive(Debug)]
 pub struct Volume {
@@ -309,7 +238,7 @@ impl Default for Volume {
 impl Volume {
     const SECS: u64 = 20;
 
-    pub fn add(&self, now: u64, bytes: u64) {
+    pub fn add(&self, now: u64, amount: u64) {
         let epoch = now / Self::SECS;
         let (slot_epoch, sum) = &self.slots[(epoch % 3) as usize];
         let seen = slot_epoch.load(Ordering::Relaxed);
@@ -320,10 +249,10 @@ impl Volume {
         {
             sum.store(0, Ordering::Relaxed);
         }
-        sum.fetch_add(bytes, Ordering::Relaxed);
+        sum.fetch_add(amount, Ordering::Relaxed);
     }
 
-    /// The bytes of the last minute (40–60 s, as the minute's window).
+    /// The sum of the last minute (40–60 s, as the minute's window).
     pub fn minute(&self, now: u64) -> u64 {
         let current = now / Self::SECS;
         self.slots
@@ -508,17 +437,6 @@ mod tests {
         volume.add(70, 1); // reuses the first slot, emptied
         assert_eq!(volume.minute(70), 26);
         assert_eq!(volume.minute(300), 0);
-    }
-
-    #[test]
-    fn a_tally_counts_the_last_minute() {
-        let tally = Tally::default();
-        tally.add(10);
-        tally.add(30);
-        tally.add(30);
-        assert_eq!(tally.minute(30), 3);
-        assert_eq!(tally.minute(65), 2, "the first slot has turned over");
-        assert_eq!(tally.minute(200), 0);
     }
 
     #[test]

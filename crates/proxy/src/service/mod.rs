@@ -48,8 +48,8 @@ pub struct Service {
     /// Golden metrics by route class (bounded).
     pub routes: routes::Routes,
     /// Retries sent and endpoints ejected, for the golden metrics' last minute.
-    pub retries: wharf_stats::Tally,
-    pub ejections: wharf_stats::Tally,
+    pub retries: wharf_stats::Volume,
+    pub ejections: wharf_stats::Volume,
     /// Bytes from its clients (requests) and to them (answers), in the last minute.
     pub bytes_in: wharf_stats::Volume,
     pub bytes_out: wharf_stats::Volume,
@@ -78,8 +78,8 @@ impl Service {
             metrics,
             golden: wharf_stats::Row::new(crate::metrics::now_secs()),
             routes: routes::Routes::new(defaults.routes),
-            retries: wharf_stats::Tally::default(),
-            ejections: wharf_stats::Tally::default(),
+            retries: wharf_stats::Volume::default(),
+            ejections: wharf_stats::Volume::default(),
             bytes_in: wharf_stats::Volume::default(),
             bytes_out: wharf_stats::Volume::default(),
             hash_header: ArcSwap::from_pointee(None),

@@ -71,10 +71,7 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         // Each part of a proxy's report says its connections: counted once per proxy.
         let mut connections: HashMap<&str, u64> = HashMap::new();
         for report in reports {
-            let name = report
-                .proxy
-                .rsplit_once('#')
-                .map_or(&*report.proxy, |(n, _)| n);
+            let name = report.proxy_name();
             let count = connections.entry(name).or_default();
             *count = (*count).max(report.open_connections);
         }
@@ -170,11 +167,7 @@ pub(super) async fn proxies(State(agent): Shared, access: Access, RawQuery(q): R
     let mut listed: BTreeMap<String, ProxyEntry> = BTreeMap::new();
     agent.stats.read(|reports| {
         for report in reports {
-            // A report in parts is one proxy: `NAME#N`.
-            let name = report
-                .proxy
-                .rsplit_once('#')
-                .map_or(&*report.proxy, |(n, _)| n);
+            let name = report.proxy_name();
             let entry = listed.entry(name.to_owned()).or_insert_with(|| ProxyEntry {
                 proxy: name.to_owned(),
                 caller: report.caller.clone(),
