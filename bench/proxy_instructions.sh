@@ -8,6 +8,7 @@
 # Each proxy (one event loop) forwards to nginx answering "hello" (Debian's nginx), loaded by
 # wrk (4 connections, keep-alive) for LOAD_SECONDS; the count divides the proxy's instructions,
 # start-up included (a few million, the same for both), by the requests wrk completed.
+# KEEP=DIR keeps both callgrind profiles (DIR/old, DIR/new) for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in valgrind wrk nginx; do
@@ -20,7 +21,7 @@ BACKEND=$(free_port)
 start_backend "$BACKEND" 0
 
 count() {
-  local binary=$1 dir="$work/$2" port admin
+  local binary=$1 dir="${KEEP:-$work}/$2" port admin
   mkdir -p "$dir"
   port=$(free_port); admin=$(free_port)
   start valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \

@@ -15,8 +15,8 @@ use wharf_stats::{
     WindowReport,
 };
 
+use crate::clock::now_secs;
 use crate::discovery::Directory;
-use crate::metrics::now_secs;
 
 /// How often the report goes to the registry.
 pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod answers;
+mod clock;
 pub mod discovery;
 mod golden;
 pub mod h1;
@@ -367,7 +368,7 @@ mod tests {
     /// The modules in layers, lowest first: a module imports only from layers below its own,
     /// so the import graph has no cycle and the domain knows no transport.
     const LAYERS: [&[&str]; 7] = [
-        &["metrics", "answers", "hop"],
+        &["clock", "metrics", "answers", "hop"],
         &["service"],
         &["discovery", "access"],
         &["plan", "golden"],

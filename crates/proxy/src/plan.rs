@@ -234,7 +234,7 @@ pub(crate) async fn forward<T: Transport>(
         let error = match sent {
             Ok(answer) => {
                 let status = T::status(&answer);
-                let now = crate::metrics::now_secs();
+                let now = crate::clock::now_secs();
                 // The attempt, for its endpoint, whether or not it is retried.
                 let outcome = T::outcome(&answer);
                 endpoint.golden.record(now, outcome);
@@ -255,7 +255,7 @@ pub(crate) async fn forward<T: Transport>(
             Err(error) => error,
         };
         if !matches!(error, AttemptError::ClientGone) {
-            let now = crate::metrics::now_secs();
+            let now = crate::clock::now_secs();
             endpoint.golden.record(now, Outcome::Failure);
         }
         let refusal = match &error {
@@ -284,7 +284,7 @@ pub(crate) fn refused(service: &Service, started: Instant, refusal: &Refusal) {
     service.metrics.response(refusal.status());
     service
         .golden
-        .record(crate::metrics::now_secs(), Outcome::Failure, took);
+        .record(crate::clock::now_secs(), Outcome::Failure, took);
 }
 
 /// A 5xx is a failure for the golden metrics; anything else the service answered is not.
@@ -377,7 +377,7 @@ impl<'s> Attempts<'s> {
             return Next::BudgetExhausted;
         }
         self.service.metrics.retries.inc();
-        self.service.retries.add(crate::metrics::now_secs(), 1);
+        self.service.retries.add(crate::clock::now_secs(), 1);
         self.tried.push(index);
         Next::Retry
     }
@@ -408,7 +408,7 @@ fn record_failure(service: &Service, endpoint: &Endpoint, now: Instant) {
     if endpoint.outlier.failure(now) {
         tracing::info!(service = %service.name, endpoint = %endpoint.id, "ejecting endpoint after consecutive failures");
         service.metrics.ejection(&endpoint.id);
-        service.ejections.add(crate::metrics::now_secs(), 1);
+        service.ejections.add(crate::clock::now_secs(), 1);
     }
 }
 

@@ -3,7 +3,10 @@
 //! The last minute is three slots of 20 s and the last ten minutes five slots of 2 min, each
 //! slot its own counts and [`Sketch`]; a window's figures merge the slots it covers, so a
 //! window is 40–60 s (8–10 min) of traffic as slots turn over, and its rate divides by the
-//! time its slots actually cover. Requests and failures are also kept per 10 s for the last
+//! time its slots actually cover. A latency goes into one sketch only, its minute slot's:
+//! when a minute slot is reused its sketch is folded into the ten-minute slot it belongs to,
+//! and the ten minutes' figures merge the minute slots not folded yet (one sketch per request,
+//! not two, on the request path). Requests and failures are also kept per 10 s for the last
 //! ten minutes (counts only), for sparklines. Time is given by the caller in whole seconds
 //! of a monotonic clock, so that tests can drive it.
 
@@ -41,49 +44,86 @@ impl<const N: usize, const SECS: u64> Default for Rolling<N, SECS> {
     fn default() -> Self {
         Rolling {
             slots: std::array::from_fn(|_| Slot {
-                epoch: u64::MAX,
+                epoch: UNUSED,
                 ..Slot::default()
             }),
         }
     }
 }
 
-impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
-    fn record(&mut self, now: u64, outcome: Outcome, latency: Option<Bucket>) {
-        let epoch = now / SECS;
-        let slot = &mut self.slots[(epoch % N as u64) as usize];
-        if slot.epoch != epoch {
-            slot.epoch = epoch;
-            slot.requests = 0;
-            slot.failures = 0;
-            slot.latency.clear();
-        }
-        slot.requests += 1;
+/// A slot never written.
+const UNUSED: u64 = u64::MAX;
+
+impl Slot {
+    fn count(&mut self, outcome: Outcome) {
+        self.requests += 1;
         if outcome == Outcome::Failure {
-            slot.failures += 1;
+            self.failures += 1;
         }
-        if let Some(bucket) = latency {
-            slot.latency.record_in(bucket);
+    }
+
+    fn reset(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.requests = 0;
+        self.failures = 0;
+        self.latency.clear();
+    }
+}
+
+impl<const N: usize, const SECS: u64> Rolling<N, SECS> {
+    /// The slot `now` falls in, whatever it holds.
+    fn slot_mut(&mut self, now: u64) -> &mut Slot {
+        &mut self.slots[((now / SECS) % N as u64) as usize]
+    }
+
+    /// The slot of `now`, emptied first if it held another epoch.
+    fn current(&mut self, now: u64) -> &mut Slot {
+        let slot = self.slot_mut(now);
+        if slot.epoch != now / SECS {
+            slot.reset(now / SECS);
+        }
+        slot
+    }
+
+    /// Whether the slot of epoch `epoch` is still in the window at `now`.
+    fn covers(epoch: u64, now: u64) -> bool {
+        let current = now / SECS;
+        epoch != UNUSED && epoch <= current && current - epoch < N as u64
+    }
+
+    /// Adds a sketch of latencies at `at` (seconds) to its slot, if the slot still holds
+    /// that epoch (otherwise they are older than the window, and so are its counts).
+    fn fold(&mut self, at: u64, latency: &Sketch) {
+        let slot = self.slot_mut(at);
+        if slot.epoch == at / SECS {
+            slot.latency.merge(latency);
         }
     }
 
     /// One more failure among the requests already counted (only if its slot still holds
     /// them: a failure never outnumbers its requests).
     fn fail_recorded(&mut self, now: u64) {
-        let epoch = now / SECS;
-        let slot = &mut self.slots[(epoch % N as u64) as usize];
-        if slot.epoch == epoch && slot.failures < slot.requests {
+        let slot = self.slot_mut(now);
+        if slot.epoch == now / SECS && slot.failures < slot.requests {
             slot.failures += 1;
         }
     }
 
-    /// The window's figures at `now`, for a row that started at `born`.
-    fn summary(&self, now: u64, born: u64) -> Summary {
-        let current = now / SECS;
+    /// The window's figures at `now`, for a row that started at `born`, with the latencies
+    /// of `pending` (not folded in yet) beside its own.
+    fn summary<'a>(
+        &self,
+        now: u64,
+        born: u64,
+        pending: impl Iterator<Item = &'a Sketch>,
+    ) -> Summary {
         let mut summary = Summary::default();
         let mut latency = Sketch::new();
+        for pending in pending {
+            latency.merge(pending);
+        }
         for slot in &self.slots {
-            if slot.epoch != u64::MAX && slot.epoch <= current && current - slot.epoch < N as u64 {
+            if Self::covers(slot.epoch, now) {
                 summary.requests += slot.requests;
                 summary.failures += slot.failures;
                 latency.merge(&slot.latency);
@@ -149,17 +189,51 @@ impl Summary {
 const HISTORY: usize = 60;
 const HISTORY_SECS: u64 = 10;
 
+const MINUTE_SLOT: u64 = 20;
+const TEN_MINUTES_SLOT: u64 = 120;
+
 #[derive(Debug)]
 struct Windows {
     born: u64,
-    minute: Rolling<3, 20>,
-    ten_minutes: Rolling<5, 120>,
+    minute: Rolling<3, MINUTE_SLOT>,
+    /// Counts as they come; latencies folded in from `minute` as its slots are reused.
+    ten_minutes: Rolling<5, TEN_MINUTES_SLOT>,
     /// (requests, failures) per 10 s, round a ring; `history_epoch` is the latest written.
     history: [(u32, u32); HISTORY],
     history_epoch: u64,
 }
 
 impl Windows {
+    fn record(&mut self, now: u64, outcome: Outcome, latency: Option<Bucket>) {
+        let slot = self.minute.slot_mut(now);
+        if slot.epoch != now / MINUTE_SLOT {
+            if slot.epoch != UNUSED {
+                self.ten_minutes
+                    .fold(slot.epoch * MINUTE_SLOT, &slot.latency);
+            }
+            slot.reset(now / MINUTE_SLOT);
+        }
+        slot.count(outcome);
+        if let Some(bucket) = latency {
+            slot.latency.record_in(bucket);
+        }
+        self.ten_minutes.current(now).count(outcome);
+    }
+
+    /// The ten minutes' figures: their slots, and the minute slots not folded into them yet
+    /// (those whose ten-minute slot still holds their epoch).
+    fn ten_minutes(&self, now: u64) -> Summary {
+        let pending = self.minute.slots.iter().filter(|slot| {
+            let at = slot.epoch.saturating_mul(MINUTE_SLOT);
+            let home = &self.ten_minutes.slots[((at / TEN_MINUTES_SLOT) % 5) as usize];
+            slot.epoch != UNUSED
+                && home.epoch == at / TEN_MINUTES_SLOT
+                && Rolling::<5, TEN_MINUTES_SLOT>::covers(home.epoch, now)
+        });
+        self.ten_minutes
+            .summary(now, self.born, pending.map(|slot| &slot.latency))
+    }
+
     /// The history point of `epoch`, the points skipped since the last one cleared.
     fn point(&mut self, epoch: u64) -> &mut (u32, u32) {
         if epoch > self.history_epoch {
@@ -301,8 +375,7 @@ impl Row {
     pub fn record(&self, now: u64, outcome: Outcome, latency: Duration) {
         let bucket = self.latency.then(|| Bucket::of(latency)); // outside the lock
         let mut windows = self.windows.lock().expect("row lock");
-        windows.minute.record(now, outcome, bucket);
-        windows.ten_minutes.record(now, outcome, bucket);
+        windows.record(now, outcome, bucket);
         let epoch = now / HISTORY_SECS;
         if epoch + (HISTORY as u64) <= windows.history_epoch {
             return; // older than the history (a clock that went back): not kept there
@@ -333,13 +406,15 @@ impl Row {
     /// The last minute (40–60 s of traffic).
     pub fn minute(&self, now: u64) -> Summary {
         let windows = self.windows.lock().expect("row lock");
-        windows.minute.summary(now, windows.born)
+        windows
+            .minute
+            .summary(now, windows.born, std::iter::empty())
     }
 
     /// The last ten minutes (8–10 min of traffic).
     pub fn ten_minutes(&self, now: u64) -> Summary {
         let windows = self.windows.lock().expect("row lock");
-        windows.ten_minutes.summary(now, windows.born)
+        windows.ten_minutes(now)
     }
 
     /// (requests, failures) of each 10 s of the last ten minutes, oldest first; the current
@@ -468,6 +543,40 @@ mod tests {
         let minute = row.minute(70);
         assert_eq!((minute.requests, minute.failures), (1, 0));
         assert_eq!(minute.seconds, 51);
+    }
+
+    #[test]
+    fn the_ten_minutes_hold_every_latency_once_folded_or_not() {
+        fastrand::seed(5);
+        let row = Row::new(0);
+        let mut exact = Sketch::new();
+        // Seven minutes, so that minute slots are folded, the last ones not yet, and the
+        // first ten-minute slot (0–120 s) has left the window at 700 s.
+        let mut latencies = Vec::new();
+        for second in 0..420u64 {
+            let latency = MS * (1 + fastrand::u32(0..200));
+            row.record(second, Outcome::Success, latency);
+            latencies.push((second, latency));
+        }
+        for now in [419u64, 500, 700] {
+            let mut exact = Sketch::new();
+            let first = (now / 120).saturating_sub(4) * 120;
+            let kept: Vec<_> = latencies.iter().filter(|(at, _)| *at >= first).collect();
+            for (_, latency) in &kept {
+                exact.record(*latency);
+            }
+            let ten = row.ten_minutes(now);
+            assert_eq!(ten.requests, kept.len() as u64, "at {now}");
+            assert_eq!(
+                ten.latency, exact,
+                "at {now}: the same buckets, each counted once"
+            );
+        }
+        // Traffic after a long pause: the stale minute slots count nowhere.
+        row.record(5_000, Outcome::Success, MS);
+        exact.record(MS);
+        let ten = row.ten_minutes(5_000);
+        assert_eq!((ten.requests, ten.latency), (1, exact));
     }
 
     #[test]

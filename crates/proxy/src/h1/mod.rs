@@ -321,7 +321,7 @@ impl Client {
             Err(Failure::Refused(refusal)) => {
                 plan::refused(&service, started, &refusal);
                 if let Some(route) = &route {
-                    let now = crate::metrics::now_secs();
+                    let now = crate::clock::now_secs();
                     route.record(now, wharf_stats::Outcome::Failure, started.elapsed());
                 }
                 if let Some(line) = line {
@@ -427,7 +427,7 @@ impl Client {
             let status =
                 http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::OK);
             let outcome = plan::outcome_of(status);
-            route.record(crate::metrics::now_secs(), outcome, started.elapsed());
+            route.record(crate::clock::now_secs(), outcome, started.elapsed());
         }
         if let Some(line) = line.take() {
             self.shared
@@ -684,7 +684,7 @@ impl Client {
         {
             Ok(moved) => {
                 // Both ways at once, on one reading of the clock.
-                let now = crate::metrics::now_secs();
+                let now = crate::clock::now_secs();
                 service.bytes_in.add(now, self.bytes_in);
                 service.bytes_out.add(now, head_out + moved);
                 if response.reusable && !facts.upgrade && conn.buf.is_empty() {

@@ -191,7 +191,7 @@ pub async fn handle(
         Err(Failure::Refused(refusal)) => {
             plan::refused(&service, started, &refusal);
             if let Some(route) = &route {
-                let now = crate::metrics::now_secs();
+                let now = crate::clock::now_secs();
                 route.record(now, Outcome::Failure, started.elapsed());
             }
             if let Some(line) = line {
@@ -349,7 +349,7 @@ impl Transport for Attempt<'_> {
 fn watched(body: Incoming, client_failed: Arc<AtomicBool>, service: Arc<Service>) -> Body {
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
-            let now = crate::metrics::now_secs();
+            let now = crate::clock::now_secs();
             service.bytes_in.add(now, data.len() as u64);
         }
         frame
@@ -408,7 +408,7 @@ async fn forward(
         replayable: matches!(body, RequestBody::Replayable(_)),
     };
     if let RequestBody::Replayable(bytes) = &body {
-        let now = crate::metrics::now_secs();
+        let now = crate::clock::now_secs();
         service.bytes_in.add(now, bytes.len() as u64);
     }
     let mut attempt = Attempt {
@@ -441,7 +441,7 @@ async fn forward(
             Some(code) => grpc_outcome(code),
             None => plan::outcome_of(response.status()),
         };
-        route.record(crate::metrics::now_secs(), outcome, started.elapsed());
+        route.record(crate::clock::now_secs(), outcome, started.elapsed());
     }
     let watch_trailers = is_grpc(response.headers()) && grpc_status(response.headers()).is_none();
     let mut response = hold(finish(response), permit, service.clone());
@@ -478,7 +478,7 @@ fn grpc_trailers(
             if let Some(code) = frame.trailers_ref().and_then(grpc_status)
                 && grpc_outcome(code) == Outcome::Failure
             {
-                let now = crate::metrics::now_secs();
+                let now = crate::clock::now_secs();
                 service.golden.fail_recorded(now);
                 endpoint.golden.fail_recorded(now);
                 if let Some(route) = &route {
@@ -503,7 +503,7 @@ fn hold(
         body.map_frame(move |frame: Frame<Bytes>| {
             let _slot = &permit;
             if let Some(data) = frame.data_ref() {
-                let now = crate::metrics::now_secs();
+                let now = crate::clock::now_secs();
                 service.bytes_out.add(now, data.len() as u64);
             }
             frame

@@ -24,7 +24,7 @@ pub struct Endpoint {
     ewma: Mutex<PeakEwma>,
     pub outlier: Outlier,
     /// This endpoint's latency histogram, looked up once.
-    pub latency: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+    pub latency: std::sync::OnceLock<crate::metrics::Histogram>,
     /// Golden metrics of every attempt sent to it (its failure rate is its own, retries
     /// included): counts only, an instance's latency shows in its service's.
     pub golden: wharf_stats::Counts,
@@ -42,7 +42,7 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new()),
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
-            golden: wharf_stats::Counts::new(crate::metrics::now_secs()),
+            golden: wharf_stats::Counts::new(crate::clock::now_secs()),
         }
     }
 

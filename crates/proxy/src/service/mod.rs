@@ -76,7 +76,7 @@ impl Service {
             // that a quiet service can still retry, over a 10 s window.
             budget: tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             metrics,
-            golden: wharf_stats::Row::new(crate::metrics::now_secs()),
+            golden: wharf_stats::Row::new(crate::clock::now_secs()),
             routes: routes::Routes::new(defaults.routes),
             retries: wharf_stats::Volume::default(),
             ejections: wharf_stats::Volume::default(),

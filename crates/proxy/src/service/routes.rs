@@ -121,7 +121,7 @@ impl Routes {
         if let Some((_, row)) = rows.iter().find(|(n, _)| *n == name) {
             return row.clone();
         }
-        let row = Arc::new(Row::new(crate::metrics::now_secs()));
+        let row = Arc::new(Row::new(crate::clock::now_secs()));
         let mut grown = Vec::clone(&rows);
         grown.push((name, row.clone()));
         self.rows.store(Arc::new(grown));

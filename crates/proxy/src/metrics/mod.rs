@@ -7,6 +7,9 @@
 //! buckets, 1 ms to 50 s), each by `direction` (`outbound`: what the proxy sends to a
 //! service) and `authority` (the service).
 
+mod histogram;
+pub use histogram::Histogram;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +17,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,13 +66,6 @@ fn linkerd_latency_histogram() -> Histogram {
 struct ErrorLabels {
     service: String,
     reason: &'static str,
-}
-
-/// Whole seconds of a monotonic clock, the time of the golden metrics' windows.
-pub fn now_secs() -> u64 {
-    static START: std::sync::LazyLock<std::time::Instant> =
-        std::sync::LazyLock::new(std::time::Instant::now);
-    START.elapsed().as_secs()
 }
 
 fn latency_histogram() -> Histogram {
