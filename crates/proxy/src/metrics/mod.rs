@@ -11,7 +11,7 @@ mod histogram;
 pub use histogram::Histogram;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -252,8 +252,8 @@ pub struct ServiceMetrics {
     name: String,
     linkerd_requests: Counter,
     linkerd_latency: Histogram,
-    /// `response_total` by status code, looked up once per code.
-    statuses: Arc<Mutex<Vec<(u16, Counter)>>>,
+    /// `response_total` of the first few status codes answered, looked up once per code.
+    statuses: Arc<[OnceLock<(u16, Counter)>; 6]>,
     classes: [Counter; 5],
     pub latency: Histogram,
     pub retries: Counter,
@@ -267,30 +267,32 @@ impl ServiceMetrics {
         self.classes[class].inc();
         self.linkerd_requests.inc();
         let code = status.as_u16();
-        let mut statuses = self.statuses.lock().expect("status counters");
-        match statuses.iter().find(|(c, _)| *c == code) {
-            Some((_, counter)) => {
+        // The codes seen first are kept without a lock: a service answers few codes.
+        for slot in self.statuses.iter() {
+            let (seen, counter) = slot.get_or_init(|| (code, self.linkerd_response(status)));
+            if *seen == code {
                 counter.inc();
-            }
-            None => {
-                let counter = self
-                    .all
-                    .linkerd_responses
-                    .get_or_create(&LinkerdResponseLabels {
-                        direction: "outbound",
-                        authority: self.name.clone(),
-                        classification: if status.is_server_error() {
-                            "failure"
-                        } else {
-                            "success"
-                        },
-                        status_code: code,
-                    })
-                    .clone();
-                counter.inc();
-                statuses.push((code, counter));
+                return;
             }
         }
+        self.linkerd_response(status).inc(); // looked up each time beyond the first few
+    }
+
+    /// Linkerd's `response_total` counter of a status code.
+    fn linkerd_response(&self, status: http::StatusCode) -> Counter {
+        self.all
+            .linkerd_responses
+            .get_or_create(&LinkerdResponseLabels {
+                direction: "outbound",
+                authority: self.name.clone(),
+                classification: if status.is_server_error() {
+                    "failure"
+                } else {
+                    "success"
+                },
+                status_code: status.as_u16(),
+            })
+            .clone()
     }
 
     /// Records the time to an answer's head, in Wharf's histogram and Linkerd's.
