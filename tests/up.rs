@@ -386,6 +386,124 @@ fn scale_up_and_down_live() {
     assert_eq!(code, 2);
 }
 
+/// Clients sending `GET path` to `hello` through the gateway, one request at a time each, until
+/// stopped (at most `count` requests each, and 90 s).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(gateway: std::net::SocketAddr, path: &str, clients: usize, count: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n");
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, request) = (stop.clone(), request.clone());
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+                    for _ in 0..count {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst)
+                            || std::time::Instant::now() > deadline
+                        {
+                            break;
+                        }
+                        let response = send(gateway, &request);
+                        if response.status == 200 {
+                            ok += 1;
+                        } else {
+                            failed.push(format!(
+                                "{} {:?} {}",
+                                response.status,
+                                response.header("x-wharf-error"),
+                                response.text()
+                            ));
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients: the requests answered 200, and the others.
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut all = (0, Vec::new());
+        for client in self.clients {
+            let (ok, failed) = client.join().unwrap();
+            all.0 += ok;
+            all.1.extend(failed);
+        }
+        all
+    }
+}
+
+#[test]
+fn autoscaling_follows_the_load_up_and_back_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = format!(
+        "[services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello\"]\n\
+         check = {{ http = \"/\", interval = \"1s\", timeout = \"1s\" }}\n\
+         autoscale = {{ min = 1, max = 4, target_concurrency = 2, scale_down_delay = \"4s\" }}\n"
+    );
+    let mesh = Mesh::start(dir.path(), &services);
+    let registry = format!("http://{}", mesh.registry);
+    eventually("one passing (its least)", || {
+        mesh.passing("hello").len() == 1
+    });
+    let desired = || mesh.get("/v1/wharf/services").json()["hello"].clone();
+    assert_eq!(
+        (desired()["Min"].clone(), desired()["Max"].clone()),
+        (1.into(), 4.into())
+    );
+
+    // Eight clients, one request of 200 ms at a time each: eight in flight, four instances'
+    // worth at two each.
+    let load = Load::start(mesh.gateway, "/slow/200", 8, 1_000);
+    eventually("four passing under the load", || {
+        mesh.passing("hello").len() == 4
+    });
+    let decision = desired()["Decision"].clone();
+    assert_eq!(desired()["Replicas"], 4);
+    assert_eq!(decision["To"], 4, "{decision}");
+    assert_eq!(decision["Target"], 2.0, "{decision}");
+    assert!(decision["Load"].as_f64().unwrap() > 4.0, "{decision}");
+    assert!(
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("[wharf] autoscale ") && l.contains("-> 4")),
+        "the decision is printed with its inputs"
+    );
+    let metrics = mesh.get("/metrics").text();
+    assert!(
+        metrics.contains(
+            "wharf_registry_autoscale_decisions_total{service=\"hello\",direction=\"up\""
+        ),
+        "{metrics}"
+    );
+    // `wharf scale` still works, within the bounds.
+    let (code, out, err) = wharf(&registry, &["scale", "hello=9"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("scaled hello to 4"), "{out}");
+
+    let (ok, failed) = load.stop();
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "requests failed while scaling up: {failed:?}"
+    );
+    // With no load, back to its least once the scale-down delay has passed.
+    eventually("back to one instance", || {
+        desired()["Replicas"] == 1 && mesh.passing("hello").len() == 1
+    });
+    assert_eq!(desired()["Decision"]["To"], 1);
+}
+
 #[test]
 fn rolling_restart_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -394,37 +512,7 @@ fn rolling_restart_under_load_fails_no_request() {
     eventually("two passing", || mesh.passing("hello").len() == 2);
     let old: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
 
-    let gateway = mesh.gateway;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0, Vec::new());
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-            for _ in 0..20_000 {
-                if stop.load(std::sync::atomic::Ordering::SeqCst)
-                    || std::time::Instant::now() > deadline
-                {
-                    break;
-                }
-                let response = send(
-                    gateway,
-                    "GET / HTTP/1.1\r\nHost: hello\r\nConnection: close\r\n\r\n",
-                );
-                if response.status == 200 {
-                    ok += 1;
-                } else {
-                    failed.push(format!(
-                        "{} {:?} {}",
-                        response.status,
-                        response.header("x-wharf-error"),
-                        response.text()
-                    ));
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let load = Load::start(mesh.gateway, "/", 1, 20_000);
     let (code, out, err) = wharf(&registry, &["restart", "hello"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rolling restart of hello requested"));
@@ -443,8 +531,7 @@ fn rolling_restart_under_load_fails_no_request() {
             .len()
             == 2
     });
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = load.join().unwrap();
+    let (ok, failed) = load.stop();
     assert!(ok > 0);
     assert!(
         failed.is_empty(),

@@ -194,6 +194,35 @@ pub struct Desired {
     /// Bumped by each `wharf restart`.
     #[serde(default)]
     pub restart: u64,
+    /// An autoscaled service's bounds.
+    #[serde(default)]
+    pub min: Option<u32>,
+    #[serde(default)]
+    pub max: Option<u32>,
+}
+
+/// The count a scale set, from its answer `{"Replicas": N}`.
+fn scaled(answer: &[u8]) -> Result<u32, ClientError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Scaled {
+        replicas: u32,
+    }
+    let scaled: Scaled = serde_json::from_slice(answer)
+        .map_err(|e| ClientError::Decode(format!("scale answer: {e}")))?;
+    Ok(scaled.replicas)
+}
+
+/// A service's load now, as an autoscaler reads it (`GET /v1/wharf/load/NAME`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Load {
+    /// Requests in flight over its instances, at every proxy.
+    pub in_flight: u64,
+    /// Requests per second over the last minute.
+    pub rps: f64,
+    /// How many proxies' reports it was summed from.
+    pub proxies: u64,
 }
 
 /// Consul's relative weights of an instance.
@@ -336,9 +365,20 @@ impl Client {
             .map(drop)
     }
 
-    /// Declares a supervised service with its replicas (`PUT /v1/wharf/services/NAME`).
-    pub async fn declare_service(&self, name: &str, replicas: u32) -> Result<(), ClientError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "Replicas": replicas })).expect("json");
+    /// Declares a supervised service with its replicas (`PUT /v1/wharf/services/NAME`), and
+    /// its bounds (min, max) if it is autoscaled.
+    pub async fn declare_service(
+        &self,
+        name: &str,
+        replicas: u32,
+        bounds: Option<(u32, u32)>,
+    ) -> Result<(), ClientError> {
+        let mut body = serde_json::json!({ "Replicas": replicas });
+        if let Some((min, max)) = bounds {
+            body["Min"] = min.into();
+            body["Max"] = max.into();
+        }
+        let body = serde_json::to_vec(&body).expect("json");
         self.call(
             Method::PUT,
             &format!("/v1/wharf/services/{}", encode(name)),
@@ -348,10 +388,32 @@ impl Client {
         .map(drop)
     }
 
-    /// `wharf scale NAME=N`.
-    pub async fn scale(&self, name: &str, replicas: u32) -> Result<(), ClientError> {
+    /// `wharf scale NAME=N`: the count set (within an autoscaled service's bounds).
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<u32, ClientError> {
         let path = format!("/v1/wharf/scale/{}?replicas={replicas}", encode(name));
-        self.call(Method::PUT, &path, Vec::new()).await.map(drop)
+        let (_, answer) = self.call(Method::PUT, &path, Vec::new()).await?;
+        scaled(&answer)
+    }
+
+    /// An autoscaler's change of count, with what it was made from (`decision`: the fields of
+    /// `/v1/wharf/services`' `Decision`). The count set.
+    pub async fn autoscale(
+        &self,
+        name: &str,
+        replicas: u32,
+        decision: serde_json::Value,
+    ) -> Result<u32, ClientError> {
+        let body = serde_json::json!({ "Replicas": replicas, "Decision": decision });
+        let body = serde_json::to_vec(&body).expect("json");
+        let path = format!("/v1/wharf/scale/{}", encode(name));
+        let (_, answer) = self.call(Method::PUT, &path, body).await?;
+        scaled(&answer)
+    }
+
+    /// A service's load now (`GET /v1/wharf/load/NAME`).
+    pub async fn load(&self, name: &str) -> Result<Load, ClientError> {
+        let path = format!("/v1/wharf/load/{}", encode(name));
+        self.read(&path, None).await.map(|(load, _)| load)
     }
 
     /// `wharf restart NAME`: a rolling restart of a supervised service.

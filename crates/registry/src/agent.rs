@@ -225,12 +225,25 @@ impl Agent {
     }
 
     /// Declares a supervised service and how many replicas to run (the supervisor, at start).
-    pub async fn declare_service(&self, name: &str, replicas: u32) -> Result<(), RegistryError> {
-        let restart = self
-            .catalog
-            .read(|state| state.desired.get(name).map_or(0, |d| d.restart));
-        self.write_desired(name, keys::Desired { replicas, restart })
-            .await
+    pub async fn declare_service(
+        &self,
+        name: &str,
+        replicas: u32,
+        bounds: Option<keys::Bounds>,
+    ) -> Result<(), RegistryError> {
+        let current = self.catalog.read(|state| state.desired.get(name).cloned());
+        let restart = current.as_ref().map_or(0, |d| d.restart);
+        let decision = current.and_then(|d| d.decision);
+        self.write_desired(
+            name,
+            keys::Desired {
+                replicas,
+                restart,
+                bounds,
+                decision,
+            },
+        )
+        .await
     }
 
     async fn write_desired(&self, name: &str, desired: keys::Desired) -> Result<(), RegistryError> {
@@ -239,32 +252,45 @@ impl Agent {
             .await
     }
 
-    /// `wharf scale NAME=N`: changes the replicas of a service the supervisor runs.
-    pub async fn scale(&self, name: &str, replicas: u32) -> Result<(), RegistryError> {
-        let known = self.catalog.read(|state| state.desired.contains_key(name));
-        if !known {
-            return Err(RegistryError::NotFound(format!(
-                "no supervised service named {name:?} (is `wharf up` running it?)"
-            )));
-        }
-        self.declare_service(name, replicas).await
-    }
-
-    /// `wharf restart NAME`: asks the supervisor for a rolling restart of a service.
-    pub async fn restart(&self, name: &str) -> Result<(), RegistryError> {
-        let Some(current) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
+    /// `wharf scale NAME=N`, or an autoscaler's `decision`: changes the replicas of a service
+    /// the supervisor runs, within its bounds if it has them. Answers the count set.
+    pub async fn scale(
+        &self,
+        name: &str,
+        replicas: u32,
+        decision: Option<keys::ScaleDecision>,
+    ) -> Result<u32, RegistryError> {
+        let Some(mut desired) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
             return Err(RegistryError::NotFound(format!(
                 "no supervised service named {name:?} (is `wharf up` running it?)"
             )));
         };
-        self.write_desired(
-            name,
-            keys::Desired {
-                replicas: current.replicas,
-                restart: current.restart + 1,
-            },
-        )
-        .await
+        desired.replicas = match desired.bounds {
+            Some(bounds) => replicas.clamp(bounds.min, bounds.max),
+            None => replicas,
+        };
+        if let Some(mut decision) = decision {
+            decision.at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.metrics
+                .autoscale_decision(name, decision.to > decision.from, &decision.mode);
+            desired.decision = Some(decision);
+        }
+        let set = desired.replicas;
+        self.write_desired(name, desired).await?;
+        Ok(set)
+    }
+
+    /// `wharf restart NAME`: asks the supervisor for a rolling restart of a service.
+    pub async fn restart(&self, name: &str) -> Result<(), RegistryError> {
+        let Some(mut desired) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
+            return Err(RegistryError::NotFound(format!(
+                "no supervised service named {name:?} (is `wharf up` running it?)"
+            )));
+        };
+        desired.restart += 1;
+        self.write_desired(name, desired).await
     }
 
     /// A TTL check's pass/warn/fail: sets the status and output and restarts its TTL.

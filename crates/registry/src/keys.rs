@@ -148,12 +148,45 @@ pub(crate) enum Record {
 }
 
 /// What the supervisor should run of one service.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Desired {
     pub replicas: u32,
     /// Bumped by `wharf restart`: each new value asks for a rolling restart.
     #[serde(default)]
     pub restart: u64,
+    /// The bounds of an autoscaled service (`wharf scale` stays within them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<Bounds>,
+    /// The autoscaler's last change of count, and what it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ScaleDecision>,
+}
+
+/// An autoscaled service's least and most replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Bounds {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// An autoscaler's decision as the supervisor reports it (`/v1/wharf/services` shows it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScaleDecision {
+    pub from: u32,
+    pub to: u32,
+    /// `stable` or `panic`.
+    pub mode: String,
+    /// The service's load (in flight, or requests per second), per passing instance, and the
+    /// target per instance.
+    pub load: f64,
+    pub per_instance: f64,
+    pub target: f64,
+    pub ready: u32,
+    /// Unix seconds, as the registry received it.
+    #[serde(default)]
+    pub at: u64,
 }
 
 /// Decodes the record behind `key`; `None` for keys the registry does not own or cannot read

@@ -23,6 +23,15 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    service: String,
+    /// `up` or `down`.
+    direction: &'static str,
+    /// `stable` or `panic`.
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
@@ -43,6 +52,7 @@ pub struct Metrics {
     last_reload: Gauge<f64, AtomicU64>,
     /// Failed attempts to keep this node's liveness lease.
     pub lease_failures: Counter,
+    autoscale_decisions: Family<DecisionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,7 +132,14 @@ impl Default for Metrics {
             "Failed attempts to keep this node's liveness lease",
             lease_failures.clone(),
         );
+        let autoscale_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "autoscale_decisions",
+            "Changes of count the supervisors' autoscalers made, by service, direction and mode",
+            autoscale_decisions.clone(),
+        );
         Metrics {
+            autoscale_decisions,
             lease_failures,
             known_leader,
             last_contact,
@@ -141,6 +158,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an autoscaler's change of count.
+    pub fn autoscale_decision(&self, service: &str, up: bool, mode: &str) {
+        let mode = match mode {
+            "panic" => "panic",
+            _ => "stable",
+        };
+        self.autoscale_decisions
+            .get_or_create(&DecisionLabels {
+                service: service.to_owned(),
+                direction: if up { "up" } else { "down" },
+                mode,
+            })
+            .inc();
+    }
+
     /// The text exposition, with the catalog and store gauges refreshed first.
     pub fn render(&self, catalog: &Catalog, contact: wharf_store::Contact) -> String {
         self.known_leader.set(i64::from(contact.known_leader));

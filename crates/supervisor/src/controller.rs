@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::logs::LogStyle;
 use crate::registry::{HealthView, Registry};
 use crate::replica::{Replica, stopped};
+use crate::scaler::Scaler;
 use crate::spec::{ServiceSpec, Timings};
 
 pub(crate) struct Controller<R> {
@@ -40,9 +41,10 @@ impl<R: Registry> Controller<R> {
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         // Declare the service with the manifest's count; retry while the registry starts.
         let mut failures = 0;
+        let bounds = self.spec.autoscale.map(|a| (a.min, a.max));
         while let Err(e) = self
             .registry
-            .declare(&self.spec.name, self.spec.replicas)
+            .declare(&self.spec.name, self.spec.replicas, bounds)
             .await
         {
             tracing::warn!(service = %self.spec.name, error = %e, "cannot declare service; retrying");
@@ -54,6 +56,17 @@ impl<R: Registry> Controller<R> {
         }
         let health = self.registry.health(&self.spec.name, stop.clone());
         let mut desired = self.registry.desired(&self.spec.name, stop.clone());
+        let scaler = self.spec.autoscale.map(|autoscale| {
+            let scaler = Scaler {
+                registry: self.registry.clone(),
+                spec: self.spec.clone(),
+                autoscale,
+                health: health.clone(),
+                desired: desired.clone(),
+                style: self.style.for_service(self.color).named(&self.spec.name),
+            };
+            tokio::spawn(scaler.run(stop.clone()))
+        });
         self.set_count(self.spec.replicas, &health).await;
         let mut generation: Option<u64> = None;
         loop {
@@ -70,6 +83,9 @@ impl<R: Registry> Controller<R> {
                 changed = desired.changed() => if changed.is_err() { break },
                 _ = stopped(&mut stop) => break,
             }
+        }
+        if let Some(scaler) = scaler {
+            let _ = scaler.await;
         }
         self.set_count(0, &health).await;
     }

@@ -15,16 +15,20 @@
 //!
 //! A controller per service ([`controller`]) keeps the number of replicas at the desired count
 //! stored in the registry (`wharf scale`), and replaces them one at a time on `wharf restart`.
+//! An autoscaled service also has a loop ([`scaler`]) that sets that count from its load each
+//! second, by the rules of [`autoscale`].
 //! Everything the supervisor asks of the registry goes through one small interface
 //! ([`registry::Registry`]): over the HTTP API in `wharf up`, a fake in the tests below. Each
 //! service's health is followed with one blocking query that all its replicas share.
 
+pub mod autoscale;
 pub mod companion;
 mod controller;
 mod logs;
 mod process;
 pub mod registry;
 mod replica;
+mod scaler;
 mod spec;
 
 use std::sync::Arc;
@@ -36,7 +40,7 @@ pub use companion::{Attached, Companion};
 use controller::Controller;
 pub use logs::LogStyle;
 pub use registry::{ApiRegistry, HealthView, Registry};
-pub use spec::{CheckSpec, ServiceSpec, Timings};
+pub use spec::{Autoscale, CheckSpec, ServiceSpec, Target, Timings};
 
 /// Runs services until stopped.
 pub struct Supervisor {

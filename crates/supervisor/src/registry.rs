@@ -9,7 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use wharf_client::{Client, ClientError, Desired, DesiredState, Health, Registration};
+use wharf_client::{Client, ClientError, Desired, DesiredState, Health, Load, Registration};
+
+use crate::autoscale::Decision;
 
 /// Every instance of a service by id, with the worst status of its checks (`passing`,
 /// `warning`, `critical`).
@@ -17,12 +19,24 @@ pub type HealthView = BTreeMap<String, String>;
 
 /// The registry as the supervisor uses it.
 pub trait Registry: Send + Sync + 'static {
-    /// Declares a supervised service and its replica count (kept if already declared).
+    /// Declares a supervised service, its replica count, and its bounds (min, max) if it is
+    /// autoscaled.
     fn declare(
         &self,
         service: &str,
         replicas: u32,
+        bounds: Option<(u32, u32)>,
     ) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// The service's load now, as the proxies last reported it.
+    fn load(&self, service: &str) -> impl Future<Output = Result<Load, ClientError>> + Send;
+
+    /// Sets the service's count as the autoscaler decided; the count set.
+    fn autoscale(
+        &self,
+        service: &str,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<u32, ClientError>> + Send;
 
     fn register(
         &self,
@@ -53,8 +67,30 @@ pub struct ApiRegistry {
 }
 
 impl Registry for ApiRegistry {
-    async fn declare(&self, service: &str, replicas: u32) -> Result<(), ClientError> {
-        self.client.declare_service(service, replicas).await
+    async fn declare(
+        &self,
+        service: &str,
+        replicas: u32,
+        bounds: Option<(u32, u32)>,
+    ) -> Result<(), ClientError> {
+        self.client.declare_service(service, replicas, bounds).await
+    }
+
+    async fn load(&self, service: &str) -> Result<Load, ClientError> {
+        self.client.load(service).await
+    }
+
+    async fn autoscale(&self, service: &str, decision: &Decision) -> Result<u32, ClientError> {
+        let reported = serde_json::json!({
+            "From": decision.from,
+            "To": decision.to,
+            "Mode": decision.mode.as_str(),
+            "Load": decision.load,
+            "PerInstance": decision.per_instance,
+            "Target": decision.target,
+            "Ready": decision.ready,
+        });
+        self.client.autoscale(service, decision.to, reported).await
     }
 
     async fn register(&self, registration: &Registration) -> Result<(), ClientError> {

@@ -31,6 +31,8 @@ pub struct ServiceSpec {
     pub check: CheckSpec,
     /// Working directory of the processes.
     pub dir: PathBuf,
+    /// Scaled on its load between bounds, if set; `replicas` is then its first count.
+    pub autoscale: Option<Autoscale>,
 }
 
 /// The supervisor's waits. [`Timings::default`] is what `wharf up` uses; tests shorten them.
@@ -64,4 +66,31 @@ impl Default for Timings {
             ran_well: Duration::from_secs(60),
         }
     }
+}
+
+/// What an autoscaled service's load is measured by, per instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// Requests in flight at once (measured at the proxies), Knative's default.
+    Concurrency(f64),
+    /// Requests per second.
+    Rps(f64),
+}
+
+/// `autoscale = { min, max, target_concurrency | target_rps, scale_down_delay, tolerance }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    pub target: Target,
+    /// Scale down only to the highest count recommended over this long (the HPA's
+    /// stabilization window; default 5 min).
+    pub scale_down_delay: Duration,
+    /// No change while the load per instance is within this share of the target (0.1).
+    pub tolerance: f64,
+}
+
+impl Autoscale {
+    pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(300);
+    pub const DEFAULT_TOLERANCE: f64 = 0.1;
 }

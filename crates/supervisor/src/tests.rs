@@ -40,8 +40,12 @@ impl Fake {
     }
 
     fn want(&self, replicas: u32, restart: u64) {
-        self.desired
-            .send_replace(Some(Desired { replicas, restart }));
+        self.desired.send_replace(Some(Desired {
+            replicas,
+            restart,
+            min: None,
+            max: None,
+        }));
     }
 
     fn set_status(&self, id: &str, status: &str) {
@@ -68,18 +72,37 @@ impl Fake {
 }
 
 impl Registry for Fake {
-    async fn declare(&self, _service: &str, replicas: u32) -> Result<(), ClientError> {
+    async fn declare(
+        &self,
+        _service: &str,
+        replicas: u32,
+        _bounds: Option<(u32, u32)>,
+    ) -> Result<(), ClientError> {
         self.desired.send_if_modified(|desired| {
             let first = desired.is_none();
             if first {
                 *desired = Some(Desired {
                     replicas,
                     restart: 0,
+                    min: None,
+                    max: None,
                 });
             }
             first
         });
         Ok(())
+    }
+
+    async fn load(&self, _service: &str) -> Result<wharf_client::Load, ClientError> {
+        Err(ClientError::Decode("the fake has no load".into()))
+    }
+
+    async fn autoscale(
+        &self,
+        _service: &str,
+        decision: &crate::autoscale::Decision,
+    ) -> Result<u32, ClientError> {
+        Ok(decision.to)
     }
 
     async fn register(&self, registration: &Registration) -> Result<(), ClientError> {
@@ -149,6 +172,7 @@ fn spec(replicas: u32) -> ServiceSpec {
             timeout: "1s".into(),
         },
         dir: std::env::temp_dir(),
+        autoscale: None,
     }
 }
 

@@ -156,8 +156,12 @@ fn registration_from_flags(args: &RegisterArgs) -> anyhow::Result<Registration> 
 
 pub(crate) async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let (name, replicas) = args.target;
-    client(&args.registry)?.scale(&name, replicas).await?;
-    println!("scaled {name} to {replicas}");
+    let set = client(&args.registry)?.scale(&name, replicas).await?;
+    if set == replicas {
+        println!("scaled {name} to {replicas}");
+    } else {
+        println!("scaled {name} to {set} (asked {replicas}: its autoscale bounds allow {set})");
+    }
     Ok(())
 }
 

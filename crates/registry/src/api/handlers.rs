@@ -397,10 +397,15 @@ pub(super) async fn wharf_services(
             .iter()
             .filter(|(name, _)| acl.allows(Scope::Service(name), Need::Read))
             .map(|(name, desired)| {
-                (
-                    name.as_str(),
-                    json!({"Replicas": desired.replicas, "Restart": desired.restart}),
-                )
+                let mut entry = json!({"Replicas": desired.replicas, "Restart": desired.restart});
+                if let Some(bounds) = desired.bounds {
+                    entry["Min"] = json!(bounds.min);
+                    entry["Max"] = json!(bounds.max);
+                }
+                if let Some(decision) = &desired.decision {
+                    entry["Decision"] = json!(decision);
+                }
+                (name.as_str(), entry)
             })
             .collect();
         Ok(to_json(&services, p.has("pretty")))
@@ -441,8 +446,48 @@ pub(super) async fn declare_service(
 ) -> Answer {
     access.require(Scope::Service(&name), Need::Write)?;
     let replicas = replicas_from(&body, &q)?;
-    agent.declare_service(&name, replicas).await?;
+    let bounds = bounds_from(&body)?;
+    agent.declare_service(&name, replicas, bounds).await?;
     Ok(ok())
+}
+
+/// An autoscaled service's `{"Min": a, "Max": b}` in a declaration's body, if there.
+fn bounds_from(body: &[u8]) -> Result<Option<crate::keys::Bounds>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Declared {
+        min: Option<u32>,
+        max: Option<u32>,
+    }
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let declared: Declared = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    match (declared.min, declared.max) {
+        (None, None) => Ok(None),
+        (Some(min), Some(max)) if min <= max && max <= 64 => {
+            Ok(Some(crate::keys::Bounds { min, max }))
+        }
+        _ => Err(ApiError::bad_request(
+            "Min and Max go together, with Min <= Max <= 64",
+        )),
+    }
+}
+
+/// An autoscaler's `{"Decision": {...}}` in a scale's body, if there.
+fn decision_from(body: &[u8]) -> Result<Option<crate::keys::ScaleDecision>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Scaled {
+        decision: Option<crate::keys::ScaleDecision>,
+    }
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let scaled: Scaled = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    Ok(scaled.decision)
 }
 
 /// `PUT /v1/wharf/scale/<name>?replicas=N`: `wharf scale NAME=N`.
@@ -455,8 +500,9 @@ pub(super) async fn scale_service(
 ) -> Answer {
     access.require(Scope::Service(&name), Need::Write)?;
     let replicas = replicas_from(&body, &q)?;
-    agent.scale(&name, replicas).await?;
-    Ok(ok())
+    let decision = decision_from(&body)?;
+    let set = agent.scale(&name, replicas, decision).await?;
+    Ok(json(to_json(&json!({ "Replicas": set }), false)))
 }
 
 /// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.

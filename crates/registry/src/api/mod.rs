@@ -77,6 +77,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
         .route("/v1/wharf/stats", get(stats::read))
+        .route("/v1/wharf/load/{name}", get(stats::load))
         .route("/v1/wharf/stats/report", write(stats::report))
         .route("/v1/wharf/proxies", get(stats::proxies))
         .route("/v1/agent/connect/ca/roots", get(connect::ca_roots))
@@ -165,6 +166,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/health/node/", "node name"),
         ("/v1/wharf/services/", "service name"),
         ("/v1/wharf/scale/", "service name"),
+        ("/v1/wharf/load/", "service name"),
         ("/v1/wharf/restart/", "service name"),
     ];
     EMPTY.iter().fold(router, |router, (path, what)| {

@@ -274,3 +274,33 @@ struct Edge<'a> {
     bytes_in: u64,
     bytes_out: u64,
 }
+
+/// `GET /v1/wharf/load/<service>`: what an autoscaler reads every second, for one service and
+/// small (the whole stats view is a megabyte at a thousand services): its requests in flight
+/// now, summed over its instances in every proxy's last report (each proxy pushes one a
+/// second), and its requests per second over the last minute.
+pub(super) async fn load(
+    State(agent): Shared,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    access: Access,
+) -> Answer {
+    access.require(Scope::Service(&name), Need::Read)?;
+    let (in_flight, rps, proxies) = agent.stats.read(|reports| {
+        let mut load = (0u64, 0f64, 0usize);
+        for report in reports {
+            for service in report.services.iter().filter(|s| s.name == name) {
+                load.0 += service.instances.iter().map(|i| i.in_flight).sum::<u64>();
+                load.1 += service.minute.requests as f64 / service.minute.seconds.max(1) as f64;
+                load.2 += 1;
+            }
+        }
+        load
+    });
+    let answer = serde_json::json!({
+        "Service": name,
+        "InFlight": in_flight,
+        "Rps": rps,
+        "Proxies": proxies,
+    });
+    Ok(super::json(to_json(&answer, false)))
+}

@@ -2,7 +2,10 @@
 //!
 //! Every refusal names the file, the line and the reason: unknown keys, wrong types, a
 //! negative or absurd replica count, a command that cannot be found, an unknown balancing
-//! policy, a check that does not parse. TOML itself refuses duplicate service names.
+//! policy, a check that does not parse, autoscale settings that do not hold together
+//! ([`autoscale`]). TOML itself refuses duplicate service names.
+
+mod autoscale;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -187,6 +190,8 @@ struct RawService {
     protocol: Option<Spanned<String>>,
     /// Its sidecar's inbound mode: `strict` or `permissive` (default: `[mesh] mode`).
     mode: Option<Spanned<String>>,
+    /// Scaled on load between bounds: `{ min, max, target_concurrency | target_rps, ... }`.
+    autoscale: Option<autoscale::RawAutoscale>,
 }
 
 #[derive(Deserialize)]
@@ -385,13 +390,33 @@ impl Manifest {
                     format!("service {name}: command {:?} not found", command[0]),
                 ));
             }
-            let replicas = match service.replicas {
-                None => 1,
+            let autoscale = match &service.autoscale {
+                None => None,
+                Some(raw) => Some(
+                    raw.check(&name, MAX_REPLICAS)
+                        .map_err(|(span, reason)| error(span, reason))?,
+                ),
+            };
+            let replicas = match &service.replicas {
+                // An autoscaled service starts with its least.
+                None => autoscale.map_or(1, |a| a.min),
                 Some(count) => {
                     let value = *count.get_ref();
-                    u32::try_from(value).ok().filter(|n| *n <= MAX_REPLICAS).ok_or_else(|| {
+                    let replicas = u32::try_from(value).ok().filter(|n| *n <= MAX_REPLICAS).ok_or_else(|| {
                         error(Some(count.span()), format!("service {name}: replicas must be between 0 and {MAX_REPLICAS}, not {value}"))
-                    })?
+                    })?;
+                    if let Some(a) = autoscale
+                        && !(a.min..=a.max).contains(&replicas)
+                    {
+                        return Err(error(
+                            Some(count.span()),
+                            format!(
+                                "service {name}: replicas ({replicas}) must be within autoscale's min ({}) and max ({})",
+                                a.min, a.max
+                            ),
+                        ));
+                    }
+                    replicas
                 }
             };
             let check = match service.check {
@@ -493,6 +518,7 @@ impl Manifest {
                 meta: service.meta,
                 check,
                 dir: dir.clone(),
+                autoscale,
             });
         }
         let acl = match &raw.registry.acl {
@@ -670,6 +696,28 @@ env = { GREETING = "hi" }
     }
 
     #[test]
+    fn autoscale_settings_are_read_with_the_hpa_s_defaults() {
+        let text = "[services.web]\ncommand = [\"sh\"]\nautoscale = { min = 2, max = 10, target_concurrency = 10 }\n\
+                    [services.api]\ncommand = [\"sh\"]\nreplicas = 3\nautoscale = { max = 5, target_rps = 100, scale_down_delay = \"30s\", tolerance = 0.2 }\n";
+        let manifest = parse(text).unwrap();
+        let web = manifest.services.iter().find(|s| s.name == "web").unwrap();
+        let autoscale = web.autoscale.unwrap();
+        assert_eq!(web.replicas, 2, "starts with its least");
+        assert_eq!((autoscale.min, autoscale.max), (2, 10));
+        assert_eq!(
+            autoscale.target,
+            wharf_supervisor::Target::Concurrency(10.0)
+        );
+        assert_eq!(autoscale.scale_down_delay, Duration::from_secs(300));
+        assert!((autoscale.tolerance - 0.1).abs() < 1e-9);
+        let api = manifest.services.iter().find(|s| s.name == "api").unwrap();
+        let autoscale = api.autoscale.unwrap();
+        assert_eq!((api.replicas, autoscale.min), (3, 1));
+        assert_eq!(autoscale.target, wharf_supervisor::Target::Rps(100.0));
+        assert_eq!(autoscale.scale_down_delay, Duration::from_secs(30));
+    }
+
+    #[test]
     fn a_service_s_meta_goes_to_its_instances() {
         let text = "[services.web]\ncommand = [\"sh\"]\nmeta = { wharf-routes = \"on\", team = \"core\" }\n";
         let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
@@ -823,6 +871,56 @@ env = { GREETING = "hi" }
                 "must be 0 or more",
             ),
             ("[registry]\nhttp_read_timeout = \"0s\"\n", 2, "above zero"),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { min = 5, max = 2, target_concurrency = 10 }\n",
+                3,
+                "min (5) is more than max (2)",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4, target_concurrency = 0 }\n",
+                3,
+                "target_concurrency must be above 0",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4 }\n",
+                3,
+                "needs a target",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4, target_rps = 5, target_concurrency = 2 }\n",
+                3,
+                "not both",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4, target_rps = 5, cooldown = \"1m\" }\n",
+                3,
+                "unknown field `cooldown`",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 400, target_rps = 5 }\n",
+                3,
+                "max must be between 0 and 64",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4, target_rps = 5, scale_down_delay = \"soon\" }\n",
+                3,
+                "scale_down_delay",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { max = 4, target_rps = 5, tolerance = 1.5 }\n",
+                3,
+                "tolerance must be from 0 to below 1",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nreplicas = 9\nautoscale = { max = 4, target_rps = 5 }\n",
+                3,
+                "within autoscale's min (1) and max (4)",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { min = 0, max = 4, target_rps = 5 }\n",
+                3,
+                "scale to zero",
+            ),
         ];
         for (text, line, reason) in cases {
             let err = parse(text).unwrap_err();
