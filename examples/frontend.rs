@@ -1,6 +1,7 @@
 //! `frontend`: calls the other services through the mesh's gateway and composes their
 //! answers. `GET /?data=X` answers
-//! `{"greeting": <hello's answer>, "api": <api's answer>, "notes": <how many notes>}`.
+//! `{"greeting": <hello's answer>, "api": <api's answer>, "notes": <how many notes>}`;
+//! `&work=MS` asks hello to take MS milliseconds (load for the demo's autoscaling).
 //!
 //! It knows no address but the gateway's (`$WHARF_GATEWAY`, set by `wharf up`): the gateway
 //! routes by `Host` to a healthy instance, retries and balances, so the frontend does not.
@@ -19,6 +20,8 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Params {
     data: Option<String>,
+    /// Passed on to hello (`?work=MS`: it answers after MS ms), to give it load.
+    work: Option<u64>,
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -56,8 +59,12 @@ async fn home(
     let data = params.data.unwrap_or_else(|| "frontend".into());
     let bad_gateway = |e: String| (StatusCode::BAD_GATEWAY, format!("{e}\n"));
     let api_path = format!("/api?data={}", urlencode(&data));
+    let hello_path = match params.work {
+        Some(ms) => format!("/?work={ms}"),
+        None => "/".to_owned(),
+    };
     let (greeting, api, notes) = tokio::join!(
-        call(&client, "hello", "/"),
+        call(&client, "hello", &hello_path),
         call(&client, "api", &api_path),
         call(&client, "notes", "/notes"),
     );

@@ -486,6 +486,36 @@ fn autoscaling_follows_the_load_up_and_back_down() {
         ),
         "{metrics}"
     );
+    // Desired beside current, and the decision, in `wharf stat`.
+    let (code, out, err) = wharf(&registry, &["stat", "hello"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("desired 4 (1-4)"), "{out}");
+    assert!(
+        out.contains("last autoscale: ") && out.contains("-> 4"),
+        "{out}"
+    );
+    let (_, out, _) = wharf(&registry, &["stat"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hello") && l.contains("4 (1-4)")),
+        "{out}"
+    );
+    // Read through a pipe whose reader is gone (`wharf stat | head` once head has read): a
+    // quiet end, not a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(WHARF)
+        .args(["stat", "hello"])
+        .env("WHARF_REGISTRY", &registry)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(141));
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // `wharf scale` still works, within the bounds.
     let (code, out, err) = wharf(&registry, &["scale", "hello=9"]);
     assert_eq!(code, 0, "{err}");

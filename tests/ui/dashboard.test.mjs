@@ -66,7 +66,7 @@ async function startMesh() {
     `[gateway]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n`,
     `[mesh]\nmtls = true\ndefault_intention = "deny"\n`,
     `[intentions]\n"gateway -> frontend" = "allow"\n"frontend -> *" = "allow"\n`,
-    service("hello", 3),
+    service("hello", 3, `autoscale = { min = 3, max = 6, target_concurrency = 50 }\n`),
     service("api", 2),
     service("notes", 1),
     service("frontend", 2, `meta = { wharf-routes = "on" }\n`),
@@ -190,7 +190,14 @@ test("the dashboard shows the mesh live: services, health, traffic, edges", asyn
   }
   // Its route classes (on by its meta): every request was `GET /`.
   await page.locator('#routes tr[data-route="GET /"]').waitFor();
+  // Desired beside current: frontend is scaled by hand.
+  assert.match(await page.locator("#scaling").textContent(), /Desired\s*2.*Autoscale\s*manual/s);
   await page.screenshot({ path: join(ARTIFACTS, "dashboard-service.png"), fullPage: true });
+
+  // An autoscaled service shows its bounds.
+  await page.goto(`${mesh.dashboard}#/service/hello`);
+  await page.locator("#scaling", { hasText: "3–6" }).waitFor();
+  assert.match(await page.locator("#scaling").textContent(), /Current\s*3.*Desired\s*3/s);
 
   // The check's output is on the page of the service the test failed.
   await page.goto(`${mesh.dashboard}#/service/ledger`);

@@ -266,6 +266,7 @@ ${windowCard("Last ten minutes", service.ten_minutes)}
 <dt title="the busiest instance over the mean">max wᵢ / L</dt><dd>${fmtRatio(m.imbalance)}</dd>
 <dt title="mean failure rate over the instances">F</dt><dd>${fmtShare(m.mean_failure_rate)}</dd></dl>
 ${sparkline(service.history, 260, 48)}</div>
+${scalingCard(service)}
 </section>
 <h3>Instances</h3>
 <div class="scroll"><table id="instances"><thead><tr><th>ID</th><th>Health</th><th>Node</th><th>Address</th><th>Restarts</th><th title="requests per second">wᵢ</th><th>In flight</th><th title="failure rate">fᵢ</th></tr></thead>
@@ -279,6 +280,23 @@ ${(service.routes || []).map((r) => `<tr data-route="${esc(r.route)}"><td>${esc(
 </tbody></table></div>
 <h3>Callers</h3><div class="scroll"><table id="callers">${edgeHead("From")}<tbody>${edgeRows(callers, (e) => e.source)}</tbody></table></div>
 <h3>Callees</h3><div class="scroll"><table id="callees">${edgeHead("To")}<tbody>${edgeRows(callees, (e) => e.destination)}</tbody></table></div>`;
+}
+
+// Desired beside current for a service `wharf up` runs, and the autoscaler's last decision.
+function scalingCard(service) {
+  const d = service.desired;
+  if (!d) return "";
+  const bounds = d.min != null ? `${d.min}–${d.max}` : "manual";
+  const last = d.last_decision;
+  const decision = last
+    ? `<dt title="the autoscaler's last change of count">Last change</dt><dd>${last.from} → ${last.to} (${esc(last.mode)})</dd>
+<dt title="the load it was made from, per passing instance, against the target">Load / target</dt><dd>${fmtRatio(last.per_instance, 1)} / ${fmtRatio(last.target, 1)}</dd>`
+    : "";
+  return `<div class="card" id="scaling"><h3>Scaling</h3><dl>
+<dt title="instances passing now">Current</dt><dd>${service.health.passing}</dd>
+<dt title="instances the supervisor is asked to run">Desired</dt><dd>${d.replicas}</dd>
+<dt title="autoscale bounds (min–max), or manual">Autoscale</dt><dd>${bounds}</dd>
+${decision}</dl></div>`;
 }
 
 // The instances' health is read beside the stats, once per update, never two at a time.

@@ -151,19 +151,24 @@ impl Autoscaler {
         } else {
             stable == 0.0
         };
-        let mut recommended = if within {
+        // The window of the scale-down delay keeps what the load asked for; panic mode holds
+        // the count above it while it lasts, and is not remembered after.
+        let asked = if within {
             seen.desired
         } else {
             need(stable, target)
-        };
-        let mut mode = Mode::Stable;
-        if panicking && burst_need.max(seen.desired) >= recommended {
-            recommended = burst_need.max(seen.desired);
-            mode = Mode::Panic;
         }
-        let recommended = recommended.clamp(spec.min, spec.max);
+        .clamp(spec.min, spec.max);
         keep_since(&mut self.recommendations, now, spec.scale_down_delay);
-        self.recommendations.push_back((now, recommended));
+        self.recommendations.push_back((now, asked));
+        let (recommended, mode) = if panicking && burst_need.max(seen.desired) >= asked {
+            (
+                burst_need.max(seen.desired).clamp(spec.min, spec.max),
+                Mode::Panic,
+            )
+        } else {
+            (asked, Mode::Stable)
+        };
 
         let to = if recommended > seen.desired {
             if self.held_while_starting(now, recommended, seen.desired) {
@@ -371,6 +376,23 @@ mod tests {
         run.seconds(1, 0.0);
         run.seconds(40, 40.0);
         assert_eq!(run.desired, 4, "{:?}", run.decisions);
+    }
+
+    #[test]
+    fn after_a_burst_the_scale_down_comes_the_delay_after_the_load_not_after_the_panic() {
+        let mut run = Run::new(spec(1, 10, 10.0), 2, 1);
+        run.seconds(10, 20.0);
+        run.seconds(5, 60.0);
+        assert_eq!(run.desired, 6);
+        assert_eq!(run.decisions[0].1.mode, Mode::Panic);
+        // The panic lasts 30 s (the delay, shorter than a minute) from second 10; the load
+        // asked for 6 until about second 16, so the count may come down from second 46.
+        run.seconds(25, 0.0);
+        assert_eq!(run.desired, 6, "not within the panic: {:?}", run.decisions);
+        run.seconds(15, 0.0);
+        assert!(run.desired < 6, "{:?}", run.decisions);
+        run.seconds(30, 0.0);
+        assert_eq!(run.desired, 1, "{:?}", run.decisions);
     }
 
     #[test]

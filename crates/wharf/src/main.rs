@@ -47,6 +47,9 @@ pub fn announce(line: std::fmt::Arguments<'_>) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if prints_for_a_pipe(&cli.command) {
+        quiet_on_a_closed_pipe();
+    }
     // A sidecar runs one event loop unless told otherwise (no work stealing, no cross-thread
     // wake-ups on its request path); everything else shares a runtime of one thread per core.
     let mut builder = match &cli.command {
@@ -102,6 +105,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Commands whose output goes to people and pipes (`wharf stat | head`), as opposed to the
+/// servers (`up`, `registry`, `proxy`, `sidecar`) and the terminal UI (`top`).
+fn prints_for_a_pipe(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Registry(_)
+            | Command::Proxy(_)
+            | Command::Sidecar(_)
+            | Command::Up(_)
+            | Command::Top(_)
+    )
+}
+
+/// A closed stdout ends the command quietly, as it ends `ls` or `grep`, instead of a panic
+/// message from `println!`: the exit status is a SIGPIPE death's (141). (Restoring SIGPIPE's
+/// default would take `unsafe`; and a server must live through a peer closing its socket.)
+fn quiet_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }
 
 fn is_bad_input(error: &anyhow::Error) -> bool {

@@ -34,6 +34,21 @@ pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let service = &stats.services[position];
+    if let Some(desired) = &service.desired {
+        println!(
+            "{}: {} passing, desired {}",
+            service.name,
+            service.health.passing,
+            desired.short()
+        );
+        if let Some(d) = &desired.last_decision {
+            println!(
+                "last autoscale: {} -> {} ({}): load {:.1}, {:.1} per passing instance ({}), target {}",
+                d.from, d.to, d.mode, d.load, d.per_instance, d.ready, d.target
+            );
+        }
+        println!();
+    }
     let rows: Vec<Vec<String>> = service
         .instances
         .iter()
@@ -97,6 +112,9 @@ fn print_services(stats: &StatsAnswer) {
             vec![
                 s.name.clone(),
                 format!("{}/{}", s.health.passing, s.health.instances()),
+                s.desired
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |d| d.short()),
                 s.health.sidecars.to_string(),
                 number(Some(m.rps), 1),
                 percent(m.success()),
@@ -113,6 +131,7 @@ fn print_services(stats: &StatsAnswer) {
         &[
             "SERVICE",
             "PASSING",
+            "DESIRED",
             "SIDECARS",
             "RPS",
             "SUCCESS",

@@ -25,6 +25,38 @@ pub(crate) struct Service {
     pub(crate) health: Health,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
+    /// For a service `wharf up` runs: the count it is asked for.
+    #[serde(default)]
+    pub(crate) desired: Option<Desired>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Desired {
+    pub(crate) replicas: u32,
+    pub(crate) min: Option<u32>,
+    pub(crate) max: Option<u32>,
+    pub(crate) last_decision: Option<Decision>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Decision {
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+    pub(crate) mode: String,
+    pub(crate) load: f64,
+    pub(crate) per_instance: f64,
+    pub(crate) target: f64,
+    pub(crate) ready: u32,
+}
+
+impl Desired {
+    /// `4`, or `4 (1-10)` for an autoscaled service.
+    pub(crate) fn short(&self) -> String {
+        match (self.min, self.max) {
+            (Some(min), Some(max)) => format!("{} ({min}-{max})", self.replicas),
+            _ => self.replicas.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

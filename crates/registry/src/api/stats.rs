@@ -80,7 +80,12 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
     });
     // Every service in the catalog is listed, with or without traffic; its Connect proxies are
     // counted with it, not listed apart.
-    let (health, proxies_of) = agent.catalog.read(|state| {
+    let (health, proxies_of, supervised) = agent.catalog.read(|state| {
+        let supervised: HashMap<String, Supervised> = state
+            .desired
+            .iter()
+            .map(|(name, desired)| (name.to_lowercase(), Supervised::from(desired)))
+            .collect();
         let mut health: BTreeMap<String, Health> = BTreeMap::new();
         let mut proxies_of = HashMap::new();
         for name in state.service_names().into_keys() {
@@ -100,7 +105,7 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
                 }
             }
         }
-        (health, proxies_of)
+        (health, proxies_of, supervised)
     });
     // A gateway with mTLS on calls instances through their sidecars, and reports them by the
     // sidecar's id: they are named by the instance's.
@@ -123,6 +128,7 @@ pub(super) async fn read(State(agent): Shared, access: Access, RawQuery(q): RawQ
         .map(|service| ServiceEntry {
             view: ServiceView::from(service),
             health: health.get(&service.name).copied().unwrap_or_default(),
+            desired: supervised.get(&service.name).cloned(),
         })
         .collect();
     let intentions = agent.intentions();
@@ -244,6 +250,55 @@ struct ServiceEntry {
     #[serde(flatten)]
     view: ServiceView,
     health: Health,
+    /// What the supervisor is asked to run of it, for a service `wharf up` runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desired: Option<Supervised>,
+}
+
+/// A supervised service's desired count, its autoscale bounds and the autoscaler's last
+/// decision: desired beside current (`health.passing`) in the views.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Supervised {
+    replicas: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_decision: Option<DecisionView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct DecisionView {
+    from: u32,
+    to: u32,
+    mode: String,
+    load: f64,
+    per_instance: f64,
+    target: f64,
+    ready: u32,
+    /// Unix seconds.
+    at: u64,
+}
+
+impl From<&crate::keys::Desired> for Supervised {
+    fn from(desired: &crate::keys::Desired) -> Supervised {
+        Supervised {
+            replicas: desired.replicas,
+            min: desired.bounds.map(|b| b.min),
+            max: desired.bounds.map(|b| b.max),
+            last_decision: desired.decision.as_ref().map(|d| DecisionView {
+                from: d.from,
+                to: d.to,
+                mode: d.mode.clone(),
+                load: d.load,
+                per_instance: d.per_instance,
+                target: d.target,
+                ready: d.ready,
+                at: d.at,
+            }),
+        }
+    }
 }
 
 /// A service's instances by health, from the catalog.

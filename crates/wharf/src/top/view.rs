@@ -424,6 +424,7 @@ mod tests {
                 ..Health::default()
             },
             routes: Vec::new(),
+            desired: None,
         };
         StatsAnswer {
             services: vec![
