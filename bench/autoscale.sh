@@ -8,7 +8,11 @@
 #   2. the requests that failed during the scale-up (wrk's errors and non-2xx answers);
 #   3. the decisions during STEADY seconds of the same load once scaled (goal: none);
 #   4. from the end of the load to the scale-down (goal: after the scale-down delay, DELAY),
-#      and back to its least.
+#      and back to its least;
+#   5. scale from zero: a second service, `cold` (the same hello, `min = 0`), with no instance;
+#      the latency of its first request through the gateway (held there while an instance
+#      starts) beside that instance's start-up time as the autoscaler measured it (from its
+#      decision to the instance passing).
 # Loopback only; every step is bounded in time.
 #
 #   apt-get install wrk
@@ -37,6 +41,11 @@ admin = "127.0.0.1:0"
 [services.hello]
 command = ["$PWD/target/release/examples/hello"]
 autoscale = { min = 1, max = 8, target_concurrency = 2, scale_down_delay = "$DELAY" }
+check = { http = "/healthz", interval = "250ms", timeout = "250ms" }
+
+[services.cold]
+command = ["$PWD/target/release/examples/hello"]
+autoscale = { min = 0, max = 2, target_concurrency = 2, scale_down_delay = "5s" }
 check = { http = "/healthz", interval = "250ms", timeout = "250ms" }
 TOML
 start "$WHARF" up -f "$work/wharf.toml" >"$work/up.out" 2>"$work/up.err"
@@ -101,3 +110,14 @@ wait_until 120 is_desired -eq 1
 least=$(now)
 echo "back to 1 (its least) after $(python3 -c "print(f'{$least - $stopped:.1f}')") s: the highest count recommended over the delay, second by second"
 grep "\[wharf\] autoscale" "$work/up.out" | tail -n +2 | sed 's/^/  /'
+
+# 5. Scale from zero.
+cold_passing() { curl -sf "$R/v1/health/service/cold?passing" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+is_cold_passing() { [ "$(cold_passing)" "$1" "$2" ]; }
+[ "$(cold_passing)" = 0 ] || { echo "cold has an instance before any request" >&2; exit 1; }
+first=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -H 'Host: cold' "$G/")
+echo "scale from zero: first request to cold answered $first s (status, seconds)"
+wait_until 60 is_cold_passing -eq 0
+startup=$(grep -o 'service=cold from=1 to=0 .*startup_ms=[0-9]*' "$work/up.err" | grep -o 'startup_ms=[0-9]*' | tail -1)
+echo "  its instance, from the decision to passing: ${startup#startup_ms=} ms (the autoscaler's measure); back to zero after the 5 s delay"
+

@@ -535,6 +535,64 @@ fn autoscaling_follows_the_load_up_and_back_down() {
 }
 
 #[test]
+fn scaled_to_zero_the_gateway_holds_the_first_request_until_an_instance_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = format!(
+        "[services.hello]\ncommand = [\"python3\", \"{BACKEND}\", \"hello\"]\n\
+         check = {{ http = \"/\", interval = \"200ms\", timeout = \"1s\" }}\n\
+         autoscale = {{ min = 0, max = 2, target_concurrency = 4, scale_down_delay = \"3s\" }}\n"
+    );
+    let mesh = Mesh::start(dir.path(), &services);
+    eventually("hello declared, from zero", || {
+        mesh.get("/v1/wharf/services").json()["hello"]["Min"] == 0
+    });
+    assert!(
+        mesh.passing("hello").is_empty(),
+        "no instance until there is load"
+    );
+    // The first request waits at the gateway while an instance starts, and is answered by it.
+    // (Until the gateway has heard that hello may scale from zero, it does not know hello.)
+    let first = |mesh: &Mesh| {
+        let mut answer = mesh.through_gateway("hello", "/");
+        let started = std::time::Instant::now();
+        while answer.status == 404 && started.elapsed() < DEADLINE {
+            answer = mesh.through_gateway("hello", "/");
+        }
+        answer
+    };
+    let answer = first(&mesh);
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?} {}",
+        answer.header("x-wharf-error"),
+        answer.text()
+    );
+    assert_eq!(answer.text(), "hello");
+    assert_eq!(mesh.passing("hello").len(), 1);
+    let decision = mesh.get("/v1/wharf/services").json()["hello"]["Decision"].clone();
+    assert_eq!(
+        (decision["From"].clone(), decision["To"].clone()),
+        (0.into(), 1.into()),
+        "{decision}"
+    );
+    // Idle past the delay: no instance left.
+    eventually("scaled back to zero", || {
+        mesh.get("/v1/wharf/services").json()["hello"]["Replicas"] == 0
+            && mesh.passing("hello").is_empty()
+    });
+    // And from zero again.
+    let answer = first(&mesh);
+    assert_eq!(
+        answer.status,
+        200,
+        "{:?} {}",
+        answer.header("x-wharf-error"),
+        answer.text()
+    );
+}
+
+#[test]
 fn rolling_restart_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = Mesh::start(dir.path(), &hello_service(2));

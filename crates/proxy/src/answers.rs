@@ -29,6 +29,8 @@ pub enum Refusal {
     ConnectNotSupported,
     /// A sidecar's inbound side: no intention lets the caller in (why).
     Denied(String),
+    /// A service scaled to zero had no instance pass within the wait (its name, the wait).
+    NotStarted(String, std::time::Duration),
 }
 
 impl Refusal {
@@ -45,6 +47,7 @@ impl Refusal {
             Refusal::RegistryUnavailable
             | Refusal::Overloaded(_)
             | Refusal::NoHealthyInstance(_)
+            | Refusal::NotStarted(..)
             | Refusal::RetryBudgetExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -68,6 +71,7 @@ impl Refusal {
             Refusal::MalformedRequest(_) => "malformed-request",
             Refusal::ConnectNotSupported => "connect-not-supported",
             Refusal::Denied(_) => "denied",
+            Refusal::NotStarted(..) => "not-started",
         }
     }
 }
@@ -102,6 +106,11 @@ impl std::fmt::Display for Refusal {
                 "CONNECT is not supported: this is a gateway, not a forward proxy"
             ),
             Refusal::Denied(why) => write!(f, "denied: {why}"),
+            Refusal::NotStarted(name, wait) => write!(
+                f,
+                "{name} is scaled to zero and no instance passed within {}s of the request",
+                wait.as_secs()
+            ),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! `/v1/health/service/NAME?passing`, started by the first request for it. Each answer
 //! replaces the service's [`EndpointSet`] atomically (`ArcSwap`), so the request path reads
 //! endpoints without a lock. Endpoints that stay keep their state (load, latency, ejection).
+//! And one on Wharf's `/v1/wharf/services`, for the services autoscaled from zero: one with no
+//! instance is still routed to, its requests waiting for an instance (`plan::await_instance`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use wharf_client::{Client, Health, ServiceEntry, Services};
+use wharf_client::{Client, DesiredState, Health, ServiceEntry, Services};
 
 use crate::service::{Balancer, Endpoint, EndpointSet, Policy, Service, ServiceDefaults};
 
@@ -30,6 +32,9 @@ pub struct Directory {
     known: ArcSwap<Option<HashSet<String>>>,
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
+    /// Lower-cased names of supervised services that may scale to zero (`autoscale` with
+    /// `min = 0`): routable with no instance.
+    from_zero: ArcSwap<HashSet<String>>,
     metrics: crate::metrics::Metrics,
     /// Where the watches run: the runtime that made the directory, which outlives the proxy
     /// threads that route (their runtimes drop the connections they opened as they stop, and
@@ -90,6 +95,7 @@ impl Directory {
             services: RwLock::new(HashMap::new()),
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
+            from_zero: ArcSwap::from_pointee(HashSet::new()),
             metrics,
             shutdown,
         });
@@ -111,6 +117,7 @@ impl Directory {
         }
         if directory.client.is_some() {
             tokio::spawn(watch_catalog(Arc::downgrade(&directory)));
+            tokio::spawn(watch_supervised(Arc::downgrade(&directory)));
         }
         directory
     }
@@ -122,6 +129,10 @@ impl Directory {
 
     fn new_service(&self, name: &str) -> (Arc<Service>, watch::Sender<bool>) {
         let (service, known) = Service::new(name, &self.defaults, self.metrics.service(name));
+        service.from_zero.store(
+            self.from_zero.load().contains(name),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         (Arc::new(service), known)
     }
 
@@ -168,7 +179,8 @@ impl Directory {
                     // service whose app is not registered itself) by its proxies' name.
                     Some(known)
                         if !(known.contains(&*key)
-                            || self.connect && known.contains(&format!("{key}-sidecar-proxy"))) =>
+                            || self.connect && known.contains(&format!("{key}-sidecar-proxy"))
+                            || self.from_zero.load().contains(&*key)) =>
                     {
                         return Err(Lookup::Unknown);
                     }
@@ -231,6 +243,40 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
             // connections they opened as the proxy stops): no outage to report then.
             Err(_) if *shutdown.borrow() => return,
             Err(e) => tracing::warn!(error = %e, "proxy: cannot list services from the registry"),
+        }
+    }
+}
+
+/// Follows which supervised services may scale to zero. A registry that is not Wharf's (a
+/// Consul) has no such list: the watch then keeps quiet, and every service needs an instance.
+async fn watch_supervised(directory: std::sync::Weak<Directory>) {
+    let Some((mut follower, mut shutdown)) = directory.upgrade().and_then(|d| {
+        let client = d.client.as_ref()?;
+        Some((client.follow(DesiredState), d.shutdown.clone()))
+    }) else {
+        return;
+    };
+    while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
+        let Some(directory) = directory.upgrade() else {
+            return;
+        };
+        match answer {
+            Ok(desired) => {
+                let names: HashSet<String> = desired
+                    .iter()
+                    .filter(|(_, d)| d.min == Some(0))
+                    .map(|(name, _)| name.to_lowercase())
+                    .collect();
+                for (name, service) in directory.services.read().expect("directory lock").iter() {
+                    service
+                        .from_zero
+                        .store(names.contains(name), std::sync::atomic::Ordering::Relaxed);
+                }
+                directory.from_zero.store(Arc::new(names));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "proxy: no supervised services from the registry")
+            }
         }
     }
 }
@@ -309,6 +355,7 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
     service
         .endpoints
         .store(Arc::new(EndpointSet::new(endpoints)));
+    service.arrivals.notify_waiters();
 }
 
 /// A client of the registry at `url` with `credentials`, the environment's where unset.

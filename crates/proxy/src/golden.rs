@@ -183,6 +183,7 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
                 ejections: service.ejections.minute(now),
                 bytes_in: service.bytes_in.minute(now),
                 bytes_out: service.bytes_out.minute(now),
+                waiting: service.waiting.load(std::sync::atomic::Ordering::Relaxed),
                 routes: service
                     .routes
                     .all()

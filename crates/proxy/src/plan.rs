@@ -114,6 +114,48 @@ pub(crate) fn admit(service: &Service) -> Result<tokio::sync::OwnedSemaphorePerm
         .map_err(|_| Refusal::Overloaded(service.name.clone()))
 }
 
+/// How long a request waits for the first instance of a service scaled to zero: the
+/// supervisor's deadline for a process to open its port, as long as a start may take.
+pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
+
+/// How many requests may wait at once for a service's first instance; more are refused.
+pub(crate) const MAX_WAITING: u64 = 1_000;
+
+/// Step 2, for a service scaled to zero (autoscaled with `min = 0`) that has no instance now:
+/// the request waits, at most [`START_WAIT`], until one passes, and counts as the service's
+/// load meanwhile (reported as `waiting`), which is what makes the autoscaler start one. At
+/// most [`MAX_WAITING`] wait; more are refused as overload. Any other service goes straight on.
+pub(crate) async fn await_instance(service: &Service) -> Result<(), Refusal> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !service.from_zero.load(Relaxed) || !service.endpoints.load().endpoints.is_empty() {
+        return Ok(());
+    }
+    if service.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
+        service.waiting.fetch_sub(1, Relaxed);
+        return Err(Refusal::Overloaded(service.name.clone()));
+    }
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Relaxed);
+        }
+    }
+    let _waiting = Waiting(&service.waiting);
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        // Listening before looking, so that an arrival in between is not missed.
+        let arrived = service.arrivals.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        if !service.endpoints.load().endpoints.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            return Err(Refusal::NotStarted(service.name.clone(), START_WAIT));
+        }
+    }
+}
+
 /// What about a request decides whether it may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestTraits {

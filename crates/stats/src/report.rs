@@ -91,6 +91,14 @@ pub struct ServiceReport {
     /// Its route classes' last minute (a bounded set, `other` for the rest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteReport>,
+    /// Requests held now for a service scaled to zero, until an instance passes: load the
+    /// autoscaler must see although no instance has it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One route class of a service.
@@ -247,6 +255,7 @@ pub fn merge<'r>(
             into.ejections += service.ejections;
             into.bytes_in += service.bytes_in;
             into.bytes_out += service.bytes_out;
+            into.waiting += service.waiting;
             for route in &service.routes {
                 match into.routes.iter_mut().find(|r| r.route == route.route) {
                     Some(known) => known.minute.merge(&route.minute),
@@ -324,6 +333,7 @@ mod tests {
                 ejections: 1,
                 bytes_in: 100,
                 bytes_out: 1000,
+                waiting: 0,
                 routes: vec![RouteReport {
                     route: "GET /".into(),
                     minute: window(requests, failures, ms),

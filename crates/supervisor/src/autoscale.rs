@@ -102,7 +102,7 @@ impl Autoscaler {
             samples: VecDeque::new(),
             recommendations: VecDeque::new(),
             panic_until: None,
-            rising: Some((Duration::ZERO, replicas)),
+            rising: (replicas > 0).then_some((Duration::ZERO, replicas)),
             startup: None,
         }
     }
@@ -420,6 +420,21 @@ mod tests {
         assert_eq!(run.desired, 8, "held while they start");
         run.seconds(6, 100.0);
         assert_eq!(run.desired, 10, "{:?}", run.decisions);
+    }
+
+    #[test]
+    fn from_zero_the_first_waiting_request_starts_an_instance_and_none_stay_idle() {
+        let mut run = Run::new(spec(0, 4, 2.0), 0, 2);
+        run.seconds(60, 0.0);
+        assert!(run.decisions.is_empty(), "{:?}", run.decisions);
+        // One request held at the gateway: load with no instance at all.
+        run.seconds(1, 1.0);
+        assert_eq!(run.desired, 1, "{:?}", run.decisions);
+        run.seconds(20, 1.0);
+        assert_eq!(run.desired, 1, "{:?}", run.decisions);
+        assert_eq!(run.scaler.startup(), Some(Duration::from_secs(2)));
+        run.seconds(40, 0.0);
+        assert_eq!(run.desired, 0, "idle past the delay: {:?}", run.decisions);
     }
 
     #[test]

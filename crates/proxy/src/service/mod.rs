@@ -57,6 +57,13 @@ pub struct Service {
     pub hash_header: ArcSwap<Option<http::HeaderName>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
     known: watch::Receiver<bool>,
+    /// Whether the service may have no instance at all for a while (autoscaled with
+    /// `min = 0`): its requests then wait for one instead of being refused.
+    pub from_zero: std::sync::atomic::AtomicBool,
+    /// Requests waiting now for its first instance.
+    pub waiting: std::sync::atomic::AtomicU64,
+    /// Woken each time its endpoints change.
+    pub arrivals: tokio::sync::Notify,
 }
 
 impl Service {
@@ -84,6 +91,9 @@ impl Service {
             bytes_out: wharf_stats::Volume::default(),
             hash_header: ArcSwap::from_pointee(None),
             known,
+            from_zero: Default::default(),
+            waiting: Default::default(),
+            arrivals: tokio::sync::Notify::new(),
         };
         (service, known_tx)
     }

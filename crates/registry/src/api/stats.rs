@@ -333,7 +333,8 @@ struct Edge<'a> {
 /// `GET /v1/wharf/load/<service>`: what an autoscaler reads every second, for one service and
 /// small (the whole stats view is a megabyte at a thousand services): its requests in flight
 /// now, summed over its instances in every proxy's last report (each proxy pushes one a
-/// second), and its requests per second over the last minute.
+/// second), with those a proxy holds while a service scaled to zero starts, and its requests
+/// per second over the last minute.
 pub(super) async fn load(
     State(agent): Shared,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -344,7 +345,9 @@ pub(super) async fn load(
         let mut load = (0u64, 0f64, 0usize);
         for report in reports {
             for service in report.services.iter().filter(|s| s.name == name) {
-                load.0 += service.instances.iter().map(|i| i.in_flight).sum::<u64>();
+                // Requests held for a service scaled to zero are load no instance has yet.
+                load.0 +=
+                    service.instances.iter().map(|i| i.in_flight).sum::<u64>() + service.waiting;
                 load.1 += service.minute.requests as f64 / service.minute.seconds.max(1) as f64;
                 load.2 += 1;
             }

@@ -57,13 +57,6 @@ impl RawAutoscale {
         if max == 0 {
             return Err(refuse(self.max.span(), "max must be at least 1".into()));
         }
-        if min == 0 {
-            let span = self.min.as_ref().map_or(self.max.span(), Spanned::span);
-            return Err(refuse(
-                span,
-                "min = 0 (scale to zero) is not supported yet: use min = 1".into(),
-            ));
-        }
         let positive = |value: &Spanned<f64>, what: &str| {
             let v = *value.get_ref();
             if v.is_finite() && v > 0.0 {

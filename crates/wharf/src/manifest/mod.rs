@@ -917,9 +917,9 @@ env = { GREETING = "hi" }
                 "within autoscale's min (1) and max (4)",
             ),
             (
-                "[services.a]\ncommand = [\"sh\"]\nautoscale = { min = 0, max = 4, target_rps = 5 }\n",
+                "[services.a]\ncommand = [\"sh\"]\nautoscale = { min = 0, max = 0, target_rps = 5 }\n",
                 3,
-                "scale to zero",
+                "max must be at least 1",
             ),
         ];
         for (text, line, reason) in cases {
