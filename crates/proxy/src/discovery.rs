@@ -35,6 +35,8 @@ pub struct Directory {
     /// Lower-cased names of supervised services that may scale to zero (`autoscale` with
     /// `min = 0`): routable with no instance.
     from_zero: ArcSwap<HashSet<String>>,
+    /// Wakes the proxy's golden-metrics reporter before its next second.
+    pub(crate) report_now: Arc<tokio::sync::Notify>,
     metrics: crate::metrics::Metrics,
     /// Where the watches run: the runtime that made the directory, which outlives the proxy
     /// threads that route (their runtimes drop the connections they opened as they stop, and
@@ -96,6 +98,7 @@ impl Directory {
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
             from_zero: ArcSwap::from_pointee(HashSet::new()),
+            report_now: Arc::new(tokio::sync::Notify::new()),
             metrics,
             shutdown,
         });
@@ -128,7 +131,8 @@ impl Directory {
     }
 
     fn new_service(&self, name: &str) -> (Arc<Service>, watch::Sender<bool>) {
-        let (service, known) = Service::new(name, &self.defaults, self.metrics.service(name));
+        let (mut service, known) = Service::new(name, &self.defaults, self.metrics.service(name));
+        service.report_now = self.report_now.clone();
         service.from_zero.store(
             self.from_zero.load().contains(name),
             std::sync::atomic::Ordering::Relaxed,

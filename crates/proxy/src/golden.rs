@@ -225,7 +225,8 @@ pub(crate) fn stats(directory: &Directory) -> Value {
     json!({ "services": services })
 }
 
-/// Pushes this proxy's report to the registry every [`REPORT_EVERY`] until `shutdown`. A
+/// Pushes this proxy's report to the registry every [`REPORT_EVERY`], and at once when a
+/// request begins to wait for a service scaled to zero, until `shutdown`. A
 /// registry that does not take reports (a real Consul answers 404 or 405 for Wharf's own
 /// endpoints) is told once in the log and not asked again.
 pub(crate) async fn push_reports(
@@ -233,9 +234,17 @@ pub(crate) async fn push_reports(
     client: wharf_client::Client,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let report_now = reporter.directory.as_ref().map(|d| d.report_now.clone());
     loop {
+        let early = async {
+            match &report_now {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(REPORT_EVERY) => {}
+            () = early => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

@@ -130,9 +130,14 @@ pub(crate) async fn await_instance(service: &Service) -> Result<(), Refusal> {
     if !service.from_zero.load(Relaxed) || !service.endpoints.load().endpoints.is_empty() {
         return Ok(());
     }
-    if service.waiting.fetch_add(1, Relaxed) >= MAX_WAITING {
+    let before = service.waiting.fetch_add(1, Relaxed);
+    if before >= MAX_WAITING {
         service.waiting.fetch_sub(1, Relaxed);
         return Err(Refusal::Overloaded(service.name.clone()));
+    }
+    if before == 0 {
+        // The first to wait: the registry hears of it now, not at the next report.
+        service.report_now.notify_one();
     }
     struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
     impl Drop for Waiting<'_> {

@@ -2,6 +2,9 @@
 //! reported in the last second) and its passing instances go to its [`Autoscaler`]; a change
 //! of count is written to the registry as the service's desired state, with what it was made
 //! from, so that the controller, `wharf stat` and the dashboard all see it; and printed.
+//! While it runs no instance (scaled to zero), the load is read five times a second, and the
+//! first sign of any (a request held at a proxy, reported at once) goes to the autoscaler
+//! without waiting for the second: that wait would be the first request's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +32,10 @@ impl<R: Registry> Scaler<R> {
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut scaler = Autoscaler::new(self.autoscale, self.spec.replicas);
         let started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut unreadable = false;
+        let mut observed: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -40,6 +44,10 @@ impl<R: Registry> Scaler<R> {
             let Some(current) = *self.desired.borrow() else {
                 continue;
             };
+            let second_over = observed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+            if !second_over && current.replicas > 0 {
+                continue;
+            }
             let load = match self.registry.load(&self.spec.name).await {
                 Ok(load) => {
                     unreadable = false;
@@ -67,6 +75,10 @@ impl<R: Registry> Scaler<R> {
                 ready: u32::try_from(ready).unwrap_or(u32::MAX),
                 desired: current.replicas,
             };
+            if !second_over && seen.load == 0.0 {
+                continue; // scaled to zero, and still nothing
+            }
+            observed = Some(Instant::now());
             let Some(decision) = scaler.observe(started.elapsed(), seen) else {
                 continue;
             };

@@ -64,6 +64,10 @@ pub struct Service {
     pub waiting: std::sync::atomic::AtomicU64,
     /// Woken each time its endpoints change.
     pub arrivals: tokio::sync::Notify,
+    /// Asks its proxy to report now rather than at the next second (a request began to wait
+    /// for a service scaled to zero: the autoscaler should hear of it at once). Its
+    /// directory's, shared by all its services.
+    pub report_now: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
@@ -94,6 +98,7 @@ impl Service {
             from_zero: Default::default(),
             waiting: Default::default(),
             arrivals: tokio::sync::Notify::new(),
+            report_now: Arc::new(tokio::sync::Notify::new()),
         };
         (service, known_tx)
     }
