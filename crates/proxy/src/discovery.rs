@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use wharf_client::{Client, DesiredState, Health, ServiceEntry, Services};
+use wharf_client::{Client, DesiredState, Health, Query, ServiceEntry, Services};
 
 use crate::service::{Balancer, Endpoint, EndpointSet, Policy, Service, ServiceDefaults};
 
@@ -226,10 +226,17 @@ async fn unless_stopping<T>(
     }
 }
 
-async fn watch_catalog(directory: std::sync::Weak<Directory>) {
+/// Follows `query` for the directory's life (until it is dropped or the proxy stops), giving
+/// each answer to `apply` and each failure, unless the proxy is stopping, to `failed`.
+async fn follow<Q: Query>(
+    directory: std::sync::Weak<Directory>,
+    query: Q,
+    apply: impl Fn(&Directory, Q::Answer),
+    failed: impl Fn(wharf_client::ClientError),
+) {
     let Some((mut follower, mut shutdown)) = directory.upgrade().and_then(|d| {
         let client = d.client.as_ref()?;
-        Some((client.follow(Services), d.shutdown.clone()))
+        Some((client.follow(query), d.shutdown.clone()))
     }) else {
         return;
     };
@@ -238,51 +245,47 @@ async fn watch_catalog(directory: std::sync::Weak<Directory>) {
             return;
         };
         match answer {
-            Ok(services) => {
-                let names: HashSet<String> = services.keys().map(|n| n.to_lowercase()).collect();
-                directory.known.store(Arc::new(Some(names)));
-                directory.known_ready.send_replace(true);
-            }
+            Ok(answer) => apply(&directory, answer),
             // Stopping may have begun while the query failed (the threads' runtimes drop the
             // connections they opened as the proxy stops): no outage to report then.
             Err(_) if *shutdown.borrow() => return,
-            Err(e) => tracing::warn!(error = %e, "proxy: cannot list services from the registry"),
+            Err(e) => failed(e),
         }
     }
+}
+
+/// Follows which names exist in the catalog.
+async fn watch_catalog(directory: std::sync::Weak<Directory>) {
+    let apply = |directory: &Directory,
+                 services: std::collections::BTreeMap<String, Vec<String>>| {
+        let names: HashSet<String> = services.keys().map(|n| n.to_lowercase()).collect();
+        directory.known.store(Arc::new(Some(names)));
+        directory.known_ready.send_replace(true);
+    };
+    let failed = |e| tracing::warn!(error = %e, "proxy: cannot list services from the registry");
+    follow(directory, Services, apply, failed).await;
 }
 
 /// Follows which supervised services may scale to zero. A registry that is not Wharf's (a
 /// Consul) has no such list: the watch then keeps quiet, and every service needs an instance.
 async fn watch_supervised(directory: std::sync::Weak<Directory>) {
-    let Some((mut follower, mut shutdown)) = directory.upgrade().and_then(|d| {
-        let client = d.client.as_ref()?;
-        Some((client.follow(DesiredState), d.shutdown.clone()))
-    }) else {
-        return;
-    };
-    while let Some(answer) = unless_stopping(&mut shutdown, follower.next()).await {
-        let Some(directory) = directory.upgrade() else {
-            return;
+    let apply =
+        |directory: &Directory,
+         desired: std::collections::BTreeMap<String, wharf_client::Desired>| {
+            let names: HashSet<String> = desired
+                .iter()
+                .filter(|(_, d)| d.min == Some(0))
+                .map(|(name, _)| name.to_lowercase())
+                .collect();
+            for (name, service) in directory.services.read().expect("directory lock").iter() {
+                service
+                    .from_zero
+                    .store(names.contains(name), std::sync::atomic::Ordering::Relaxed);
+            }
+            directory.from_zero.store(Arc::new(names));
         };
-        match answer {
-            Ok(desired) => {
-                let names: HashSet<String> = desired
-                    .iter()
-                    .filter(|(_, d)| d.min == Some(0))
-                    .map(|(name, _)| name.to_lowercase())
-                    .collect();
-                for (name, service) in directory.services.read().expect("directory lock").iter() {
-                    service
-                        .from_zero
-                        .store(names.contains(name), std::sync::atomic::Ordering::Relaxed);
-                }
-                directory.from_zero.store(Arc::new(names));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "proxy: no supervised services from the registry")
-            }
-        }
-    }
+    let failed = |e| tracing::debug!(error = %e, "proxy: no supervised services from the registry");
+    follow(directory, DesiredState, apply, failed).await;
 }
 
 async fn watch_service(

@@ -260,11 +260,7 @@ impl Agent {
         replicas: u32,
         decision: Option<keys::ScaleDecision>,
     ) -> Result<u32, RegistryError> {
-        let Some(mut desired) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
-            return Err(RegistryError::NotFound(format!(
-                "no supervised service named {name:?} (is `wharf up` running it?)"
-            )));
-        };
+        let mut desired = self.supervised(name)?;
         desired.replicas = match desired.bounds {
             Some(bounds) => replicas.clamp(bounds.min, bounds.max),
             None => replicas,
@@ -284,13 +280,20 @@ impl Agent {
 
     /// `wharf restart NAME`: asks the supervisor for a rolling restart of a service.
     pub async fn restart(&self, name: &str) -> Result<(), RegistryError> {
-        let Some(mut desired) = self.catalog.read(|state| state.desired.get(name).cloned()) else {
-            return Err(RegistryError::NotFound(format!(
-                "no supervised service named {name:?} (is `wharf up` running it?)"
-            )));
-        };
+        let mut desired = self.supervised(name)?;
         desired.restart += 1;
         self.write_desired(name, desired).await
+    }
+
+    /// The desired state of a service the supervisor runs; not found if none does.
+    fn supervised(&self, name: &str) -> Result<keys::Desired, RegistryError> {
+        self.catalog
+            .read(|state| state.desired.get(name).cloned())
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no supervised service named {name:?} (is `wharf up` running it?)"
+                ))
+            })
     }
 
     /// A TTL check's pass/warn/fail: sets the status and output and restarts its TTL.
