@@ -388,6 +388,17 @@ impl Client {
         .map(drop)
     }
 
+    /// The supervisor stops running `name`: its desired state goes.
+    pub async fn forget_service(&self, name: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/wharf/services/{}", encode(name)),
+            Vec::new(),
+        )
+        .await
+        .map(drop)
+    }
+
     /// `wharf scale NAME=N`: the count set (within an autoscaled service's bounds).
     pub async fn scale(&self, name: &str, replicas: u32) -> Result<u32, ClientError> {
         let path = format!("/v1/wharf/scale/{}?replicas={replicas}", encode(name));

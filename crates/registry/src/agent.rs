@@ -285,6 +285,13 @@ impl Agent {
         self.write_desired(name, desired).await
     }
 
+    /// The supervisor no longer runs `name` (`wharf apply` removed it): its desired state goes.
+    pub async fn forget_service(&self, name: &str) -> Result<(), RegistryError> {
+        self.supervised(name)?;
+        self.commit(Txn::new().op(Op::delete(&keys::desired_key(name))))
+            .await
+    }
+
     /// The desired state of a service the supervisor runs; not found if none does.
     fn supervised(&self, name: &str) -> Result<keys::Desired, RegistryError> {
         self.catalog

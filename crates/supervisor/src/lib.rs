@@ -25,27 +25,48 @@ pub mod autoscale;
 pub mod companion;
 mod controller;
 mod logs;
+pub mod plan;
 mod process;
 pub mod registry;
 mod replica;
 mod scaler;
 mod spec;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use wharf_client::Client;
 
 pub use companion::{Attached, Companion};
-use controller::Controller;
+use controller::{Controller, Order};
 pub use logs::LogStyle;
+pub use plan::{Plan, Step};
 pub use registry::{ApiRegistry, HealthView, Registry};
 pub use spec::{Autoscale, CheckSpec, ServiceSpec, Target, Timings};
 
-/// Runs services until stopped.
+/// Runs services until stopped, and changes what runs when told (`wharf apply`).
 pub struct Supervisor {
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Starts a service's controller; the number picks its colour in the logs.
+    launch: Box<dyn Fn(ServiceSpec, usize) -> Supervised + Send + Sync>,
+    /// The services running, by name; one apply at a time holds it.
+    services: tokio::sync::Mutex<BTreeMap<String, Supervised>>,
+    launched: std::sync::atomic::AtomicUsize,
+}
+
+/// A running service: what it runs from, and its controller.
+struct Supervised {
+    spec: ServiceSpec,
+    orders: mpsc::UnboundedSender<Order>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How one service's step of a plan went: what was done, or why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub service: String,
+    pub result: Result<String, String>,
 }
 
 impl Supervisor {
@@ -78,30 +99,117 @@ impl Supervisor {
         companion: Option<Arc<dyn Companion>>,
     ) -> Supervisor {
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = specs
+        let launch = move |spec: ServiceSpec, color: usize| {
+            let (orders, orders_rx) = mpsc::unbounded_channel();
+            let controller = Controller::new(
+                registry.clone(),
+                registry_url.clone(),
+                spec.clone(),
+                timings,
+                color,
+                style,
+                companion.clone(),
+            );
+            Supervised {
+                spec,
+                orders,
+                task: tokio::spawn(controller.run(stop_rx.clone(), orders_rx)),
+            }
+        };
+        let services = specs
             .into_iter()
             .enumerate()
-            .map(|(color, spec)| {
-                let controller = Controller::new(
-                    registry.clone(),
-                    registry_url.clone(),
-                    spec,
-                    timings,
-                    color,
-                    style,
-                    companion.clone(),
-                );
-                tokio::spawn(controller.run(stop_rx.clone()))
-            })
-            .collect();
-        Supervisor { stop, tasks }
+            .map(|(color, spec)| (spec.name.clone(), launch(spec, color)))
+            .collect::<BTreeMap<_, _>>();
+        Supervisor {
+            stop,
+            launched: services.len().into(),
+            launch: Box::new(launch),
+            services: tokio::sync::Mutex::new(services),
+        }
+    }
+
+    /// The specs the services run from now.
+    pub async fn running(&self) -> Vec<ServiceSpec> {
+        let services = self.services.lock().await;
+        services.values().map(|s| s.spec.clone()).collect()
+    }
+
+    /// Carries out a plan made against [`Supervisor::running`]: new services started,
+    /// removed ones drained and stopped, changed ones revised, all at once; answers when
+    /// every step is done (a rollout once its last instance is replaced), one outcome per
+    /// step. A service whose rollout failed keeps running from its old spec.
+    pub async fn apply(&self, plan: Plan) -> Vec<Outcome> {
+        /// What a step's answer brings up to date.
+        enum After {
+            Nothing,
+            Revised(ServiceSpec),
+            Removed,
+        }
+        let mut services = self.services.lock().await;
+        let mut pending = Vec::new();
+        for step in plan.steps {
+            let service = step.service().to_owned();
+            let (done, answer) = oneshot::channel();
+            // An order a controller cannot take drops `done`: its answer is "stopped".
+            let after = match step {
+                Step::Start(spec) if services.contains_key(&service) => {
+                    let _ = done.send(Err(format!("{} already runs", spec.name)));
+                    After::Nothing
+                }
+                Step::Start(spec) => {
+                    let color = self
+                        .launched
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = done.send(Ok(format!("started with {}", plan::instances(spec.replicas as usize))));
+                    services.insert(service.clone(), (self.launch)(spec, color));
+                    After::Nothing
+                }
+                Step::Stop(_) => {
+                    if let Some(running) = services.get(&service) {
+                        let _ = running.orders.send(Order::Remove(done));
+                    }
+                    After::Removed
+                }
+                Step::Change(change) => {
+                    let spec = change.spec.clone();
+                    if let Some(running) = services.get(&service) {
+                        let _ = running.orders.send(Order::Revise(change, done));
+                    }
+                    After::Revised(spec)
+                }
+            };
+            pending.push((service, after, answer));
+        }
+        let mut outcomes = Vec::new();
+        for (service, after, answer) in pending {
+            let result = answer
+                .await
+                .unwrap_or_else(|_| Err("not running".to_owned()));
+            match after {
+                After::Revised(spec) if result.is_ok() => {
+                    if let Some(running) = services.get_mut(&service) {
+                        running.spec = spec;
+                    }
+                }
+                After::Removed => {
+                    if let Some(running) = services.remove(&service) {
+                        let _ = running.task.await;
+                    }
+                }
+                _ => {}
+            }
+            outcomes.push(Outcome { service, result });
+        }
+        outcomes
     }
 
     /// Deregisters every instance and stops every process.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let mut services = self.services.lock().await;
+        for (_, service) in std::mem::take(&mut *services) {
+            let _ = service.task.await;
         }
     }
 }

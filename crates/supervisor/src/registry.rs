@@ -1,5 +1,5 @@
-//! What the supervisor needs from the registry, as a small interface: declare a service,
-//! register and deregister instances, and follow a service's desired state and its instances'
+//! What the supervisor needs from the registry, as a small interface: declare (and forget) a
+//! service, register and deregister instances, and follow a service's desired state and its instances'
 //! health. [`ApiRegistry`] does it over the HTTP API (the client crate's `Follower`s, so
 //! each service costs one blocking query for its health, not one poll per replica); tests
 //! put a fake behind it to drive the controller and the replicas in-process.
@@ -27,6 +27,9 @@ pub trait Registry: Send + Sync + 'static {
         replicas: u32,
         bounds: Option<(u32, u32)>,
     ) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// Forgets a service no longer supervised: its desired state removed.
+    fn forget(&self, service: &str) -> impl Future<Output = Result<(), ClientError>> + Send;
 
     /// The service's load now, as the proxies last reported it.
     fn load(&self, service: &str) -> impl Future<Output = Result<Load, ClientError>> + Send;
@@ -74,6 +77,10 @@ impl Registry for ApiRegistry {
         bounds: Option<(u32, u32)>,
     ) -> Result<(), ClientError> {
         self.client.declare_service(service, replicas, bounds).await
+    }
+
+    async fn forget(&self, service: &str) -> Result<(), ClientError> {
+        self.client.forget_service(service).await
     }
 
     async fn load(&self, service: &str) -> Result<Load, ClientError> {

@@ -18,7 +18,7 @@ pub enum CheckSpec {
 }
 
 /// One service to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
     /// argv; `command[0]` is resolved by the caller.

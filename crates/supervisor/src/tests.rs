@@ -78,18 +78,20 @@ impl Registry for Fake {
         replicas: u32,
         _bounds: Option<(u32, u32)>,
     ) -> Result<(), ClientError> {
-        self.desired.send_if_modified(|desired| {
-            let first = desired.is_none();
-            if first {
-                *desired = Some(Desired {
-                    replicas,
-                    restart: 0,
-                    min: None,
-                    max: None,
-                });
-            }
-            first
+        self.desired.send_modify(|desired| {
+            let restart = desired.map_or(0, |d| d.restart);
+            *desired = Some(Desired {
+                replicas,
+                restart,
+                min: None,
+                max: None,
+            });
         });
+        Ok(())
+    }
+
+    async fn forget(&self, _service: &str) -> Result<(), ClientError> {
+        self.desired.send_replace(None);
         Ok(())
     }
 
@@ -321,5 +323,118 @@ async fn a_replica_critical_past_the_grace_or_killed_is_restarted() {
     )
     .unwrap();
     fake.until("restarted after kill -9", restarted(2)).await;
+    supervisor.stop().await;
+}
+
+/// The services running after `plan`, for a test's next plan.
+async fn apply(supervisor: &Supervisor, listed: &[ServiceSpec]) -> Vec<Outcome> {
+    let plan = Plan::between(&supervisor.running().await, listed);
+    supervisor.apply(plan).await
+}
+
+#[tokio::test]
+async fn an_applied_environment_is_rolled_out_one_instance_at_a_time() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 2, TIMINGS);
+    fake.until("two replicas", |e| registered(e, "svc-2").is_some())
+        .await;
+    let mut changed = spec(2);
+    changed.env.insert("GREETING".into(), "hi".into());
+    let outcomes = apply(&supervisor, &[changed.clone()]).await;
+    assert_eq!(
+        outcomes,
+        [Outcome {
+            service: "svc".into(),
+            result: Ok("2 instances replaced".into())
+        }]
+    );
+    let events = fake.events();
+    for slot in ["svc-1", "svc-2"] {
+        let new = registered(&events, &format!("{slot}-v2")).expect("a replacement");
+        let old = deregistered(&events, slot).expect("the old one drained");
+        assert!(new < old, "{slot}: the replacement first: {events:#?}");
+    }
+    assert!(
+        registered(&events, "svc-2-v2") > deregistered(&events, "svc-1"),
+        "one at a time: {events:#?}"
+    );
+    assert_eq!(supervisor.running().await, [changed.clone()]);
+    assert!(apply(&supervisor, &[changed]).await.is_empty(), "nothing more to do");
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_whose_instance_never_passes_is_rolled_back_and_the_old_spec_kept() {
+    // The second instance on the new spec never passes: the first, replaced already, is
+    // put back on the old spec.
+    let fake = Fake::new(|id| if id == "svc-2-v2" { "critical" } else { "passing" });
+    let timings = Timings {
+        start_deadline: Duration::from_millis(500),
+        critical_grace: Duration::from_millis(500),
+        ..TIMINGS
+    };
+    let supervisor = start(&fake, 2, timings);
+    fake.until("two replicas", |e| registered(e, "svc-2").is_some())
+        .await;
+    let mut broken = spec(2);
+    broken.env.insert("BROKEN".into(), "yes".into());
+    let outcomes = apply(&supervisor, &[broken]).await;
+    let failure = outcomes[0].result.clone().expect_err("the rollout fails");
+    assert!(failure.contains("svc-2-v2 did not pass"), "{failure}");
+    assert!(failure.contains("rolled back (1 instance put back"), "{failure}");
+    let events = fake.events();
+    let back = registered(&events, "svc-1-v3").expect("svc-1 back on the old spec");
+    assert!(back < deregistered(&events, "svc-1-v2").expect("{events:#?}"));
+    assert_eq!(deregistered(&events, "svc-2"), None, "{events:#?}");
+    assert_eq!(supervisor.running().await, [spec(2)], "the old spec stays");
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn applied_services_are_started_and_removed_ones_stopped_and_forgotten() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 1, TIMINGS);
+    fake.until("one replica", |e| registered(e, "svc-1").is_some())
+        .await;
+    let outcomes = apply(&supervisor, &[]).await;
+    assert_eq!(outcomes[0].result, Ok("stopped 1 instance".into()));
+    let events = fake.events();
+    assert!(deregistered(&events, "svc-1").is_some(), "{events:#?}");
+    assert!(!alive(pids(&events)[0]));
+    assert_eq!(*fake.desired.borrow(), None, "its desired state forgotten");
+    assert!(supervisor.running().await.is_empty());
+
+    let outcomes = apply(&supervisor, &[spec(1)]).await;
+    assert_eq!(outcomes[0].result, Ok("started with 1 instance".into()));
+    fake.until("started again", |e| {
+        e.iter()
+            .filter(|e| matches!(e, Event::Registered { id, .. } if id == "svc-1"))
+            .count()
+            == 2
+    })
+    .await;
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn an_applied_count_is_declared_and_an_unchanged_one_keeps_the_scaled_count() {
+    let fake = Fake::new(passing);
+    let supervisor = start(&fake, 1, TIMINGS);
+    fake.until("one replica", |e| registered(e, "svc-1").is_some())
+        .await;
+    fake.want(2, 0); // wharf scale svc=2
+    fake.until("scaled", |e| registered(e, "svc-2").is_some())
+        .await;
+    let mut meta_only = spec(1);
+    meta_only.meta.insert("team".into(), "blue".into());
+    apply(&supervisor, &[meta_only.clone()]).await;
+    assert_eq!(fake.desired.borrow().unwrap().replicas, 2, "wharf scale's count kept");
+
+    let mut three = meta_only;
+    three.replicas = 3;
+    let outcomes = apply(&supervisor, &[three]).await;
+    assert_eq!(outcomes[0].result, Ok("3 replicas declared".into()));
+    fake.until("a third", |e| registered(e, "svc-3").is_some())
+        .await;
     supervisor.stop().await;
 }

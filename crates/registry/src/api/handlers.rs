@@ -451,6 +451,17 @@ pub(super) async fn declare_service(
     Ok(ok())
 }
 
+/// `DELETE /v1/wharf/services/<name>`: the supervisor no longer runs it.
+pub(super) async fn forget_service(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    access: Access,
+) -> Answer {
+    access.require(Scope::Service(&name), Need::Write)?;
+    agent.forget_service(&name).await?;
+    Ok(ok())
+}
+
 /// An autoscaled service's `{"Min": a, "Max": b}` in a declaration's body, if there.
 fn bounds_from(body: &[u8]) -> Result<Option<crate::keys::Bounds>, ApiError> {
     #[derive(serde::Deserialize)]

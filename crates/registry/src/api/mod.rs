@@ -72,7 +72,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/health/node/{node}", get(health_node))
         .route("/v1/wharf/services", get(wharf_services))
-        .route("/v1/wharf/services/{name}", write(declare_service))
+        .route(
+            "/v1/wharf/services/{name}",
+            write(declare_service).delete(forget_service),
+        )
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
