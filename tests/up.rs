@@ -23,6 +23,9 @@ struct Mesh {
     /// DNS, UDP and TCP on one port.
     dns: SocketAddr,
     gateway: SocketAddr,
+    /// Its manifest's file, and the part before the services (for [`Mesh::rewrite`]).
+    manifest: std::path::PathBuf,
+    header: String,
     output: Arc<Mutex<Vec<String>>>,
     /// Its log lines (stderr), also passed on to the test's stderr.
     logs: Arc<Mutex<Vec<String>>>,
@@ -37,18 +40,47 @@ impl Mesh {
 
     /// With more `[registry]` keys (`registry`, lines of TOML).
     fn start_with(dir: &Path, registry: &str, services: &str) -> Mesh {
-        Mesh::launch(Command::new(WHARF), "127.0.0.1", dir, registry, services)
+        Mesh::launch(
+            Command::new(WHARF),
+            "127.0.0.1",
+            dir,
+            registry,
+            services,
+            &[],
+        )
     }
 
-    /// `wharf` run by `command` (on a namespace host, say), its listeners on `ip`.
-    fn launch(mut command: Command, ip: &str, dir: &Path, registry: &str, services: &str) -> Mesh {
-        let manifest = format!(
-            "[registry]\nhttp = \"{ip}:0\"\ndns = \"{ip}:0\"\n{registry}\n[gateway]\nlisten = \"{ip}:0\"\nadmin = \"{ip}:0\"\n\n{services}"
+    /// `wharf up --watch`.
+    fn start_watching(dir: &Path, services: &str) -> Mesh {
+        Mesh::launch(
+            Command::new(WHARF),
+            "127.0.0.1",
+            dir,
+            "",
+            services,
+            &["--watch"],
+        )
+    }
+
+    /// `wharf` run by `command` (on a namespace host, say), its listeners on `ip`, with more
+    /// arguments to `wharf up`.
+    fn launch(
+        mut command: Command,
+        ip: &str,
+        dir: &Path,
+        registry: &str,
+        services: &str,
+        up_args: &[&str],
+    ) -> Mesh {
+        let header = format!(
+            "[registry]\nhttp = \"{ip}:0\"\ndns = \"{ip}:0\"\n{registry}\n[gateway]\nlisten = \"{ip}:0\"\nadmin = \"{ip}:0\"\n\n"
         );
-        std::fs::write(dir.join("wharf.toml"), manifest).unwrap();
+        let manifest = dir.join("wharf.toml");
+        std::fs::write(&manifest, format!("{header}{services}")).unwrap();
         let mut child = command
             .args(["up", "-f"])
-            .arg(dir.join("wharf.toml"))
+            .arg(&manifest)
+            .args(up_args)
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -93,6 +125,8 @@ impl Mesh {
             registry,
             dns,
             gateway,
+            manifest,
+            header,
             output,
             logs,
             logs_closed,
@@ -101,6 +135,25 @@ impl Mesh {
 
     fn get(&self, path: &str) -> Response {
         request(self.registry, "GET", path, b"")
+    }
+
+    /// Writes the manifest again with other services (its addresses as they were).
+    fn rewrite(&self, services: &str) {
+        std::fs::write(&self.manifest, format!("{}{services}", self.header)).unwrap();
+    }
+
+    /// `wharf apply -f <its manifest> ARGS...` against its registry.
+    fn apply(&self, args: &[&str]) -> (i32, String, String) {
+        let file = self.manifest.display().to_string();
+        let mut all = vec!["apply", "-f", &file];
+        all.extend(args);
+        wharf(&format!("http://{}", self.registry), &all)
+    }
+
+    /// Whether process `pid` runs with `variable` in its environment.
+    fn has_env(pid: u32, variable: &str) -> bool {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == variable.as_bytes()))
     }
 
     /// Ids and pids of the passing instances of `service`.
@@ -428,6 +481,19 @@ impl Load {
         Load { stop, clients }
     }
 
+    /// Stops the clients, which must have had answers and no failure.
+    fn stop_with_no_failure(self) {
+        let (ok, failed) = self.stop();
+        assert!(ok > 0, "no request was answered");
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            ok + failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+
     /// Stops the clients: the requests answered 200, and the others.
     fn stop(self) -> (usize, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -619,20 +685,123 @@ fn rolling_restart_under_load_fails_no_request() {
             .len()
             == 2
     });
-    let (ok, failed) = load.stop();
-    assert!(ok > 0);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        ok + failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    load.stop_with_no_failure();
     for pid in old {
         eventually("old instance stopped", || !alive(pid));
     }
     let (code, _, _) = wharf(&registry, &["restart", "nope"]);
     assert_eq!(code, 2);
+}
+
+#[test]
+fn apply_rolls_out_a_changed_manifest_under_load_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path(), &hello_service(2));
+    eventually("two passing", || mesh.passing("hello").len() == 2);
+    let old: Vec<u32> = mesh.passing("hello").iter().map(|(_, pid)| *pid).collect();
+    let notes = format!("[services.notes]\ncommand = [\"python3\", \"{BACKEND}\", \"notes\"]\n");
+    let changed = format!(
+        "{}env = {{ GREETING = \"hi\" }}\n\n{notes}",
+        hello_service(2)
+    );
+    mesh.rewrite(&changed);
+
+    // The plan, and nothing done.
+    let (code, out, err) = mesh.apply(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run"), "{out}");
+    assert!(
+        out.contains("~ hello: replace the instances one at a time (env GREETING)"),
+        "{out}"
+    );
+    assert!(out.contains("+ notes: start 1 instance"), "{out}");
+    assert_eq!(
+        mesh.passing("hello")
+            .iter()
+            .map(|(_, p)| *p)
+            .collect::<Vec<_>>(),
+        old
+    );
+    assert!(mesh.passing("notes").is_empty());
+
+    // Carried out under load: every instance replaced, no request failed.
+    let load = Load::start(mesh.gateway, "/", 2, 20_000);
+    let (code, out, err) = mesh.apply(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("hello: 2 instances replaced"), "{out}");
+    assert!(out.contains("notes: started with 1 instance"), "{out}");
+    assert!(out.contains("wharf apply: applied"), "{out}");
+    let now = mesh.passing("hello");
+    assert_eq!(now.len(), 2, "{now:?}");
+    for (id, pid) in &now {
+        assert!(id.ends_with("-v2") && !old.contains(pid), "{now:?}");
+        assert!(
+            Mesh::has_env(*pid, "GREETING=hi"),
+            "{id} runs the new environment"
+        );
+    }
+    load.stop_with_no_failure();
+    for pid in old {
+        eventually("old instance stopped", || !alive(pid));
+    }
+    eventually("notes passing", || mesh.passing("notes").len() == 1);
+    let (code, out, _) = mesh.apply(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to change"), "{out}");
+
+    // A manifest that does not validate changes nothing.
+    let running = mesh.passing("hello");
+    mesh.rewrite(&format!("{changed}replicas = -1\n"));
+    let (code, out, err) = mesh.apply(&[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("wharf.toml:") && err.contains("replicas"),
+        "{err}"
+    );
+    assert_eq!(mesh.passing("hello"), running);
+
+    // A service no longer listed is drained, stopped and forgotten.
+    let notes_pid = mesh.passing("notes")[0].1;
+    mesh.rewrite(&format!(
+        "{}env = {{ GREETING = \"hi\" }}\n",
+        hello_service(2)
+    ));
+    let (code, out, err) = mesh.apply(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("- notes: drain and stop its instances"),
+        "{out}"
+    );
+    assert!(out.contains("notes: stopped 1 instance"), "{out}");
+    eventually("notes stopped", || !alive(notes_pid));
+    assert!(
+        mesh.get("/v1/health/service/notes")
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(mesh.get("/v1/wharf/services").json().get("notes").is_none());
+    assert_eq!(mesh.passing("hello"), running);
+}
+
+#[test]
+fn up_watch_applies_the_manifest_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start_watching(dir.path(), &hello_service(1));
+    eventually("one passing", || mesh.passing("hello").len() == 1);
+    mesh.rewrite("not = [valid");
+    eventually("the bad change reported", || {
+        mesh.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("changed but was not applied") && l.contains("wharf.toml:"))
+    });
+    mesh.rewrite(&hello_service(3));
+    eventually("three passing", || mesh.passing("hello").len() == 3);
+    let desired = mesh.get("/v1/wharf/services").json();
+    assert_eq!(desired["hello"]["Replicas"], 3, "{desired}");
 }
 
 #[test]
@@ -900,6 +1069,7 @@ fn on_etcd_namespace_hosts_are_one_mesh_and_survive_a_cut() {
             dir.path(),
             &registry,
             &services,
+            &[],
         );
         (dir, mesh)
     };

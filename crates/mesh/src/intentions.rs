@@ -26,6 +26,16 @@ pub enum Action {
     Deny,
 }
 
+impl Action {
+    /// `allow` or `deny`, as Consul writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
 /// One intention, with Consul's field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]

@@ -50,6 +50,8 @@ pub struct Agent {
     pub(crate) leaves: crate::connect::LeafCache,
     /// The golden metrics the proxies report.
     pub stats: crate::stats::Board,
+    /// What carries out `wharf apply` (`wharf up`'s supervisor), if attached.
+    pub(crate) deployer: std::sync::RwLock<Option<Arc<dyn crate::deploy::Deployer>>>,
 }
 
 impl Agent {
@@ -62,6 +64,7 @@ impl Agent {
             ttl_resets: Default::default(),
             leaves: Default::default(),
             stats: Default::default(),
+            deployer: Default::default(),
         })
     }
 

@@ -46,7 +46,7 @@ pub fn entry_indexes(sources: &[Stored<Intention>]) -> Option<(u64, u64)> {
 }
 
 /// How the mesh's security runs (`[mesh]` in the manifest).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshConfig {
     /// Lifetime of a leaf certificate (`leaf_ttl`, Consul's `LeafCertTTL`; 72 h).
     pub leaf_ttl: Duration,

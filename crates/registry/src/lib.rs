@@ -4,7 +4,8 @@
 //! - [`agent`] — the writes (register, deregister, check results), each a store transaction;
 //! - [`checker`] and [`probe`] — the health checker and what it probes with;
 //! - [`api`] — the Consul-compatible HTTP API under `/v1`;
-//! - [`server`] — the HTTP listener.
+//! - [`server`] — the HTTP listener;
+//! - [`deploy`] — `wharf apply`'s way to the supervisor of the `wharf up` it runs in.
 //!
 //! [`Registry::start`] composes them on a store chosen by the caller.
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod catalog;
 pub mod checker;
 pub mod connect;
+pub mod deploy;
 pub mod dns;
 mod keys;
 mod liveness;
@@ -63,7 +65,7 @@ pub struct Config {
 }
 
 /// What one HTTP client may hold of the registry, as Consul's `limits` bound it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Connections at once from one IP address (Consul's `http_max_conns_per_client`);
     /// more are answered 429 and closed. Held blocking queries count.

@@ -20,7 +20,7 @@ use crate::spec::{ServiceSpec, Timings};
 /// What `wharf apply` asks of a running controller; each is answered once carried out.
 pub(crate) enum Order {
     /// Run from a changed spec.
-    Revise(Change, oneshot::Sender<Result<String, String>>),
+    Revise(Box<Change>, oneshot::Sender<Result<String, String>>),
     /// Drain and stop every instance, forget the service's desired state, and end.
     Remove(oneshot::Sender<Result<String, String>>),
 }
@@ -71,10 +71,7 @@ impl<R: Registry> Controller<R> {
     ) {
         // Declare the service with the manifest's count; retry while the registry starts.
         let bounds = self.spec.autoscale.map(|a| (a.min, a.max));
-        if !self
-            .declare(self.spec.replicas, bounds, &mut stop)
-            .await
-        {
+        if !self.declare(self.spec.replicas, bounds, &mut stop).await {
             return;
         }
         let health = self.registry.health(&self.spec.name, stop.clone());
@@ -102,7 +99,7 @@ impl<R: Registry> Controller<R> {
                 changed = desired.changed() => if changed.is_err() { break },
                 Some(order) = orders.recv() => match order {
                     Order::Revise(change, done) => {
-                        let outcome = self.revise(change, &health, &desired, &mut stop).await;
+                        let outcome = self.revise(*change, &health, &desired, &mut stop).await;
                         let _ = done.send(outcome);
                     }
                     Order::Remove(done) => {
@@ -298,7 +295,8 @@ impl<R: Registry> Controller<R> {
         let patience = self.timings.start_deadline + self.timings.critical_grace;
         let mut replaced = 0;
         for slot in 0..self.replicas.len() {
-            if matches!(which, Which::Outdated) && Arc::ptr_eq(&self.replicas[slot].spec, &self.spec)
+            if matches!(which, Which::Outdated)
+                && Arc::ptr_eq(&self.replicas[slot].spec, &self.spec)
             {
                 continue;
             }

@@ -143,7 +143,7 @@ impl Supervisor {
         /// What a step's answer brings up to date.
         enum After {
             Nothing,
-            Revised(ServiceSpec),
+            Revised(Box<ServiceSpec>),
             Removed,
         }
         let mut services = self.services.lock().await;
@@ -161,7 +161,10 @@ impl Supervisor {
                     let color = self
                         .launched
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = done.send(Ok(format!("started with {}", plan::instances(spec.replicas as usize))));
+                    let _ = done.send(Ok(format!(
+                        "started with {}",
+                        plan::instances(spec.replicas as usize)
+                    )));
                     services.insert(service.clone(), (self.launch)(spec, color));
                     After::Nothing
                 }
@@ -172,9 +175,9 @@ impl Supervisor {
                     After::Removed
                 }
                 Step::Change(change) => {
-                    let spec = change.spec.clone();
+                    let spec = Box::new(change.spec.clone());
                     if let Some(running) = services.get(&service) {
-                        let _ = running.orders.send(Order::Revise(change, done));
+                        let _ = running.orders.send(Order::Revise(Box::new(change), done));
                     }
                     After::Revised(spec)
                 }
@@ -189,7 +192,7 @@ impl Supervisor {
             match after {
                 After::Revised(spec) if result.is_ok() => {
                     if let Some(running) = services.get_mut(&service) {
-                        running.spec = spec;
+                        running.spec = *spec;
                     }
                 }
                 After::Removed => {

@@ -134,7 +134,8 @@ impl Change {
         Change {
             spec: after.clone(),
             replace,
-            replicas: (before.replicas != after.replicas).then_some((before.replicas, after.replicas)),
+            replicas: (before.replicas != after.replicas)
+                .then_some((before.replicas, after.replicas)),
             autoscale: (before.autoscale != after.autoscale)
                 .then_some((before.autoscale, after.autoscale)),
         }
@@ -146,7 +147,10 @@ impl Change {
 }
 
 /// The keys added, removed or changed between two maps, in order.
-fn changed_keys(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+fn changed_keys(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     keys.into_iter()
         .filter(|key| before.get(*key) != after.get(*key))
@@ -158,7 +162,12 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Start(spec) => {
-                write!(f, "+ {}: start {}", spec.name, instances(spec.replicas as usize))?;
+                write!(
+                    f,
+                    "+ {}: start {}",
+                    spec.name,
+                    instances(spec.replicas as usize)
+                )?;
                 if let Some(autoscale) = &spec.autoscale {
                     write!(f, ", {}", Bounds(autoscale))?;
                 }
@@ -246,7 +255,10 @@ mod tests {
         let plan = Plan::between(&[spec("a", 2), spec("b", 1)], &[spec("b", 1), spec("c", 3)]);
         assert_eq!(
             plan.lines(),
-            ["- a: drain and stop its instances", "+ c: start 3 instances"]
+            [
+                "- a: drain and stop its instances",
+                "+ c: start 3 instances"
+            ]
         );
     }
 

@@ -359,7 +359,10 @@ async fn an_applied_environment_is_rolled_out_one_instance_at_a_time() {
         "one at a time: {events:#?}"
     );
     assert_eq!(supervisor.running().await, [changed.clone()]);
-    assert!(apply(&supervisor, &[changed]).await.is_empty(), "nothing more to do");
+    assert!(
+        apply(&supervisor, &[changed]).await.is_empty(),
+        "nothing more to do"
+    );
     supervisor.stop().await;
 }
 
@@ -367,7 +370,13 @@ async fn an_applied_environment_is_rolled_out_one_instance_at_a_time() {
 async fn a_rollout_whose_instance_never_passes_is_rolled_back_and_the_old_spec_kept() {
     // The second instance on the new spec never passes: the first, replaced already, is
     // put back on the old spec.
-    let fake = Fake::new(|id| if id == "svc-2-v2" { "critical" } else { "passing" });
+    let fake = Fake::new(|id| {
+        if id == "svc-2-v2" {
+            "critical"
+        } else {
+            "passing"
+        }
+    });
     let timings = Timings {
         start_deadline: Duration::from_millis(500),
         critical_grace: Duration::from_millis(500),
@@ -381,7 +390,10 @@ async fn a_rollout_whose_instance_never_passes_is_rolled_back_and_the_old_spec_k
     let outcomes = apply(&supervisor, &[broken]).await;
     let failure = outcomes[0].result.clone().expect_err("the rollout fails");
     assert!(failure.contains("svc-2-v2 did not pass"), "{failure}");
-    assert!(failure.contains("rolled back (1 instance put back"), "{failure}");
+    assert!(
+        failure.contains("rolled back (1 instance put back"),
+        "{failure}"
+    );
     let events = fake.events();
     let back = registered(&events, "svc-1-v3").expect("svc-1 back on the old spec");
     assert!(back < deregistered(&events, "svc-1-v2").expect("{events:#?}"));
@@ -428,7 +440,11 @@ async fn an_applied_count_is_declared_and_an_unchanged_one_keeps_the_scaled_coun
     let mut meta_only = spec(1);
     meta_only.meta.insert("team".into(), "blue".into());
     apply(&supervisor, &[meta_only.clone()]).await;
-    assert_eq!(fake.desired.borrow().unwrap().replicas, 2, "wharf scale's count kept");
+    assert_eq!(
+        fake.desired.borrow().unwrap().replicas,
+        2,
+        "wharf scale's count kept"
+    );
 
     let mut three = meta_only;
     three.replicas = 3;

@@ -40,6 +40,9 @@ pub(crate) enum Command {
     Scale(ScaleArgs),
     /// Replace a service's instances one at a time, each new one passing before an old one stops.
     Restart(RestartArgs),
+    /// Make the running mesh what a manifest says: services started and stopped, changed
+    /// ones rolled out one instance at a time, counts and autoscale settings set.
+    Apply(ApplyArgs),
     /// Who may call whom: create, delete, check and list intentions.
     #[command(subcommand)]
     Intention(IntentionCommand),
@@ -253,6 +256,9 @@ pub(crate) struct UpArgs {
         value_name = "FILE"
     )]
     pub file: PathBuf,
+    /// Apply the manifest each time the file changes, as `wharf apply` would.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -559,6 +565,24 @@ pub(crate) struct ScaleArgs {
     pub target: (String, u32),
     #[command(flatten)]
     pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ApplyArgs {
+    /// The manifest.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "wharf.toml",
+        value_name = "FILE"
+    )]
+    pub file: std::path::PathBuf,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Registry HTTP address (default: the manifest's `[registry] http`).
+    #[arg(long = "registry", env = "WHARF_REGISTRY", value_name = "URL")]
+    pub registry: Option<String>,
 }
 
 #[derive(Args, Debug)]

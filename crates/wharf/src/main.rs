@@ -3,8 +3,10 @@
 //! or bad input.
 
 mod acl_cmd;
+mod apply_cmd;
 mod cli;
 mod client_cmds;
+mod deployer;
 mod manifest;
 mod mesh_cmd;
 mod proxy_cmd;
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Sidecar(args) => proxy_cmd::sidecar(args).await,
-            Command::Up(args) => up_cmd::run(args.file).await,
+            Command::Up(args) => up_cmd::run(args.file, args.watch).await,
             Command::Services(args) => client_cmds::services(args).await,
             Command::Instances(args) => client_cmds::instances(args).await,
             Command::Register(args) => client_cmds::register(args).await,
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => client_cmds::watch(args).await,
             Command::Scale(args) => client_cmds::scale(args).await,
             Command::Restart(args) => client_cmds::restart(args).await,
+            Command::Apply(args) => apply_cmd::run(args).await,
             Command::Intention(command) => client_cmds::intention(command).await,
             Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
             Command::Acl(command) => acl_cmd::run(command).await,

@@ -12,7 +12,7 @@ use crate::BadInput;
 use crate::cli::RegistryArgs;
 
 /// The files of an `etcds://` store's TLS.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct EtcdTlsFiles {
     pub ca: Option<std::path::PathBuf>,
     pub cert: Option<std::path::PathBuf>,

@@ -1,8 +1,9 @@
 //! `wharf up`: the registry (HTTP and DNS), the gateway proxy and the supervisor in one
 //! process, from one manifest, until Ctrl-C or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use wharf_proxy::access::AccessLog;
@@ -10,13 +11,13 @@ use wharf_proxy::sidecar::{Mode, Protocol, Sidecar, SidecarConfig};
 use wharf_registry::{Config, NodeInfo, Registry};
 use wharf_supervisor::{ApiRegistry, Attached, Companion, LogStyle, Supervisor, Timings};
 
-use crate::BadInput;
 use crate::manifest::{Manifest, SidecarSpec};
 use crate::registry_cmd::{node_id, open_store, shutdown_signal};
+use crate::{BadInput, deployer};
 
-pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
+pub(crate) async fn run(file: PathBuf, watch: bool) -> anyhow::Result<()> {
     // Refuse a bad manifest before anything starts.
-    let manifest = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
+    let (manifest, source) = Manifest::load(&file).map_err(|e| BadInput(e.to_string()))?;
 
     let store = open_store(
         &manifest.store,
@@ -48,7 +49,7 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         "http"
     };
     let registry_url = format!("{scheme}://{}", registry.http_addr);
-    apply_intentions(&registry.agent, &manifest.intentions).await?;
+    deployer::apply_intentions(&registry.agent, &manifest.intentions).await?;
     // With ACLs on, this process's own parts (supervisor, gateway, sidecars) call the API
     // with this node's management token; the instances get none.
     let credentials = wharf_client::Credentials {
@@ -89,37 +90,15 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
 
     // Every instance can reach the others through the gateway, and keeps its data in a
     // folder of its service under the data directory.
-    let mut services = manifest.services;
-    for service in &mut services {
-        let data = manifest.data_dir.join("services").join(&service.name);
-        std::fs::create_dir_all(&data)
-            .with_context(|| format!("cannot create {}", data.display()))?;
-        let data = std::fs::canonicalize(&data).unwrap_or(data);
-        service
-            .env
-            .entry("WHARF_GATEWAY".into())
-            .or_insert_with(|| format!("http://{}", gateway.listen_addr()));
-        service
-            .env
-            .entry("WHARF_DATA".into())
-            .or_insert_with(|| data.display().to_string());
-        // With TLS on the API, the CA that `WHARF_REGISTRY` is checked with (public).
-        if let Some(tls) = &manifest.tls {
-            for name in ["WHARF_CACERT", "CONSUL_CACERT"] {
-                service
-                    .env
-                    .entry(name.into())
-                    .or_insert_with(|| tls.ca.display().to_string());
-            }
-        }
-    }
+    deployer::create_data_dirs(&manifest)?;
+    let services = deployer::prepare(&manifest, gateway.listen_addr())?;
     let client = wharf_client::Client::connect(&registry_url, &credentials)?;
-    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let sidecar_specs: deployer::SidecarSpecs = Arc::new(RwLock::new(manifest.sidecars.clone()));
     let companion: Option<Arc<dyn Companion>> = manifest.mtls.then(|| {
         Arc::new(Sidecars {
             registry: registry_url.clone(),
             credentials: credentials.clone(),
-            services: manifest.sidecars.clone(),
+            services: sidecar_specs.clone(),
             inbound_ip: manifest
                 .advertise
                 .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
@@ -137,13 +116,41 @@ pub(crate) async fn run(file: PathBuf) -> anyhow::Result<()> {
         Timings::default(),
         companion,
     );
-    let progress = tokio::spawn(report_progress(client, names, replicas, style));
+    let listed = Arc::new(RwLock::new(
+        manifest
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.replicas))
+            .collect(),
+    ));
+    let live = Arc::new(deployer::Live {
+        supervisor,
+        agent: registry.agent.clone(),
+        gateway: gateway.listen_addr(),
+        sidecars: manifest.mtls.then_some(sidecar_specs),
+        listed: listed.clone(),
+        running: tokio::sync::Mutex::new(manifest),
+    });
+    registry
+        .agent
+        .attach_deployer(Arc::new(deployer::Attach(live.clone())));
+    let watching = watch.then(|| {
+        println!(
+            "wharf up: watching {}: each change is applied as `wharf apply` would",
+            source.path.display()
+        );
+        tokio::spawn(deployer::watch_file(live.clone(), source))
+    });
+    let progress = tokio::spawn(report_progress(client, listed, style));
     shutdown_signal().await;
     progress.abort();
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     println!("wharf up: stopping");
     // Stop taking requests, then deregister and stop every instance, then the registry.
     gateway.stop().await;
-    supervisor.stop().await;
+    live.supervisor.stop().await;
     registry.stop().await;
     println!("wharf up: stopped");
     Ok(())
@@ -245,8 +252,8 @@ struct Sidecars {
     registry: String,
     /// The node's token when ACLs are on, and the API's CA when it speaks TLS.
     credentials: wharf_client::Credentials,
-    /// Per service: what its sidecars need to know.
-    services: std::collections::BTreeMap<String, SidecarSpec>,
+    /// Per service: what its sidecars need to know (changed by `wharf apply`).
+    services: deployer::SidecarSpecs,
     /// Where inbound sides listen: this host's advertised address, so that the sidecars of
     /// other hosts reach them (the apps themselves stay on loopback).
     inbound_ip: std::net::IpAddr,
@@ -261,12 +268,18 @@ impl Companion for Sidecars {
         instance: &str,
         port: u16,
     ) -> wharf_supervisor::companion::BoxFuture<Result<Attached, String>> {
-        let spec = self.services.get(service).cloned().unwrap_or(SidecarSpec {
-            protocol: Protocol::Http,
-            mode: Mode::Strict,
-            upstreams: Vec::new(),
-            meta: Default::default(),
-        });
+        let spec = self
+            .services
+            .read()
+            .expect("sidecar settings")
+            .get(service)
+            .cloned()
+            .unwrap_or(SidecarSpec {
+                protocol: Protocol::Http,
+                mode: Mode::Strict,
+                upstreams: Vec::new(),
+                meta: Default::default(),
+            });
         let config = SidecarConfig {
             service: service.to_owned(),
             instance_id: instance.to_owned(),
@@ -318,8 +331,7 @@ impl Companion for Sidecars {
 /// changes after, green when all pass and yellow when not on a terminal that takes colour.
 async fn report_progress(
     client: wharf_client::Client,
-    names: Vec<String>,
-    expected: u32,
+    listed: Arc<RwLock<BTreeMap<String, u32>>>,
     style: LogStyle,
 ) {
     let started = tokio::time::Instant::now();
@@ -327,17 +339,22 @@ async fn report_progress(
     let mut warned = false;
     let mut last = String::new();
     loop {
-        // What the services want now, once the supervisor has declared them all; the
-        // manifest's count until then.
-        let wanted = match client.desired(None).await {
-            Ok((desired, _)) if names.iter().all(|n| desired.contains_key(n)) => {
-                names.iter().map(|n| desired[n].replicas).sum()
-            }
-            _ => expected,
-        };
+        // What each service wants now, once the supervisor has declared it; the manifest's
+        // count until then.
+        let listed = listed.read().expect("listed services").clone();
+        let names: Vec<&String> = listed.keys().collect();
+        let desired = client
+            .desired(None)
+            .await
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        let wanted: u32 = listed
+            .iter()
+            .map(|(name, count)| desired.get(name).map_or(*count, |d| d.replicas))
+            .sum();
         let mut passing = 0u32;
         let mut failing = Vec::new();
-        for name in &names {
+        for name in names {
             let Ok((entries, _)) = client.health_service(name, false, None).await else {
                 continue;
             };
@@ -399,45 +416,6 @@ fn upstream_variable(name: &str) -> String {
         "WHARF_UPSTREAM_{}",
         name.to_ascii_uppercase().replace('-', "_")
     )
-}
-
-/// The meta key that marks an intention as the manifest's, with the node whose manifest it
-/// came from (so that several hosts' manifests on one store do not undo one another's).
-const FROM_MANIFEST: &str = "wharf-manifest";
-
-/// Makes the store's intentions from this node's manifest what the manifest lists: each one
-/// written, and those an earlier run of it wrote and it no longer lists deleted. Intentions
-/// made any other way (the API, `wharf intention`, another node's manifest) are left alone.
-async fn apply_intentions(
-    agent: &wharf_registry::Agent,
-    listed: &[wharf_mesh::intentions::Intention],
-) -> anyhow::Result<()> {
-    let node = agent.node().name.clone();
-    for intention in listed {
-        let mut intention = intention.clone();
-        intention
-            .meta
-            .insert(FROM_MANIFEST.to_owned(), node.clone());
-        agent.upsert_intention(intention).await?;
-    }
-    let gone: Vec<(String, String)> = agent
-        .intentions()
-        .all()
-        .iter()
-        .filter(|i| i.meta.get(FROM_MANIFEST) == Some(&node))
-        .filter(|i| {
-            !listed.iter().any(|l| {
-                l.source_name.eq_ignore_ascii_case(&i.source_name)
-                    && l.destination_name.eq_ignore_ascii_case(&i.destination_name)
-            })
-        })
-        .map(|i| (i.source_name.clone(), i.destination_name.clone()))
-        .collect();
-    for (source, destination) in gone {
-        tracing::info!(%source, %destination, "removing an intention the manifest no longer lists");
-        agent.delete_intention(&source, &destination).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -516,6 +516,37 @@ pub(super) async fn scale_service(
     Ok(json(to_json(&json!({ "Replicas": set }), false)))
 }
 
+/// `PUT /v1/wharf/apply?path=FILE[&dry-run]` with a manifest as the body: `wharf apply`.
+/// Answers the plan and how each step went once all are done; a manifest that does not
+/// validate is a 400 with its `file:line: reason`, and nothing changes.
+pub(super) async fn apply_manifest(
+    State(agent): Shared,
+    access: Access,
+    RawQuery(q): RawQuery,
+    body: RequestBody,
+) -> Answer {
+    access.require(Scope::Operator, Need::Write)?;
+    let p = params(&q);
+    let path = p
+        .get("path")
+        .filter(|path| path.starts_with('/'))
+        .ok_or_else(|| ApiError::bad_request("path=FILE (absolute) names the manifest's file"))?;
+    let manifest = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("The manifest is not UTF-8 text"))?;
+    let deployment = crate::deploy::Deployment {
+        path: path.to_owned(),
+        manifest,
+        dry_run: p.has("dry-run"),
+    };
+    match agent.deploy(deployment).await {
+        Ok(deployed) => Ok(json(to_json(&deployed, p.has("pretty")))),
+        Err(e @ crate::deploy::DeployError::NoSupervisor) => {
+            Err(ApiError::new(http::StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(crate::deploy::DeployError::Refused(reason)) => Err(ApiError::bad_request(reason)),
+    }
+}
+
 /// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.
 pub(super) async fn restart_service(
     State(agent): Shared,

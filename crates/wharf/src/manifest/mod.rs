@@ -81,6 +81,13 @@ pub(crate) struct SidecarSpec {
     pub meta: BTreeMap<String, String>,
 }
 
+/// A manifest's file as read: its absolute path and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
 /// Why a manifest was refused: `file:line: reason`.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {reason}")]
@@ -204,17 +211,38 @@ struct RawCheck {
 }
 
 impl Manifest {
-    pub(crate) fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    /// Reads and checks the manifest at `path`. What it names relative to itself (commands'
+    /// working directory, data directory, files) is resolved against its absolute path, so
+    /// that the same file read from anywhere is the same manifest (`wharf apply` compares
+    /// it with what `wharf up` runs); refusals name the file as given.
+    pub(crate) fn load(path: &Path) -> Result<(Manifest, Source), ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
             file: path.display().to_string(),
             line: 0,
             reason: format!("cannot read: {e}"),
         })?;
-        Manifest::parse(&text, path)
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let manifest = Manifest::parse_named(&text, &absolute, &path.display().to_string())?;
+        Ok((
+            manifest,
+            Source {
+                path: absolute,
+                text,
+            },
+        ))
     }
 
     pub(crate) fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
-        let file = path.display().to_string();
+        Manifest::parse_named(text, path, &path.display().to_string())
+    }
+
+    /// [`Manifest::parse`], naming the file `file` in refusals.
+    pub(crate) fn parse_named(
+        text: &str,
+        path: &Path,
+        file: &str,
+    ) -> Result<Manifest, ManifestError> {
+        let file = file.to_owned();
         let error = |span: Option<Range<usize>>, reason: String| ManifestError {
             file: file.clone(),
             line: span.map_or(1, |s| line_of(text, s.start)),
