@@ -789,3 +789,23 @@ fn the_api_can_listen_with_tls() {
         "{without:?}"
     );
 }
+
+#[test]
+fn apply_to_a_registry_without_wharf_up_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let manifest = dir.path().join("wharf.toml");
+    std::fs::write(&manifest, "[services.hello]\ncommand = [\"python3\"]\n").unwrap();
+    let (code, out, err) = wharf(
+        &registry.url(),
+        &["apply", "-f", &manifest.display().to_string()],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("no `wharf up` runs with this registry"),
+        "{err}"
+    );
+    let no_path = registry.put("/v1/wharf/apply", "");
+    assert_eq!(no_path.status, 400);
+    assert!(no_path.text().contains("path=FILE"), "{}", no_path.text());
+}

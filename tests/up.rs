@@ -890,13 +890,40 @@ fn with_mtls_on_intentions_decide_who_calls_whom() {
     assert_eq!(denied.status, 403, "{}", denied.text());
     assert_eq!(denied.header("x-wharf-error"), Some("denied"));
 
-    let allowed = request(
-        mesh.registry,
-        "PUT",
-        "/v1/connect/intentions/exact?source=gateway&destination=hello",
-        br#"{"Action": "allow"}"#,
+    // `wharf apply` of an intention and of a sidecar's mode: the intention written, hello's
+    // instance rolled onto a sidecar in the new mode.
+    let before = mesh.passing("hello");
+    mesh.rewrite(
+        &manifest
+            .replace(
+                "[intentions]\n",
+                "[intentions]\n\"gateway -> hello\" = \"allow\"\n",
+            )
+            .replace(
+                "[services.hello]\n",
+                "[services.hello]\nmode = \"permissive\"\n",
+            ),
     );
-    assert_eq!(allowed.status, 200);
+    let (code, out, err) = mesh.apply(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ intention gateway -> hello: allow"), "{out}");
+    assert!(
+        out.contains("~ hello: replace the instances one at a time (sidecar settings)"),
+        "{out}"
+    );
+    assert!(out.contains("hello: 1 instance replaced"), "{out}");
+    let after = mesh.passing("hello");
+    assert!(
+        after.len() == 1 && after[0].0 == "hello-1-v2" && after != before,
+        "{after:?}"
+    );
+    eventually("hello's new sidecar is permissive", || {
+        let (_, out, _) = wharf(
+            &format!("http://{}", mesh.registry),
+            &["mesh", "status", "hello"],
+        );
+        out.contains("permissive")
+    });
     eventually("the new intention reaches hello's sidecars", || {
         mesh.through_gateway("hello", "/").status == 200
     });
@@ -1216,6 +1243,18 @@ fn up_with_acls(mesh: &str) {
         b"",
     );
     assert_eq!(scale.status, 403, "{}", scale.text());
+    let apply = request(
+        mesh.registry,
+        "PUT",
+        "/v1/wharf/apply?path=/tmp/wharf.toml&dry-run",
+        b"",
+    );
+    assert_eq!(
+        apply.status,
+        403,
+        "an apply is an operator's: {}",
+        apply.text()
+    );
     // The node's token is a token like any other: listed, described.
     let tokens = with_root("GET", "/v1/acl/tokens").json();
     assert!(
