@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod duration;
+pub mod filter;
 pub mod health;
 pub mod registration;
 pub mod service;
