@@ -91,7 +91,10 @@ impl Filter {
         if let Some(token) = parser.peek() {
             return Err(parser.error_at(
                 token.column,
-                format!("unexpected {}: expected \"and\", \"or\" or the end", token.kind),
+                format!(
+                    "unexpected {}: expected \"and\", \"or\" or the end",
+                    token.kind
+                ),
             ));
         }
         Ok(Filter { root })
@@ -355,10 +358,7 @@ impl Parser {
     fn deeper(&mut self) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error_at(
-                self.column(),
-                format!("nested more than {MAX_DEPTH} deep"),
-            ));
+            return Err(self.error_at(self.column(), format!("nested more than {MAX_DEPTH} deep")));
         }
         Ok(())
     }
@@ -390,7 +390,13 @@ impl Parser {
             self.depth -= 1;
             return Ok(Node::Not(Box::new(inner)));
         }
-        if matches!(self.peek(), Some(Token { kind: Kind::Open, .. })) {
+        if matches!(
+            self.peek(),
+            Some(Token {
+                kind: Kind::Open,
+                ..
+            })
+        ) {
             self.at += 1;
             let inner = self.or()?;
             match self.next() {
@@ -450,7 +456,9 @@ impl Parser {
             Some(Kind::Word(w)) if w.eq_ignore_ascii_case("contains") => {
                 Test::Contains(self.value()?)
             }
-            Some(Kind::Word(w)) if w.eq_ignore_ascii_case("matches") => Test::Matches(self.regex()?),
+            Some(Kind::Word(w)) if w.eq_ignore_ascii_case("matches") => {
+                Test::Matches(self.regex()?)
+            }
             Some(other) => {
                 return Err(self.error_at(
                     column,
@@ -474,7 +482,10 @@ impl Parser {
         let mut path = match self.next().map(|t| t.kind) {
             Some(Kind::Word(w)) if !is_keyword(&w) => vec![w],
             Some(other) => {
-                return Err(self.error_at(column, format!("unexpected {other}: expected a selector such as Service.Meta.version")));
+                return Err(self.error_at(
+                    column,
+                    format!("unexpected {other}: expected a selector such as Service.Meta.version"),
+                ));
             }
             None => return Err(self.error_at(column, "expected a selector".to_owned())),
         };
@@ -494,9 +505,8 @@ impl Parser {
                             ..
                         }) => path.push(w),
                         _ => {
-                            return Err(
-                                self.error_at(column, "expected a field name after \".\"".to_owned())
-                            );
+                            return Err(self
+                                .error_at(column, "expected a field name after \".\"".to_owned()));
                         }
                     }
                 }
@@ -540,7 +550,9 @@ impl Parser {
                 }
                 Ok(text)
             }
-            Some(other) => Err(self.error_at(column, format!("unexpected {other}: expected a value"))),
+            Some(other) => {
+                Err(self.error_at(column, format!("unexpected {other}: expected a value")))
+            }
             None => Err(self.error_at(column, "expected a value".to_owned())),
         }
     }
@@ -555,9 +567,11 @@ impl Parser {
 }
 
 fn is_keyword(word: &str) -> bool {
-    ["and", "or", "not", "in", "is", "empty", "contains", "matches"]
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k))
+    [
+        "and", "or", "not", "in", "is", "empty", "contains", "matches",
+    ]
+    .iter()
+    .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 #[cfg(test)]
@@ -603,7 +617,10 @@ mod tests {
         assert!(holds("Service.Missing is empty"));
         assert!(holds("Service.Tags is not empty"));
         assert!(holds("Service.Meta[\"team name\"] == blue"));
-        assert!(!holds("Service.Missing == x"), "a missing field equals nothing");
+        assert!(
+            !holds("Service.Missing == x"),
+            "a missing field equals nothing"
+        );
     }
 
     #[test]
@@ -616,8 +633,12 @@ mod tests {
 
     #[test]
     fn logic_binds_not_then_and_then_or() {
-        assert!(holds("Service.Port == 1 or Service.Port == 8001 and v2 in Service.Tags"));
-        assert!(!holds("(Service.Port == 1 or Service.Port == 8001) and prod in Service.Tags"));
+        assert!(holds(
+            "Service.Port == 1 or Service.Port == 8001 and v2 in Service.Tags"
+        ));
+        assert!(!holds(
+            "(Service.Port == 1 or Service.Port == 8001) and prod in Service.Tags"
+        ));
         assert!(holds("not Service.Meta.version == v1"));
         assert!(holds("not (Service.Port == 1 and v2 in Service.Tags)"));
         assert!(holds("Service.ID matches \"^hello-[0-9]+$\""));
@@ -637,6 +658,10 @@ mod tests {
         assert!(error("== v2").reason.contains("selector"));
         let deep = format!("{}Service.Port == 1{}", "(".repeat(40), ")".repeat(40));
         assert!(error(&deep).reason.contains("nested"));
-        assert!(error(&"x".repeat(MAX_FILTER_LEN + 1)).reason.contains("at most"));
+        assert!(
+            error(&"x".repeat(MAX_FILTER_LEN + 1))
+                .reason
+                .contains("at most")
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod registration;
 pub mod service;
 pub mod threshold;
+pub mod traffic;
 
 pub use check::{Check, CheckKind};
 pub use duration::{format_go_duration, parse_go_duration};

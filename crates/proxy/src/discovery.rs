@@ -8,6 +8,9 @@
 //! endpoints without a lock. Endpoints that stay keep their state (load, latency, ejection).
 //! And one on Wharf's `/v1/wharf/services`, for the services autoscaled from zero: one with no
 //! instance is still routed to, its requests waiting for an instance (`plan::await_instance`).
+//! And one on Wharf's `/v1/wharf/traffic`: the subsets of services split between versions
+//! (Consul's `service-resolver` and `service-splitter`), which each set of endpoints is
+//! divided by ([`crate::service::split`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -16,8 +19,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use wharf_client::{Client, DesiredState, Health, Query, ServiceEntry, Services};
+use wharf_client::{Client, DesiredState, Health, Query, Read, ServiceEntry, Services};
+use wharf_model::traffic::TrafficView;
 
+use crate::service::split::Division;
 use crate::service::{Balancer, Endpoint, EndpointSet, Policy, Service, ServiceDefaults};
 
 /// How long the first request for a service waits for its first answer.
@@ -35,6 +40,8 @@ pub struct Directory {
     /// Lower-cased names of supervised services that may scale to zero (`autoscale` with
     /// `min = 0`): routable with no instance.
     from_zero: ArcSwap<HashSet<String>>,
+    /// Lower-cased names of services split between subsets, and how.
+    traffic: ArcSwap<HashMap<String, Arc<Division>>>,
     /// Wakes the proxy's golden-metrics reporter before its next second.
     pub(crate) report_now: Arc<tokio::sync::Notify>,
     metrics: crate::metrics::Metrics,
@@ -98,6 +105,7 @@ impl Directory {
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
             from_zero: ArcSwap::from_pointee(HashSet::new()),
+            traffic: ArcSwap::from_pointee(HashMap::new()),
             report_now: Arc::new(tokio::sync::Notify::new()),
             metrics,
             shutdown,
@@ -121,6 +129,7 @@ impl Directory {
         if directory.client.is_some() {
             tokio::spawn(watch_catalog(Arc::downgrade(&directory)));
             tokio::spawn(watch_supervised(Arc::downgrade(&directory)));
+            tokio::spawn(watch_traffic(Arc::downgrade(&directory)));
         }
         directory
     }
@@ -137,6 +146,9 @@ impl Directory {
             self.from_zero.load().contains(name),
             std::sync::atomic::Ordering::Relaxed,
         );
+        service
+            .division
+            .store(Arc::new(self.traffic.load().get(name).cloned()));
         (Arc::new(service), known)
     }
 
@@ -288,6 +300,68 @@ async fn watch_supervised(directory: std::sync::Weak<Directory>) {
     follow(directory, DesiredState, apply, failed).await;
 }
 
+/// Follows which services are split between subsets, and how. A registry that is not
+/// Wharf's (a Consul) has no such view: the watch then keeps quiet, and nothing is split.
+async fn watch_traffic(directory: std::sync::Weak<Directory>) {
+    let apply = |directory: &Directory, views: std::collections::BTreeMap<String, TrafficView>| {
+        let divisions: HashMap<String, Arc<Division>> = views
+            .iter()
+            .map(|(name, view)| (name.to_lowercase(), Arc::new(Division::new(view))))
+            .collect();
+        for (name, service) in directory.services.read().expect("directory lock").iter() {
+            service
+                .division
+                .store(Arc::new(divisions.get(name).cloned()));
+            divide(service);
+        }
+        directory.traffic.store(Arc::new(divisions));
+    };
+    let failed = |e| tracing::debug!(error = %e, "proxy: no traffic splits from the registry");
+    follow(directory, Read::new("/v1/wharf/traffic"), apply, failed).await;
+}
+
+/// Divides the service's endpoints as it is split now (or not at all).
+fn divide(service: &Service) {
+    // Compare-and-swap: a new answer about the endpoints landing meanwhile is divided again.
+    service.endpoints.rcu(|current| {
+        EndpointSet::labelled(
+            current.endpoints.clone(),
+            current.labels.clone(),
+            split_of(service, &current.labels),
+        )
+    });
+}
+
+/// The service's split over endpoints described by `labels`, if it is split; sticky by the
+/// request's hash key when the service names a hash header.
+fn split_of(
+    service: &Service,
+    labels: &[Arc<serde_json::Value>],
+) -> Option<crate::service::split::Split> {
+    let division = service.division.load();
+    let sticky = division.is_some() && service.hash_header.load().is_some();
+    service
+        .sticky_split
+        .store(sticky, std::sync::atomic::Ordering::Relaxed);
+    division.as_ref().as_ref().map(|d| d.split(labels, sticky))
+}
+
+/// What a subset's filter sees of an instance: its health entry in the API's shape.
+fn labels(entry: &ServiceEntry) -> serde_json::Value {
+    serde_json::json!({
+        "Node": {"Node": entry.node.node, "Address": entry.node.address},
+        "Service": {
+            "ID": entry.service.id,
+            "Service": entry.service.service,
+            "Tags": entry.service.tags,
+            "Address": entry.service.address,
+            "Port": entry.service.port,
+            "Meta": entry.service.meta,
+        },
+        "Checks": entry.checks.iter().map(|c| serde_json::json!({"Status": c.status})).collect::<Vec<_>>(),
+    })
+}
+
 async fn watch_service(
     client: Client,
     connect: bool,
@@ -324,6 +398,7 @@ async fn watch_service(
 fn update(service: &Service, entries: &[ServiceEntry]) {
     let current = service.endpoints.load();
     let mut endpoints = Vec::with_capacity(entries.len());
+    let mut labelled = Vec::with_capacity(entries.len());
     for entry in entries {
         let Ok(ip) = entry.address().parse::<IpAddr>() else {
             tracing::warn!(instance = %entry.service.id, address = %entry.address(), "proxy: skipping an instance without an IP address");
@@ -340,6 +415,7 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Endpoint::new(entry.service.id.clone(), addr, weight))),
         );
+        labelled.push(Arc::new(labels(entry)));
     }
     // Per-service policy from service meta, as the first instance declares it.
     if let Some(meta) = entries.first().map(|e| &e.service.meta) {
@@ -359,9 +435,10 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
                 .is_some_and(|v| v == "on" || v == "true"),
         );
     }
+    let split = split_of(service, &labelled);
     service
         .endpoints
-        .store(Arc::new(EndpointSet::new(endpoints)));
+        .store(Arc::new(EndpointSet::labelled(endpoints, labelled, split)));
     service.arrivals.notify_waiters();
 }
 
@@ -430,6 +507,45 @@ mod tests {
             &first.endpoints[0],
             &web.endpoints.load().endpoints[0]
         ));
+    }
+
+    #[test]
+    fn a_split_service_sends_each_subset_its_share_and_follows_changes() {
+        let web = web();
+        let view: TrafficView = serde_json::from_value(serde_json::json!({
+            "Subsets": {"v1": "Service.Meta.version == v1", "v2": "Service.Meta.version == v2"},
+            "Splits": [{"Subset": "v1", "Ppm": 900_000}, {"Subset": "v2", "Ppm": 100_000}],
+        }))
+        .unwrap();
+        web.division
+            .store(Arc::new(Some(Arc::new(Division::new(&view)))));
+        let mut all = entries(
+            &[("web-1", 8001), ("web-2", 8002)],
+            serde_json::json!({"version": "v1"}),
+        );
+        all.extend(entries(
+            &[("web-3", 8003)],
+            serde_json::json!({"version": "v2"}),
+        ));
+        update(&web, &all);
+        let picks = |web: &Service| {
+            let set = web.endpoints.load();
+            let balancer = web.balancer.load();
+            let mut counts = std::collections::BTreeMap::new();
+            for _ in 0..10_000 {
+                let i = balancer.pick(&set, &[], None).unwrap();
+                *counts.entry(set.endpoints[i].id.clone()).or_insert(0) += 1;
+            }
+            counts
+        };
+        let counts = picks(&web);
+        assert!((990..=1010).contains(&counts["web-3"]), "{counts:?}");
+        assert!((4400..=4600).contains(&counts["web-1"]), "{counts:?}");
+        // The split removed: every endpoint again, round robin.
+        web.division.store(Arc::new(None));
+        divide(&web);
+        let counts = picks(&web);
+        assert!((3300..=3400).contains(&counts["web-3"]), "{counts:?}");
     }
 
     #[test]

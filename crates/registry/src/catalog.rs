@@ -52,6 +52,8 @@ pub enum Resource {
     Connect(String),
     /// ACL policies and tokens.
     Acl,
+    /// Services' subsets and splits (`service-resolver`, `service-splitter`).
+    Traffic,
 }
 
 /// The catalog's contents at one revision.
@@ -84,6 +86,10 @@ pub struct CatalogState {
     /// Intentions by `<source>/<destination>`.
     pub intentions: BTreeMap<String, Stored<wharf_mesh::intentions::Intention>>,
     intentions_index: u64,
+    /// `service-resolver` and `service-splitter` entries by (lower-cased) service name.
+    pub resolvers: BTreeMap<String, Stored<wharf_model::traffic::Resolver>>,
+    pub splitters: BTreeMap<String, Stored<wharf_model::traffic::Splitter>>,
+    traffic_index: u64,
     /// Registry nodes by name.
     pub nodes: BTreeMap<String, Stored<crate::NodeInfo>>,
     /// The nodes holding their liveness lease now, with the revision they took it at.
@@ -110,6 +116,7 @@ impl CatalogState {
             Resource::Intentions => self.intentions_index,
             Resource::Connect(name) => self.connect_index.get(name).copied().unwrap_or(0),
             Resource::Acl => self.acl.index,
+            Resource::Traffic => self.traffic_index,
         };
         index + 1
     }
@@ -145,6 +152,12 @@ impl CatalogState {
             if key.starts_with(keys::ACL) {
                 if put.is_none() {
                     tombstones.insert(Tombstone::Acl);
+                }
+                continue;
+            }
+            if key.starts_with(keys::RESOLVERS) || key.starts_with(keys::SPLITTERS) {
+                if put.is_none() {
+                    tombstones.insert(Tombstone::Traffic);
                 }
                 continue;
             }
@@ -421,6 +434,10 @@ impl CatalogState {
                     self.acl.index = self.acl.index.max(revision);
                     touched.push(Resource::Acl);
                 }
+                Tombstone::Traffic => {
+                    self.traffic_index = self.traffic_index.max(revision);
+                    touched.push(Resource::Traffic);
+                }
             }
         } else if key.starts_with(keys::ACL) {
             let record = match record {
@@ -457,6 +474,38 @@ impl CatalogState {
             }
             self.intentions_index = self.intentions_index.max(revision);
             touched.push(Resource::Intentions);
+        } else if let Some(name) = key.strip_prefix(keys::RESOLVERS) {
+            match record {
+                Some(Record::Resolver(resolver)) => {
+                    let stored = Stored {
+                        value: resolver,
+                        create_index: create,
+                        modify_index: revision,
+                    };
+                    self.resolvers.insert(name.to_owned(), stored);
+                }
+                _ => {
+                    self.resolvers.remove(name);
+                }
+            }
+            self.traffic_index = self.traffic_index.max(revision);
+            touched.push(Resource::Traffic);
+        } else if let Some(name) = key.strip_prefix(keys::SPLITTERS) {
+            match record {
+                Some(Record::Splitter(splitter)) => {
+                    let stored = Stored {
+                        value: splitter,
+                        create_index: create,
+                        modify_index: revision,
+                    };
+                    self.splitters.insert(name.to_owned(), stored);
+                }
+                _ => {
+                    self.splitters.remove(name);
+                }
+            }
+            self.traffic_index = self.traffic_index.max(revision);
+            touched.push(Resource::Traffic);
         } else if let Some(name) = key.strip_prefix(keys::NODES) {
             match record {
                 Some(Record::Node(node)) => {

@@ -8,6 +8,8 @@
 //! - `wharf/desired/<service name>` → [`Desired`] (what the supervisor should run)
 //! - `wharf/connect/ca` → [`crate::connect::CaState`] (the CA: cluster id, roots with keys)
 //! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
+//! - `wharf/traffic/resolver/<service>`, `wharf/traffic/splitter/<service>` → Consul's
+//!   `service-resolver` and `service-splitter` entries ([`wharf_model::traffic`])
 //! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store)
 //! - `wharf/acl/policies/<id>`, `wharf/acl/tokens/<accessor id>` → ACL policies and tokens,
 //!   `wharf/acl/bootstrap` → the record that bootstrap happened ([`crate::acl`])
@@ -31,6 +33,18 @@ pub(crate) const INTENTIONS: &str = "wharf/intentions/";
 
 pub(crate) fn intention_key(source: &str, destination: &str) -> String {
     format!("{INTENTIONS}{source}/{destination}")
+}
+
+/// Subsets and splits of services (`service-resolver`, `service-splitter` entries).
+pub(crate) const RESOLVERS: &str = "wharf/traffic/resolver/";
+pub(crate) const SPLITTERS: &str = "wharf/traffic/splitter/";
+
+pub(crate) fn resolver_key(service: &str) -> String {
+    format!("{RESOLVERS}{service}")
+}
+
+pub(crate) fn splitter_key(service: &str) -> String {
+    format!("{SPLITTERS}{service}")
 }
 
 /// Registry nodes, keyed by name.
@@ -74,6 +88,8 @@ pub enum Tombstone {
     Intentions,
     /// An ACL policy or token was removed.
     Acl,
+    /// A service-resolver or service-splitter entry was removed.
+    Traffic,
 }
 
 impl Tombstone {
@@ -85,6 +101,7 @@ impl Tombstone {
             Tombstone::NodeChecks => format!("{TOMBSTONES}node-checks"),
             Tombstone::Intentions => format!("{TOMBSTONES}intentions"),
             Tombstone::Acl => format!("{TOMBSTONES}acl"),
+            Tombstone::Traffic => format!("{TOMBSTONES}traffic"),
         }
     }
 
@@ -95,6 +112,7 @@ impl Tombstone {
             "node-checks" => Some(Tombstone::NodeChecks),
             "intentions" => Some(Tombstone::Intentions),
             "acl" => Some(Tombstone::Acl),
+            "traffic" => Some(Tombstone::Traffic),
             other => other
                 .strip_prefix("service/")
                 .map(|name| Tombstone::Service(name.to_owned())),
@@ -141,6 +159,8 @@ pub(crate) enum Record {
     Desired(Desired),
     Ca(Box<crate::connect::CaState>),
     Intention(Box<wharf_mesh::intentions::Intention>),
+    Resolver(wharf_model::traffic::Resolver),
+    Splitter(wharf_model::traffic::Splitter),
     Node(crate::NodeInfo),
     Acl(crate::acl::AclRecord),
     Alive,
@@ -202,6 +222,10 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(|ca| Record::Ca(Box::new(ca)))
     } else if key.starts_with(INTENTIONS) {
         serde_json::from_slice(value).map(|i| Record::Intention(Box::new(i)))
+    } else if key.starts_with(RESOLVERS) {
+        serde_json::from_slice(value).map(Record::Resolver)
+    } else if key.starts_with(SPLITTERS) {
+        serde_json::from_slice(value).map(Record::Splitter)
     } else if key.starts_with(NODES) {
         serde_json::from_slice(value).map(Record::Node)
     } else if key.starts_with(ACL) {

@@ -24,6 +24,7 @@ pub mod node;
 pub mod probe;
 pub mod server;
 pub mod stats;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

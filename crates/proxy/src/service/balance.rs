@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::endpoint::Endpoint;
+use super::split::Split;
 
 /// Virtual nodes per endpoint on the hash ring.
 const RING_REPLICAS: usize = 100;
@@ -56,9 +57,26 @@ pub struct EndpointSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Sorted (hash, endpoint index) points of the consistent-hash ring.
     ring: Vec<(u64, usize)>,
+    /// What each endpoint is, for subsets' filters: its health entry as JSON (`Null` when
+    /// not from the registry).
+    pub labels: Vec<Arc<serde_json::Value>>,
+    /// The split between the service's subsets, if it has one.
+    pub split: Option<Split>,
 }
 
 impl EndpointSet {
+    /// `endpoints` with what subsets are chosen by, and the split between them.
+    pub fn labelled(
+        endpoints: Vec<Arc<Endpoint>>,
+        labels: Vec<Arc<serde_json::Value>>,
+        split: Option<Split>,
+    ) -> EndpointSet {
+        let mut set = EndpointSet::new(endpoints);
+        set.labels = labels;
+        set.split = split;
+        set
+    }
+
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> EndpointSet {
         let mut ring = Vec::with_capacity(endpoints.len() * RING_REPLICAS);
         for (index, endpoint) in endpoints.iter().enumerate() {
@@ -67,7 +85,12 @@ impl EndpointSet {
             }
         }
         ring.sort_unstable();
-        EndpointSet { endpoints, ring }
+        EndpointSet {
+            endpoints,
+            ring,
+            labels: Vec::new(),
+            split: None,
+        }
     }
 }
 
@@ -92,11 +115,29 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint index, skipping `tried`; `key` is the ring-hash key.
+    /// Picks an endpoint index, skipping `tried`; `key` is the ring-hash key (and a sticky
+    /// split's). A service split between subsets draws the request's subset first and picks
+    /// within it; a subset with no endpoint left to try lets the request go to any.
     pub fn pick(&self, set: &EndpointSet, tried: &[usize], key: Option<u64>) -> Option<usize> {
         let now = Instant::now();
         let all = set.endpoints.len();
         let healthy = |i: &usize| !set.endpoints[*i].outlier.is_ejected(now);
+        if let Some(split) = &set.split {
+            let members = split.draw(key);
+            if tried.is_empty() && !members.is_empty() && members.iter().all(healthy) {
+                return self.choose(set, members.len(), |n| members[n], key);
+            }
+            let untried: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|i| !tried.contains(i))
+                .collect();
+            let live: Vec<usize> = untried.iter().copied().filter(healthy).collect();
+            let candidates = if live.is_empty() { untried } else { live };
+            if !candidates.is_empty() {
+                return self.choose(set, candidates.len(), |n| candidates[n], key);
+            }
+        }
         // The common case, nothing tried and nothing ejected, needs no candidate list.
         if tried.is_empty() && (0..all).all(|i| healthy(&i)) {
             return self.choose(set, all, |n| n, key);

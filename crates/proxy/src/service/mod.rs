@@ -7,12 +7,14 @@
 //! - [`balance`] — the policies over a service's [`EndpointSet`];
 //! - [`outlier`] — passive ejection after consecutive failures;
 //! - [`routes`] — golden metrics by route class, bounded;
+//! - [`split`] — the split of a service's traffic between its subsets;
 //! - this file — [`Service`]: endpoints, balancer, limits, retry budget and metrics together.
 
 pub mod balance;
 pub mod endpoint;
 pub mod outlier;
 pub mod routes;
+pub mod split;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,6 +57,11 @@ pub struct Service {
     pub bytes_out: wharf_stats::Volume,
     /// Header whose value is the ring-hash key (service meta `wharf-hash-header`).
     pub hash_header: ArcSwap<Option<http::HeaderName>>,
+    /// Whether the service's split between subsets goes by the request's hash key (it has a
+    /// split and a hash header): a request then needs its key whatever the policy.
+    pub sticky_split: std::sync::atomic::AtomicBool,
+    /// Its subsets and their shares, if the registry splits it.
+    pub division: ArcSwap<Option<Arc<split::Division>>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
     known: watch::Receiver<bool>,
     /// Whether the service may have no instance at all for a while (autoscaled with
@@ -94,6 +101,8 @@ impl Service {
             bytes_in: wharf_stats::Volume::default(),
             bytes_out: wharf_stats::Volume::default(),
             hash_header: ArcSwap::from_pointee(None),
+            sticky_split: Default::default(),
+            division: ArcSwap::from_pointee(None),
             known,
             from_zero: Default::default(),
             waiting: Default::default(),
@@ -113,14 +122,16 @@ impl Service {
 
     /// The ring-hash key of a request, the same on every transport: the request's value of
     /// the service's hash header (`value_of` looks it up in whatever form the transport holds
-    /// its head), else the client's address. `None` unless the service balances by ring hash,
-    /// so that other policies hash nothing.
+    /// its head), else the client's address. `None` unless the service balances by ring hash
+    /// or splits by the key, so that other services hash nothing.
     pub(crate) fn ring_key<'h>(
         &self,
         value_of: impl FnOnce(&http::HeaderName) -> Option<&'h [u8]>,
         client: IpAddr,
     ) -> Option<u64> {
-        if self.balancer.load().policy != Policy::RingHash {
+        if self.balancer.load().policy != Policy::RingHash
+            && !self.sticky_split.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         let header = self.hash_header.load();

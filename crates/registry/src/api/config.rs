@@ -1,10 +1,11 @@
-//! Consul's configuration entries (`/v1/config`), for the one kind Wharf keeps:
-//! `service-intentions`. Consul itself stores intentions as these entries, one per
-//! destination with its sources; Wharf stores each intention under its pair (so that the
-//! intentions API, sidecars and `wharf intention` share one record) and answers the entry as
-//! the view of every intention to that destination, in evaluation order. Writing an entry
-//! replaces that set in one transaction. Other kinds Consul knows answer 501 with the kind
-//! named; a kind Consul does not know is a 400, as Consul answers it.
+//! Consul's configuration entries (`/v1/config`), for the kinds Wharf keeps:
+//! `service-intentions`, and `service-resolver` and `service-splitter` ([`super::traffic`]).
+//! Consul itself stores intentions as these entries, one per destination with its sources;
+//! Wharf stores each intention under its pair (so that the intentions API, sidecars and
+//! `wharf intention` share one record) and answers the entry as the view of every intention
+//! to that destination, in evaluation order. Writing an entry replaces that set in one
+//! transaction. Other kinds Consul knows answer 501 with the kind named; a kind Consul does
+//! not know is a 400, as Consul answers it.
 
 use std::sync::Arc;
 
@@ -24,19 +25,18 @@ use crate::Agent;
 use crate::acl::{Authorizer, Need, Scope};
 use crate::catalog::{CatalogState, Resource, Stored};
 use crate::connect::{entry_indexes, intentions_to};
+use crate::traffic::TrafficKind;
 
 type Shared = State<Arc<Agent>>;
 type Answer = Result<Response, ApiError>;
 
 const SERVICE_INTENTIONS: &str = "service-intentions";
 
-/// Every kind of entry Consul knows (besides `service-intentions`).
+/// Every kind of entry Consul knows besides those Wharf keeps.
 const OTHER_KINDS: &[&str] = &[
     "service-defaults",
     "proxy-defaults",
     "service-router",
-    "service-splitter",
-    "service-resolver",
     "ingress-gateway",
     "terminating-gateway",
     "api-gateway",
@@ -51,17 +51,29 @@ const OTHER_KINDS: &[&str] = &[
     "control-plane-request-limit",
 ];
 
-/// The kind named in a path or a body, lower-cased, if Wharf keeps it.
-fn kind(name: &str) -> Result<&'static str, ApiError> {
+/// A kind of entry Wharf keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Intentions,
+    Traffic(TrafficKind),
+}
+
+/// The kind named in a path or a body, if Wharf keeps it.
+fn kind(name: &str) -> Result<Kind, ApiError> {
     let name = name.to_ascii_lowercase();
-    if name == SERVICE_INTENTIONS {
-        return Ok(SERVICE_INTENTIONS);
+    match name.as_str() {
+        SERVICE_INTENTIONS => return Ok(Kind::Intentions),
+        super::traffic::SERVICE_RESOLVER => return Ok(Kind::Traffic(TrafficKind::Resolver)),
+        super::traffic::SERVICE_SPLITTER => return Ok(Kind::Traffic(TrafficKind::Splitter)),
+        _ => {}
     }
     if OTHER_KINDS.contains(&name.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             format!(
-                "Wharf does not implement /v1/config for {name} entries yet (only {SERVICE_INTENTIONS})"
+                "Wharf does not implement /v1/config for {name} entries yet (only {SERVICE_INTENTIONS}, {}, {})",
+                super::traffic::SERVICE_RESOLVER,
+                super::traffic::SERVICE_SPLITTER
             ),
         ));
     }
@@ -219,7 +231,14 @@ pub(super) async fn apply(
         .or_else(|| value.get("kind"))
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("Request decoding failed: Kind is required"))?;
-    kind(named)?;
+    if let Kind::Traffic(kind) = kind(named)? {
+        let written = super::traffic::apply(&agent, &access, kind, value, cas(&p)?).await?;
+        return Ok(json(if written {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        }));
+    }
     let entry: Entry = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     let (destination, sources) = intentions(entry)?;
@@ -241,8 +260,11 @@ pub(super) async fn read(
     access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let kind = kind(&named)?;
     let p = Params::parse(q.as_deref());
+    if let Kind::Traffic(kind) = kind(&named)? {
+        return super::traffic::read(&agent, &access, kind, &name, &p).await;
+    }
+    let kind = SERVICE_INTENTIONS;
     let destination = name.to_ascii_lowercase();
     access.require(Scope::Intention(&destination), Need::Read)?;
     answer(&agent, &p, Resource::Intentions, |state| {
@@ -262,9 +284,11 @@ pub(super) async fn list(
     access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    kind(&named)?;
     let p = Params::parse(q.as_deref());
     let acl = access.authorizer()?;
+    if let Kind::Traffic(kind) = kind(&named)? {
+        return super::traffic::list(&agent, acl, kind, &p).await;
+    }
     answer(&agent, &p, Resource::Intentions, |state| {
         Ok(to_json(&all_entries(state, acl), p.has("pretty")))
     })
@@ -292,11 +316,18 @@ pub(super) async fn delete(
     access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    kind(&named)?;
-    access.require(Scope::Intention(&name.to_ascii_lowercase()), Need::Write)?;
     let p = Params::parse(q.as_deref());
     let cas = cas(&p)?;
-    let deleted = agent.delete_intentions_to(&name, cas).await?;
+    let deleted = match kind(&named)? {
+        Kind::Traffic(kind) => {
+            access.require(Scope::Service(&name.to_ascii_lowercase()), Need::Write)?;
+            agent.delete_traffic(kind, &name, cas).await?
+        }
+        Kind::Intentions => {
+            access.require(Scope::Intention(&name.to_ascii_lowercase()), Need::Write)?;
+            agent.delete_intentions_to(&name, cas).await?
+        }
+    };
     Ok(json(match (cas, deleted) {
         (None, _) => b"{}".to_vec(),
         (Some(_), true) => b"true".to_vec(),
@@ -365,7 +396,11 @@ mod tests {
     #[test]
     fn kinds_consul_knows_are_501_and_others_400() {
         use axum::response::IntoResponse;
-        assert_eq!(kind("Service-Intentions").unwrap(), SERVICE_INTENTIONS);
+        assert_eq!(kind("Service-Intentions").unwrap(), Kind::Intentions);
+        assert_eq!(
+            kind("service-splitter").unwrap(),
+            Kind::Traffic(TrafficKind::Splitter)
+        );
         let status = |name: &str| kind(name).unwrap_err().into_response().status();
         assert_eq!(status("service-defaults"), StatusCode::NOT_IMPLEMENTED);
         assert_eq!(status("nonsense"), StatusCode::BAD_REQUEST);

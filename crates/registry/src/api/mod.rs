@@ -20,6 +20,7 @@ mod handlers;
 pub mod params;
 pub mod shapes;
 mod stats;
+mod traffic;
 mod ui;
 pub mod unimplemented;
 
@@ -79,6 +80,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/v1/wharf/apply", write(apply_manifest))
+        .route("/v1/wharf/traffic", get(traffic::view))
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
         .route("/v1/wharf/stats", get(stats::read))
         .route("/v1/wharf/load/{name}", get(stats::load))
