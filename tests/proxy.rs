@@ -1239,3 +1239,208 @@ fn the_access_log_has_a_json_line_per_request() {
     });
     drop(held);
 }
+
+/// The example `hello` (axum; fast enough for thousands of requests a test) on a port of its
+/// own choosing, answering `greeting`; killed on drop.
+struct Hello {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Hello {
+    fn start(greeting: &str) -> Hello {
+        use std::io::BufRead;
+        let program = std::path::Path::new(WHARF)
+            .parent()
+            .unwrap()
+            .join("examples/hello");
+        let mut child = std::process::Command::new(program)
+            .env("PORT", "0")
+            .env("GREETING", greeting)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start examples/hello");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("hello did not say where it listens: {line:?}"));
+        Hello { child, addr }
+    }
+}
+
+impl Drop for Hello {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which backend answered each of `count` requests to `service` through the proxy (its
+/// body), over one HTTP/1.1 connection kept alive, or over one HTTP/2 connection with 16
+/// streams at a time.
+async fn answered_by(
+    proxy: std::net::SocketAddr,
+    service: &str,
+    count: usize,
+    http2: bool,
+) -> HashMap<String, usize> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let request = || {
+        http::Request::builder()
+            .uri(format!("http://{service}/"))
+            .header("host", service)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    async fn backend(response: http::Response<hyper::body::Incoming>) -> String {
+        use http_body_util::BodyExt;
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+    let mut counts = HashMap::new();
+    if http2 {
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..count / 16 {
+            let batch: Vec<_> = (0..16)
+                .map(|_| {
+                    let mut sender = sender.clone();
+                    let request = request();
+                    tokio::spawn(async move {
+                        backend(sender.send_request(request).await.unwrap()).await
+                    })
+                })
+                .collect();
+            for answer in batch {
+                *counts.entry(answer.await.unwrap()).or_insert(0) += 1;
+            }
+        }
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        for _ in 0..count {
+            sender.ready().await.unwrap();
+            let name = backend(sender.send_request(request()).await.unwrap()).await;
+            *counts.entry(name).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backends = [("v1-a", "v1"), ("v1-b", "v1"), ("v2", "v2")].map(|(name, version)| {
+        let backend = Hello::start(name);
+        register_instance(
+            &registry,
+            "hello",
+            name,
+            backend.addr,
+            &[("version", version)],
+            None,
+        );
+        backend
+    });
+    let proxy = tokio::task::spawn_blocking({
+        let url = registry.url();
+        move || ProxyProcess::start(&url, &[])
+    })
+    .await
+    .unwrap();
+    let put = |body: Value| {
+        let answer = tokio::task::block_in_place(|| registry.put("/v1/config", &body.to_string()));
+        assert_eq!(
+            (answer.status, answer.text()),
+            (200, "true".to_owned()),
+            "{body}"
+        );
+    };
+    put(serde_json::json!({
+        "Kind": "service-resolver", "Name": "hello",
+        "Subsets": {
+            "v1": {"Filter": "Service.Meta.version == v1"},
+            "v2": {"Filter": "Service.Meta.version == v2"},
+        },
+    }));
+    let split = |v1: f64, v2: f64| {
+        serde_json::json!({
+            "Kind": "service-splitter", "Name": "hello",
+            "Splits": [{"Weight": v1, "ServiceSubset": "v1"}, {"Weight": v2, "ServiceSubset": "v2"}],
+        })
+    };
+    // All to v2 first, so that the switch to the split measured is seen when v1 answers.
+    put(split(0.0, 100.0));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answered_by(proxy.addr, "hello", 30, false).await.get("v2") != Some(&30) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never sent everything to v2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(split(99.0, 1.0));
+    while answered_by(proxy.addr, "hello", 1, false)
+        .await
+        .contains_key("v2")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never took the 99/1 split"
+        );
+    }
+
+    // 1 % of 10,000 requests on one kept-alive connection: 100 ± 50 (±0.5 %).
+    let counts = answered_by(proxy.addr, "hello", 10_000, false).await;
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    eprintln!("99/1 over 10,000 HTTP/1.1 requests: {counts:?}");
+    assert!((50..=150).contains(&v2), "{counts:?}");
+    assert!(
+        counts["v1-a"].abs_diff(counts["v1-b"]) <= 100,
+        "v1 balanced: {counts:?}"
+    );
+
+    // 10 % over HTTP/2 streams of one connection: each stream drawn on its own.
+    put(split(90.0, 10.0));
+    while answered_by(proxy.addr, "hello", 100, true)
+        .await
+        .get("v2")
+        .copied()
+        .unwrap_or(0)
+        < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never took the 90/10 split"
+        );
+    }
+    let counts = answered_by(proxy.addr, "hello", 10_000, true).await;
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    eprintln!("90/10 over 10,000 HTTP/2 streams: {counts:?}");
+    assert!((950..=1050).contains(&v2), "{counts:?}");
+
+    // A split naming a subset the resolver lacks, or not adding up, is refused.
+    let bad =
+        tokio::task::block_in_place(|| registry.put("/v1/config", &split(90.0, 5.0).to_string()));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("must be 100"), "{}", bad.text());
+    let unknown = serde_json::json!({"Kind": "service-splitter", "Name": "hello",
+        "Splits": [{"Weight": 100, "ServiceSubset": "v3"}]});
+    let bad = tokio::task::block_in_place(|| registry.put("/v1/config", &unknown.to_string()));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("no such subset"), "{}", bad.text());
+    drop(backends);
+}
