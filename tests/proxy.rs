@@ -1290,7 +1290,6 @@ async fn answered_by(
     count: usize,
     http2: bool,
 ) -> HashMap<String, usize> {
-    use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let io = hyper_util::rt::TokioIo::new(stream);
     let request = || {
