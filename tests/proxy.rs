@@ -1431,6 +1431,35 @@ async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
     eprintln!("90/10 over 10,000 HTTP/2 streams: {counts:?}");
     assert!((950..=1050).contains(&v2), "{counts:?}");
 
+    // Each subset's golden metrics reach the registry, and `wharf stat` shows them.
+    let subsets = |registry: &RegistryProcess| {
+        let stats = registry.get("/v1/wharf/stats").json();
+        let hello = stats["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "hello")
+            .cloned()
+            .unwrap_or_default();
+        let requests = |name: &str| {
+            hello["subsets"].as_array().and_then(|all| {
+                all.iter()
+                    .find(|s| s["subset"] == name)
+                    .and_then(|s| s["minute"]["requests"].as_u64())
+            })
+        };
+        (requests("v1"), requests("v2"))
+    };
+    tokio::task::block_in_place(|| {
+        eventually(
+            "the subsets' figures in the registry",
+            || matches!(subsets(&registry), (Some(v1), Some(v2)) if v1 >= 18_900 && v2 >= 1_100),
+        );
+        let (code, out, err) = wharf(&registry.url(), &["stat", "hello"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("SUBSET") && out.contains("v2"), "{out}");
+    });
+
     // A split naming a subset the resolver lacks, or not adding up, is refused.
     let bad =
         tokio::task::block_in_place(|| registry.put("/v1/config", &split(90.0, 5.0).to_string()));

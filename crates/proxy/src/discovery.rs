@@ -330,6 +330,7 @@ fn divide(service: &Service) {
             split_of(service, &current.labels),
         )
     });
+    service.mark_subsets(&service.endpoints.load());
 }
 
 /// The service's split over endpoints described by `labels`, if it is split; sticky by the
@@ -436,9 +437,9 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
         );
     }
     let split = split_of(service, &labelled);
-    service
-        .endpoints
-        .store(Arc::new(EndpointSet::labelled(endpoints, labelled, split)));
+    let set = Arc::new(EndpointSet::labelled(endpoints, labelled, split));
+    service.mark_subsets(&set);
+    service.endpoints.store(set);
     service.arrivals.notify_waiters();
 }
 

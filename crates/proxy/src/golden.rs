@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wharf_stats::{
     CallerReport, InstanceReport, Outcome, Report, RouteReport, Row, ServiceReport, ServiceView,
-    WindowReport,
+    SubsetReport, WindowReport,
 };
 
 use crate::clock::now_secs;
@@ -193,6 +193,16 @@ pub(crate) fn report(directory: &Directory, proxy: &str, caller: &str, mtls: boo
                         minute: WindowReport::from(&row.minute(now)),
                     })
                     .filter(|r| r.minute.requests > 0)
+                    .collect(),
+                subsets: service
+                    .subsets
+                    .lock()
+                    .expect("subset rows")
+                    .iter()
+                    .map(|(subset, row)| SubsetReport {
+                        subset: subset.clone(),
+                        minute: WindowReport::from(&row.minute(now)),
+                    })
                     .collect(),
                 instances: set
                     .endpoints

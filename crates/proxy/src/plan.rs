@@ -297,6 +297,9 @@ pub(crate) async fn forward<T: Transport>(
                 service.metrics.record_latency(took);
                 service.metrics.response(status);
                 service.golden.record(now, outcome, took);
+                if let Some(subset) = &*endpoint.subset.load() {
+                    subset.record(now, outcome, took);
+                }
                 return Ok((endpoint, answer));
             }
             Err(error) => error,

@@ -21,8 +21,9 @@ pub mod view;
 pub mod window;
 
 pub use report::{
-    CallerReport, EdgeReport, InstanceReport, Report, RouteReport, ServiceReport, WindowReport,
+    CallerReport, EdgeReport, InstanceReport, Report, RouteReport, ServiceReport, SubsetReport,
+    WindowReport,
 };
 pub use sketch::{Bucket, RELATIVE_ERROR, Sketch};
-pub use view::{InstanceView, Models, RouteView, ServiceView, WindowView};
+pub use view::{InstanceView, Models, RouteView, ServiceView, SubsetView, WindowView};
 pub use window::{Counts, Outcome, Row, Summary, Volume};

@@ -91,6 +91,9 @@ pub struct ServiceReport {
     /// Its route classes' last minute (a bounded set, `other` for the rest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteReport>,
+    /// Its subsets' last minute, when it is split between them (versions, canaries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<SubsetReport>,
     /// Requests held now for a service scaled to zero, until an instance passes: load the
     /// autoscaler must see although no instance has it.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -105,6 +108,14 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteReport {
     pub route: String,
+    pub minute: WindowReport,
+}
+
+/// One subset of a service split between subsets (`service-splitter`): the requests its
+/// share drew, as answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubsetReport {
+    pub subset: String,
     pub minute: WindowReport,
 }
 
@@ -262,6 +273,12 @@ pub fn merge<'r>(
                     None => into.routes.push(route.clone()),
                 }
             }
+            for subset in &service.subsets {
+                match into.subsets.iter_mut().find(|s| s.subset == subset.subset) {
+                    Some(known) => known.minute.merge(&subset.minute),
+                    None => into.subsets.push(subset.clone()),
+                }
+            }
             add_history(&mut into.history, &service.history);
             for instance in &service.instances {
                 match into.instances.iter_mut().find(|i| i.id == instance.id) {
@@ -287,6 +304,7 @@ pub fn merge<'r>(
     }
     for service in merged.values_mut() {
         service.instances.sort_by(|a, b| a.id.cmp(&b.id));
+        service.subsets.sort_by(|a, b| a.subset.cmp(&b.subset));
     }
     merged
 }
@@ -338,6 +356,10 @@ mod tests {
                     route: "GET /".into(),
                     minute: window(requests, failures, ms),
                 }],
+                subsets: vec![SubsetReport {
+                    subset: "v2".into(),
+                    minute: window(requests, failures, ms),
+                }],
             }],
         };
         let a = report("a", 90, 9, 10, "web-1");
@@ -358,6 +380,14 @@ mod tests {
         assert_eq!((edge.bytes_in, edge.bytes_out), (200, 2000));
         assert_eq!(web.routes.len(), 1, "one route class, merged");
         assert_eq!(web.routes[0].minute.requests, 100);
+        assert_eq!(web.subsets.len(), 1, "one subset, merged");
+        assert_eq!(
+            (
+                web.subsets[0].minute.requests,
+                web.subsets[0].minute.failures
+            ),
+            (100, 10)
+        );
     }
 
     #[test]

@@ -120,6 +120,15 @@ pub struct ServiceView {
     pub bytes_out: u64,
     /// Its route classes, busiest first.
     pub routes: Vec<RouteView>,
+    /// Its subsets, when split between them, by name.
+    pub subsets: Vec<SubsetView>,
+}
+
+/// One subset as the views show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubsetView {
+    pub subset: String,
+    pub minute: WindowView,
 }
 
 /// One route class as the views show it.
@@ -177,6 +186,14 @@ impl From<&crate::ServiceReport> for ServiceView {
                 });
                 routes
             },
+            subsets: service
+                .subsets
+                .iter()
+                .map(|s| SubsetView {
+                    subset: s.subset.clone(),
+                    minute: WindowView::from(&s.minute.summary()),
+                })
+                .collect(),
         }
     }
 }

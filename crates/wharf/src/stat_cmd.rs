@@ -91,6 +91,23 @@ pub(crate) async fn run(args: StatArgs) -> anyhow::Result<()> {
         println!();
         table::print(&["ROUTE", "RPS", "SUCCESS", "P50 MS", "P99 MS"], &rows);
     }
+    if !service.subsets.is_empty() {
+        let rows: Vec<Vec<String>> = service
+            .subsets
+            .iter()
+            .map(|s| {
+                vec![
+                    s.subset.clone(),
+                    number(Some(s.minute.rps), 1),
+                    percent(s.minute.success()),
+                    number(s.minute.latency_ms.p50, 1),
+                    number(s.minute.latency_ms.p99, 1),
+                ]
+            })
+            .collect();
+        println!();
+        table::print(&["SUBSET", "RPS", "SUCCESS", "P50 MS", "P99 MS"], &rows);
+    }
     let edges: Vec<&Edge> = stats
         .edges
         .iter()

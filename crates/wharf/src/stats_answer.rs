@@ -25,6 +25,9 @@ pub(crate) struct Service {
     pub(crate) health: Health,
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
+    /// Its subsets, when split between them.
+    #[serde(default)]
+    pub(crate) subsets: Vec<Subset>,
     /// For a service `wharf up` runs: the count it is asked for.
     #[serde(default)]
     pub(crate) desired: Option<Desired>,
@@ -57,6 +60,12 @@ impl Desired {
             _ => self.replicas.to_string(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Subset {
+    pub(crate) subset: String,
+    pub(crate) minute: Window,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

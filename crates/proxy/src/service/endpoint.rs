@@ -28,6 +28,9 @@ pub struct Endpoint {
     /// Golden metrics of every attempt sent to it (its failure rate is its own, retries
     /// included): counts only, an instance's latency shows in its service's.
     pub golden: wharf_stats::Counts,
+    /// The golden metrics of the subset whose share this endpoint serves, when its service
+    /// is split (the requests it answered count there too).
+    pub subset: arc_swap::ArcSwapOption<wharf_stats::Row>,
 }
 
 impl Endpoint {
@@ -43,6 +46,7 @@ impl Endpoint {
             outlier: Outlier::default(),
             latency: std::sync::OnceLock::new(),
             golden: wharf_stats::Counts::new(crate::clock::now_secs()),
+            subset: arc_swap::ArcSwapOption::empty(),
         }
     }
 

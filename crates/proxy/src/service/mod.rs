@@ -62,6 +62,8 @@ pub struct Service {
     pub sticky_split: std::sync::atomic::AtomicBool,
     /// Its subsets and their shares, if the registry splits it.
     pub division: ArcSwap<Option<Arc<split::Division>>>,
+    /// Golden metrics per subset of its split, by name (kept while the subset is split to).
+    pub subsets: std::sync::Mutex<std::collections::BTreeMap<String, Arc<wharf_stats::Row>>>,
     /// Turns true once the service's endpoints are known (or given up on for now).
     known: watch::Receiver<bool>,
     /// Whether the service may have no instance at all for a while (autoscaled with
@@ -103,6 +105,7 @@ impl Service {
             hash_header: ArcSwap::from_pointee(None),
             sticky_split: Default::default(),
             division: ArcSwap::from_pointee(None),
+            subsets: Default::default(),
             known,
             from_zero: Default::default(),
             waiting: Default::default(),
@@ -110,6 +113,33 @@ impl Service {
             report_now: Arc::new(tokio::sync::Notify::new()),
         };
         (service, known_tx)
+    }
+
+    /// Points each endpoint of `set` at the golden metrics of the subset it serves (the first
+    /// share that has it), none when the service is not split; forgets subsets no longer
+    /// split to.
+    pub fn mark_subsets(&self, set: &EndpointSet) {
+        let mut rows = self.subsets.lock().expect("subset rows");
+        let mut marked = vec![None; set.endpoints.len()];
+        let mut named = std::collections::BTreeSet::new();
+        if let Some(split) = &set.split {
+            for (subset, members) in split.shares() {
+                named.insert(subset.to_owned());
+                let row = rows
+                    .entry(subset.to_owned())
+                    .or_insert_with(|| Arc::new(wharf_stats::Row::new(crate::clock::now_secs())))
+                    .clone();
+                for &i in members {
+                    if marked[i].is_none() {
+                        marked[i] = Some(row.clone());
+                    }
+                }
+            }
+        }
+        rows.retain(|name, _| named.contains(name));
+        for (endpoint, row) in set.endpoints.iter().zip(marked) {
+            endpoint.subset.store(row);
+        }
     }
 
     /// Waits (at most `limit`) until the service's endpoints are known.

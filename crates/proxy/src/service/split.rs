@@ -27,6 +27,8 @@ pub struct Split {
     /// Per share, the upper bound of its range of draws (cumulative parts per million) and
     /// its endpoints (indexes into the set).
     shares: Vec<(u32, Vec<usize>)>,
+    /// Each share's subset name (`""`: the whole service).
+    names: Vec<String>,
     /// Whether a request's hash key decides its share.
     pub sticky: bool,
     drawn: AtomicU64,
@@ -36,6 +38,12 @@ impl Split {
     /// Shares as (parts per million, endpoint indexes), in order; their parts should add up
     /// to a million (a shortfall goes to no share: those requests go to any endpoint).
     pub fn new(shares: Vec<(u32, Vec<usize>)>, sticky: bool) -> Split {
+        let names = (0..shares.len()).map(|i| format!("share-{i}")).collect();
+        Split::named(shares, names, sticky)
+    }
+
+    /// [`Split::new`] with each share's subset name.
+    pub fn named(shares: Vec<(u32, Vec<usize>)>, names: Vec<String>, sticky: bool) -> Split {
         let mut upto = 0u32;
         let shares = shares
             .into_iter()
@@ -46,9 +54,18 @@ impl Split {
             .collect();
         Split {
             shares,
+            names,
             sticky,
             drawn: AtomicU64::new(0),
         }
+    }
+
+    /// Each share's subset name and endpoints.
+    pub fn shares(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.names
+            .iter()
+            .zip(&self.shares)
+            .map(|(name, (_, members))| (name.as_str(), members.as_slice()))
     }
 
     /// The endpoints of the share this request draws; empty if its share has none.
@@ -111,10 +128,17 @@ impl Division {
                 .filter(|i| filter.matches(&labels[*i]))
                 .collect()
         };
-        Split::new(
+        Split::named(
             self.shares
                 .iter()
                 .map(|(subset, ppm)| (*ppm, members(subset)))
+                .collect(),
+            self.shares
+                .iter()
+                .map(|(subset, _)| match subset.as_str() {
+                    "" => "all".to_owned(),
+                    named => named.to_owned(),
+                })
                 .collect(),
             sticky,
         )
