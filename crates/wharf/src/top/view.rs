@@ -424,6 +424,7 @@ mod tests {
                 ..Health::default()
             },
             routes: Vec::new(),
+            subsets: Vec::new(),
             desired: None,
         };
         StatsAnswer {
