@@ -199,6 +199,11 @@ pub struct Desired {
     pub min: Option<u32>,
     #[serde(default)]
     pub max: Option<u32>,
+    /// Bumped by each `wharf rollout promote` and `wharf rollout abort`.
+    #[serde(default)]
+    pub promote: u64,
+    #[serde(default)]
+    pub abort: u64,
 }
 
 /// The count a scale set, from its answer `{"Replicas": N}`.
@@ -436,6 +441,12 @@ impl Client {
         )
         .await
         .map(drop)
+    }
+
+    /// `wharf rollout promote|abort NAME`: `order` is `promote` or `abort`.
+    pub async fn rollout(&self, name: &str, order: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/wharf/rollout/{}?order={}", encode(name), encode(order));
+        self.call(Method::PUT, &path, Vec::new()).await.map(drop)
     }
 
     /// Desired replicas of supervised services, as a blocking query.

@@ -235,15 +235,20 @@ impl Agent {
         bounds: Option<keys::Bounds>,
     ) -> Result<(), RegistryError> {
         let current = self.catalog.read(|state| state.desired.get(name).cloned());
-        let restart = current.as_ref().map_or(0, |d| d.restart);
-        let decision = current.and_then(|d| d.decision);
+        let current = current.unwrap_or(keys::Desired {
+            replicas,
+            restart: 0,
+            bounds: None,
+            decision: None,
+            promote: 0,
+            abort: 0,
+        });
         self.write_desired(
             name,
             keys::Desired {
                 replicas,
-                restart,
                 bounds,
-                decision,
+                ..current
             },
         )
         .await
@@ -285,6 +290,22 @@ impl Agent {
     pub async fn restart(&self, name: &str) -> Result<(), RegistryError> {
         let mut desired = self.supervised(name)?;
         desired.restart += 1;
+        self.write_desired(name, desired).await
+    }
+
+    /// `wharf rollout promote|abort NAME`: an order to the canary of a service being rolled
+    /// out (each bumps its counter, which the supervisor follows).
+    pub async fn rollout_order(&self, name: &str, order: &str) -> Result<(), RegistryError> {
+        let mut desired = self.supervised(name)?;
+        match order {
+            "promote" => desired.promote += 1,
+            "abort" => desired.abort += 1,
+            other => {
+                return Err(RegistryError::BadRequest(format!(
+                    "order={other:?}: expected promote or abort"
+                )));
+            }
+        }
         self.write_desired(name, desired).await
     }
 

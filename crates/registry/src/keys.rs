@@ -180,6 +180,16 @@ pub struct Desired {
     /// The autoscaler's last change of count, and what it was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<ScaleDecision>,
+    /// Bumped by `wharf rollout promote` and `wharf rollout abort`: each new value is an
+    /// order to a canary running then.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub promote: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub abort: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An autoscaled service's least and most replicas.

@@ -23,13 +23,14 @@ impl std::fmt::Debug for Attached {
     }
 }
 
-/// Starts what goes beside an instance of `service` (id `instance`) whose process is about
-/// to listen on `port`.
+/// Starts what goes beside an instance of `service` (id `instance`, registering with `meta`)
+/// whose process is about to listen on `port`.
 pub trait Companion: Send + Sync + 'static {
     fn attach(
         &self,
         service: &str,
         instance: &str,
         port: u16,
+        meta: &std::collections::BTreeMap<String, String>,
     ) -> BoxFuture<Result<Attached, String>>;
 }

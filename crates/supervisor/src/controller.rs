@@ -35,7 +35,7 @@ pub(crate) struct Controller<R> {
     pub(crate) replicas: Vec<Running>,
     pub(crate) companion: Option<Arc<dyn crate::companion::Companion>>,
     /// Numbers the rollouts of new specs: their instances are `<name>-<n>-v<revision>`.
-    revision: u64,
+    pub(crate) revision: u64,
     scaler: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
@@ -48,7 +48,7 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -56,7 +56,7 @@ impl Running {
 
 /// Which replicas a rolling replacement replaces.
 #[derive(Clone, Copy)]
-enum Which {
+pub(crate) enum Which {
     /// Every one (`wharf restart`).
     All,
     /// Those not running the controller's spec (a rollout, or a rollout's rollback).
@@ -213,6 +213,17 @@ impl<R: Registry> Controller<R> {
         if change.replace.is_empty() {
             return Ok(done.join(", "));
         }
+        if let Some(rollout) = self.spec.rollout.clone()
+            && !self.replicas.is_empty()
+        {
+            // The old spec runs on as the stable version until the canary is promoted.
+            let new = std::mem::replace(&mut self.spec, old);
+            let outcome = self.canary(new, rollout, health, desired, stop).await;
+            return outcome.map(|o| {
+                done.push(o);
+                done.join(", ")
+            });
+        }
         self.revision += 1;
         let suffix = format!("v{}", self.revision + 1);
         match self
@@ -241,10 +252,20 @@ impl<R: Registry> Controller<R> {
     }
 
     fn spawn(&self, id: String, health: &watch::Receiver<Arc<HealthView>>) -> Running {
+        self.spawn_with(self.spec.clone(), id, health)
+    }
+
+    /// A replica of `spec` (the controller's, or a canary's).
+    pub(crate) fn spawn_with(
+        &self,
+        spec: Arc<ServiceSpec>,
+        id: String,
+        health: &watch::Receiver<Arc<HealthView>>,
+    ) -> Running {
         let replica = Replica {
             registry: self.registry.clone(),
             registry_url: self.registry_url.clone(),
-            spec: self.spec.clone(),
+            spec: spec.clone(),
             timings: self.timings,
             style: self.style.for_service(self.color).named(&id),
             id: id.clone(),
@@ -254,7 +275,7 @@ impl<R: Registry> Controller<R> {
         let (stop, stop_rx) = watch::channel(false);
         Running {
             id,
-            spec: self.spec.clone(),
+            spec,
             stop,
             task: tokio::spawn(replica.run(stop_rx)),
         }
@@ -284,7 +305,7 @@ impl<R: Registry> Controller<R> {
     /// deregistered, drained and stopped, so that clients through the gateway see no
     /// failure. A replacement that never passes is stopped, the old instance kept, and the
     /// rest left as they are. Waits on the service's health as it changes. The count replaced.
-    async fn replace(
+    pub(crate) async fn replace(
         &mut self,
         which: Which,
         suffix: &str,

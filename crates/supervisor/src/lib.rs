@@ -22,6 +22,7 @@
 //! service's health is followed with one blocking query that all its replicas share.
 
 pub mod autoscale;
+mod canary;
 pub mod companion;
 mod controller;
 mod logs;
@@ -43,7 +44,7 @@ use controller::{Controller, Order};
 pub use logs::LogStyle;
 pub use plan::{Plan, Step};
 pub use registry::{ApiRegistry, HealthView, Registry};
-pub use spec::{Autoscale, CheckSpec, ServiceSpec, Target, Timings};
+pub use spec::{Autoscale, CheckSpec, Rollout, ServiceSpec, Target, Timings};
 
 /// Runs services until stopped, and changes what runs when told (`wharf apply`).
 pub struct Supervisor {

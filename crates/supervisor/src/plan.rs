@@ -241,6 +241,7 @@ mod tests {
             },
             dir: PathBuf::from("/srv"),
             autoscale: None,
+            rollout: None,
         }
     }
 

@@ -17,6 +17,26 @@ use crate::autoscale::Decision;
 /// `warning`, `critical`).
 pub type HealthView = BTreeMap<String, String>;
 
+/// A subset's last minute, as the proxies reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SubsetFigures {
+    pub requests: u64,
+    pub failures: u64,
+    pub p99: Option<std::time::Duration>,
+}
+
+impl SubsetFigures {
+    pub fn failure_rate(&self) -> f64 {
+        match self.requests {
+            0 => 0.0,
+            n => self.failures as f64 / n as f64,
+        }
+    }
+}
+
+/// The meta key that marks a canary's instances with its version.
+pub const VERSION_META: &str = "wharf-version";
+
 /// The registry as the supervisor uses it.
 pub trait Registry: Send + Sync + 'static {
     /// Declares a supervised service, its replica count, and its bounds (min, max) if it is
@@ -45,6 +65,24 @@ pub trait Registry: Send + Sync + 'static {
         &self,
         registration: &Registration,
     ) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// Splits the service between its `stable` instances and its `canary` ones (those whose
+    /// [`VERSION_META`] is `version`), `weight` percent to the canary.
+    fn split(
+        &self,
+        service: &str,
+        version: &str,
+        weight: f64,
+    ) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// Ends the service's split: every instance alike again.
+    fn unsplit(&self, service: &str) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// The last minute of the service's `stable` and `canary` subsets.
+    fn subsets(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = Result<(SubsetFigures, SubsetFigures), ClientError>> + Send;
 
     fn deregister(&self, id: &str) -> impl Future<Output = Result<(), ClientError>> + Send;
 
@@ -102,6 +140,66 @@ impl Registry for ApiRegistry {
 
     async fn register(&self, registration: &Registration) -> Result<(), ClientError> {
         self.client.register(registration).await
+    }
+
+    async fn split(&self, service: &str, version: &str, weight: f64) -> Result<(), ClientError> {
+        let filter = |op: &str| format!("Service.Meta.{VERSION_META} {op} \"{version}\"");
+        let resolver = serde_json::json!({
+            "Kind": "service-resolver", "Name": service,
+            "Subsets": {"stable": {"Filter": filter("!=")}, "canary": {"Filter": filter("==")}},
+        });
+        let splitter = serde_json::json!({
+            "Kind": "service-splitter", "Name": service,
+            "Splits": [
+                {"Weight": 100.0 - weight, "ServiceSubset": "stable"},
+                {"Weight": weight, "ServiceSubset": "canary"},
+            ],
+        });
+        for entry in [resolver, splitter] {
+            self.client
+                .call_json(wharf_client::Method::PUT, "/v1/config", Some(&entry))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unsplit(&self, service: &str) -> Result<(), ClientError> {
+        for kind in ["service-splitter", "service-resolver"] {
+            let path = format!("/v1/config/{kind}/{}", wharf_client::encode(service));
+            self.client
+                .call_json(wharf_client::Method::DELETE, &path, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn subsets(&self, service: &str) -> Result<(SubsetFigures, SubsetFigures), ClientError> {
+        let stats = self
+            .client
+            .call_json(wharf_client::Method::GET, "/v1/wharf/stats", None)
+            .await?;
+        let subsets = stats["services"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == service))
+            .and_then(|s| s["subsets"].as_array().cloned())
+            .unwrap_or_default();
+        let figures = |name: &str| {
+            subsets
+                .iter()
+                .find(|s| s["subset"] == name)
+                .map(|s| {
+                    let minute = &s["minute"];
+                    SubsetFigures {
+                        requests: minute["requests"].as_u64().unwrap_or(0),
+                        failures: minute["failures"].as_u64().unwrap_or(0),
+                        p99: minute["latency_ms"]["p99"]
+                            .as_f64()
+                            .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+                    }
+                })
+                .unwrap_or_default()
+        };
+        Ok((figures("stable"), figures("canary")))
     }
 
     async fn deregister(&self, id: &str) -> Result<(), ClientError> {

@@ -83,7 +83,11 @@ impl<R: Registry> Replica<R> {
     ) -> Result<Ended, String> {
         let port = process::free_port().map_err(|e| format!("no free port: {e}"))?;
         let mut attached = match &self.companion {
-            Some(companion) => Some(companion.attach(&self.spec.name, &self.id, port).await?),
+            Some(companion) => Some(
+                companion
+                    .attach(&self.spec.name, &self.id, port, &self.spec.meta)
+                    .await?,
+            ),
             None => None,
         };
         let env = attached.as_ref().map(|a| a.env.clone()).unwrap_or_default();

@@ -33,6 +33,30 @@ pub struct ServiceSpec {
     pub dir: PathBuf,
     /// Scaled on its load between bounds, if set; `replicas` is then its first count.
     pub autoscale: Option<Autoscale>,
+    /// How a change of what its instances run is rolled out: a canary judged by its golden
+    /// metrics, if set; else one instance at a time.
+    pub rollout: Option<Rollout>,
+}
+
+/// `rollout = { canary = [1, 10, 50, 100], step = "1m", max_failure_rate = 0.01,
+/// max_p99 = "500ms" }`: a new spec first runs as a canary taking each weight in turn (a
+/// percentage of the requests) for a step, judged at the end of each against the limits and
+/// the stable version; promoted after the last, rolled back at the first failed judgement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// The canary's weights in turn, rising, each above 0 and at most 100.
+    pub weights: Vec<f64>,
+    pub step: Duration,
+    /// The canary fails a step if more of its requests failed than this share (and more
+    /// than the stable version's).
+    pub max_failure_rate: f64,
+    /// ... or if its p99 is above this (and above the stable version's).
+    pub max_p99: Option<Duration>,
+}
+
+impl Rollout {
+    pub const DEFAULT_STEP: Duration = Duration::from_secs(60);
+    pub const DEFAULT_MAX_FAILURE_RATE: f64 = 0.01;
 }
 
 /// The supervisor's waits. [`Timings::default`] is what `wharf up` uses; tests shorten them.

@@ -12,8 +12,15 @@ use super::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
-    Registered { id: String, pid: i32, restarts: u32 },
+    Registered {
+        id: String,
+        pid: i32,
+        restarts: u32,
+    },
     Deregistered(String),
+    /// The canary's weight set, in percent (and its version).
+    Split(String, u32),
+    Unsplit,
 }
 
 /// A registry in memory: it records what the supervisor does, gives each instance the status
@@ -23,6 +30,11 @@ struct Fake {
     desired: watch::Sender<Option<Desired>>,
     health: watch::Sender<Arc<HealthView>>,
     status_of: fn(&str) -> &'static str,
+    /// What the stable and the canary subsets answered, as the proxies would report it.
+    figures: Mutex<(
+        crate::registry::SubsetFigures,
+        crate::registry::SubsetFigures,
+    )>,
 }
 
 impl Fake {
@@ -32,7 +44,17 @@ impl Fake {
             desired: watch::Sender::new(None),
             health: watch::Sender::new(Arc::default()),
             status_of,
+            figures: Mutex::default(),
         })
+    }
+
+    fn answer(&self, stable: (u64, u64), canary: (u64, u64)) {
+        let figures = |(requests, failures)| crate::registry::SubsetFigures {
+            requests,
+            failures,
+            p99: Some(Duration::from_millis(5)),
+        };
+        *self.figures.lock().unwrap() = (figures(stable), figures(canary));
     }
 
     fn events(&self) -> Vec<Event> {
@@ -40,12 +62,17 @@ impl Fake {
     }
 
     fn want(&self, replicas: u32, restart: u64) {
-        self.desired.send_replace(Some(Desired {
-            replicas,
-            restart,
-            min: None,
-            max: None,
-        }));
+        self.desired.send_modify(|desired| {
+            let (promote, abort) = desired.map_or((0, 0), |d| (d.promote, d.abort));
+            *desired = Some(Desired {
+                replicas,
+                restart,
+                min: None,
+                max: None,
+                promote,
+                abort,
+            });
+        });
     }
 
     fn set_status(&self, id: &str, status: &str) {
@@ -79,15 +106,44 @@ impl Registry for Fake {
         _bounds: Option<(u32, u32)>,
     ) -> Result<(), ClientError> {
         self.desired.send_modify(|desired| {
-            let restart = desired.map_or(0, |d| d.restart);
+            let (restart, promote, abort) =
+                desired.map_or((0, 0, 0), |d| (d.restart, d.promote, d.abort));
             *desired = Some(Desired {
                 replicas,
                 restart,
                 min: None,
                 max: None,
+                promote,
+                abort,
             });
         });
         Ok(())
+    }
+
+    async fn split(&self, _service: &str, version: &str, weight: f64) -> Result<(), ClientError> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(Event::Split(version.to_owned(), weight as u32));
+        Ok(())
+    }
+
+    async fn unsplit(&self, _service: &str) -> Result<(), ClientError> {
+        self.events.lock().unwrap().push(Event::Unsplit);
+        Ok(())
+    }
+
+    async fn subsets(
+        &self,
+        _service: &str,
+    ) -> Result<
+        (
+            crate::registry::SubsetFigures,
+            crate::registry::SubsetFigures,
+        ),
+        ClientError,
+    > {
+        Ok(*self.figures.lock().unwrap())
     }
 
     async fn forget(&self, _service: &str) -> Result<(), ClientError> {
@@ -175,6 +231,7 @@ fn spec(replicas: u32) -> ServiceSpec {
         },
         dir: std::env::temp_dir(),
         autoscale: None,
+        rollout: None,
     }
 }
 
@@ -206,7 +263,7 @@ fn pids(events: &[Event]) -> Vec<i32> {
         .iter()
         .filter_map(|e| match e {
             Event::Registered { pid, .. } => Some(*pid),
-            Event::Deregistered(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -452,5 +509,103 @@ async fn an_applied_count_is_declared_and_an_unchanged_one_keeps_the_scaled_coun
     assert_eq!(outcomes[0].result, Ok("3 replicas declared".into()));
     fake.until("a third", |e| registered(e, "svc-3").is_some())
         .await;
+    supervisor.stop().await;
+}
+
+fn with_canary(spec: &mut ServiceSpec) {
+    spec.rollout = Some(crate::Rollout {
+        weights: vec![50.0, 100.0],
+        step: Duration::from_millis(100),
+        max_failure_rate: 0.01,
+        max_p99: None,
+    });
+}
+
+fn splits(events: &[Event]) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Split(_, weight) => Some(*weight),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_canary_that_fails_is_rolled_back_at_its_first_step() {
+    let fake = Fake::new(passing);
+    let mut first = spec(2);
+    with_canary(&mut first);
+    let supervisor = Supervisor::start_with(
+        fake.clone(),
+        "http://127.0.0.1:1".into(),
+        vec![first.clone()],
+        LogStyle::Plain,
+        TIMINGS,
+        None,
+    );
+    fake.until("two replicas", |e| registered(e, "svc-2").is_some())
+        .await;
+    fake.answer((1000, 0), (100, 20)); // the canary answers 20 % errors
+    let mut broken = first.clone();
+    broken.env.insert("BROKEN".into(), "yes".into());
+    let outcomes = apply(&supervisor, &[broken]).await;
+    let failure = outcomes[0].result.clone().expect_err("rolled back");
+    assert!(
+        failure.contains("rolled back at 50%") && failure.contains("20.0% of its requests failed"),
+        "{failure}"
+    );
+    let events = fake.events();
+    assert_eq!(splits(&events), [50, 0], "{events:#?}");
+    assert!(matches!(events.last(), Some(Event::Unsplit)), "{events:#?}");
+    let canary = registered(&events, "svc-canary-1-v2").expect("a canary ran");
+    assert!(deregistered(&events, "svc-canary-1-v2") > Some(canary));
+    assert_eq!(
+        deregistered(&events, "svc-1"),
+        None,
+        "the stable version untouched"
+    );
+    assert_eq!(supervisor.running().await, [first], "the old spec stays");
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn a_good_canary_is_promoted_and_replaces_the_stable_instances() {
+    let fake = Fake::new(passing);
+    let mut first = spec(2);
+    with_canary(&mut first);
+    let supervisor = Supervisor::start_with(
+        fake.clone(),
+        "http://127.0.0.1:1".into(),
+        vec![first.clone()],
+        LogStyle::Plain,
+        TIMINGS,
+        None,
+    );
+    fake.until("two replicas", |e| registered(e, "svc-2").is_some())
+        .await;
+    fake.answer((1000, 1), (500, 0));
+    let mut better = first.clone();
+    better.env.insert("FASTER".into(), "yes".into());
+    let outcomes = apply(&supervisor, &[better.clone()]).await;
+    assert_eq!(
+        outcomes[0].result,
+        Ok("canary v2 promoted: 2 instances replaced".into())
+    );
+    let events = fake.events();
+    assert_eq!(splits(&events), [50, 100, 100], "{events:#?}");
+    for slot in ["svc-1", "svc-2"] {
+        let new = registered(&events, &format!("{slot}-v2")).expect("replaced");
+        assert!(new < deregistered(&events, slot).expect("the old one drained"));
+    }
+    let unsplit = events
+        .iter()
+        .position(|e| matches!(e, Event::Unsplit))
+        .unwrap();
+    assert!(
+        unsplit < deregistered(&events, "svc-canary-1-v2").expect("the canary stopped"),
+        "the split ends before the canaries go: {events:#?}"
+    );
+    assert_eq!(supervisor.running().await, [better]);
     supervisor.stop().await;
 }

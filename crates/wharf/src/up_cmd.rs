@@ -267,6 +267,7 @@ impl Companion for Sidecars {
         service: &str,
         instance: &str,
         port: u16,
+        meta: &BTreeMap<String, String>,
     ) -> wharf_supervisor::companion::BoxFuture<Result<Attached, String>> {
         let spec = self
             .services
@@ -280,6 +281,14 @@ impl Companion for Sidecars {
                 upstreams: Vec::new(),
                 meta: Default::default(),
             });
+        // A canary's sidecar carries its version, which its subset is chosen by.
+        let mut spec = spec;
+        if let Some(version) = meta.get(wharf_supervisor::registry::VERSION_META) {
+            spec.meta.insert(
+                wharf_supervisor::registry::VERSION_META.to_owned(),
+                version.clone(),
+            );
+        }
         let config = SidecarConfig {
             service: service.to_owned(),
             instance_id: instance.to_owned(),

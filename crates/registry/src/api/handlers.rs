@@ -397,7 +397,12 @@ pub(super) async fn wharf_services(
             .iter()
             .filter(|(name, _)| acl.allows(Scope::Service(name), Need::Read))
             .map(|(name, desired)| {
-                let mut entry = json!({"Replicas": desired.replicas, "Restart": desired.restart});
+                let mut entry = json!({
+                    "Replicas": desired.replicas,
+                    "Restart": desired.restart,
+                    "Promote": desired.promote,
+                    "Abort": desired.abort,
+                });
                 if let Some(bounds) = desired.bounds {
                     entry["Min"] = json!(bounds.min);
                     entry["Max"] = json!(bounds.max);
@@ -545,6 +550,23 @@ pub(super) async fn apply_manifest(
         }
         Err(crate::deploy::DeployError::Refused(reason)) => Err(ApiError::bad_request(reason)),
     }
+}
+
+/// `PUT /v1/wharf/rollout/<name>?order=promote|abort`: `wharf rollout promote|abort NAME`.
+pub(super) async fn rollout_order(
+    State(agent): Shared,
+    Path(name): Path<String>,
+    access: Access,
+    RawQuery(q): RawQuery,
+    _body: RequestBody,
+) -> Answer {
+    access.require(Scope::Service(&name), Need::Write)?;
+    let p = params(&q);
+    let order = p
+        .get("order")
+        .ok_or_else(|| ApiError::bad_request("order=promote or order=abort is required"))?;
+    agent.rollout_order(&name, order).await?;
+    Ok(ok())
 }
 
 /// `PUT /v1/wharf/restart/<name>`: `wharf restart NAME`.

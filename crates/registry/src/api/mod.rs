@@ -80,6 +80,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/wharf/scale/{name}", write(scale_service))
         .route("/v1/wharf/restart/{name}", write(restart_service))
         .route("/v1/wharf/apply", write(apply_manifest))
+        .route("/v1/wharf/rollout/{name}", write(rollout_order))
         .route("/v1/wharf/traffic", get(traffic::view))
         .route("/v1/wharf/mesh", get(connect::mesh_settings))
         .route("/v1/wharf/stats", get(stats::read))

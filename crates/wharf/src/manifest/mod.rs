@@ -6,6 +6,7 @@
 //! ([`autoscale`]). TOML itself refuses duplicate service names.
 
 mod autoscale;
+mod rollout;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -199,6 +200,8 @@ struct RawService {
     mode: Option<Spanned<String>>,
     /// Scaled on load between bounds: `{ min, max, target_concurrency | target_rps, ... }`.
     autoscale: Option<autoscale::RawAutoscale>,
+    /// Changes rolled out as a canary: `{ canary = [1, 10, 50, 100], step, ... }`.
+    rollout: Option<rollout::RawRollout>,
 }
 
 #[derive(Deserialize)]
@@ -425,6 +428,13 @@ impl Manifest {
                         .map_err(|(span, reason)| error(span, reason))?,
                 ),
             };
+            let rollout = match &service.rollout {
+                None => None,
+                Some(raw) => Some(
+                    raw.check(&name)
+                        .map_err(|(span, reason)| error(span, reason))?,
+                ),
+            };
             let replicas = match &service.replicas {
                 // An autoscaled service starts with its least.
                 None => autoscale.map_or(1, |a| a.min),
@@ -547,6 +557,7 @@ impl Manifest {
                 check,
                 dir: dir.clone(),
                 autoscale,
+                rollout,
             });
         }
         let acl = match &raw.registry.acl {
