@@ -786,6 +786,80 @@ fn apply_rolls_out_a_changed_manifest_under_load_and_refuses_a_bad_one() {
 }
 
 #[test]
+fn a_failing_canary_is_rolled_back_and_a_good_one_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = |env: &str| {
+        format!(
+            "{}rollout = {{ canary = [50, 100], step = \"2s\", max_failure_rate = 0.05 }}\n{env}",
+            hello_service(2)
+        )
+    };
+    let mesh = Mesh::start(dir.path(), &service(""));
+    let registry = format!("http://{}", mesh.registry);
+    eventually("two passing", || mesh.passing("hello").len() == 2);
+    let stable = mesh.passing("hello");
+
+    // A canary answering 20 % errors: rolled back at its first step, the stable version kept.
+    let load = Load::start(mesh.gateway, "/", 2, 100_000);
+    mesh.rewrite(&service("env = { FAIL_EVERY = \"5\" }\n"));
+    let (code, out, err) = mesh.apply(&[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("canary v2 rolled back at 50%") && out.contains("of its requests failed"),
+        "{out}"
+    );
+    let _ = load.stop();
+    assert_eq!(
+        mesh.passing("hello"),
+        stable,
+        "the stable instances untouched"
+    );
+    eventually("the canary gone", || {
+        mesh.get("/v1/health/service/hello")
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    assert!(
+        mesh.get("/v1/wharf/traffic").json().get("hello").is_none(),
+        "the split removed"
+    );
+
+    // A good canary: split while it runs (`wharf rollout status`), then promoted, no request
+    // failing on the way.
+    let load = Load::start(mesh.gateway, "/", 2, 100_000);
+    mesh.rewrite(&service("env = { GREETING = \"hi\" }\n"));
+    let applying = std::thread::spawn({
+        let mesh_apply = (mesh.manifest.clone(), registry.clone());
+        move || {
+            let file = mesh_apply.0.display().to_string();
+            wharf(&mesh_apply.1, &["apply", "-f", &file])
+        }
+    });
+    eventually("the canary's share in wharf rollout status", || {
+        let (_, out, _) = wharf(&registry, &["rollout", "status", "hello"]);
+        out.contains("canary") && out.contains("50%")
+    });
+    let (code, out, err) = applying.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("canary v3 promoted: 2 instances replaced"),
+        "{out}"
+    );
+    load.stop_with_no_failure();
+    let now = mesh.passing("hello");
+    assert_eq!(now.len(), 2, "{now:?}");
+    for (id, pid) in &now {
+        assert!(id.ends_with("-v3"), "{now:?}");
+        assert!(Mesh::has_env(*pid, "GREETING=hi"));
+    }
+    let (_, out, _) = wharf(&registry, &["rollout", "status", "hello"]);
+    assert!(out.contains("no rollout in progress"), "{out}");
+}
+
+#[test]
 fn up_watch_applies_the_manifest_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = Mesh::start_watching(dir.path(), &hello_service(1));

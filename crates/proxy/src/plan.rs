@@ -287,7 +287,13 @@ pub(crate) async fn forward<T: Transport>(
                 endpoint.golden.record(now, outcome);
                 if is_retryable_status(status) {
                     match attempts.failed(index, &endpoint, may_retry_status(status, request)) {
-                        Next::Retry => continue, // this answer is not wanted
+                        Next::Retry => {
+                            // Not wanted by the client, but its subset failed it.
+                            if let Some(subset) = &*endpoint.subset.load() {
+                                subset.record(now, Outcome::Failure, elapsed);
+                            }
+                            continue;
+                        }
                         Next::Stop | Next::BudgetExhausted => {}
                     }
                 } else {
@@ -307,6 +313,9 @@ pub(crate) async fn forward<T: Transport>(
         if !matches!(error, AttemptError::ClientGone) {
             let now = crate::clock::now_secs();
             endpoint.golden.record(now, Outcome::Failure);
+            if let Some(subset) = &*endpoint.subset.load() {
+                subset.record(now, Outcome::Failure, elapsed);
+            }
         }
         let refusal = match &error {
             AttemptError::ClientGone => return Err(Failure::ClientGone),

@@ -43,6 +43,8 @@ pub struct Change {
     pub replicas: Option<(u32, u32)>,
     /// The autoscale settings, old and new, when they changed.
     pub autoscale: Option<(Option<Autoscale>, Option<Autoscale>)>,
+    /// Whether the rollout strategy changed (it applies to the next change).
+    pub rollout: bool,
 }
 
 impl Plan {
@@ -91,6 +93,7 @@ impl Plan {
             replace: vec![reason.to_owned()],
             replicas: None,
             autoscale: None,
+            rollout: false,
         }));
         self.steps.sort_by(|a, b| a.service().cmp(b.service()));
     }
@@ -138,11 +141,15 @@ impl Change {
                 .then_some((before.replicas, after.replicas)),
             autoscale: (before.autoscale != after.autoscale)
                 .then_some((before.autoscale, after.autoscale)),
+            rollout: before.rollout != after.rollout,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.replace.is_empty() && self.replicas.is_none() && self.autoscale.is_none()
+        self.replace.is_empty()
+            && self.replicas.is_none()
+            && self.autoscale.is_none()
+            && !self.rollout
     }
 }
 
@@ -177,11 +184,25 @@ impl fmt::Display for Step {
             Step::Change(change) => {
                 write!(f, "~ {}:", change.spec.name)?;
                 let mut parts = Vec::new();
-                if !change.replace.is_empty() {
-                    parts.push(format!(
+                match (&change.spec.rollout, change.replace.is_empty()) {
+                    (_, true) => {}
+                    (Some(rollout), false) => {
+                        let weights: Vec<String> =
+                            rollout.weights.iter().map(|w| w.to_string()).collect();
+                        parts.push(format!(
+                            "roll out as a canary at {} % for {} a step, then replace the instances ({})",
+                            weights.join(", "),
+                            wharf_model::format_go_duration(rollout.step),
+                            change.replace.join("; ")
+                        ));
+                    }
+                    (None, false) => parts.push(format!(
                         "replace the instances one at a time ({})",
                         change.replace.join("; ")
-                    ));
+                    )),
+                }
+                if change.rollout {
+                    parts.push("rollout strategy changed".to_owned());
                 }
                 if let Some((from, to)) = change.replicas {
                     parts.push(format!("replicas {from} -> {to}"));
@@ -301,6 +322,29 @@ mod tests {
         assert_eq!(
             plan.lines(),
             ["~ a: not autoscaled -> autoscaled 1-10 on 10 in flight each"]
+        );
+    }
+
+    #[test]
+    fn a_service_with_a_rollout_strategy_is_planned_as_a_canary() {
+        let mut before = spec("a", 2);
+        before.rollout = Some(crate::spec::Rollout {
+            weights: vec![1.0, 10.0, 100.0],
+            step: Duration::from_secs(60),
+            max_failure_rate: 0.01,
+            max_p99: None,
+        });
+        let mut after = before.clone();
+        after.env.insert("GREETING".into(), "hi".into());
+        assert_eq!(
+            Plan::between(&[before.clone()], &[after]).lines(),
+            [
+                "~ a: roll out as a canary at 1, 10, 100 % for 1m0s a step, then replace the instances (env GREETING)"
+            ]
+        );
+        assert_eq!(
+            Plan::between(&[before], &[spec("a", 2)]).lines(),
+            ["~ a: rollout strategy changed"]
         );
     }
 

@@ -46,6 +46,10 @@ pub(crate) enum Command {
     /// Who may call whom: create, delete, check and list intentions.
     #[command(subcommand)]
     Intention(IntentionCommand),
+    /// A service's canary, while `wharf apply` rolls a change out by its `rollout`: its
+    /// weight and golden metrics beside the stable version's; promote it now, or roll it back.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// The mesh's sidecars.
     #[command(subcommand)]
     Mesh(MeshCommand),
@@ -202,6 +206,24 @@ pub(crate) struct MeshStatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum RolloutCommand {
+    /// The split between the stable version and the canary, and how each answers.
+    Status(RolloutArgs),
+    /// Promote the canary now: all traffic to it, the stable instances replaced.
+    Promote(RolloutArgs),
+    /// Roll the canary back now: all traffic to the stable version, the canary stopped.
+    Abort(RolloutArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RolloutArgs {
+    /// Service name.
+    pub service: String,
     #[command(flatten)]
     pub registry: RegistryUrl,
 }

@@ -11,6 +11,7 @@ mod manifest;
 mod mesh_cmd;
 mod proxy_cmd;
 mod registry_cmd;
+mod rollout_cmd;
 mod stat_cmd;
 mod stats_answer;
 mod table;
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
             Command::Scale(args) => client_cmds::scale(args).await,
             Command::Restart(args) => client_cmds::restart(args).await,
             Command::Apply(args) => apply_cmd::run(args).await,
+            Command::Rollout(command) => rollout_cmd::run(command).await,
             Command::Intention(command) => client_cmds::intention(command).await,
             Command::Mesh(cli::MeshCommand::Status(args)) => mesh_cmd::status(args).await,
             Command::Acl(command) => acl_cmd::run(command).await,
