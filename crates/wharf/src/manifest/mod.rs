@@ -757,6 +757,19 @@ env = { GREETING = "hi" }
     }
 
     #[test]
+    fn a_rollout_strategy_is_read_with_its_defaults() {
+        let manifest = parse(
+            "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [1, 10, 50, 100], max_p99 = \"500ms\" }\n",
+        )
+        .unwrap();
+        let rollout = manifest.services[0].rollout.clone().expect("a rollout");
+        assert_eq!(rollout.weights, [1.0, 10.0, 50.0, 100.0]);
+        assert_eq!(rollout.step, std::time::Duration::from_secs(60));
+        assert_eq!(rollout.max_failure_rate, 0.01);
+        assert_eq!(rollout.max_p99, Some(std::time::Duration::from_millis(500)));
+    }
+
+    #[test]
     fn a_service_s_meta_goes_to_its_instances() {
         let text = "[services.web]\ncommand = [\"sh\"]\nmeta = { wharf-routes = \"on\", team = \"core\" }\n";
         let manifest = Manifest::parse(text, Path::new("wharf.toml")).unwrap();
@@ -806,6 +819,31 @@ env = { GREETING = "hi" }
     #[test]
     fn refusals_name_the_line_and_the_reason() {
         let cases = [
+            (
+                "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [1, 10], stride = \"1m\" }\n",
+                3,
+                "unknown field `stride`",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [10, 5, 100] }\n",
+                3,
+                "canary weights must rise",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [1, 150] }\n",
+                3,
+                "at most 100",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [50], step = \"soon\" }\n",
+                3,
+                "step must be a duration",
+            ),
+            (
+                "[services.a]\ncommand = [\"sh\"]\nrollout = { canary = [50], max_failure_rate = 2 }\n",
+                3,
+                "max_failure_rate must be",
+            ),
             (
                 "[services.a]\ncommand = [\"sh\"]\nreplcas = 2\n",
                 3,
