@@ -1470,5 +1470,19 @@ async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
     let bad = tokio::task::block_in_place(|| registry.put("/v1/config", &unknown.to_string()));
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("no such subset"), "{}", bad.text());
+    // ... and a share to a subset no instance is in: nothing would answer it.
+    put(serde_json::json!({
+        "Kind": "service-resolver", "Name": "hello",
+        "Subsets": {
+            "v1": {"Filter": "Service.Meta.version == v1"},
+            "v2": {"Filter": "Service.Meta.version == v2"},
+            "v3": {"Filter": "Service.Meta.version == v3"},
+        },
+    }));
+    let empty = serde_json::json!({"Kind": "service-splitter", "Name": "hello",
+        "Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v3"}]});
+    let bad = tokio::task::block_in_place(|| registry.put("/v1/config", &empty.to_string()));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("matches no instance"), "{}", bad.text());
     drop(backends);
 }

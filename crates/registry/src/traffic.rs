@@ -48,6 +48,47 @@ pub fn views(state: &CatalogState) -> BTreeMap<String, TrafficView> {
         .collect()
 }
 
+/// Refuses a split that gives a share to a subset no instance of the service is in now:
+/// nothing would answer that share (its requests would go to any instance instead).
+fn shares_answerable(
+    state: &CatalogState,
+    splitter: &Splitter,
+    resolver: &Resolver,
+) -> Result<(), String> {
+    let filters: BTreeMap<String, Option<wharf_model::filter::Filter>> =
+        resolver.filters().into_iter().collect();
+    let instances: Vec<serde_json::Value> = state
+        .instances_of(&splitter.name)
+        .map(|stored| {
+            let i = &stored.value;
+            serde_json::json!({
+                "Node": {"Node": i.node},
+                "Service": {
+                    "ID": i.id, "Service": i.name, "Tags": i.tags, "Address": i.address,
+                    "Port": i.port, "Meta": i.meta, "Kind": i.kind,
+                },
+            })
+        })
+        .collect();
+    for (i, (subset, ppm)) in splitter.shares().into_iter().enumerate() {
+        if ppm == 0 || subset.is_empty() {
+            continue;
+        }
+        let matched = filters
+            .get(&subset)
+            .and_then(Option::as_ref)
+            .is_some_and(|filter| instances.iter().any(|instance| filter.matches(instance)));
+        if !matched {
+            return Err(format!(
+                "Splits[{i}].ServiceSubset {subset:?} matches no instance of {:?}: nothing would answer its {}%",
+                splitter.name,
+                f64::from(ppm) / 10_000.0
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A stored entry's indexes as the API shows them (revision + 1, never 0).
 pub fn indexes<T>(stored: &Stored<T>) -> (u64, u64) {
     (stored.create_index + 1, stored.modify_index + 1)
@@ -125,6 +166,11 @@ impl Agent {
         splitter
             .validate(resolver.as_ref().map(|r| &r.value))
             .map_err(RegistryError::BadRequest)?;
+        if let Some(resolver) = &resolver {
+            self.catalog
+                .read(|state| shares_answerable(state, &splitter, &resolver.value))
+                .map_err(RegistryError::BadRequest)?;
+        }
         if !cas_holds(cas, current.as_ref()) {
             return Ok(false);
         }

@@ -54,19 +54,27 @@ impl<R: Registry> Controller<R> {
         let orders = desired.borrow().map(|d| (d.promote, d.abort));
         let mut canaries: Vec<Running> = Vec::new();
         let mut reached = 0.0;
-        let mut verdict = Verdict::Promote;
+        // Split first, nothing to the canary: from its first instance on, it takes only the
+        // share it is given (the registry refuses a share to a subset with no instance).
+        let mut verdict = match self.registry.split(&self.spec.name, &version, 0.0).await {
+            Ok(()) => Verdict::Promote,
+            Err(e) => Verdict::Failed(format!("cannot split the traffic: {e}")),
+        };
         for &weight in &rollout.weights {
-            reached = weight;
-            if let Err(e) = self.registry.split(&self.spec.name, &version, weight).await {
-                verdict = Verdict::Failed(format!("cannot split the traffic: {e}"));
+            if matches!(verdict, Verdict::Failed(_)) {
                 break;
             }
+            reached = weight;
             let wanted = ((self.replicas.len() as f64 * weight / 100.0).ceil() as usize).max(1);
             if let Err(e) = self
                 .grow_canaries(&mut canaries, wanted, &marked, &version, health, stop)
                 .await
             {
                 verdict = Verdict::Failed(e);
+                break;
+            }
+            if let Err(e) = self.registry.split(&self.spec.name, &version, weight).await {
+                verdict = Verdict::Failed(format!("cannot split the traffic: {e}"));
                 break;
             }
             self.note(&format!(

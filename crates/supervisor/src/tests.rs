@@ -556,9 +556,17 @@ async fn a_canary_that_fails_is_rolled_back_at_its_first_step() {
         "{failure}"
     );
     let events = fake.events();
-    assert_eq!(splits(&events), [50, 0], "{events:#?}");
+    assert_eq!(splits(&events), [0, 50, 0], "{events:#?}");
     assert!(matches!(events.last(), Some(Event::Unsplit)), "{events:#?}");
     let canary = registered(&events, "svc-canary-1-v2").expect("a canary ran");
+    let first_share = events
+        .iter()
+        .position(|e| matches!(e, Event::Split(_, 50)))
+        .unwrap();
+    assert!(
+        canary < first_share,
+        "the canary is up before it has a share: {events:#?}"
+    );
     assert!(deregistered(&events, "svc-canary-1-v2") > Some(canary));
     assert_eq!(
         deregistered(&events, "svc-1"),
@@ -593,7 +601,7 @@ async fn a_good_canary_is_promoted_and_replaces_the_stable_instances() {
         Ok("canary v2 promoted: 2 instances replaced".into())
     );
     let events = fake.events();
-    assert_eq!(splits(&events), [50, 100, 100], "{events:#?}");
+    assert_eq!(splits(&events), [0, 50, 100, 100], "{events:#?}");
     for slot in ["svc-1", "svc-2"] {
         let new = registered(&events, &format!("{slot}-v2")).expect("replaced");
         assert!(new < deregistered(&events, slot).expect("the old one drained"));
