@@ -6,7 +6,9 @@
 //!
 //! Weights are percentages as Consul writes them, kept to the part per million
 //! ([`Splitter::shares`]); they must add up to 100. A split names subsets its service's
-//! resolver defines. Splits to other services (Consul's `Service` of a split) are not kept.
+//! resolver defines. Splits to other services (Consul's `Service` of a split) are not kept,
+//! and the fields of Consul's entries that Wharf does not act on (`Redirect`, `Failover`,
+//! `LoadBalancer`, timeouts, ...) are refused by name rather than ignored.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ pub const MILLION: u32 = 1_000_000;
 
 /// Consul's `service-resolver`: the subsets of a service, by filter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Resolver {
     #[serde(default)]
     pub name: String,
@@ -33,7 +35,7 @@ pub struct Resolver {
 /// One subset: the instances its filter selects (from each instance's health entry:
 /// `Service.Meta.version == v2`, `"canary" in Service.Tags`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Subset {
     #[serde(default)]
     pub filter: String,
@@ -44,7 +46,7 @@ pub struct Subset {
 
 /// Consul's `service-splitter`: how a service's requests divide between its subsets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Splitter {
     #[serde(default)]
     pub name: String,
@@ -53,7 +55,7 @@ pub struct Splitter {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Split {
     /// A percentage, 0 to 100.
     pub weight: f64,
@@ -264,6 +266,13 @@ mod tests {
         assert!(
             reason.contains("Subset \"v2\"") && reason.contains("column"),
             "{reason}"
+        );
+        let failover: Result<Resolver, _> = serde_json::from_value(serde_json::json!({
+            "Name": "hello", "Failover": {"*": {"Service": "other"}},
+        }));
+        assert!(
+            failover.unwrap_err().to_string().contains("unknown field `Failover`"),
+            "a field Wharf does not act on is refused, not ignored"
         );
         let mut no_default = resolver();
         no_default.default_subset = "v9".into();
