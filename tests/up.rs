@@ -659,6 +659,56 @@ fn scaled_to_zero_the_gateway_holds_the_first_request_until_an_instance_passes()
 }
 
 #[test]
+fn held_requests_go_to_a_service_scaled_from_zero_at_its_target_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = Path::new(WHARF).parent().unwrap().join("examples/hello");
+    let services = format!(
+        "[services.cold]\ncommand = [\"{}\"]\n\
+         check = {{ http = \"/healthz\", interval = \"250ms\", timeout = \"1s\" }}\n\
+         autoscale = {{ min = 0, max = 1, target_concurrency = 1, scale_down_delay = \"1m\" }}\n",
+        hello.display()
+    );
+    let mesh = Mesh::start(dir.path(), &services);
+    eventually("cold declared with its target", || {
+        mesh.get("/v1/wharf/services").json()["cold"]["TargetConcurrency"] == 1.0
+    });
+    // Four requests held at once (each asking until the gateway knows cold), answered one at
+    // a time by the one instance: its target is one in flight.
+    let gateway = mesh.gateway;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let ask = || {
+                    send(
+                        gateway,
+                        "GET /?work=300 HTTP/1.1\r\nHost: cold\r\nConnection: close\r\n\r\n",
+                    )
+                };
+                let mut answer = ask();
+                let started = std::time::Instant::now();
+                while answer.status == 404 && started.elapsed() < DEADLINE {
+                    answer = ask();
+                }
+                answer.status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(statuses, [200; 4]);
+    let instance = mesh.get("/v1/health/service/cold?passing").json()[0]["Service"].clone();
+    let addr: SocketAddr = format!("127.0.0.1:{}", instance["Port"]).parse().unwrap();
+    let most = send(
+        addr,
+        "GET /max-in-flight HTTP/1.1\r\nHost: cold\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        most.text(),
+        "1",
+        "the instance had more than its target at once"
+    );
+}
+
+#[test]
 fn rolling_restart_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = Mesh::start(dir.path(), &hello_service(2));

@@ -187,7 +187,7 @@ pub struct AgentService {
 }
 
 /// What the supervisor should run of one service.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Desired {
     pub replicas: u32,
@@ -204,6 +204,9 @@ pub struct Desired {
     pub promote: u64,
     #[serde(default)]
     pub abort: u64,
+    /// An autoscaled service's target of requests in flight per instance, if it has one.
+    #[serde(default)]
+    pub target_concurrency: Option<f64>,
 }
 
 /// The count a scale set, from its answer `{"Replicas": N}`.
@@ -377,11 +380,15 @@ impl Client {
         name: &str,
         replicas: u32,
         bounds: Option<(u32, u32)>,
+        target_concurrency: Option<f64>,
     ) -> Result<(), ClientError> {
         let mut body = serde_json::json!({ "Replicas": replicas });
         if let Some((min, max)) = bounds {
             body["Min"] = min.into();
             body["Max"] = max.into();
+        }
+        if let Some(target) = target_concurrency {
+            body["TargetConcurrency"] = target.into();
         }
         let body = serde_json::to_vec(&body).expect("json");
         self.call(

@@ -271,7 +271,10 @@ mod tests {
             "Name": "hello", "Failover": {"*": {"Service": "other"}},
         }));
         assert!(
-            failover.unwrap_err().to_string().contains("unknown field `Failover`"),
+            failover
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `Failover`"),
             "a field Wharf does not act on is refused, not ignored"
         );
         let mut no_default = resolver();

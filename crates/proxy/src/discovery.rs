@@ -38,8 +38,9 @@ pub struct Directory {
     /// Turns true with the first answer about which services exist.
     known_ready: watch::Sender<bool>,
     /// Lower-cased names of supervised services that may scale to zero (`autoscale` with
-    /// `min = 0`): routable with no instance.
-    from_zero: ArcSwap<HashSet<String>>,
+    /// `min = 0`): routable with no instance; with how many held requests per ready instance
+    /// each lets through at once.
+    from_zero: ArcSwap<HashMap<String, u32>>,
     /// Lower-cased names of services split between subsets, and how.
     traffic: ArcSwap<HashMap<String, Arc<Division>>>,
     /// Wakes the proxy's golden-metrics reporter before its next second.
@@ -104,7 +105,7 @@ impl Directory {
             services: RwLock::new(HashMap::new()),
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
-            from_zero: ArcSwap::from_pointee(HashSet::new()),
+            from_zero: ArcSwap::from_pointee(HashMap::new()),
             traffic: ArcSwap::from_pointee(HashMap::new()),
             report_now: Arc::new(tokio::sync::Notify::new()),
             metrics,
@@ -142,10 +143,7 @@ impl Directory {
     fn new_service(&self, name: &str) -> (Arc<Service>, watch::Sender<bool>) {
         let (mut service, known) = Service::new(name, &self.defaults, self.metrics.service(name));
         service.report_now = self.report_now.clone();
-        service.from_zero.store(
-            self.from_zero.load().contains(name),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        mark_from_zero(&service, self.from_zero.load().get(name).copied());
         service
             .division
             .store(Arc::new(self.traffic.load().get(name).cloned()));
@@ -196,7 +194,7 @@ impl Directory {
                     Some(known)
                         if !(known.contains(&*key)
                             || self.connect && known.contains(&format!("{key}-sidecar-proxy"))
-                            || self.from_zero.load().contains(&*key)) =>
+                            || self.from_zero.load().contains_key(&*key)) =>
                     {
                         return Err(Lookup::Unknown);
                     }
@@ -284,20 +282,36 @@ async fn watch_supervised(directory: std::sync::Weak<Directory>) {
     let apply =
         |directory: &Directory,
          desired: std::collections::BTreeMap<String, wharf_client::Desired>| {
-            let names: HashSet<String> = desired
+            let names: HashMap<String, u32> = desired
                 .iter()
                 .filter(|(_, d)| d.min == Some(0))
-                .map(|(name, _)| name.to_lowercase())
+                .map(|(name, d)| (name.to_lowercase(), release_per_instance(d)))
                 .collect();
             for (name, service) in directory.services.read().expect("directory lock").iter() {
-                service
-                    .from_zero
-                    .store(names.contains(name), std::sync::atomic::Ordering::Relaxed);
+                mark_from_zero(service, names.get(name).copied());
             }
             directory.from_zero.store(Arc::new(names));
         };
     let failed = |e| tracing::debug!(error = %e, "proxy: no supervised services from the registry");
     follow(directory, DesiredState, apply, failed).await;
+}
+
+/// How many held requests per ready instance a service scaled from zero lets through at
+/// once: its target concurrency, rounded up (0: all at once, for a target in requests/s).
+fn release_per_instance(desired: &wharf_client::Desired) -> u32 {
+    desired
+        .target_concurrency
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map_or(0, |t| t.ceil().min(f64::from(u32::MAX)) as u32)
+}
+
+/// Whether `service` may scale to zero, and how its held requests are let through.
+fn mark_from_zero(service: &Service, release: Option<u32>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    service.from_zero.store(release.is_some(), Relaxed);
+    service
+        .release_per_instance
+        .store(release.unwrap_or(0), Relaxed);
 }
 
 /// Follows which services are split between subsets, and how. A registry that is not
@@ -435,6 +449,12 @@ fn update(service: &Service, entries: &[ServiceEntry]) {
             meta.get("wharf-routes")
                 .is_some_and(|v| v == "on" || v == "true"),
         );
+    }
+    if endpoints.is_empty() {
+        // Back to zero: the next instances' held requests start from no permit again.
+        service
+            .gate
+            .store(Arc::new(crate::service::Gate::default()));
     }
     let split = split_of(service, &labelled);
     let set = Arc::new(EndpointSet::labelled(endpoints, labelled, split));

@@ -124,11 +124,17 @@ pub(crate) const MAX_WAITING: u64 = 1_000;
 /// Step 2, for a service scaled to zero (autoscaled with `min = 0`) that has no instance now:
 /// the request waits, at most [`START_WAIT`], until one passes, and counts as the service's
 /// load meanwhile (reported as `waiting`), which is what makes the autoscaler start one. At
-/// most [`MAX_WAITING`] wait; more are refused as overload. Any other service goes straight on.
-pub(crate) async fn await_instance(service: &Service) -> Result<(), Refusal> {
+/// most [`MAX_WAITING`] wait; more are refused as overload. Held requests then go on at most
+/// the service's target concurrency per ready instance at a time (Knative's activator), so
+/// that the first instance is not flooded with the whole queue: each takes a permit of the
+/// service's [`crate::service::Gate`], kept until it is answered. Any other service goes
+/// straight on.
+pub(crate) async fn await_instance(
+    service: &Service,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Refusal> {
     use std::sync::atomic::Ordering::Relaxed;
     if !service.from_zero.load(Relaxed) || !service.endpoints.load().endpoints.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let before = service.waiting.fetch_add(1, Relaxed);
     if before >= MAX_WAITING {
@@ -152,8 +158,24 @@ pub(crate) async fn await_instance(service: &Service) -> Result<(), Refusal> {
         let arrived = service.arrivals.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        if !service.endpoints.load().endpoints.is_empty() {
-            return Ok(());
+        let ready = service.endpoints.load().endpoints.len();
+        let per_instance = service.release_per_instance.load(Relaxed);
+        if ready > 0 && per_instance == 0 {
+            return Ok(None);
+        }
+        if ready > 0 {
+            let gate = service.gate.load_full();
+            gate.open_for(ready, per_instance);
+            // A permit, or more instances (more permits) first.
+            tokio::select! {
+                permit = gate.permits.clone().acquire_owned() => {
+                    return Ok(permit.ok());
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Refusal::NotStarted(service.name.clone(), START_WAIT));
+                }
+                _ = arrived => continue,
+            }
         }
         if tokio::time::timeout_at(deadline, arrived).await.is_err() {
             return Err(Refusal::NotStarted(service.name.clone(), START_WAIT));

@@ -233,6 +233,7 @@ impl Agent {
         name: &str,
         replicas: u32,
         bounds: Option<keys::Bounds>,
+        target_concurrency: Option<f64>,
     ) -> Result<(), RegistryError> {
         let current = self.catalog.read(|state| state.desired.get(name).cloned());
         let current = current.unwrap_or(keys::Desired {
@@ -242,12 +243,14 @@ impl Agent {
             decision: None,
             promote: 0,
             abort: 0,
+            target_concurrency: None,
         });
         self.write_desired(
             name,
             keys::Desired {
                 replicas,
                 bounds,
+                target_concurrency,
                 ..current
             },
         )

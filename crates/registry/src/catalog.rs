@@ -1069,7 +1069,7 @@ mod tests {
         agent.deregister_check("mem").await.unwrap();
         register(&agent, r#"{"Name":"e","ID":"moving"}"#).await;
         register(&agent, r#"{"Name":"f","ID":"moving"}"#).await;
-        agent.declare_service("a", 2, None).await.unwrap();
+        agent.declare_service("a", 2, None, None).await.unwrap();
         register(&agent, r#"{"Name":"b","ID":"b-2"}"#).await;
         let resources = [
             Resource::Service("a".into()),

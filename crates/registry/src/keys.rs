@@ -186,6 +186,9 @@ pub struct Desired {
     pub promote: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub abort: u64,
+    /// An autoscaled service's target of requests in flight per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_concurrency: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {

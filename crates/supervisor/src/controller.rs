@@ -70,8 +70,10 @@ impl<R: Registry> Controller<R> {
         mut orders: mpsc::UnboundedReceiver<Order>,
     ) {
         // Declare the service with the manifest's count; retry while the registry starts.
-        let bounds = self.spec.autoscale.map(|a| (a.min, a.max));
-        if !self.declare(self.spec.replicas, bounds, &mut stop).await {
+        if !self
+            .declare(self.spec.replicas, self.spec.autoscale, &mut stop)
+            .await
+        {
             return;
         }
         let health = self.registry.health(&self.spec.name, stop.clone());
@@ -125,18 +127,23 @@ impl<R: Registry> Controller<R> {
         }
     }
 
-    /// Declares the service's count and bounds, retrying while the registry cannot be
-    /// reached; false if stopped first.
+    /// Declares the service's count, and its bounds and target concurrency if `autoscale`,
+    /// retrying while the registry cannot be reached; false if stopped first.
     async fn declare(
         &self,
         replicas: u32,
-        bounds: Option<(u32, u32)>,
+        autoscale: Option<crate::spec::Autoscale>,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
+        let bounds = autoscale.map(|a| (a.min, a.max));
+        let target = autoscale.and_then(|a| match a.target {
+            crate::spec::Target::Concurrency(n) => Some(n),
+            crate::spec::Target::Rps(_) => None,
+        });
         let mut failures = 0;
         while let Err(e) = self
             .registry
-            .declare(&self.spec.name, replicas, bounds)
+            .declare(&self.spec.name, replicas, bounds, target)
             .await
         {
             tracing::warn!(service = %self.spec.name, error = %e, "cannot declare service; retrying");
@@ -201,7 +208,7 @@ impl<R: Registry> Controller<R> {
                 (None, None) => kept,
             };
             self.stop_scaler().await;
-            if !self.declare(count, bounds, stop).await {
+            if !self.declare(count, new.autoscale, stop).await {
                 return Err("stopped".to_owned());
             }
             done.push(format!("{count} replicas declared"));

@@ -40,12 +40,14 @@ pub const VERSION_META: &str = "wharf-version";
 /// The registry as the supervisor uses it.
 pub trait Registry: Send + Sync + 'static {
     /// Declares a supervised service, its replica count, and its bounds (min, max) if it is
-    /// autoscaled.
+    /// autoscaled, with its target of requests in flight per instance if it has one (the
+    /// proxies let a service's held requests through by it, as it scales from zero).
     fn declare(
         &self,
         service: &str,
         replicas: u32,
         bounds: Option<(u32, u32)>,
+        target_concurrency: Option<f64>,
     ) -> impl Future<Output = Result<(), ClientError>> + Send;
 
     /// Forgets a service no longer supervised: its desired state removed.
@@ -113,8 +115,11 @@ impl Registry for ApiRegistry {
         service: &str,
         replicas: u32,
         bounds: Option<(u32, u32)>,
+        target_concurrency: Option<f64>,
     ) -> Result<(), ClientError> {
-        self.client.declare_service(service, replicas, bounds).await
+        self.client
+            .declare_service(service, replicas, bounds, target_concurrency)
+            .await
     }
 
     async fn forget(&self, service: &str) -> Result<(), ClientError> {

@@ -71,6 +71,7 @@ impl Fake {
                 max: None,
                 promote,
                 abort,
+                target_concurrency: None,
             });
         });
     }
@@ -104,6 +105,7 @@ impl Registry for Fake {
         _service: &str,
         replicas: u32,
         _bounds: Option<(u32, u32)>,
+        _target: Option<f64>,
     ) -> Result<(), ClientError> {
         self.desired.send_modify(|desired| {
             let (restart, promote, abort) =
@@ -115,6 +117,7 @@ impl Registry for Fake {
                 max: None,
                 promote,
                 abort,
+                target_concurrency: None,
             });
         });
         Ok(())

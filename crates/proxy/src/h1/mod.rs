@@ -393,7 +393,7 @@ impl Client {
         (started, route): (std::time::Instant, Option<&wharf_stats::Row>),
         line: &mut Option<access::Pending>,
     ) -> Result<Step, Failure> {
-        plan::await_instance(service).await?;
+        let _released = plan::await_instance(service).await?;
         let _slot = plan::admit(service)?;
         let (head, buf) = (&self.head, &self.buf);
         let hash_key = service.ring_key(

@@ -370,7 +370,7 @@ async fn forward(
     (started, route): (Instant, &Option<Arc<wharf_stats::Row>>),
     upstream: &Upstream,
 ) -> Result<(Arc<Endpoint>, Response<Body>), Failure> {
-    plan::await_instance(service).await?;
+    let _released = plan::await_instance(service).await?;
     let permit = plan::admit(service)?;
     let hash_key = service.ring_key(
         |name| request.headers().get(name).map(HeaderValue::as_bytes),

@@ -71,6 +71,11 @@ pub struct Service {
     pub from_zero: std::sync::atomic::AtomicBool,
     /// Requests waiting now for its first instance.
     pub waiting: std::sync::atomic::AtomicU64,
+    /// Held requests let through at most this many per ready instance at once (its
+    /// autoscaler's target concurrency); 0: all at once.
+    pub release_per_instance: std::sync::atomic::AtomicU32,
+    /// The permits held requests are let through by, since it last had no instance.
+    pub gate: ArcSwap<Gate>,
     /// Woken each time its endpoints change.
     pub arrivals: tokio::sync::Notify,
     /// Asks its proxy to report now rather than at the next second (a request began to wait
@@ -109,6 +114,8 @@ impl Service {
             known,
             from_zero: Default::default(),
             waiting: Default::default(),
+            release_per_instance: Default::default(),
+            gate: ArcSwap::from_pointee(Gate::default()),
             arrivals: tokio::sync::Notify::new(),
             report_now: Arc::new(tokio::sync::Notify::new()),
         };
@@ -167,6 +174,38 @@ impl Service {
         let header = self.hash_header.load();
         let from_header = header.as_ref().as_ref().and_then(value_of);
         Some(from_header.map_or_else(|| balance::hash(&client), |v| balance::hash(&v)))
+    }
+}
+
+/// How many held requests of a service scaled up from zero may be answered at once: the
+/// target concurrency per instance ready so far (grown as instances pass, made anew when it
+/// goes back to zero). A held request takes a permit until it is answered.
+#[derive(Debug)]
+pub struct Gate {
+    pub permits: Arc<tokio::sync::Semaphore>,
+    /// The ready instances whose permits were added.
+    pub opened_for: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            permits: Arc::new(tokio::sync::Semaphore::new(0)),
+            opened_for: Default::default(),
+        }
+    }
+}
+
+impl Gate {
+    /// Adds the permits of instances ready beyond those counted: `per_instance` each.
+    pub fn open_for(&self, ready: usize, per_instance: u32) {
+        let before = self
+            .opened_for
+            .fetch_max(ready, std::sync::atomic::Ordering::Relaxed);
+        if ready > before {
+            self.permits
+                .add_permits((ready - before) * per_instance as usize);
+        }
     }
 }
 

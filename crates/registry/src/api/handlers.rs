@@ -410,6 +410,9 @@ pub(super) async fn wharf_services(
                 if let Some(decision) = &desired.decision {
                     entry["Decision"] = json!(decision);
                 }
+                if let Some(target) = desired.target_concurrency {
+                    entry["TargetConcurrency"] = json!(target);
+                }
                 (name.as_str(), entry)
             })
             .collect();
@@ -451,8 +454,10 @@ pub(super) async fn declare_service(
 ) -> Answer {
     access.require(Scope::Service(&name), Need::Write)?;
     let replicas = replicas_from(&body, &q)?;
-    let bounds = bounds_from(&body)?;
-    agent.declare_service(&name, replicas, bounds).await?;
+    let (bounds, target) = bounds_from(&body)?;
+    agent
+        .declare_service(&name, replicas, bounds, target)
+        .await?;
     Ok(ok())
 }
 
@@ -467,23 +472,33 @@ pub(super) async fn forget_service(
     Ok(ok())
 }
 
-/// An autoscaled service's `{"Min": a, "Max": b}` in a declaration's body, if there.
-fn bounds_from(body: &[u8]) -> Result<Option<crate::keys::Bounds>, ApiError> {
+/// An autoscaled service's `{"Min": a, "Max": b, "TargetConcurrency": t}` in a declaration's
+/// body, if there.
+fn bounds_from(body: &[u8]) -> Result<(Option<crate::keys::Bounds>, Option<f64>), ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Declared {
         min: Option<u32>,
         max: Option<u32>,
+        target_concurrency: Option<f64>,
     }
     if body.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let declared: Declared = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    let target = match declared.target_concurrency {
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            return Err(ApiError::bad_request(
+                "TargetConcurrency must be a number above 0",
+            ));
+        }
+        target => target,
+    };
     match (declared.min, declared.max) {
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, target)),
         (Some(min), Some(max)) if min <= max && max <= 64 => {
-            Ok(Some(crate::keys::Bounds { min, max }))
+            Ok((Some(crate::keys::Bounds { min, max }), target))
         }
         _ => Err(ApiError::bad_request(
             "Min and Max go together, with Min <= Max <= 64",
