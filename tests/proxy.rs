@@ -1486,3 +1486,69 @@ async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
     assert!(bad.text().contains("matches no instance"), "{}", bad.text());
     drop(backends);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_sticky_by_its_hash_header_keeps_each_user_on_one_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backends = [("v1", "v1"), ("v2", "v2")].map(|(name, version)| {
+        let backend = Hello::start(name);
+        register_instance(
+            &registry,
+            "sticky",
+            name,
+            backend.addr,
+            &[("version", version), ("wharf-hash-header", "x-user")],
+            None,
+        );
+        backend
+    });
+    let proxy = tokio::task::spawn_blocking({
+        let url = registry.url();
+        move || ProxyProcess::start(&url, &[])
+    })
+    .await
+    .unwrap();
+    let put = |body: Value| {
+        let answer = tokio::task::block_in_place(|| registry.put("/v1/config", &body.to_string()));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    };
+    put(serde_json::json!({
+        "Kind": "service-resolver", "Name": "sticky",
+        "Subsets": {
+            "v1": {"Filter": "Service.Meta.version == v1"},
+            "v2": {"Filter": "Service.Meta.version == v2"},
+        },
+    }));
+    put(serde_json::json!({
+        "Kind": "service-splitter", "Name": "sticky",
+        "Splits": [{"Weight": 50, "ServiceSubset": "v1"}, {"Weight": 50, "ServiceSubset": "v2"}],
+    }));
+    let ask = |user: String| {
+        let proxy = proxy.addr;
+        tokio::task::block_in_place(move || {
+            send(
+                proxy,
+                &format!(
+                    "GET / HTTP/1.1\r\nHost: sticky\r\nx-user: {user}\r\nConnection: close\r\n\r\n"
+                ),
+            )
+            .text()
+        })
+    };
+    // Once the proxy has the split, each user's requests all reach one version, and the
+    // users spread over both.
+    let mut users = std::collections::BTreeMap::new();
+    eventually("each user on one version, both versions used", || {
+        users.clear();
+        for n in 0..20 {
+            let answers: std::collections::BTreeSet<String> =
+                (0..10).map(|_| ask(format!("user-{n}"))).collect();
+            users.insert(n, answers);
+        }
+        users.values().all(|a| a.len() == 1)
+            && users.values().any(|a| a.contains("v1"))
+            && users.values().any(|a| a.contains("v2"))
+    });
+    drop(backends);
+}

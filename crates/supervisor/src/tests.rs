@@ -48,6 +48,19 @@ impl Fake {
         })
     }
 
+    /// `wharf rollout promote` (true) or `abort` (false).
+    fn order(&self, promote: bool) {
+        self.desired.send_modify(|desired| {
+            if let Some(d) = desired {
+                if promote {
+                    d.promote += 1;
+                } else {
+                    d.abort += 1;
+                }
+            }
+        });
+    }
+
     fn answer(&self, stable: (u64, u64), canary: (u64, u64)) {
         let figures = |(requests, failures)| crate::registry::SubsetFigures {
             requests,
@@ -618,5 +631,64 @@ async fn a_good_canary_is_promoted_and_replaces_the_stable_instances() {
         "the split ends before the canaries go: {events:#?}"
     );
     assert_eq!(supervisor.running().await, [better]);
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn wharf_rollout_abort_and_promote_end_a_canary_at_once() {
+    let fake = Fake::new(passing);
+    let mut first = spec(1);
+    with_canary(&mut first);
+    // Steps far longer than the test: only the orders can end them.
+    first.rollout.as_mut().unwrap().step = Duration::from_secs(600);
+    let supervisor = Arc::new(Supervisor::start_with(
+        fake.clone(),
+        "http://127.0.0.1:1".into(),
+        vec![first.clone()],
+        LogStyle::Plain,
+        TIMINGS,
+        None,
+    ));
+    fake.until("one replica", |e| registered(e, "svc-1").is_some())
+        .await;
+    fake.answer((1000, 0), (100, 0));
+
+    let mut second = first.clone();
+    second.env.insert("TRY".into(), "1".into());
+    let applying = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { apply(&supervisor, &[second]).await }
+    });
+    fake.until("the canary at 50 %", |e| splits(e).contains(&50))
+        .await;
+    fake.order(false);
+    let outcomes = applying.await.unwrap();
+    let failure = outcomes[0].result.clone().expect_err("aborted");
+    assert!(
+        failure.contains("aborted by wharf rollout abort"),
+        "{failure}"
+    );
+
+    let mut third = first.clone();
+    third.env.insert("TRY".into(), "2".into());
+    let applying = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let third = third.clone();
+        async move { apply(&supervisor, &[third]).await }
+    });
+    fake.until("the second canary at 50 %", |e| {
+        e.iter()
+            .filter(|e| matches!(e, Event::Split(_, 50)))
+            .count()
+            == 2
+    })
+    .await;
+    fake.order(true);
+    let outcomes = applying.await.unwrap();
+    assert_eq!(
+        outcomes[0].result,
+        Ok("canary v3 promoted: 1 instance replaced".into())
+    );
+    assert_eq!(supervisor.running().await, [third]);
     supervisor.stop().await;
 }
