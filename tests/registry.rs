@@ -809,3 +809,46 @@ fn apply_to_a_registry_without_wharf_up_is_refused_with_the_reason() {
     assert_eq!(no_path.status, 400);
     assert!(no_path.text().contains("path=FILE"), "{}", no_path.text());
 }
+
+#[test]
+fn filters_keep_the_entries_an_expression_holds_for_and_a_bad_one_names_its_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    for (id, version, tags) in [
+        ("web-1", "v1", json!(["prod"])),
+        ("web-2", "v2", json!(["prod", "canary"])),
+        ("web-3", "v1", json!([])),
+    ] {
+        let body = json!({"Name": "web", "ID": id, "Port": 8000, "Tags": tags, "Meta": {"version": version}});
+        assert_eq!(
+            registry
+                .put("/v1/agent/service/register", &body.to_string())
+                .status,
+            200
+        );
+    }
+    let query = |path: &str, filter: &str| {
+        let encoded: String = filter
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        registry.get(&format!("{path}?filter={encoded}"))
+    };
+    let health = query("/v1/health/service/web", "Service.Meta.version == v1");
+    assert_eq!(health.status, 200);
+    assert_eq!(ids(&health.json()), ["web-1", "web-3"]);
+    assert_eq!(
+        ids(&query("/v1/catalog/service/web", "\"canary\" in ServiceTags").json()),
+        ["web-2"]
+    );
+    let agent = query("/v1/agent/services", "Tags is empty or Meta.version == v2").json();
+    let mut kept: Vec<&String> = agent.as_object().unwrap().keys().collect();
+    kept.sort();
+    assert_eq!(kept, ["web-2", "web-3"]);
+    let bad = query("/v1/health/service/web", "Service.Meta.version ==");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("at column 24"), "{}", bad.text());
+}

@@ -15,6 +15,7 @@ mod blocking;
 mod body;
 mod config;
 mod connect;
+mod filter;
 mod guard;
 mod handlers;
 pub mod params;
@@ -45,9 +46,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
     use handlers::*;
     let routes = Router::new()
         .route("/v1/agent/self", get(agent_self))
-        .route("/v1/agent/services", get(agent_services))
+        .route(
+            "/v1/agent/services",
+            get(agent_services).layer(axum::middleware::from_fn(filter::filtered)),
+        )
         .route("/v1/agent/service/{*id}", get(agent_service))
-        .route("/v1/agent/checks", get(agent_checks))
+        .route(
+            "/v1/agent/checks",
+            get(agent_checks).layer(axum::middleware::from_fn(filter::filtered)),
+        )
         .route("/v1/agent/service/register", write(register_service))
         .route(
             "/v1/agent/service/deregister/{*id}",
@@ -63,15 +70,39 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/services", get(catalog_services))
-        .route("/v1/catalog/service/{name}", get(catalog_service))
-        .route("/v1/catalog/connect/{name}", get(catalog_connect))
-        .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route(
+            "/v1/catalog/service/{name}",
+            get(catalog_service).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/catalog/connect/{name}",
+            get(catalog_connect).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/catalog/nodes",
+            get(catalog_nodes).layer(axum::middleware::from_fn(filter::filtered)),
+        )
         .route("/v1/catalog/node/{node}", get(catalog_node))
-        .route("/v1/health/service/{name}", get(health_service))
-        .route("/v1/health/connect/{name}", get(health_connect))
-        .route("/v1/health/checks/{name}", get(health_checks))
-        .route("/v1/health/state/{state}", get(health_state))
-        .route("/v1/health/node/{node}", get(health_node))
+        .route(
+            "/v1/health/service/{name}",
+            get(health_service).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/health/connect/{name}",
+            get(health_connect).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/health/checks/{name}",
+            get(health_checks).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/health/state/{state}",
+            get(health_state).layer(axum::middleware::from_fn(filter::filtered)),
+        )
+        .route(
+            "/v1/health/node/{node}",
+            get(health_node).layer(axum::middleware::from_fn(filter::filtered)),
+        )
         .route("/v1/wharf/services", get(wharf_services))
         .route(
             "/v1/wharf/services/{name}",
