@@ -48,18 +48,7 @@ command = ["$PWD/target/release/examples/hello"]
 autoscale = { min = 0, max = 2, target_concurrency = 2, scale_down_delay = "5s" }
 check = { http = "/healthz", interval = "250ms", timeout = "250ms" }
 TOML
-start "$WHARF" up -f "$work/wharf.toml" >"$work/up.out" 2>"$work/up.err"
-up_pid=$last_pid
-# `wharf up` is stopped as a user stops it (Ctrl-C), so that it stops its instances (which
-# run in process groups of their own) before the scratch folder goes.
-stop_up() {
-  kill -INT "$up_pid" 2>/dev/null || return 0
-  for _ in $(seq 400); do kill -0 "$up_pid" 2>/dev/null || return 0; sleep 0.05; done
-}
-trap 'stop_up; cleanup' EXIT
-for _ in $(seq 200); do grep -q "gateway on" "$work/up.out" 2>/dev/null && break; sleep 0.05; done
-R=$(grep -m1 -o 'registry on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
-G=$(grep -m1 -o 'gateway on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
+start_up "$work/wharf.toml"
 
 now() { date +%s.%N; }
 desired() { curl -sf "$R/v1/wharf/services" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hello"]["Replicas"])'; }

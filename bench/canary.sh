@@ -42,16 +42,7 @@ rollout = { canary = [1, 10, 50, 100], step = "$STEP", max_failure_rate = 0.01 }
 TOML
 }
 manifest 'GREETING = "Hello"'
-start "$WHARF" up -f "$work/wharf.toml" >"$work/up.out" 2>"$work/up.err"
-up_pid=$last_pid
-stop_up() {
-  kill -INT "$up_pid" 2>/dev/null || return 0
-  for _ in $(seq 400); do kill -0 "$up_pid" 2>/dev/null || return 0; sleep 0.05; done
-}
-trap 'stop_up; cleanup' EXIT
-for _ in $(seq 200); do grep -q "gateway on" "$work/up.out" 2>/dev/null && break; sleep 0.05; done
-R=$(grep -m1 -o 'registry on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
-G=$(grep -m1 -o 'gateway on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
+start_up "$work/wharf.toml"
 passing() { curl -sf "$R/v1/health/service/hello?passing" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 for _ in $(seq 1200); do [ "$(passing)" = "$REPLICAS" ] && break; sleep 0.05; done
 [ "$(passing)" = "$REPLICAS" ] || { echo "hello never passed" >&2; exit 1; }

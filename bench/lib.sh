@@ -57,3 +57,21 @@ cpu_ticks() {
 
 # wrk's "686.00us", "1.62ms", "1.01s" in microseconds.
 us() { echo "$1" | awk '/us$/ {print $1+0} /ms$/ {print $1*1000} /[0-9]s$/ {print $1*1000000}'; }
+
+# start_up MANIFEST: `$WHARF up -f MANIFEST`, its output in $work/up.out and up.err; sets R
+# (the registry's URL) and G (the gateway's) once the gateway listens. It is stopped on exit as
+# a user stops it (Ctrl-C), so that it stops its instances (which run in process groups of
+# their own) before the scratch folder goes.
+start_up() {
+  start "$WHARF" up -f "$1" >"$work/up.out" 2>"$work/up.err"
+  up_pid=$last_pid
+  trap 'stop_up; cleanup' EXIT
+  for _ in $(seq 200); do grep -q "gateway on" "$work/up.out" 2>/dev/null && break; sleep 0.05; done
+  R=$(grep -m1 -o 'registry on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
+  G=$(grep -m1 -o 'gateway on http://[0-9.:]*' "$work/up.out" | grep -o 'http://.*')
+}
+
+stop_up() {
+  kill -INT "$up_pid" 2>/dev/null || return 0
+  for _ in $(seq 400); do kill -0 "$up_pid" 2>/dev/null || return 0; sleep 0.05; done
+}

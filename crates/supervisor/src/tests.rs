@@ -262,6 +262,18 @@ fn start(fake: &Arc<Fake>, replicas: u32, timings: Timings) -> Supervisor {
     )
 }
 
+/// A supervisor of `spec` alone, on the fake, with the tests' timings.
+fn start_spec(fake: &Arc<Fake>, spec: ServiceSpec) -> Supervisor {
+    Supervisor::start_with(
+        fake.clone(),
+        "http://127.0.0.1:1".into(),
+        vec![spec],
+        LogStyle::Plain,
+        TIMINGS,
+        None,
+    )
+}
+
 fn registered(events: &[Event], id: &str) -> Option<usize> {
     events
         .iter()
@@ -552,14 +564,7 @@ async fn a_canary_that_fails_is_rolled_back_at_its_first_step() {
     let fake = Fake::new(passing);
     let mut first = spec(2);
     with_canary(&mut first);
-    let supervisor = Supervisor::start_with(
-        fake.clone(),
-        "http://127.0.0.1:1".into(),
-        vec![first.clone()],
-        LogStyle::Plain,
-        TIMINGS,
-        None,
-    );
+    let supervisor = start_spec(&fake, first.clone());
     fake.until("two replicas", |e| registered(e, "svc-2").is_some())
         .await;
     fake.answer((1000, 0), (100, 20)); // the canary answers 20 % errors
@@ -598,14 +603,7 @@ async fn a_good_canary_is_promoted_and_replaces_the_stable_instances() {
     let fake = Fake::new(passing);
     let mut first = spec(2);
     with_canary(&mut first);
-    let supervisor = Supervisor::start_with(
-        fake.clone(),
-        "http://127.0.0.1:1".into(),
-        vec![first.clone()],
-        LogStyle::Plain,
-        TIMINGS,
-        None,
-    );
+    let supervisor = start_spec(&fake, first.clone());
     fake.until("two replicas", |e| registered(e, "svc-2").is_some())
         .await;
     fake.answer((1000, 1), (500, 0));
@@ -641,14 +639,7 @@ async fn wharf_rollout_abort_and_promote_end_a_canary_at_once() {
     with_canary(&mut first);
     // Steps far longer than the test: only the orders can end them.
     first.rollout.as_mut().unwrap().step = Duration::from_secs(600);
-    let supervisor = Arc::new(Supervisor::start_with(
-        fake.clone(),
-        "http://127.0.0.1:1".into(),
-        vec![first.clone()],
-        LogStyle::Plain,
-        TIMINGS,
-        None,
-    ));
+    let supervisor = Arc::new(start_spec(&fake, first.clone()));
     fake.until("one replica", |e| registered(e, "svc-1").is_some())
         .await;
     fake.answer((1000, 0), (100, 0));
