@@ -1281,6 +1281,37 @@ impl Drop for Hello {
     }
 }
 
+/// One example `hello` per (name, version), each registered as an instance of `service` with
+/// its `version` (and `meta`) in its meta, answering its name.
+fn start_versions(
+    registry: &RegistryProcess,
+    service: &str,
+    versions: &[(&str, &str)],
+    meta: &[(&str, &str)],
+) -> Vec<Hello> {
+    versions
+        .iter()
+        .map(|(name, version)| {
+            let backend = Hello::start(name);
+            let mut all = vec![("version", *version)];
+            all.extend_from_slice(meta);
+            register_instance(registry, service, name, backend.addr, &all, None);
+            backend
+        })
+        .collect()
+}
+
+/// A `service-resolver` of `service` with subsets `v1` and `v2` by `Service.Meta.version`.
+fn versions_resolver(service: &str) -> Value {
+    serde_json::json!({
+        "Kind": "service-resolver", "Name": service,
+        "Subsets": {
+            "v1": {"Filter": "Service.Meta.version == v1"},
+            "v2": {"Filter": "Service.Meta.version == v2"},
+        },
+    })
+}
+
 /// Which backend answered each of `count` requests to `service` through the proxy (its
 /// body), over one HTTP/1.1 connection kept alive, or over one HTTP/2 connection with 16
 /// streams at a time.
@@ -1342,18 +1373,12 @@ async fn answered_by(
 async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);
-    let backends = [("v1-a", "v1"), ("v1-b", "v1"), ("v2", "v2")].map(|(name, version)| {
-        let backend = Hello::start(name);
-        register_instance(
-            &registry,
-            "hello",
-            name,
-            backend.addr,
-            &[("version", version)],
-            None,
-        );
-        backend
-    });
+    let backends = start_versions(
+        &registry,
+        "hello",
+        &[("v1-a", "v1"), ("v1-b", "v1"), ("v2", "v2")],
+        &[],
+    );
     let proxy = tokio::task::spawn_blocking({
         let url = registry.url();
         move || ProxyProcess::start(&url, &[])
@@ -1368,13 +1393,7 @@ async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
             "{body}"
         );
     };
-    put(serde_json::json!({
-        "Kind": "service-resolver", "Name": "hello",
-        "Subsets": {
-            "v1": {"Filter": "Service.Meta.version == v1"},
-            "v2": {"Filter": "Service.Meta.version == v2"},
-        },
-    }));
+    put(versions_resolver("hello"));
     let split = |v1: f64, v2: f64| {
         serde_json::json!({
             "Kind": "service-splitter", "Name": "hello",
@@ -1491,18 +1510,12 @@ async fn a_split_gives_each_subset_its_share_of_requests_and_streams() {
 async fn a_split_sticky_by_its_hash_header_keeps_each_user_on_one_subset() {
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryProcess::start(dir.path(), &[]);
-    let backends = [("v1", "v1"), ("v2", "v2")].map(|(name, version)| {
-        let backend = Hello::start(name);
-        register_instance(
-            &registry,
-            "sticky",
-            name,
-            backend.addr,
-            &[("version", version), ("wharf-hash-header", "x-user")],
-            None,
-        );
-        backend
-    });
+    let backends = start_versions(
+        &registry,
+        "sticky",
+        &[("v1", "v1"), ("v2", "v2")],
+        &[("wharf-hash-header", "x-user")],
+    );
     let proxy = tokio::task::spawn_blocking({
         let url = registry.url();
         move || ProxyProcess::start(&url, &[])
@@ -1513,13 +1526,7 @@ async fn a_split_sticky_by_its_hash_header_keeps_each_user_on_one_subset() {
         let answer = tokio::task::block_in_place(|| registry.put("/v1/config", &body.to_string()));
         assert_eq!(answer.status, 200, "{}", answer.text());
     };
-    put(serde_json::json!({
-        "Kind": "service-resolver", "Name": "sticky",
-        "Subsets": {
-            "v1": {"Filter": "Service.Meta.version == v1"},
-            "v2": {"Filter": "Service.Meta.version == v2"},
-        },
-    }));
+    put(versions_resolver("sticky"));
     put(serde_json::json!({
         "Kind": "service-splitter", "Name": "sticky",
         "Splits": [{"Weight": 50, "ServiceSubset": "v1"}, {"Weight": 50, "ServiceSubset": "v2"}],

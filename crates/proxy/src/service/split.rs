@@ -35,19 +35,16 @@ pub struct Split {
 }
 
 impl Split {
-    /// Shares as (parts per million, endpoint indexes), in order; their parts should add up
-    /// to a million (a shortfall goes to no share: those requests go to any endpoint).
-    pub fn new(shares: Vec<(u32, Vec<usize>)>, sticky: bool) -> Split {
-        let names = (0..shares.len()).map(|i| format!("share-{i}")).collect();
-        Split::named(shares, names, sticky)
-    }
-
-    /// [`Split::new`] with each share's subset name.
-    pub fn named(shares: Vec<(u32, Vec<usize>)>, names: Vec<String>, sticky: bool) -> Split {
+    /// Shares as (subset name, parts per million, endpoint indexes), in order; their parts
+    /// should add up to a million (a shortfall goes to no share: those requests go to any
+    /// endpoint).
+    pub fn new(shares: Vec<(String, u32, Vec<usize>)>, sticky: bool) -> Split {
         let mut upto = 0u32;
+        let mut names = Vec::with_capacity(shares.len());
         let shares = shares
             .into_iter()
-            .map(|(ppm, members)| {
+            .map(|(name, ppm, members)| {
+                names.push(name);
                 upto = upto.saturating_add(ppm).min(MILLION);
                 (upto, members)
             })
@@ -128,16 +125,15 @@ impl Division {
                 .filter(|i| filter.matches(&labels[*i]))
                 .collect()
         };
-        Split::named(
+        Split::new(
             self.shares
                 .iter()
-                .map(|(subset, ppm)| (*ppm, members(subset)))
-                .collect(),
-            self.shares
-                .iter()
-                .map(|(subset, _)| match subset.as_str() {
-                    "" => "all".to_owned(),
-                    named => named.to_owned(),
+                .map(|(subset, ppm)| {
+                    let name = match subset.as_str() {
+                        "" => "all".to_owned(),
+                        named => named.to_owned(),
+                    };
+                    (name, *ppm, members(subset))
                 })
                 .collect(),
             sticky,
@@ -164,13 +160,25 @@ mod tests {
 
     #[test]
     fn one_percent_is_one_percent_at_every_scale() {
-        let split = Split::new(vec![(990_000, vec![0]), (10_000, vec![1])], false);
+        let split = Split::new(
+            vec![
+                ("a".into(), 990_000, vec![0]),
+                ("b".into(), 10_000, vec![1]),
+            ],
+            false,
+        );
         // Every run of 100 draws sends the 1 % share one or two; 10,000 draws, 100 ± 1.
         for _ in 0..100 {
             let canary = counts(&split, 100)[1];
             assert!((0..=2).contains(&canary), "{canary} of 100");
         }
-        let split = Split::new(vec![(990_000, vec![0]), (10_000, vec![1])], false);
+        let split = Split::new(
+            vec![
+                ("a".into(), 990_000, vec![0]),
+                ("b".into(), 10_000, vec![1]),
+            ],
+            false,
+        );
         let canary = counts(&split, 10_000)[1];
         assert!((99..=101).contains(&canary), "{canary} of 10,000");
     }
@@ -178,7 +186,13 @@ mod tests {
     #[test]
     fn weights_hold_to_a_fraction_of_a_percent() {
         for ppm in [1_000, 50_000, 100_000, 333_333, 500_000] {
-            let split = Split::new(vec![(MILLION - ppm, vec![0]), (ppm, vec![1])], false);
+            let split = Split::new(
+                vec![
+                    ("a".into(), MILLION - ppm, vec![0]),
+                    ("b".into(), ppm, vec![1]),
+                ],
+                false,
+            );
             let got = counts(&split, 10_000)[1] as f64 / 10_000.0;
             let want = f64::from(ppm) / f64::from(MILLION);
             assert!((got - want).abs() < 0.001, "{got} for {want}");
@@ -187,7 +201,13 @@ mod tests {
 
     #[test]
     fn a_key_keeps_its_share_when_sticky() {
-        let split = Split::new(vec![(500_000, vec![0]), (500_000, vec![1])], true);
+        let split = Split::new(
+            vec![
+                ("a".into(), 500_000, vec![0]),
+                ("b".into(), 500_000, vec![1]),
+            ],
+            true,
+        );
         for key in [1u64, 1 << 63, u64::MAX, 12345] {
             let first = split.draw(Some(key))[0];
             assert!((0..20).all(|_| split.draw(Some(key))[0] == first));
