@@ -439,7 +439,8 @@ fn a_restart_moves_no_index() {
 
 /// A 501 reads the request's body before it answers, so the connection stays usable for the
 /// client's next call (hyper closes a connection whose body was left unread, and a client
-/// reusing it raced that close: python-consul2's `session.list` after `session.create`).
+/// reusing it raced that close: python-consul2's `session.list` after `session.create`, when
+/// sessions were not answered yet).
 #[test]
 fn a_connection_stays_open_after_a_501_with_a_body() {
     use std::io::{BufRead, Read, Write};
@@ -451,7 +452,7 @@ fn a_connection_stays_open_after_a_501_with_a_body() {
     let body = vec![b'x'; 200_000];
     write!(
         conn,
-        "PUT /v1/session/create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        "PUT /v1/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();

@@ -31,6 +31,9 @@ pub enum RegistryError {
     /// 404: the id in the path names nothing.
     #[error("{0}")]
     NotFound(String),
+    /// 409: what the write depended on kept changing under it.
+    #[error("{0}")]
+    Conflict(String),
     /// 500 in Consul: a TTL update on a check that has no TTL.
     #[error("CheckID {0:?} does not have associated TTL")]
     NotTtl(String),
@@ -435,18 +438,23 @@ impl Agent {
 
     /// Commits `txn`, if its comparisons hold, with the tombstones of what it deletes, and
     /// waits until the catalog has applied it; `Ok(false)` when the comparisons do not hold.
-    pub(crate) async fn commit_when(&self, mut txn: Txn) -> Result<bool, RegistryError> {
+    pub(crate) async fn commit_when(&self, txn: Txn) -> Result<bool, RegistryError> {
+        let outcome = self.store.txn(self.with_tombstones(txn)).await?;
+        if outcome.succeeded {
+            self.catalog.wait_applied(outcome.revision).await;
+        }
+        Ok(outcome.succeeded)
+    }
+
+    /// `txn` with the tombstones of what it deletes.
+    pub(crate) fn with_tombstones(&self, mut txn: Txn) -> Txn {
         let tombstones = self.catalog.read(|state| state.tombstones(&txn.ops));
         txn.ops.extend(
             tombstones
                 .into_iter()
                 .map(|tombstone| Op::put(&tombstone.key(), Vec::new())),
         );
-        let outcome = self.store.txn(txn).await?;
-        if outcome.succeeded {
-            self.catalog.wait_applied(outcome.revision).await;
-        }
-        Ok(outcome.succeeded)
+        txn
     }
 
     /// [`Agent::commit_when`] for a transaction without comparisons.

@@ -54,6 +54,12 @@ pub enum Resource {
     Acl,
     /// Services' subsets and splits (`service-resolver`, `service-splitter`).
     Traffic,
+    /// One KV key.
+    Kv(String),
+    /// Every KV key under a prefix.
+    KvPrefix(String),
+    /// Every session.
+    Sessions,
 }
 
 /// The catalog's contents at one revision.
@@ -90,6 +96,11 @@ pub struct CatalogState {
     pub resolvers: BTreeMap<String, Stored<wharf_model::traffic::Resolver>>,
     pub splitters: BTreeMap<String, Stored<wharf_model::traffic::Splitter>>,
     traffic_index: u64,
+    /// Consul's KV entries.
+    pub kv: crate::kv::KvState,
+    /// Sessions by id.
+    pub sessions: BTreeMap<String, Stored<crate::session::Session>>,
+    sessions_index: u64,
     /// Registry nodes by name.
     pub nodes: BTreeMap<String, Stored<crate::NodeInfo>>,
     /// The nodes holding their liveness lease now, with the revision they took it at.
@@ -117,6 +128,9 @@ impl CatalogState {
             Resource::Connect(name) => self.connect_index.get(name).copied().unwrap_or(0),
             Resource::Acl => self.acl.index,
             Resource::Traffic => self.traffic_index,
+            Resource::Kv(key) => self.kv.key_revision(key),
+            Resource::KvPrefix(prefix) => self.kv.prefix_revision(prefix),
+            Resource::Sessions => self.sessions_index,
         };
         index + 1
     }
@@ -152,6 +166,12 @@ impl CatalogState {
             if key.starts_with(keys::ACL) {
                 if put.is_none() {
                     tombstones.insert(Tombstone::Acl);
+                }
+                continue;
+            }
+            if key.starts_with(keys::SESSIONS) {
+                if put.is_none() {
+                    tombstones.insert(Tombstone::Sessions);
                 }
                 continue;
             }
@@ -366,6 +386,42 @@ impl CatalogState {
         changes: &mut Changes,
     ) {
         let touched = &mut changes.resources;
+        if let Some(kv_key) = key.strip_prefix(crate::kv::ENTRIES) {
+            let entry = match record {
+                Some(Record::KvEntry(entry)) => Some(entry),
+                _ => None,
+            };
+            self.kv.apply_entry(kv_key, entry, create, revision);
+            changes.kv_keys.push(kv_key.to_owned());
+            return;
+        }
+        if let Some(kv_key) = key.strip_prefix(crate::kv::DELETED) {
+            let deletion = match record {
+                Some(Record::KvDeleted(deletion)) => Some(deletion),
+                _ => None,
+            };
+            self.kv.apply_deletion(kv_key, deletion, revision);
+            changes.kv_keys.push(kv_key.to_owned());
+            return;
+        }
+        if let Some(id) = key.strip_prefix(keys::SESSIONS) {
+            match record {
+                Some(Record::Session(session)) => {
+                    let stored = Stored {
+                        value: session,
+                        create_index: create,
+                        modify_index: revision,
+                    };
+                    self.sessions.insert(id.to_owned(), stored);
+                }
+                _ => {
+                    self.sessions.remove(id);
+                }
+            }
+            self.sessions_index = self.sessions_index.max(revision);
+            touched.push(Resource::Sessions);
+            return;
+        }
         if let Some(id) = key.strip_prefix(keys::SERVICES) {
             let old = self.instances.remove(id);
             if let Some(destination) = old.as_ref().and_then(|o| o.value.proxy_for()) {
@@ -437,6 +493,10 @@ impl CatalogState {
                 Tombstone::Traffic => {
                     self.traffic_index = self.traffic_index.max(revision);
                     touched.push(Resource::Traffic);
+                }
+                Tombstone::Sessions => {
+                    self.sessions_index = self.sessions_index.max(revision);
+                    touched.push(Resource::Sessions);
                 }
             }
         } else if key.starts_with(keys::ACL) {
@@ -693,6 +753,9 @@ pub struct Catalog {
     state: RwLock<CatalogState>,
     applied: watch::Sender<Revision>,
     notifiers: RwLock<HashMap<Resource, watch::Sender<u64>>>,
+    /// Watchers of KV keys and prefixes, apart so that a changed key finds its own and its
+    /// prefixes' by `&str` lookups (one per prefix length), without allocating.
+    kv_watchers: RwLock<KvWatchers>,
     /// Where changed check ids go (the health checker), so that it never rescans them all.
     check_feed: Mutex<Option<mpsc::UnboundedSender<CheckChange>>>,
     /// When the catalog last applied a change or loaded the store.
@@ -701,6 +764,43 @@ pub struct Catalog {
     reloads: std::sync::atomic::AtomicU64,
     /// How long the last reload took, from the broken watch to the new one, in microseconds.
     last_reload_us: std::sync::atomic::AtomicU64,
+}
+
+/// The notifiers of KV blocking reads.
+#[derive(Debug, Default)]
+struct KvWatchers {
+    keys: HashMap<String, watch::Sender<u64>>,
+    prefixes: HashMap<String, watch::Sender<u64>>,
+}
+
+impl KvWatchers {
+    /// Wakes the watchers of `key` and of every prefix of it.
+    fn wake(&self, key: &str, revision: Revision) {
+        if let Some(sender) = self.keys.get(key) {
+            sender.send_replace(revision);
+        }
+        if self.prefixes.is_empty() {
+            return;
+        }
+        for end in (0..=key.len()).filter(|end| key.is_char_boundary(*end)) {
+            if let Some(sender) = self.prefixes.get(&key[..end]) {
+                sender.send_replace(revision);
+            }
+        }
+    }
+
+    fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
+        let keys = self.keys.keys().cloned().map(Resource::Kv);
+        keys.chain(self.prefixes.keys().cloned().map(Resource::KvPrefix))
+    }
+
+    fn sender(&self, resource: &Resource) -> Option<&watch::Sender<u64>> {
+        match resource {
+            Resource::Kv(key) => self.keys.get(key),
+            Resource::KvPrefix(prefix) => self.prefixes.get(prefix),
+            _ => None,
+        }
+    }
 }
 
 /// A change the health checker must act on.
@@ -717,6 +817,8 @@ pub enum CheckChange {
 struct Changes {
     resources: Vec<Resource>,
     checks: Vec<String>,
+    /// KV keys put or deleted (their watchers, and their prefixes', are woken).
+    kv_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -734,6 +836,7 @@ impl Catalog {
             state: RwLock::new(CatalogState::default()),
             applied: watch::Sender::new(0),
             notifiers: RwLock::new(HashMap::new()),
+            kv_watchers: Default::default(),
             check_feed: Mutex::new(None),
             last_change: Mutex::new(std::time::Instant::now()),
             reloads: Default::default(),
@@ -752,13 +855,19 @@ impl Catalog {
         let range = store.range(keys::ROOT).await?;
         let watch = store.watch(keys::ROOT, range.revision + 1).await?;
         let mut changes = Changes::default();
-        let watched: Vec<Resource> = self
+        let mut watched: Vec<Resource> = self
             .notifiers
             .read()
             .expect("notifier lock")
             .keys()
             .cloned()
             .collect();
+        watched.extend(
+            self.kv_watchers
+                .read()
+                .expect("kv watchers lock")
+                .resources(),
+        );
         let before: Vec<u64> = self.read(|state| watched.iter().map(|r| state.index(r)).collect());
         {
             let mut state = self.state.write().expect("catalog lock");
@@ -779,9 +888,12 @@ impl Catalog {
         let after: Vec<u64> = self.read(|state| watched.iter().map(|r| state.index(r)).collect());
         {
             let notifiers = self.notifiers.read().expect("notifier lock");
+            let kv_watchers = self.kv_watchers.read().expect("kv watchers lock");
             for ((resource, before), after) in watched.iter().zip(before).zip(after) {
                 if before != after
-                    && let Some(sender) = notifiers.get(resource)
+                    && let Some(sender) = notifiers
+                        .get(resource)
+                        .or_else(|| kv_watchers.sender(resource))
                 {
                     sender.send_replace(range.revision);
                 }
@@ -833,6 +945,12 @@ impl Catalog {
             }
         }
         drop(notifiers);
+        if !changes.kv_keys.is_empty() {
+            let kv_watchers = self.kv_watchers.read().expect("kv watchers lock");
+            for key in &changes.kv_keys {
+                kv_watchers.wake(key, batch.revision);
+            }
+        }
         self.applied.send_replace(batch.revision);
         *self.last_change.lock().expect("last change lock") = std::time::Instant::now();
     }
@@ -876,6 +994,9 @@ impl Catalog {
 
     /// A receiver that changes whenever `resource` may have changed.
     pub fn subscribe(&self, resource: &Resource) -> watch::Receiver<u64> {
+        if let Resource::Kv(key) | Resource::KvPrefix(key) = resource {
+            return self.subscribe_kv(key, matches!(resource, Resource::KvPrefix(_)));
+        }
         if let Some(sender) = self.notifiers.read().expect("notifier lock").get(resource) {
             return sender.subscribe();
         }
@@ -887,6 +1008,35 @@ impl Catalog {
         }
         notifiers
             .entry(resource.clone())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+}
+
+impl Catalog {
+    fn subscribe_kv(&self, key: &str, prefix: bool) -> watch::Receiver<u64> {
+        let pick = |watchers: &KvWatchers| -> Option<watch::Receiver<u64>> {
+            let map = if prefix {
+                &watchers.prefixes
+            } else {
+                &watchers.keys
+            };
+            map.get(key).map(watch::Sender::subscribe)
+        };
+        if let Some(receiver) = pick(&self.kv_watchers.read().expect("kv watchers lock")) {
+            return receiver;
+        }
+        let mut watchers = self.kv_watchers.write().expect("kv watchers lock");
+        let map = if prefix {
+            &mut watchers.prefixes
+        } else {
+            &mut watchers.keys
+        };
+        // As for the other notifiers: drop those nobody holds before growing the map.
+        if map.len() > 1024 && map.len().is_power_of_two() {
+            map.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        map.entry(key.to_owned())
             .or_insert_with(|| watch::Sender::new(0))
             .subscribe()
     }

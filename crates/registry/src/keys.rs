@@ -10,6 +10,9 @@
 //! - `wharf/intentions/<source>/<destination>` → [`wharf_mesh::intentions::Intention`]
 //! - `wharf/traffic/resolver/<service>`, `wharf/traffic/splitter/<service>` → Consul's
 //!   `service-resolver` and `service-splitter` entries ([`wharf_model::traffic`])
+//! - `wharf/kv/<key>` → [`crate::kv::Entry`] (Consul's KV), `wharf/kv-deleted/<key>` →
+//!   [`crate::kv::Deletion`] (what a deletion left: its revision, a lock delay)
+//! - `wharf/sessions/<id>` → [`crate::session::Session`]
 //! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store)
 //! - `wharf/acl/policies/<id>`, `wharf/acl/tokens/<accessor id>` → ACL policies and tokens,
 //!   `wharf/acl/bootstrap` → the record that bootstrap happened ([`crate::acl`])
@@ -45,6 +48,13 @@ pub(crate) fn resolver_key(service: &str) -> String {
 
 pub(crate) fn splitter_key(service: &str) -> String {
     format!("{SPLITTERS}{service}")
+}
+
+/// Sessions, keyed by id.
+pub(crate) const SESSIONS: &str = "wharf/sessions/";
+
+pub(crate) fn session_key(id: &str) -> String {
+    format!("{SESSIONS}{id}")
 }
 
 /// Registry nodes, keyed by name.
@@ -90,6 +100,8 @@ pub enum Tombstone {
     Acl,
     /// A service-resolver or service-splitter entry was removed.
     Traffic,
+    /// A session was removed.
+    Sessions,
 }
 
 impl Tombstone {
@@ -102,6 +114,7 @@ impl Tombstone {
             Tombstone::Intentions => format!("{TOMBSTONES}intentions"),
             Tombstone::Acl => format!("{TOMBSTONES}acl"),
             Tombstone::Traffic => format!("{TOMBSTONES}traffic"),
+            Tombstone::Sessions => format!("{TOMBSTONES}sessions"),
         }
     }
 
@@ -113,6 +126,7 @@ impl Tombstone {
             "intentions" => Some(Tombstone::Intentions),
             "acl" => Some(Tombstone::Acl),
             "traffic" => Some(Tombstone::Traffic),
+            "sessions" => Some(Tombstone::Sessions),
             other => other
                 .strip_prefix("service/")
                 .map(|name| Tombstone::Service(name.to_owned())),
@@ -162,6 +176,9 @@ pub(crate) enum Record {
     Resolver(wharf_model::traffic::Resolver),
     Splitter(wharf_model::traffic::Splitter),
     Node(crate::NodeInfo),
+    KvEntry(crate::kv::Entry),
+    KvDeleted(crate::kv::Deletion),
+    Session(crate::session::Session),
     Acl(crate::acl::AclRecord),
     Alive,
     Tombstone(Tombstone),
@@ -225,7 +242,16 @@ pub struct ScaleDecision {
 /// Decodes the record behind `key`; `None` for keys the registry does not own or cannot read
 /// (logged: a bad record must not stop the registry from serving the rest).
 pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
-    let decoded = if key.starts_with(SERVICES) {
+    let decoded = if key.starts_with(crate::kv::ENTRIES) {
+        serde_json::from_slice(value).map(Record::KvEntry)
+    } else if key.starts_with(crate::kv::DELETED) {
+        if value.is_empty() {
+            return Some(Record::KvDeleted(Default::default()));
+        }
+        serde_json::from_slice(value).map(Record::KvDeleted)
+    } else if key.starts_with(SESSIONS) {
+        serde_json::from_slice(value).map(Record::Session)
+    } else if key.starts_with(SERVICES) {
         serde_json::from_slice(value).map(Record::Service)
     } else if key.starts_with(CHECKS) {
         serde_json::from_slice(value).map(Record::Check)

@@ -3,6 +3,7 @@
 //! - [`catalog`] — the in-memory read model of the store and the indexes of blocking queries;
 //! - [`agent`] — the writes (register, deregister, check results), each a store transaction;
 //! - [`checker`] and [`probe`] — the health checker and what it probes with;
+//! - [`kv`] and [`session`] — Consul's KV store, and the sessions that hold its locks;
 //! - [`api`] — the Consul-compatible HTTP API under `/v1`;
 //! - [`server`] — the HTTP listener;
 //! - [`deploy`] — `wharf apply`'s way to the supervisor of the `wharf up` it runs in.
@@ -18,11 +19,13 @@ pub mod connect;
 pub mod deploy;
 pub mod dns;
 mod keys;
+pub mod kv;
 mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod server;
+pub mod session;
 pub mod stats;
 pub mod traffic;
 
@@ -127,6 +130,7 @@ impl Registry {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let liveness = tokio::spawn(liveness::keep(agent.clone(), lease, shutdown_rx.clone()));
         checker::spawn(agent.clone(), shutdown_rx.clone());
+        tokio::spawn(session::reap(agent.clone(), shutdown_rx.clone()));
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
             .map_err(|e| StartError::Bind(config.http, e))?;

@@ -24,19 +24,7 @@ pub(super) async fn answer(
     render: impl Fn(&CatalogState) -> Result<Vec<u8>, ApiError>,
 ) -> Result<Response, ApiError> {
     params.check_common(&agent.node().datacenter)?;
-    if let Some((client_index, wait)) = params.blocking()? {
-        let jitter = wait.mul_f64(fastrand::f64() / 16.0);
-        let deadline = Instant::now() + wait + jitter;
-        // Subscribe before reading the index, so that a change in between is not missed.
-        let mut changes = agent.catalog.subscribe(&resource);
-        let _held = crate::metrics::HeldQuery::new(&agent.metrics.blocking_held);
-        while agent.catalog.read(|state| state.index(&resource)) == client_index {
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => break,
-            }
-        }
-    }
+    hold(agent, params, &resource).await?;
     let (rendered, index) = agent
         .catalog
         .read(|state| (render(state), state.index(&resource)));
@@ -52,4 +40,28 @@ pub(super) async fn answer(
             Ok(response)
         }
     }
+}
+
+/// Holds a blocking read (if the client asked for one) until `resource`'s index moves past
+/// the client's or the wait runs out.
+pub(super) async fn hold(
+    agent: &Agent,
+    params: &Params,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    let Some((client_index, wait)) = params.blocking()? else {
+        return Ok(());
+    };
+    let jitter = wait.mul_f64(fastrand::f64() / 16.0);
+    let deadline = Instant::now() + wait + jitter;
+    // Subscribe before reading the index, so that a change in between is not missed.
+    let mut changes = agent.catalog.subscribe(resource);
+    let _held = crate::metrics::HeldQuery::new(&agent.metrics.blocking_held);
+    while agent.catalog.read(|state| state.index(resource)) == client_index {
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(())
 }

@@ -18,10 +18,13 @@ mod connect;
 mod filter;
 mod guard;
 mod handlers;
+mod kv;
 pub mod params;
+mod session;
 pub mod shapes;
 mod stats;
 mod traffic;
+mod txn;
 mod ui;
 pub mod unimplemented;
 
@@ -173,6 +176,21 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/acl/token/{accessor}/clone", put(acl::clone_token))
         .route("/v1/acl/tokens", get(acl::list_tokens))
+        .route(
+            "/v1/kv/",
+            get(kv::get_root).put(kv::put_root).delete(kv::delete_root),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/txn", put(txn::apply))
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/node/{node}", get(session::of_node))
+        .route("/v1/session/list", get(session::list))
         .route("/metrics", get(handlers::metrics));
     missing_names(ui::routes(unimplemented::routes(routes)))
         .fallback(not_found)
@@ -202,6 +220,10 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/health/checks/", "service name"),
         ("/v1/health/state/", "check state"),
         ("/v1/health/node/", "node name"),
+        ("/v1/session/destroy/", "session id"),
+        ("/v1/session/renew/", "session id"),
+        ("/v1/session/info/", "session id"),
+        ("/v1/session/node/", "node name"),
         ("/v1/wharf/services/", "service name"),
         ("/v1/wharf/scale/", "service name"),
         ("/v1/wharf/load/", "service name"),
@@ -269,6 +291,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::BadRequest(reason) => ApiError::bad_request(reason),
             RegistryError::NotFound(reason) => ApiError::not_found(reason),
             RegistryError::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, reason),
+            RegistryError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, reason),
             e @ RegistryError::NotTtl(_) => ApiError::internal(e.to_string()),
             RegistryError::Store(e @ wharf_store::StoreError::Backend(_)) => {
                 tracing::warn!(error = %e, "store unavailable");
