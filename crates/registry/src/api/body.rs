@@ -100,3 +100,26 @@ impl FromRequest<Arc<Agent>> for RequestBody {
         Ok(RequestBody(collected.freeze()))
     }
 }
+
+/// An object's keys spelled as `names` spell them, matched case-insensitively as Go's JSON
+/// decoder matches them (py-consul sends `ttl`, `lockdelay`; npm `consul` sends `TTL`,
+/// `LockDelay`); keys that match none are left as they are.
+pub(super) fn go_fields(value: serde_json::Value, names: &[&str]) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(go_spelling(map, names)),
+        other => other,
+    }
+}
+
+/// [`go_fields`] of an object.
+pub(super) fn go_spelling(
+    map: serde_json::Map<String, serde_json::Value>,
+    names: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    map.into_iter()
+        .map(|(key, value)| {
+            let name = names.iter().find(|name| name.eq_ignore_ascii_case(&key));
+            (name.map_or(key, |name| (*name).to_owned()), value)
+        })
+        .collect()
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::access::Access;
 use super::blocking::answer;
-use super::body::RequestBody;
+use super::body::{RequestBody, go_fields};
 use super::params::Params;
 use super::{ApiError, json, to_json};
 use crate::Agent;
@@ -51,6 +51,18 @@ fn session_json(stored: &Stored<Session>) -> Value {
         "ModifyIndex": stored.create_index + 1,
     })
 }
+
+/// The fields of a session to create, as Consul spells them.
+const CREATE_FIELDS: &[&str] = &[
+    "Name",
+    "Node",
+    "Checks",
+    "NodeChecks",
+    "ServiceChecks",
+    "LockDelay",
+    "Behavior",
+    "TTL",
+];
 
 /// The body of `PUT /v1/session/create`, as Consul decodes it (unknown fields ignored).
 #[derive(Debug, Default, Deserialize)]
@@ -105,8 +117,18 @@ pub(super) async fn create(
     let decoded: CreateBody = if body.iter().all(u8::is_ascii_whitespace) {
         CreateBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?
+        let decode =
+            |e: serde_json::Error| ApiError::bad_request(format!("Request decode failed: {e}"));
+        let mut value = go_fields(
+            serde_json::from_slice(&body).map_err(decode)?,
+            CREATE_FIELDS,
+        );
+        if let Some(Value::Array(checks)) = value.get_mut("ServiceChecks") {
+            for check in checks.iter_mut() {
+                *check = go_fields(std::mem::take(check), &["ID", "Namespace"]);
+            }
+        }
+        serde_json::from_value(value).map_err(decode)?
     };
     let behavior = match decoded.behavior.as_str() {
         "" | "release" => Behavior::Release,

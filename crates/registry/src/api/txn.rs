@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Access;
-use super::body::RequestBody;
+use super::body::{RequestBody, go_fields, go_spelling};
 use super::params::Params;
 use super::{ApiError, to_json};
 use crate::Agent;
@@ -61,8 +61,10 @@ pub(crate) fn decode(body: &[u8]) -> Result<Vec<Step>, ApiError> {
         .collect()
 }
 
-fn step(i: usize, mut operation: serde_json::Map<String, Value>) -> Result<Step, ApiError> {
+fn step(i: usize, operation: serde_json::Map<String, Value>) -> Result<Step, ApiError> {
     let bad = |reason: String| ApiError::bad_request(format!("operation {i}: {reason}"));
+    let kinds = ["KV", "Node", "Service", "Check", "Session"];
+    let mut operation = go_spelling(operation, &kinds);
     let Some(kv) = operation.remove("KV") else {
         let kind = operation.keys().next().cloned().unwrap_or_default();
         return Err(match kind.as_str() {
@@ -76,8 +78,9 @@ fn step(i: usize, mut operation: serde_json::Map<String, Value>) -> Result<Step,
     if let Some(other) = operation.keys().next() {
         return Err(bad(format!("one type per operation: KV and {other}")));
     }
-    let kv: KvOperation =
-        serde_json::from_value(kv).map_err(|e| bad(format!("Failed to parse body: {e}")))?;
+    let fields = ["Verb", "Key", "Value", "Flags", "Index", "Session"];
+    let kv: KvOperation = serde_json::from_value(go_fields(kv, &fields))
+        .map_err(|e| bad(format!("Failed to parse body: {e}")))?;
     let verb =
         Verb::parse(&kv.verb).ok_or_else(|| bad(format!("unknown KV verb {:?}", kv.verb)))?;
     if verb.takes_prefix() {
