@@ -9,6 +9,7 @@
 //! CLI reads it; or [`Client::with_token`]).
 
 mod follow;
+mod kv;
 mod registration;
 mod watch;
 
@@ -27,6 +28,7 @@ use wharf_model::error_chain;
 
 pub use follow::{DesiredState, Follower, Health, Query, Read, Services, backoff};
 pub use http::Method;
+pub use kv::{KvPair, KvWrite, SessionSpec};
 pub use registration::{CheckRegistration, ProxyRegistration, Registration};
 pub use watch::{Change, Endpoint, ServiceWatch};
 
@@ -567,24 +569,17 @@ impl Client {
         path: &str,
         blocking: Option<Blocking>,
     ) -> Result<(T, u64), ClientError> {
-        let mut path = path.to_owned();
-        if let Some(b) = blocking {
-            let sep = if path.contains('?') { '&' } else { '?' };
-            path.push_str(&format!(
-                "{sep}index={}&wait={}ms",
-                b.index,
-                b.wait.as_millis()
-            ));
-        }
+        let path = with_blocking(path, blocking);
         let (headers, body) = self.call(Method::GET, &path, Vec::new()).await?;
-        let index = headers
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = index_of(&headers);
         let value =
             serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok((value, index))
+    }
+
+    /// A GET whose 404 is an answer too (a missing KV key): its headers and body.
+    async fn call_allowing_404(&self, path: &str) -> Result<(http::HeaderMap, Bytes), ClientError> {
+        self.send(Method::GET, path, Vec::new(), true).await
     }
 
     async fn call(
@@ -592,6 +587,16 @@ impl Client {
         method: Method,
         path: &str,
         body: Vec<u8>,
+    ) -> Result<(http::HeaderMap, Bytes), ClientError> {
+        self.send(method, path, body, false).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        allow_404: bool,
     ) -> Result<(http::HeaderMap, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder()
@@ -622,6 +627,7 @@ impl Client {
         let reason = || String::from_utf8_lossy(&body).trim().to_owned();
         match parts.status {
             s if s.is_success() => Ok((parts.headers, body)),
+            StatusCode::NOT_FOUND if allow_404 => Ok((parts.headers, body)),
             s if s.is_client_error() => Err(ClientError::Refused {
                 status: s,
                 reason: reason(),
@@ -632,6 +638,29 @@ impl Client {
             }),
         }
     }
+}
+
+/// `path` with the query of a blocking read, if any.
+fn with_blocking(path: &str, blocking: Option<Blocking>) -> String {
+    let mut path = path.to_owned();
+    if let Some(b) = blocking {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        path.push_str(&format!(
+            "{sep}index={}&wait={}ms",
+            b.index,
+            b.wait.as_millis()
+        ));
+    }
+    path
+}
+
+/// An answer's `X-Consul-Index` (0 without one).
+fn index_of(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn intention_path(what: &str, source: &str, destination: &str) -> String {

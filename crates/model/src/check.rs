@@ -127,6 +127,9 @@ pub enum CheckKind {
         #[serde(default)]
         use_tls: bool,
     },
+    /// Maintenance mode of an instance or a node: critical while it exists, probed by
+    /// nothing (`/v1/agent/service/maintenance`, `/v1/agent/maintenance`).
+    Maintenance,
 }
 
 impl CheckKind {
@@ -136,6 +139,7 @@ impl CheckKind {
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Grpc { .. } => "grpc",
+            CheckKind::Maintenance => "maintenance",
         }
     }
 }

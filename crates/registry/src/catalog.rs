@@ -320,6 +320,27 @@ impl CatalogState {
         state
     }
 
+    /// A state holding KV entries and sessions, at revision 1, for fuzzers and tools.
+    pub fn from_kv(
+        entries: Vec<(String, crate::kv::Entry)>,
+        sessions: Vec<crate::session::Session>,
+    ) -> CatalogState {
+        let mut state = CatalogState::default();
+        state.clear_to(1);
+        for (key, entry) in entries {
+            state.kv.apply_entry(&key, Some(entry), 1, 1);
+        }
+        for session in sessions {
+            let stored = Stored {
+                value: session,
+                create_index: 1,
+                modify_index: 1,
+            };
+            state.sessions.insert(stored.value.id.clone(), stored);
+        }
+        state
+    }
+
     fn clear_to(&mut self, revision: Revision) {
         *self = CatalogState {
             revision,

@@ -122,8 +122,11 @@ async fn run_check(agent: Arc<Agent>, id: String) {
     else {
         return;
     };
-    if let CheckKind::Ttl { ttl } = check.kind {
-        return run_ttl(agent, id, ttl).await;
+    match check.kind {
+        CheckKind::Ttl { ttl } => return run_ttl(agent, id, ttl).await,
+        // Critical while it exists: nothing to run.
+        CheckKind::Maintenance => return,
+        _ => {}
     }
     let interval = check.effective_interval();
     let timeout = check.effective_timeout();

@@ -51,7 +51,12 @@ pub async fn run(kind: &CheckKind, timeout: Duration) -> (Status, String) {
         } => tokio::time::timeout(timeout, http(url, method, header, body)).await,
         CheckKind::Tcp { address } => tokio::time::timeout(timeout, tcp(address)).await,
         CheckKind::Grpc { target, .. } => tokio::time::timeout(timeout, grpc(target)).await,
-        CheckKind::Ttl { .. } => return (Status::Critical, "TTL checks are not probed".into()),
+        CheckKind::Ttl { .. } | CheckKind::Maintenance => {
+            return (
+                Status::Critical,
+                "TTL and maintenance checks are not probed".into(),
+            );
+        }
     };
     result.unwrap_or_else(|_| {
         (

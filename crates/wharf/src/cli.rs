@@ -67,6 +67,122 @@ pub(crate) enum Command {
     /// CONSUL_HTTP_TOKEN) like every command.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Consul's KV store: read, write, delete, list and follow keys.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Run a command while holding a lock, as `consul lock` does: PREFIX/.lock held by a
+    /// session; the command is stopped if the lock is lost, and its exit status is wharf's.
+    Lock(LockArgs),
+    /// Put a service instance (or, without --service, the registry's node) into maintenance
+    /// mode, or take it out: a critical check that takes it out of DNS and the proxies.
+    Maint(MaintArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum KvCommand {
+    /// Print a key's value (with --recurse, every key under a prefix as KEY:VALUE).
+    Get(KvGetArgs),
+    /// Write a value: VALUE, `-` for standard input, `@FILE` for a file's contents.
+    Put(KvPutArgs),
+    /// Delete a key (with --recurse, every key under a prefix).
+    Delete(KvDeleteArgs),
+    /// List the keys under a prefix (all of them without one).
+    List(KvListArgs),
+    /// Print a key's value now and on every change (`(absent)` when it is deleted), until
+    /// interrupted.
+    Watch(KvKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KvGetArgs {
+    pub key: String,
+    /// Every key under KEY, as KEY:VALUE lines.
+    #[arg(long)]
+    pub recurse: bool,
+    /// Also print the entry's flags, indexes and lock holder.
+    #[arg(long)]
+    pub detailed: bool,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KvPutArgs {
+    pub key: String,
+    /// The value: text, `-` for standard input, `@FILE` for a file (none: empty).
+    pub value: Option<String>,
+    /// Flags stored with the entry (any 64-bit number).
+    #[arg(long, default_value_t = 0)]
+    pub flags: u64,
+    /// Write only over this ModifyIndex (0: only if the key does not exist).
+    #[arg(long, value_name = "INDEX")]
+    pub cas: Option<u64>,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KvDeleteArgs {
+    pub key: String,
+    /// Every key under KEY.
+    #[arg(long)]
+    pub recurse: bool,
+    /// Delete only if the key's ModifyIndex is this.
+    #[arg(long, value_name = "INDEX", conflicts_with = "recurse")]
+    pub cas: Option<u64>,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KvListArgs {
+    #[arg(default_value = "")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KvKeyArgs {
+    pub key: String,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LockArgs {
+    /// The lock's prefix: the lock is the key PREFIX/.lock.
+    pub prefix: String,
+    /// The session's TTL (renewed at half of it); a holder that dies loses the lock within
+    /// twice this.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+    /// After a holder dies, how long the lock cannot be taken (Consul's lock delay).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lock_delay: std::time::Duration,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MaintArgs {
+    /// The instance (service ID); none: the registry's whole node.
+    #[arg(long, value_name = "ID")]
+    pub service: Option<String>,
+    /// Enter maintenance mode.
+    #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+    pub enable: bool,
+    /// Leave maintenance mode.
+    #[arg(long)]
+    pub disable: bool,
+    /// Why, shown as the maintenance check's notes.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryUrl,
 }
 
 #[derive(Args, Debug)]

@@ -282,3 +282,23 @@ pub(crate) async fn intention(command: IntentionCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub(crate) async fn maint(args: crate::cli::MaintArgs) -> anyhow::Result<()> {
+    let enable = !args.disable;
+    let reason = args.reason.unwrap_or_default();
+    client(&args.registry)?
+        .maintenance(args.service.as_deref(), enable, &reason)
+        .await?;
+    let what = match &args.service {
+        Some(id) => format!("service {id}"),
+        None => "the node".to_owned(),
+    };
+    if enable {
+        println!(
+            "{what} is in maintenance mode: out of DNS and the proxies until `wharf maint --disable`"
+        );
+    } else {
+        println!("{what} is out of maintenance mode");
+    }
+    Ok(())
+}

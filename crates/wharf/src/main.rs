@@ -7,6 +7,7 @@ mod apply_cmd;
 mod cli;
 mod client_cmds;
 mod deployer;
+mod kv_cmd;
 mod manifest;
 mod mesh_cmd;
 mod proxy_cmd;
@@ -94,11 +95,17 @@ fn main() -> ExitCode {
             Command::Stat(args) => stat_cmd::run(args).await,
             Command::Top(args) => top::run(args).await,
             Command::Tap(args) => tap_cmd::run(args).await,
+            Command::Kv(command) => kv_cmd::run(command).await,
+            Command::Lock(args) => kv_cmd::lock(args).await,
+            Command::Maint(args) => client_cmds::maint(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(kv_cmd::ExitWith(code)) = e.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             eprintln!("wharf: {e:#}");
             if e.is::<Denied>() || e.is::<mesh_cmd::WouldRefuse>() {
                 return ExitCode::from(2);

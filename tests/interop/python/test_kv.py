@@ -139,7 +139,7 @@ def test_a_blocking_read_wakes_on_its_own_key_only(store_registry):
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    held = lambda: "blocking_queries_held 1" in c.http.get(lambda r: r.body, "/metrics")  # noqa: E731
+    held = lambda: "wharf_registry_blocking_queries_held 1" in c.http.get(lambda r: r.body, "/metrics")  # noqa: E731
     eventually("the read is held", held)
     # A write elsewhere, then to the key: the read returns the key's new value, not the
     # first write's wake-up with the old one.

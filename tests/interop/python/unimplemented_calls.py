@@ -21,8 +21,6 @@ CALLS = [
     ("/v1/agent/members", "agent.members", lambda: c.agent.members()),
     ("/v1/agent/join", "agent.join", lambda: c.agent.join("127.0.0.1")),
     ("/v1/agent/join", "agent.force_leave", lambda: c.agent.force_leave("other")),
-    ("/v1/agent/maintenance", "agent.maintenance", lambda: c.agent.maintenance("true", "upgrade")),
-    ("/v1/agent/maintenance", "agent.service.maintenance", lambda: c.agent.service.maintenance("web-1", "true")),
     ("/v1/catalog/register", "catalog.register", lambda: c.catalog.register("ext", "10.0.0.9", service={"Service": "db"})),
     ("/v1/catalog/register", "catalog.deregister", lambda: c.catalog.deregister("ext")),
     ("/v1/event", "event.fire", lambda: c.event.fire("deploy", "v2")),

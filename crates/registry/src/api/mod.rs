@@ -19,12 +19,13 @@ mod filter;
 mod guard;
 mod handlers;
 mod kv;
+mod maintenance;
 pub mod params;
 mod session;
 pub mod shapes;
 mod stats;
 mod traffic;
-mod txn;
+pub mod txn;
 mod ui;
 pub mod unimplemented;
 
@@ -185,6 +186,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/txn", put(txn::apply))
+        .route("/v1/agent/maintenance", put(maintenance::node))
+        .route(
+            "/v1/agent/service/maintenance/{*id}",
+            put(maintenance::service),
+        )
         .route("/v1/session/create", put(session::create))
         .route("/v1/session/destroy/{id}", put(session::destroy))
         .route("/v1/session/renew/{id}", put(session::renew))
@@ -207,6 +213,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
     const EMPTY: &[(&str, &str)] = &[
         ("/v1/agent/service/", "service ID"),
         ("/v1/agent/service/deregister/", "service ID"),
+        ("/v1/agent/service/maintenance/", "service ID"),
         ("/v1/agent/check/deregister/", "check ID"),
         ("/v1/agent/check/pass/", "check ID"),
         ("/v1/agent/check/warn/", "check ID"),

@@ -23,7 +23,7 @@ use crate::kv::plan::{Step, Verb};
 use crate::kv::{Applied, MAX_VALUE, check_key, check_prefix};
 
 /// Most operations in one transaction, as Consul's `txn_max_req_len` default allows.
-pub(crate) const MAX_OPERATIONS: usize = 64;
+pub const MAX_OPERATIONS: usize = 64;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -42,7 +42,7 @@ struct KvOperation {
 }
 
 /// Decodes the body into steps; the reason names the operation that does not decode.
-pub(crate) fn decode(body: &[u8]) -> Result<Vec<Step>, ApiError> {
+pub fn decode(body: &[u8]) -> Result<Vec<Step>, ApiError> {
     let operations: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
     if operations.len() > MAX_OPERATIONS {

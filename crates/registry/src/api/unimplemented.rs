@@ -88,11 +88,6 @@ pub const FAMILIES: &[Family] = &[
         hint: None,
     },
     Family {
-        name: "/v1/agent/maintenance",
-        paths: &["/v1/agent/maintenance", "/v1/agent/service/maintenance/"],
-        hint: None,
-    },
-    Family {
         name: "/v1/agent/reload",
         paths: &["/v1/agent/reload"],
         hint: None,
