@@ -44,6 +44,24 @@ enum Command {
     Handshakes(handshakes::Handshakes),
     /// A registration through one registry node waking a blocking query held on another.
     Wake(Wake),
+    /// PUT /v1/kv/bench/NAME-i with the bytes etcd-put stores, each a new key.
+    KvPut(Load),
+    /// GET /v1/kv/bench/NAME-1 (written by kv-put first).
+    KvRead(Load),
+    /// A lock handed over: its holder's session destroyed, the waiter's blocking read
+    /// returns and its acquire succeeds.
+    LockHandover(LockHandover),
+}
+
+#[derive(Parser)]
+struct LockHandover {
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 200)]
+    rounds: u64,
+    /// The sessions' lock delay, e.g. 0s or 1s.
+    #[arg(long, default_value = "0s")]
+    lock_delay: String,
 }
 
 #[derive(Parser)]
@@ -107,6 +125,9 @@ struct Hold {
     /// Spread the watchers over this many services; one of them is then changed.
     #[arg(long, default_value_t = 1)]
     services: usize,
+    /// Watch KV keys (`/v1/kv/heldN`) instead of services.
+    #[arg(long)]
+    kv: bool,
 }
 
 fn client(pool: usize) -> HttpClient {
@@ -302,17 +323,30 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
     let url = args.url.trim_end_matches('/').to_owned();
     let services = args.services.max(1);
     let mut indexes = Vec::with_capacity(services);
+    let watched = |s: usize| {
+        if args.kv {
+            format!("{url}/v1/kv/held{s}")
+        } else {
+            format!("{url}/v1/health/service/held{s}")
+        }
+    };
+    let change = |s: usize, round: u64| {
+        if args.kv {
+            (
+                format!("{url}/v1/kv/held{s}"),
+                round.to_string().into_bytes(),
+            )
+        } else {
+            (
+                format!("{url}/v1/agent/service/register"),
+                registration(&format!("held{s}"), round),
+            )
+        }
+    };
     for s in 0..services {
-        let name = format!("held{s}");
-        send(
-            &control,
-            "PUT",
-            &format!("{url}/v1/agent/service/register"),
-            registration(&name, 0),
-        )
-        .await?;
-        let request = http::Request::get(format!("{url}/v1/health/service/{name}"))
-            .body(Full::new(Bytes::new()))?;
+        let (target, body) = change(s, 0);
+        send(&control, "PUT", &target, body).await?;
+        let request = http::Request::get(watched(s)).body(Full::new(Bytes::new()))?;
         let response = control.request(request).await?;
         indexes.push(
             response.headers()["x-consul-index"]
@@ -328,10 +362,7 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
     for w in 0..args.watchers {
         let (watchers, done_tx) = (watchers.clone(), done_tx.clone());
         let s = w % services;
-        let path = format!(
-            "{url}/v1/health/service/held{s}?index={}&wait=2m",
-            indexes[s]
-        );
+        let path = format!("{}?index={}&wait=2m", watched(s), indexes[s]);
         tokio::spawn(async move {
             let result = send(&watchers, "GET", &path, Vec::new()).await;
             let _ = done_tx.send((s, Instant::now(), result.is_ok()));
@@ -351,13 +382,8 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
     let during = rss_kib(args.pid)?;
     let woken = args.watchers.div_ceil(services);
     let sent = Instant::now();
-    send(
-        &control,
-        "PUT",
-        &format!("{url}/v1/agent/service/register"),
-        registration("held0", 1),
-    )
-    .await?;
+    let (target, body) = change(0, 1);
+    send(&control, "PUT", &target, body).await?;
     let acked = Instant::now();
     let mut from_ack = Vec::with_capacity(woken);
     let mut failed = 0;
@@ -382,8 +408,9 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
             * 1000.0
     };
     println!(
-        "hold: {} watchers over {services} services; registry RSS {:.1} MiB idle -> {:.1} MiB while holding ({:.1} KiB per query)",
+        "hold: {} watchers over {services} {}; registry RSS {:.1} MiB idle -> {:.1} MiB while holding ({:.1} KiB per query)",
         args.watchers,
+        if args.kv { "keys" } else { "services" },
         before as f64 / 1024.0,
         during as f64 / 1024.0,
         (during.saturating_sub(before)) as f64 / args.watchers as f64,
@@ -396,6 +423,126 @@ async fn hold(args: Hold) -> anyhow::Result<()> {
         pct(0.99),
         pct(1.0),
     );
+    Ok(())
+}
+
+/// Creates a session with `lock_delay`; its id.
+async fn session(client: &HttpClient, url: &str, lock_delay: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({"TTL": "30s", "LockDelay": lock_delay}).to_string();
+    let (status, answer) = send(
+        client,
+        "PUT",
+        &format!("{url}/v1/session/create"),
+        body.into_bytes(),
+    )
+    .await?;
+    if status != 200 {
+        bail!("session create answered {status}");
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    Ok(answer["ID"].as_str().context("session ID")?.to_owned())
+}
+
+/// Per round: a holder's session holds `lock`; a waiter blocks on the key; the holder's
+/// session is destroyed; the time until the waiter's blocking read returns and its acquire
+/// (retried while the lock delay refuses it) succeeds.
+async fn lock_handover(args: LockHandover) -> anyhow::Result<()> {
+    let control = client(4);
+    let url = args.url.trim_end_matches('/').to_owned();
+    // A key of its own per run: the last holder of an earlier run still holds its key.
+    let key = format!(
+        "{url}/v1/kv/bench/lock-{}-{}",
+        args.lock_delay,
+        std::process::id()
+    );
+    let mut holder = session(&control, &url, &args.lock_delay).await?;
+    let (status, body) = send(
+        &control,
+        "PUT",
+        &format!("{key}?acquire={holder}"),
+        b"0".to_vec(),
+    )
+    .await?;
+    if status != 200 || body.as_ref() != b"true" {
+        bail!("the first acquire failed");
+    }
+    let mut to_read = Vec::new();
+    let mut to_acquire = Vec::new();
+    let mut refused = 0u64;
+    for round in 0..args.rounds {
+        let waiter = session(&control, &url, &args.lock_delay).await?;
+        let request = http::Request::get(&key).body(Full::new(Bytes::new()))?;
+        let response = control.request(request).await?;
+        let index: u64 = response.headers()["x-consul-index"].to_str()?.parse()?;
+        response.into_body().collect().await?;
+        let blocked = control.clone();
+        let path = format!("{key}?index={index}&wait=30s");
+        let read = tokio::spawn(async move {
+            let answer = send(&blocked, "GET", &path, Vec::new()).await;
+            (Instant::now(), answer)
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held(&control, &url).await? < 1 {
+            if Instant::now() > deadline {
+                bail!("the waiter's read was not held within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        send(
+            &control,
+            "PUT",
+            &format!("{url}/v1/session/destroy/{holder}"),
+            Vec::new(),
+        )
+        .await?;
+        let (read_at, answer) = tokio::time::timeout(Duration::from_secs(30), read).await??;
+        let (_, body) = answer?;
+        let entry: serde_json::Value = serde_json::from_slice(&body)?;
+        if entry[0].get("Session").is_some() {
+            bail!("round {round}: the read returned with the lock still held");
+        }
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, body) = send(
+                &control,
+                "PUT",
+                &format!("{key}?acquire={waiter}"),
+                round.to_string().into_bytes(),
+            )
+            .await?;
+            if body.as_ref() == b"true" {
+                break;
+            }
+            refused += 1;
+            if Instant::now() > give_up {
+                bail!("round {round}: the waiter never got the lock");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        to_read.push(read_at - started);
+        to_acquire.push(started.elapsed());
+        holder = waiter;
+    }
+    let report = |what: &str, latencies: &mut Vec<Duration>| {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+                .as_secs_f64()
+                * 1000.0
+        };
+        println!(
+            "lock handover (lock delay {}): {} rounds; destroy -> {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            args.lock_delay,
+            latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    };
+    report("waiter's read returns", &mut to_read);
+    report("waiter holds the lock", &mut to_acquire);
+    println!("lock handover: {refused} acquires refused by the lock delay on the way");
     Ok(())
 }
 
@@ -555,6 +702,25 @@ async fn main() -> anyhow::Result<()> {
         Command::DnsLatency(args) => dns_latency(args).await,
         Command::Handshakes(args) => handshakes::run(args).await,
         Command::Wake(args) => wake(args).await,
+        Command::KvPut(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("wharf kv put", &load, move |i| {
+                (
+                    "PUT",
+                    format!("{url}/v1/kv/bench/{service}-{i}"),
+                    registration(&service, i),
+                )
+            })
+            .await
+        }
+        Command::KvRead(load) => {
+            let (url, service) = (load.url.clone(), load.service.clone());
+            run_load("wharf kv read", &load, move |_| {
+                ("GET", format!("{url}/v1/kv/bench/{service}-1"), Vec::new())
+            })
+            .await
+        }
+        Command::LockHandover(args) => lock_handover(args).await,
     }
 }
 
