@@ -121,10 +121,13 @@ fn every_refusal_says_why() {
     assert_eq!(response.status, 405);
     assert_eq!(response.text(), "method DELETE not allowed\n");
 
-    // Maintenance is not caught by `GET /v1/agent/service/<id>`.
+    // Maintenance is not caught by `GET /v1/agent/service/<id>`; `enable` is required.
     registry.put("/v1/agent/service/register", r#"{"Name":"web"}"#);
+    let response = registry.put("/v1/agent/service/maintenance/web", "");
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.text(), "Missing value for enable\n");
     let response = registry.put("/v1/agent/service/maintenance/web?enable=true", "");
-    assert_eq!(response.status, 501, "{}", response.text());
+    assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
         registry.get("/v1/agent/service/web").status,
         200,
