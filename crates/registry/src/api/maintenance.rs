@@ -28,11 +28,11 @@ fn order(query: Option<&str>) -> Result<(bool, String), ApiError> {
     let params = Params::parse(query);
     let enable = match params.get("enable") {
         None => return Err(ApiError::bad_request("Missing value for enable")),
-        Some(value) => match value {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
-            _ => return Err(ApiError::bad_request("Invalid value for enable")),
-        },
+        // Go's `ParseBool`, which (unlike a bare `?passing`) refuses an empty value.
+        Some(value) => (!value.is_empty())
+            .then(|| super::params::parse_go_bool(value))
+            .flatten()
+            .ok_or_else(|| ApiError::bad_request("Invalid value for enable"))?,
     };
     Ok((enable, params.get("reason").unwrap_or_default().to_owned()))
 }

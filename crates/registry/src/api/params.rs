@@ -107,7 +107,7 @@ impl Params {
 }
 
 /// Go's `strconv.ParseBool`, with the empty string meaning true (a bare `?passing`).
-fn parse_go_bool(value: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(value: &str) -> Option<bool> {
     match value {
         "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
