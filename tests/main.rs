@@ -9,6 +9,7 @@ mod cluster;
 mod connect;
 mod consul_answers;
 mod dns;
+mod external;
 mod kv;
 mod mesh;
 mod proxy;

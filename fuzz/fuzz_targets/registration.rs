@@ -3,7 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf_model::{decode_check_registration, decode_service_registration};
+use wharf_model::{
+    decode_catalog_deregistration, decode_catalog_registration, decode_check_registration,
+    decode_service_registration,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(registration) = decode_service_registration(data) {
@@ -16,5 +19,19 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(check) = decode_check_registration(data) {
         assert!(!check.id.is_empty() && !check.name.is_empty());
+    }
+    if let Ok(registration) = decode_catalog_registration(data) {
+        assert!(!registration.node.is_empty() && !registration.node.contains('/'));
+        assert!(!registration.address.is_empty() || registration.skip_node_update);
+        if let Some(service) = &registration.service {
+            assert_eq!(service.node, registration.node);
+        }
+        for check in &registration.checks {
+            assert!(!check.id.is_empty());
+            assert_eq!(check.node, registration.node);
+        }
+    }
+    if let Ok(deregistration) = decode_catalog_deregistration(data) {
+        assert!(!deregistration.node.is_empty());
     }
 });

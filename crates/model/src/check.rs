@@ -90,7 +90,7 @@ impl Check {
     }
 }
 
-fn truncate_output(output: &str) -> String {
+pub(crate) fn truncate_output(output: &str) -> String {
     if output.len() <= MAX_OUTPUT {
         return output.to_owned();
     }
@@ -130,6 +130,9 @@ pub enum CheckKind {
     /// Maintenance mode of an instance or a node: critical while it exists, probed by
     /// nothing (`/v1/agent/service/maintenance`, `/v1/agent/maintenance`).
     Maintenance,
+    /// A check of an external service (`/v1/catalog/register`): probed by nothing here, its
+    /// status is what the last registration said (Consul ESM and the like keep it current).
+    External,
 }
 
 impl CheckKind {
@@ -140,6 +143,7 @@ impl CheckKind {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Grpc { .. } => "grpc",
             CheckKind::Maintenance => "maintenance",
+            CheckKind::External => "",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Consul clients send are turned into them. No I/O lives here, so that every other crate (and
 //! the fuzzers) can use these types without pulling in a runtime.
 
+pub mod catalog_registration;
 pub mod check;
 pub mod duration;
 pub mod filter;
@@ -11,6 +12,10 @@ pub mod service;
 pub mod threshold;
 pub mod traffic;
 
+pub use catalog_registration::{
+    CatalogDeregistration, CatalogRegistration, decode_catalog_deregistration,
+    decode_catalog_registration,
+};
 pub use check::{Check, CheckKind};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use health::Status;

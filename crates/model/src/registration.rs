@@ -24,7 +24,7 @@ pub struct InvalidRegistration(pub String);
 
 type Result<T> = std::result::Result<T, InvalidRegistration>;
 
-fn invalid(reason: impl Into<String>) -> InvalidRegistration {
+pub(crate) fn invalid(reason: impl Into<String>) -> InvalidRegistration {
     InvalidRegistration(reason.into())
 }
 
@@ -46,61 +46,9 @@ pub struct ServiceRegistration {
 /// Decodes a service registration body in either key style.
 pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration> {
     let fields = Fields::parse(body)?;
-    let name = fields.string("name")?.unwrap_or_default();
-    if name.is_empty() {
-        return Err(invalid("Missing service name"));
-    }
-    check_id_text("service name", &name)?;
-    let id = fields
-        .string("id")?
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| name.clone());
-    check_id_text("service ID", &id)?;
-    let tags = fields.string_list("tags")?;
-    for tag in &tags {
-        check_id_text("tag", tag)?;
-    }
-    let meta = fields.string_map("meta")?;
-    validate_meta(&meta)?;
-    let service = ServiceInstance {
-        tags,
-        address: fields.string("address")?.unwrap_or_default(),
-        port: fields.port("port")?,
-        meta,
-        tagged_addresses: fields.tagged_addresses()?,
-        weights: fields.weights()?,
-        enable_tag_override: fields.bool("enabletagoverride")?,
-        kind: fields.string("kind")?.unwrap_or_default(),
-        proxy_destination: match fields.get("proxy").filter(|p| !p.is_null()) {
-            Some(proxy) => Fields::from_value(proxy, "Proxy")?
-                .string("destinationservicename")?
-                .unwrap_or_default(),
-            None => String::new(),
-        },
-        // Set by the registry node the registration goes through.
-        node: String::new(),
-        id,
-        name,
-    };
-    if service.kind == "connect-proxy" && service.proxy_destination.is_empty() {
-        return Err(invalid(
-            "Proxy.DestinationServiceName must be set for a connect-proxy",
-        ));
-    }
+    let service = fields.service("name")?;
 
-    let mut definitions = Vec::new();
-    if let Some(check) = fields.get("check").filter(|c| !c.is_null()) {
-        definitions.push(Fields::from_value(check, "Check")?);
-    }
-    match fields.get("checks") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for item in items {
-                definitions.push(Fields::from_value(item, "Checks")?);
-            }
-        }
-        Some(_) => return Err(invalid("Request decode failed: Checks: expected an array")),
-    }
+    let definitions = fields.check_definitions()?;
     let numbered = definitions.len() > 1;
     let mut checks = Vec::with_capacity(definitions.len());
     for (position, definition) in definitions.iter().enumerate() {
@@ -116,15 +64,7 @@ pub fn decode_service_registration(body: &[u8]) -> Result<ServiceRegistration> {
         check.service_id = service.id.clone();
         checks.push(check);
     }
-    let mut seen = std::collections::HashSet::new();
-    for check in &checks {
-        if !seen.insert(check.id.as_str()) {
-            return Err(invalid(format!(
-                "Invalid check: duplicate check ID {:?}",
-                check.id
-            )));
-        }
-    }
+    refuse_duplicate_ids(&checks)?;
     Ok(ServiceRegistration { service, checks })
 }
 
@@ -144,7 +84,21 @@ pub fn decode_check_registration(body: &[u8]) -> Result<Check> {
     Ok(check)
 }
 
-fn check_id_text(what: &str, value: &str) -> Result<()> {
+/// Refuses two checks with one id in a registration.
+pub(crate) fn refuse_duplicate_ids(checks: &[Check]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for check in checks {
+        if !seen.insert(check.id.as_str()) {
+            return Err(invalid(format!(
+                "Invalid check: duplicate check ID {:?}",
+                check.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_id_text(what: &str, value: &str) -> Result<()> {
     if value.len() > MAX_ID_LEN {
         return Err(invalid(format!(
             "Invalid {what}: longer than {MAX_ID_LEN} bytes"
@@ -158,7 +112,7 @@ fn check_id_text(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_meta(meta: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn validate_meta(meta: &BTreeMap<String, String>) -> Result<()> {
     if meta.len() > MAX_META_KEYS {
         return Err(invalid(format!(
             "Invalid Service Meta: Node metadata cannot contain more than {MAX_META_KEYS} key/value pairs"
@@ -192,19 +146,85 @@ fn validate_meta(meta: &BTreeMap<String, String>) -> Result<()> {
 // === impl Fields ===
 
 /// A JSON object whose keys have been normalised; getters check types and name the field.
-struct Fields {
+pub(crate) struct Fields {
     map: Map<String, Value>,
     context: &'static str,
 }
 
 impl Fields {
-    fn parse(body: &[u8]) -> Result<Fields> {
+    /// Reads a service definition whose name is under `name_key` (`Name` for the agent,
+    /// `Service` in a catalog registration); the id defaults to the name.
+    pub(crate) fn service(&self, name_key: &str) -> Result<ServiceInstance> {
+        let fields = self;
+        let name = fields.string(name_key)?.unwrap_or_default();
+        if name.is_empty() {
+            return Err(invalid("Missing service name"));
+        }
+        check_id_text("service name", &name)?;
+        let id = fields
+            .string("id")?
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| name.clone());
+        check_id_text("service ID", &id)?;
+        let tags = fields.string_list("tags")?;
+        for tag in &tags {
+            check_id_text("tag", tag)?;
+        }
+        let meta = fields.string_map("meta")?;
+        validate_meta(&meta)?;
+        let service = ServiceInstance {
+            tags,
+            address: fields.string("address")?.unwrap_or_default(),
+            port: fields.port("port")?,
+            meta,
+            tagged_addresses: fields.tagged_addresses()?,
+            weights: fields.weights()?,
+            enable_tag_override: fields.bool("enabletagoverride")?,
+            kind: fields.string("kind")?.unwrap_or_default(),
+            proxy_destination: match fields.get("proxy").filter(|p| !p.is_null()) {
+                Some(proxy) => Fields::from_value(proxy, "Proxy")?
+                    .string("destinationservicename")?
+                    .unwrap_or_default(),
+                None => String::new(),
+            },
+            // Set by the registry node the registration goes through.
+            node: String::new(),
+            id,
+            name,
+        };
+        if service.kind == "connect-proxy" && service.proxy_destination.is_empty() {
+            return Err(invalid(
+                "Proxy.DestinationServiceName must be set for a connect-proxy",
+            ));
+        }
+        Ok(service)
+    }
+
+    /// The definitions under `Check` and `Checks`, in that order.
+    pub(crate) fn check_definitions(&self) -> Result<Vec<Fields>> {
+        let mut definitions = Vec::new();
+        if let Some(check) = self.get("check").filter(|c| !c.is_null()) {
+            definitions.push(Fields::from_value(check, "Check")?);
+        }
+        match self.get("checks") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    definitions.push(Fields::from_value(item, "Checks")?);
+                }
+            }
+            Some(_) => return Err(invalid("Request decode failed: Checks: expected an array")),
+        }
+        Ok(definitions)
+    }
+
+    pub(crate) fn parse(body: &[u8]) -> Result<Fields> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| invalid(format!("Request decode failed: {e}")))?;
         Fields::from_value(&value, "body")
     }
 
-    fn from_value(value: &Value, context: &'static str) -> Result<Fields> {
+    pub(crate) fn from_value(value: &Value, context: &'static str) -> Result<Fields> {
         match normalize(value) {
             Value::Object(map) => Ok(Fields { map, context }),
             _ => Err(invalid(format!(
@@ -213,7 +233,7 @@ impl Fields {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key)
     }
 
@@ -224,7 +244,7 @@ impl Fields {
         ))
     }
 
-    fn string(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -232,7 +252,7 @@ impl Fields {
         }
     }
 
-    fn bool(&self, key: &str) -> Result<bool> {
+    pub(crate) fn bool(&self, key: &str) -> Result<bool> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -279,7 +299,7 @@ impl Fields {
         }
     }
 
-    fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(BTreeMap::new()),
             Some(Value::Object(map)) => map
@@ -378,7 +398,7 @@ impl Fields {
     }
 
     /// Reads a check definition. `id_key` is `checkid` inside a service and `id` standalone.
-    fn check(&self, default_id: &str, id_key: &str) -> Result<Check> {
+    pub(crate) fn check(&self, default_id: &str, id_key: &str) -> Result<Check> {
         let id = self
             .string(id_key)?
             .or(self.string("checkid")?)

@@ -60,6 +60,8 @@ pub enum Resource {
     KvPrefix(String),
     /// Every session.
     Sessions,
+    /// The user events kept (`/v1/event/list`).
+    Events,
 }
 
 /// The catalog's contents at one revision.
@@ -101,6 +103,9 @@ pub struct CatalogState {
     /// Sessions by id.
     pub sessions: BTreeMap<String, Stored<crate::session::Session>>,
     sessions_index: u64,
+    /// User events kept, by Lamport time.
+    pub events: BTreeMap<u64, Stored<crate::event::Event>>,
+    events_index: u64,
     /// Registry nodes by name.
     pub nodes: BTreeMap<String, Stored<crate::NodeInfo>>,
     /// The nodes holding their liveness lease now, with the revision they took it at.
@@ -131,6 +136,7 @@ impl CatalogState {
             Resource::Kv(key) => self.kv.key_revision(key),
             Resource::KvPrefix(prefix) => self.kv.prefix_revision(prefix),
             Resource::Sessions => self.sessions_index,
+            Resource::Events => self.events_index,
         };
         index + 1
     }
@@ -172,6 +178,13 @@ impl CatalogState {
             if key.starts_with(keys::SESSIONS) {
                 if put.is_none() {
                     tombstones.insert(Tombstone::Sessions);
+                }
+                continue;
+            }
+            if key.starts_with(keys::NODES) {
+                // The list of nodes follows the services' index.
+                if put.is_none() {
+                    tombstones.insert(Tombstone::Services);
                 }
                 continue;
             }
@@ -423,6 +436,27 @@ impl CatalogState {
             };
             self.kv.apply_deletion(kv_key, deletion, revision);
             changes.kv_keys.push(kv_key.to_owned());
+            return;
+        }
+        if let Some(ltime) = key.strip_prefix(crate::event::EVENTS) {
+            match (record, ltime.parse::<u64>()) {
+                (Some(Record::Event(event)), Ok(ltime)) => {
+                    let stored = Stored {
+                        value: event,
+                        create_index: create,
+                        modify_index: revision,
+                    };
+                    self.events.insert(ltime, stored);
+                }
+                (_, Ok(ltime)) => {
+                    self.events.remove(&ltime);
+                }
+                (_, Err(_)) => return,
+            }
+            // Events are only deleted beside a newer one: no tombstone is needed for the
+            // index to survive a restart.
+            self.events_index = self.events_index.max(revision);
+            touched.push(Resource::Events);
             return;
         }
         if let Some(id) = key.strip_prefix(keys::SESSIONS) {
@@ -690,7 +724,8 @@ impl CatalogState {
         revision: u64,
         touched: &mut Vec<Resource>,
     ) {
-        let dead = self.nodes.contains_key(node) && !self.alive.contains_key(node);
+        let dead = self.nodes.get(node).is_some_and(|n| !n.value.external)
+            && !self.alive.contains_key(node);
         let was = self.dead.contains_key(node);
         if dead && !was {
             let check = Check {

@@ -124,8 +124,8 @@ async fn run_check(agent: Arc<Agent>, id: String) {
     };
     match check.kind {
         CheckKind::Ttl { ttl } => return run_ttl(agent, id, ttl).await,
-        // Critical while it exists: nothing to run.
-        CheckKind::Maintenance => return,
+        // Critical while it exists, or set by whoever registers it: nothing to run.
+        CheckKind::Maintenance | CheckKind::External => return,
         _ => {}
     }
     let interval = check.effective_interval();

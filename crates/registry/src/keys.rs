@@ -13,7 +13,9 @@
 //! - `wharf/kv/<key>` → [`crate::kv::Entry`] (Consul's KV), `wharf/kv-deleted/<key>` →
 //!   [`crate::kv::Deletion`] (what a deletion left: its revision, a lock delay)
 //! - `wharf/sessions/<id>` → [`crate::session::Session`]
-//! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store)
+//! - `wharf/events/<Lamport time>` → [`crate::event::Event`] (the last 256 user events)
+//! - `wharf/nodes/<name>` → [`crate::NodeInfo`] (every registry node that has run on the store,
+//!   and the external nodes of `/v1/catalog/register`)
 //! - `wharf/acl/policies/<id>`, `wharf/acl/tokens/<accessor id>` → ACL policies and tokens,
 //!   `wharf/acl/bootstrap` → the record that bootstrap happened ([`crate::acl`])
 //! - `wharf/alive/<name>` → empty, attached to the node's liveness lease: present while the
@@ -179,6 +181,7 @@ pub(crate) enum Record {
     KvEntry(crate::kv::Entry),
     KvDeleted(crate::kv::Deletion),
     Session(crate::session::Session),
+    Event(crate::event::Event),
     Acl(crate::acl::AclRecord),
     Alive,
     Tombstone(Tombstone),
@@ -251,6 +254,8 @@ pub(crate) fn decode(key: &str, value: &[u8]) -> Option<Record> {
         serde_json::from_slice(value).map(Record::KvDeleted)
     } else if key.starts_with(SESSIONS) {
         serde_json::from_slice(value).map(Record::Session)
+    } else if key.starts_with(crate::event::EVENTS) {
+        serde_json::from_slice(value).map(Record::Event)
     } else if key.starts_with(SERVICES) {
         serde_json::from_slice(value).map(Record::Service)
     } else if key.starts_with(CHECKS) {

@@ -18,6 +18,8 @@ pub mod checker;
 pub mod connect;
 pub mod deploy;
 pub mod dns;
+pub mod event;
+mod external;
 mod keys;
 pub mod kv;
 mod liveness;

@@ -17,6 +17,10 @@ pub struct NodeInfo {
     pub datacenter: String,
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// A node registered through `/v1/catalog/register` (a host no registry node runs on):
+    /// it has no liveness mark and no `serfHealth`, and its checks are probed by nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// The check Consul gives every node: passing while its agent is alive (here: while the
@@ -37,6 +41,7 @@ impl NodeInfo {
             address: "127.0.0.1".to_owned(),
             datacenter: "dc1".to_owned(),
             meta: BTreeMap::new(),
+            external: false,
         }
     }
 }

@@ -51,10 +51,10 @@ pub async fn run(kind: &CheckKind, timeout: Duration) -> (Status, String) {
         } => tokio::time::timeout(timeout, http(url, method, header, body)).await,
         CheckKind::Tcp { address } => tokio::time::timeout(timeout, tcp(address)).await,
         CheckKind::Grpc { target, .. } => tokio::time::timeout(timeout, grpc(target)).await,
-        CheckKind::Ttl { .. } | CheckKind::Maintenance => {
+        CheckKind::Ttl { .. } | CheckKind::Maintenance | CheckKind::External => {
             return (
                 Status::Critical,
-                "TTL and maintenance checks are not probed".into(),
+                "TTL, maintenance and external checks are not probed".into(),
             );
         }
     };

@@ -1,5 +1,6 @@
 """Fixtures for the py-consul interoperability tests: a real `wharf registry` process on a
-free port, and small HTTP/TCP targets for health checks. Every process started is stopped."""
+free port (and `store_registry`: one on each store backend, the embedded store and a real etcd),
+and small HTTP/TCP targets for health checks. Every process started is stopped."""
 
 import http.server
 import os
@@ -74,6 +75,44 @@ def registry():
             yield reg
         finally:
             reg.stop()
+
+
+class Etcd:
+    """One etcd member on loopback with a scratch data directory."""
+
+    def __init__(self, root):
+        self.port, peer = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "kv", "--data-dir", f"{root}/etcd",
+             "--listen-client-urls", f"http://127.0.0.1:{self.port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{self.port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"kv=http://127.0.0.1:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        eventually("etcd accepts connections", lambda: accepts(self.port))
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(params=["embedded", "etcd"])
+def store_registry(request):
+    """A registry on each store backend."""
+    with tempfile.TemporaryDirectory() as root:
+        etcd = Etcd(root) if request.param == "etcd" else None
+        try:
+            extra = ["--store", f"etcd://127.0.0.1:{etcd.port}"] if etcd else []
+            registry = Registry(f"{root}/data", extra)
+            try:
+                yield registry
+            finally:
+                registry.stop()
+        finally:
+            if etcd:
+                etcd.stop()
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_every_unimplemented_family_raises(registry, client):
     assert run.returncode == 0, run.stderr
     outcomes = [json.loads(line) for line in run.stdout.splitlines()]
     tried = [o for o in outcomes if not o.get("missing")]
-    assert len(tried) >= 10, f"{client} exposes too few of the calls: {outcomes}"
+    assert len(tried) >= len(outcomes) // 2, f"{client} exposes too few of the calls: {outcomes}"
     for outcome in tried:
         assert "raised" in outcome, f"{client} {outcome['call']} did not raise: {outcome}"
         assert "does not implement" in outcome["message"], f"{client} {outcome['call']}: {outcome}"

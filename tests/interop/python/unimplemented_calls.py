@@ -18,13 +18,8 @@ c = consul.Consul(host=host, port=port)
 CALLS = [
     ("/v1/acl", "acl.list", lambda: c.acl.list()),
     ("/v1/acl", "acl.create", lambda: c.acl.create()),
-    ("/v1/agent/members", "agent.members", lambda: c.agent.members()),
     ("/v1/agent/join", "agent.join", lambda: c.agent.join("127.0.0.1")),
     ("/v1/agent/join", "agent.force_leave", lambda: c.agent.force_leave("other")),
-    ("/v1/catalog/register", "catalog.register", lambda: c.catalog.register("ext", "10.0.0.9", service={"Service": "db"})),
-    ("/v1/catalog/register", "catalog.deregister", lambda: c.catalog.deregister("ext")),
-    ("/v1/event", "event.fire", lambda: c.event.fire("deploy", "v2")),
-    ("/v1/event", "event.list", lambda: c.event.list()),
     ("/v1/coordinate", "coordinate.nodes", lambda: c.coordinate.nodes()),
     ("/v1/coordinate", "coordinate.datacenters", lambda: c.coordinate.datacenters()),
     ("/v1/operator", "operator.raft_config", lambda: c.operator.raft_config()),

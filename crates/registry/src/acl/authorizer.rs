@@ -44,6 +44,8 @@ pub enum Scope<'a> {
     Agent(&'a str),
     Key(&'a str),
     Session(&'a str),
+    /// User events of this name (`/v1/event/...`).
+    Event(&'a str),
     Acl,
     Operator,
     Mesh,
@@ -58,6 +60,7 @@ impl Scope<'_> {
             Scope::Agent(_) => "agent",
             Scope::Key(_) => "key",
             Scope::Session(_) => "session",
+            Scope::Event(_) => "event",
             Scope::Acl => "acl",
             Scope::Operator => "operator",
             Scope::Mesh => "mesh",
@@ -71,7 +74,8 @@ impl Scope<'_> {
             | Scope::Node(n)
             | Scope::Agent(n)
             | Scope::Key(n)
-            | Scope::Session(n) => Some(n),
+            | Scope::Session(n)
+            | Scope::Event(n) => Some(n),
             Scope::Acl | Scope::Operator | Scope::Mesh => None,
         }
     }
@@ -239,6 +243,7 @@ impl Authorizer {
             Scope::Agent(n) => named.get(&Kind::Agent).and_then(|r| r.lookup(n)),
             Scope::Key(n) => named.get(&Kind::Key).and_then(|r| r.lookup(n)),
             Scope::Session(n) => named.get(&Kind::Session).and_then(|r| r.lookup(n)),
+            Scope::Event(n) => named.get(&Kind::Event).and_then(|r| r.lookup(n)),
             // Managing ACLs takes a rule: the default never grants it.
             Scope::Acl => return globals.get(&Global::Acl).is_some_and(|a| grants(*a, need)),
             Scope::Operator => globals.get(&Global::Operator).copied(),

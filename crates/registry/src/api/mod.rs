@@ -15,11 +15,14 @@ mod blocking;
 mod body;
 mod config;
 mod connect;
+mod event;
+mod external;
 mod filter;
 mod guard;
 mod handlers;
 mod kv;
 mod maintenance;
+mod members;
 pub mod params;
 mod session;
 pub mod shapes;
@@ -72,6 +75,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/check/update/{*id}", write(check_update))
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
+        .route("/v1/catalog/register", write(external::register))
+        .route("/v1/catalog/deregister", write(external::deregister))
+        .route("/v1/agent/members", get(members::list))
+        .route("/v1/event/fire/{name}", put(event::fire))
+        .route("/v1/event/list", get(event::list))
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/services", get(catalog_services))
         .route(
@@ -231,6 +239,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/session/renew/", "session id"),
         ("/v1/session/info/", "session id"),
         ("/v1/session/node/", "node name"),
+        ("/v1/event/fire/", "name"),
         ("/v1/wharf/services/", "service name"),
         ("/v1/wharf/scale/", "service name"),
         ("/v1/wharf/load/", "service name"),

@@ -210,9 +210,12 @@ impl<'a> HealthCheckJson<'a> {
             }
             CheckKind::Tcp { address } => tcp = address,
             CheckKind::Grpc { target, use_tls } => (grpc, grpc_use_tls) = (target, *use_tls),
-            CheckKind::Ttl { .. } | CheckKind::Maintenance => {}
+            CheckKind::Ttl { .. } | CheckKind::Maintenance | CheckKind::External => {}
         }
-        let probed = !matches!(c.kind, CheckKind::Ttl { .. } | CheckKind::Maintenance);
+        let probed = !matches!(
+            c.kind,
+            CheckKind::Ttl { .. } | CheckKind::Maintenance | CheckKind::External
+        );
         let interval = if probed {
             // As it is used: raised to the minimum (`"Interval": 10` is 10 ns to Consul).
             duration(c.interval.map(|_| c.effective_interval()))

@@ -74,11 +74,6 @@ pub const FAMILIES: &[Family] = &[
         hint: None,
     },
     Family {
-        name: "/v1/agent/members",
-        paths: &["/v1/agent/members"],
-        hint: Some("this registry is a single node; see /v1/catalog/nodes"),
-    },
-    Family {
         name: "/v1/agent/join",
         paths: &[
             "/v1/agent/join/",
@@ -113,11 +108,6 @@ pub const FAMILIES: &[Family] = &[
         hint: Some("see /v1/health/service/<name>"),
     },
     Family {
-        name: "/v1/catalog/register",
-        paths: &["/v1/catalog/register", "/v1/catalog/deregister"],
-        hint: Some("register instances with /v1/agent/service/register"),
-    },
-    Family {
         name: "/v1/catalog/node-services",
         paths: &["/v1/catalog/node-services/"],
         hint: Some("see /v1/catalog/node/<node>"),
@@ -140,11 +130,6 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: "/v1/discovery-chain",
         paths: &["/v1/discovery-chain/"],
-        hint: None,
-    },
-    Family {
-        name: "/v1/event",
-        paths: &["/v1/event/"],
         hint: None,
     },
     Family {
@@ -251,16 +236,15 @@ mod tests {
 
     #[test]
     fn reasons_name_the_family() {
-        let members = FAMILIES
+        let join = FAMILIES
             .iter()
-            .find(|f| f.name == "/v1/agent/members")
+            .find(|f| f.name == "/v1/agent/join")
             .unwrap();
         assert!(
-            members
-                .reason()
-                .starts_with("Wharf does not implement /v1/agent/members yet"),
+            join.reason()
+                .starts_with("Wharf does not implement /v1/agent/join yet"),
             "{}",
-            members.reason()
+            join.reason()
         );
     }
 }

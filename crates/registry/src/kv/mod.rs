@@ -289,12 +289,12 @@ impl KvState {
 }
 
 /// Values are base64 in the store's JSON, as in Consul's answers.
-mod base64_value {
+pub(crate) mod base64_value {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         value: &Option<Vec<u8>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
@@ -304,7 +304,7 @@ mod base64_value {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<String> = Option::deserialize(deserializer)?;

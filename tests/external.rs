@@ -1,0 +1,317 @@
+//! Consul's catalog writes for external services, `/v1/agent/members` and user events through
+//! the real binary: an external service is answered by the catalog, health, DNS and the
+//! gateway like any other, its check is what its registrar says, and deregistering its node
+//! takes everything of it away; events reach the registry nodes their filters name, the last
+//! 256 are kept, and a blocking list wakes on the next one.
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+/// The registry node's own name, as `/v1/agent/members` lists it.
+fn node_name(registry: &RegistryProcess) -> String {
+    let members = registry.get("/v1/agent/members").json();
+    members[0]["Name"].as_str().expect("a member").to_owned()
+}
+
+#[test]
+fn external_services_are_answered_everywhere_and_leave_with_their_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backend = Backend::start("legacy-1");
+    let registration = |status: &str| {
+        format!(
+            r#"{{"Node": "legacy-host", "Address": "127.0.0.1", "NodeMeta": {{"external-node": "true"}},
+                "Service": {{"ID": "legacy-1", "Service": "legacy", "Port": {}, "Tags": ["v1"]}},
+                "Check": {{"CheckID": "legacy-alive", "Name": "legacy alive", "Status": "{status}",
+                           "ServiceID": "legacy-1", "Output": "checked by esm"}}}}"#,
+            backend.port
+        )
+    };
+    let answer = registry.put("/v1/catalog/register", &registration("passing"));
+    assert_eq!((answer.status, answer.text().as_str()), (200, "true"));
+
+    let nodes = registry.get("/v1/catalog/nodes").json();
+    let legacy = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["Node"] == "legacy-host")
+        .expect("the external node is listed");
+    assert_eq!(legacy["Meta"]["external-node"], "true");
+    assert_eq!(legacy["Address"], "127.0.0.1");
+    let healthy = registry.get("/v1/health/service/legacy?passing").json();
+    let entries = healthy.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{healthy}");
+    assert_eq!(entries[0]["Node"]["Node"], "legacy-host");
+    // No agent runs there: no serfHealth, only the registrar's check, probed by nothing.
+    let checks: Vec<(&str, &str, &str)> = entries[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["CheckID"].as_str().unwrap(),
+                c["Type"].as_str().unwrap(),
+                c["Output"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(checks, [("legacy-alive", "", "checked by esm")]);
+    // Nor is it an agent's: it is not a member and not in this agent's services.
+    let members = registry.get("/v1/agent/members").json();
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["Name"] != "legacy-host")
+    );
+    assert_eq!(members[0]["Status"], 1);
+    assert!(
+        registry
+            .get("/v1/agent/services")
+            .json()
+            .get("legacy-1")
+            .is_none()
+    );
+
+    let srv = || {
+        dns::srv_ports(&dns::udp(
+            registry.dns,
+            "legacy.service.consul",
+            RecordType::SRV,
+            None,
+        ))
+    };
+    assert_eq!(srv(), [backend.port]);
+    let node_a = dns::udp(registry.dns, "legacy-host.node.consul", RecordType::A, None);
+    assert_eq!(node_a.answers.len(), 1, "{node_a:?}");
+    let proxy = ProxyProcess::start(&registry.url(), &[]);
+    eventually("the gateway routes to the external service", || {
+        let answer = proxy.get("legacy", "/");
+        answer.status == 200 && answer.header("x-backend") == Some("legacy-1")
+    });
+
+    // The registrar says it is down: out of ?passing, DNS and the gateway; and it stays so
+    // (nothing here probes it back to passing, though the backend answers).
+    let index = registry.get("/v1/health/service/legacy").index();
+    let held = held_query(registry.addr, "/v1/health/service/legacy", index, "10s");
+    assert_eq!(
+        registry
+            .put("/v1/catalog/register", &registration("critical"))
+            .status,
+        200
+    );
+    let woken = held.join().unwrap();
+    assert_eq!(woken.json()[0]["Checks"][0]["Status"], "critical");
+    assert_eq!(
+        registry.get("/v1/health/service/legacy?passing").json(),
+        serde_json::json!([])
+    );
+    assert!(srv().is_empty());
+    eventually("the gateway stops routing to it", || {
+        proxy.get("legacy", "/").status == 503
+    });
+    // The same registration again changes nothing, so it moves no index.
+    let index = registry.get("/v1/health/service/legacy").index();
+    assert_eq!(
+        registry
+            .put("/v1/catalog/register", &registration("critical"))
+            .status,
+        200
+    );
+    assert_eq!(registry.get("/v1/health/service/legacy").index(), index);
+
+    // Refused with a reason, and nothing changed: a registry node's name, a check on a
+    // service the node does not have, a body without a node.
+    let own = node_name(&registry);
+    for (body, reason) in [
+        (
+            format!(r#"{{"Node": "{own}", "Address": "127.0.0.1", "Service": {{"Service": "x"}}}}"#),
+            "is a registry node",
+        ),
+        (
+            r#"{"Node": "legacy-host", "Address": "127.0.0.1", "Check": {"Name": "c", "ServiceID": "nope"}}"#.into(),
+            "Unknown service ID",
+        ),
+        (r#"{"Address": "127.0.0.1"}"#.into(), "Must provide node"),
+        (r#"{"Node": "other"}"#.into(), "Must provide address"),
+    ] {
+        let answer = registry.put("/v1/catalog/register", &body);
+        assert_eq!(answer.status, 400, "{body}: {}", answer.text());
+        assert!(answer.text().contains(reason), "{body}: {}", answer.text());
+    }
+    assert_eq!(registry.get("/v1/health/service/legacy").index(), index);
+    let answer = registry.put("/v1/catalog/deregister", &format!(r#"{{"Node": "{own}"}}"#));
+    assert_eq!(answer.status, 400, "{}", answer.text());
+
+    // Deregistering the node takes its services and checks with it; again is still `true`.
+    for _ in 0..2 {
+        let answer = registry.put("/v1/catalog/deregister", r#"{"Node": "legacy-host"}"#);
+        assert_eq!((answer.status, answer.text().as_str()), (200, "true"));
+    }
+    let nodes = registry.get("/v1/catalog/nodes").json();
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["Node"] != "legacy-host")
+    );
+    assert!(
+        registry
+            .get("/v1/catalog/services")
+            .json()
+            .get("legacy")
+            .is_none()
+    );
+    assert_eq!(
+        registry.get("/v1/health/checks/legacy").json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn deregistering_a_service_or_a_check_leaves_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    for (id, port) in [("db-1", 5432), ("db-2", 5433)] {
+        let body = format!(
+            r#"{{"Node": "db-host", "Address": "10.0.0.5",
+                "Service": {{"ID": "{id}", "Service": "db", "Port": {port}}},
+                "Checks": [{{"CheckID": "{id}-up", "Status": "passing", "ServiceID": "{id}"}}]}}"#
+        );
+        assert_eq!(registry.put("/v1/catalog/register", &body).status, 200);
+    }
+    // A node-level check of the external node counts for both of its services.
+    let node_check = r#"{"Node": "db-host", "SkipNodeUpdate": true, "Check": {"Name": "host up", "Status": "passing"}}"#;
+    assert_eq!(registry.put("/v1/catalog/register", node_check).status, 200);
+    let ids = |path: &str| -> Vec<String> {
+        registry
+            .get(path)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Service"]["ID"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("/v1/health/service/db?passing"), ["db-1", "db-2"]);
+    let critical_host = r#"{"Node": "db-host", "SkipNodeUpdate": true, "Check": {"Name": "host up", "Status": "critical"}}"#;
+    assert_eq!(
+        registry.put("/v1/catalog/register", critical_host).status,
+        200
+    );
+    assert!(ids("/v1/health/service/db?passing").is_empty());
+    let answer = registry.put(
+        "/v1/catalog/deregister",
+        r#"{"Node": "db-host", "CheckID": "host up"}"#,
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(ids("/v1/health/service/db?passing"), ["db-1", "db-2"]);
+
+    let answer = registry.put(
+        "/v1/catalog/deregister",
+        r#"{"Node": "db-host", "ServiceID": "db-1"}"#,
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(ids("/v1/health/service/db"), ["db-2"]);
+    let catalog = registry.get("/v1/catalog/service/db").json();
+    assert_eq!(catalog.as_array().unwrap().len(), 1);
+    assert_eq!(catalog[0]["ServiceID"], "db-2");
+    let checks = registry.get("/v1/health/node/db-host").json();
+    let check_ids: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(check_ids, ["db-2-up"]);
+    // The node keeps its address: SkipNodeUpdate left it as first registered.
+    let node = registry.get("/v1/catalog/node/db-host").json();
+    assert_eq!(node["Node"]["Address"], "10.0.0.5");
+}
+
+#[test]
+fn user_events_reach_the_nodes_they_name_and_the_last_256_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let backend = Backend::start("web-1");
+    register(&registry, "web", &backend);
+
+    let fired = registry.put("/v1/event/fire/deploy", "v2");
+    assert_eq!(fired.status, 200, "{}", fired.text());
+    let event = fired.json();
+    assert_eq!(event["Name"], "deploy");
+    assert_eq!(event["Payload"], "djI="); // base64 of "v2"
+    assert_eq!(
+        (event["Version"].as_u64(), event["LTime"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(event["ID"].as_str().unwrap().len(), 36);
+
+    // A blocking list wakes on the next event, which the list then ends with.
+    let list = registry.get("/v1/event/list");
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    let held = held_query(registry.addr, "/v1/event/list", list.index(), "10s");
+    let own = node_name(&registry);
+    let aimed = registry.put(
+        &format!("/v1/event/fire/restart?node=^{own}$&service=^we"),
+        "",
+    );
+    assert_eq!(aimed.status, 200, "{}", aimed.text());
+    assert_eq!(aimed.json()["Payload"], serde_json::Value::Null);
+    let woken = held.join().unwrap().json();
+    let names: Vec<&str> = woken
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["deploy", "restart"]);
+
+    // Events for other nodes or services are not this node's to list; ?name narrows.
+    for path in [
+        "/v1/event/fire/elsewhere?node=^not-this-node$",
+        "/v1/event/fire/elsewhere?service=^db$",
+        "/v1/event/fire/elsewhere?service=^web$&tag=^canary$",
+    ] {
+        assert_eq!(registry.put(path, "").status, 200);
+    }
+    let listed = registry.get("/v1/event/list").json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let deploys = registry.get("/v1/event/list?name=deploy").json();
+    assert_eq!(deploys.as_array().unwrap().len(), 1);
+
+    for (path, body, status, reason) in [
+        ("/v1/event/fire/_internal", "", 400, "reserved"),
+        ("/v1/event/fire/x?tag=v1", "", 400, "without service filter"),
+        ("/v1/event/fire/x?node=(", "", 400, "Invalid node filter"),
+        ("/v1/event/fire/", "", 400, "Missing name"),
+        ("/v1/event/fire/x", &"p".repeat(513), 413, "at most 512"),
+    ] {
+        let answer = registry.put(path, body);
+        assert_eq!(answer.status, status, "{path}: {}", answer.text());
+        assert!(answer.text().contains(reason), "{path}: {}", answer.text());
+    }
+
+    // The buffer keeps the last 256, in the order fired.
+    for n in 0..256 {
+        assert_eq!(
+            registry.put("/v1/event/fire/tick", &n.to_string()).status,
+            200
+        );
+    }
+    let kept = registry.get("/v1/event/list?name=tick").json();
+    let times: Vec<u64> = kept
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["LTime"].as_u64().unwrap())
+        .collect();
+    // 5 events came before the ticks; the first tick (time 6) was dropped with them.
+    assert_eq!(times.len(), 256);
+    assert_eq!((times[0], times[255]), (6, 261));
+    assert!(times.windows(2).all(|w| w[0] + 1 == w[1]));
+}
