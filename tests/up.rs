@@ -969,6 +969,22 @@ fn the_example_services_compose_through_the_gateway() {
         serde_json::json!({"greeting": "Hello, World!", "api": {"result": "x"}, "notes": 1})
     );
 
+    // Its configuration in KV: `wharf kv put` changes what the running frontend answers (it
+    // follows the key with a blocking query), and `wharf kv delete` takes it away again.
+    let registry = format!("http://{}", mesh.registry);
+    let message = |text: &str| {
+        let (code, _, stderr) = wharf(&registry, &["kv", "put", "frontend/message", text]);
+        assert_eq!(code, 0, "{stderr}");
+    };
+    let answered = || mesh.through_gateway("frontend", "/?data=x").json()["message"].clone();
+    message("Welcome aboard");
+    eventually("frontend answers the message from KV", || answered() == "Welcome aboard");
+    message("Maintenance at 18:00");
+    eventually("frontend follows the change", || answered() == "Maintenance at 18:00");
+    let (code, _, stderr) = wharf(&registry, &["kv", "delete", "frontend/message"]);
+    assert_eq!(code, 0, "{stderr}");
+    eventually("the message is gone", || answered().is_null());
+
     // The notes outlive their process: kill -9, the replacement reads the same store.
     let (_, pid) = mesh.passing("notes")[0];
     signal("-KILL", i64::from(pid));
