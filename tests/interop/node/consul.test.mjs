@@ -1,6 +1,6 @@
 // Unmodified npm `consul` (2.x) against `wharf registry`: registration with checks, TTL
-// updates, catalog and health queries with tags, and a watch that wakes on change and does
-// not spin. Run with `node --test` after `npm ci`; WHARF_BIN names the binary.
+// updates, catalog and health queries with tags, a watch that wakes on change and does not
+// spin, KV with sessions, locks and transactions, external services, members and events. Run with `node --test` after `npm ci`; WHARF_BIN names the binary.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -156,6 +156,102 @@ test("a watch wakes on change and does not spin", async () => {
     } finally {
       watch.end();
     }
+  });
+});
+
+// KV with every flag, CAS, sessions holding locks (release vs delete) and a transaction that
+// fails one check and changes nothing, as the npm client's README uses them.
+test("KV, sessions, locks and transactions", async () => {
+  await withRegistry(async (consul) => {
+    assert.equal(await consul.kv.set({ key: "app/config/limit", value: "10", flags: 42 }), true);
+    const entry = await consul.kv.get("app/config/limit");
+    assert.equal(entry.Value, "10");
+    assert.equal(entry.Flags, 42);
+    assert.equal(await consul.kv.get("app/missing"), undefined);
+    // CAS: the old index loses once the key moved on.
+    assert.equal(await consul.kv.set({ key: "app/config/limit", value: "11", cas: entry.ModifyIndex }), true);
+    // Consul's `false` reaches the caller as a falsy value (this client resolves it `undefined`).
+    assert.ok(!(await consul.kv.set({ key: "app/config/limit", value: "12", cas: entry.ModifyIndex })));
+    assert.equal((await consul.kv.get("app/config/limit")).Value, "11");
+    await consul.kv.set("app/config/name", "demo");
+    await consul.kv.set("app/other", "x");
+    assert.deepEqual(await consul.kv.keys({ key: "app/", separator: "/" }), ["app/config/", "app/other"]);
+    const tree = await consul.kv.get({ key: "app/config/", recurse: true });
+    assert.deepEqual(tree.map((e) => [e.Key, e.Value]), [["app/config/limit", "11"], ["app/config/name", "demo"]]);
+
+    // A lock held by one session is refused to another, and released with its session.
+    const first = await consul.session.create({ name: "first", ttl: "15s", lockdelay: "0s" });
+    const second = await consul.session.create({ name: "second", ttl: "15s", lockdelay: "0s" });
+    assert.equal(await consul.kv.set({ key: "locks/job", value: "first", acquire: first.ID }), true);
+    assert.ok(!(await consul.kv.set({ key: "locks/job", value: "second", acquire: second.ID })));
+    assert.equal((await consul.kv.get("locks/job")).Session, first.ID);
+    await consul.session.destroy(first.ID);
+    const released = await consul.kv.get("locks/job");
+    assert.equal(released.Session, undefined);
+    assert.equal(released.Value, "first");
+    assert.equal(await consul.kv.set({ key: "locks/job", value: "second", acquire: second.ID }), true);
+    // Behavior delete: the held key goes with the session.
+    const ephemeral = await consul.session.create({ name: "ephemeral", ttl: "15s", behavior: "delete", lockdelay: "0s" });
+    assert.equal(await consul.kv.set({ key: "locks/ephemeral", value: "x", acquire: ephemeral.ID }), true);
+    await consul.session.destroy(ephemeral.ID);
+    assert.equal(await consul.kv.get("locks/ephemeral"), undefined);
+    const info = await consul.session.info(second.ID);
+    assert.equal(info.Name, "second");
+
+    // A transaction whose check fails changes nothing.
+    const limit = await consul.kv.get("app/config/limit");
+    await assert.rejects(
+      consul.transaction.create([
+        { KV: { Verb: "set", Key: "app/config/name", Value: Buffer.from("changed").toString("base64") } },
+        { KV: { Verb: "check-index", Key: "app/config/limit", Index: limit.ModifyIndex + 1 } },
+      ]),
+      (error) => error.response?.statusCode === 409,
+    );
+    assert.equal((await consul.kv.get("app/config/name")).Value, "demo");
+    const done = await consul.transaction.create([
+      { KV: { Verb: "set", Key: "app/config/name", Value: Buffer.from("changed").toString("base64") } },
+      { KV: { Verb: "check-index", Key: "app/config/limit", Index: limit.ModifyIndex } },
+    ]);
+    assert.equal(done.Results.length, 2);
+    assert.equal((await consul.kv.get("app/config/name")).Value, "changed");
+    assert.equal(await consul.kv.del({ key: "app/", recurse: true }), true);
+    assert.deepEqual(await consul.kv.keys({ key: "app/" }).catch((e) => e.response?.statusCode), 404);
+  });
+});
+
+// External services through the catalog, members, and user events.
+test("catalog register, members and events", async () => {
+  await withRegistry(async (consul) => {
+    await consul.catalog.register({
+      node: "db-host",
+      address: "10.1.2.3",
+      service: { id: "pg-1", service: "postgres", port: 5432, tags: ["primary"] },
+      check: {
+        checkid: "pg-1-up",
+        name: "postgres up",
+        status: "passing",
+        serviceid: "pg-1",
+        definition: { tcp: "10.1.2.3:5432", intervalduration: "10s" },
+      },
+    });
+    assert.deepEqual(await passingIds(consul, "postgres"), ["pg-1"]);
+    const [entry] = await consul.catalog.service.nodes("postgres");
+    assert.equal(entry.Node, "db-host");
+    assert.equal(entry.Address, "10.1.2.3");
+    const members = await consul.agent.members();
+    assert.equal(members.length, 1);
+    assert.equal(members[0].Status, 1);
+    assert.ok(members.every((m) => m.Name !== "db-host"));
+    await consul.catalog.deregister({ node: "db-host", serviceid: "pg-1" });
+    assert.deepEqual(await consul.catalog.service.nodes("postgres"), []);
+    await consul.catalog.deregister("db-host");
+    assert.ok((await consul.catalog.node.list()).every((n) => n.Node !== "db-host"));
+
+    const fired = await consul.event.fire("deploy", "v2");
+    assert.equal(fired.Name, "deploy");
+    assert.equal(fired.Payload, "v2");
+    const events = await consul.event.list("deploy");
+    assert.deepEqual(events.map((e) => [e.Name, e.Payload, e.LTime]), [["deploy", "v2", 1]]);
   });
 });
 
