@@ -315,3 +315,121 @@ fn user_events_reach_the_nodes_they_name_and_the_last_256_are_kept() {
     assert_eq!((times[0], times[255]), (6, 261));
     assert!(times.windows(2).all(|w| w[0] + 1 == w[1]));
 }
+
+#[test]
+fn transactions_write_external_nodes_services_and_checks_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let txn = |body: &str| registry.put("/v1/txn", body);
+
+    // A node, its service and check, and a KV key, in one transaction; each step sees the
+    // ones before it (the service's node, the check's service).
+    let done = txn(r#"[
+        {"Node": {"Verb": "set", "Node": {"Node": "db-host", "Address": "10.0.0.7", "Meta": {"rack": "r1"}}}},
+        {"Service": {"Verb": "set", "Node": "db-host", "Service": {"ID": "pg-1", "Service": "postgres", "Port": 5432}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "db-host", "CheckID": "pg-up", "Name": "pg up", "Status": "passing", "ServiceID": "pg-1"}}},
+        {"KV": {"Verb": "set", "Key": "db/primary", "Value": "cGctMQ=="}}
+    ]"#);
+    assert_eq!(done.status, 200, "{}", done.text());
+    let results = done.json()["Results"].clone();
+    assert_eq!(results[0]["Node"]["Node"], "db-host");
+    assert_eq!(results[0]["Node"]["Meta"]["rack"], "r1");
+    assert_eq!(results[1]["Service"]["ID"], "pg-1");
+    assert_eq!(results[2]["Check"]["Status"], "passing");
+    assert_eq!(results[2]["Check"]["ServiceName"], "postgres");
+    assert_eq!(results[3]["KV"]["Key"], "db/primary");
+    let service_index = results[1]["Service"]["ModifyIndex"].as_u64().unwrap();
+    let passing = registry.get("/v1/health/service/postgres?passing").json();
+    assert_eq!(passing[0]["Node"]["Address"], "10.0.0.7", "{passing}");
+
+    // One failing operation fails them all: nothing of the others is applied.
+    let index = registry.get("/v1/health/service/postgres").index();
+    let failed = txn(&format!(
+        r#"[
+        {{"KV": {{"Verb": "set", "Key": "db/primary", "Value": "cGctMg=="}}}},
+        {{"Service": {{"Verb": "cas", "Node": "db-host", "Service": {{"ID": "pg-1", "Service": "postgres", "Port": 6000, "ModifyIndex": {}}}}}}}
+    ]"#,
+        service_index + 1000
+    ));
+    assert_eq!(failed.status, 409, "{}", failed.text());
+    let errors = failed.json()["Errors"].clone();
+    assert_eq!(errors[0]["OpIndex"], 1, "{errors}");
+    assert!(
+        errors[0]["What"]
+            .as_str()
+            .unwrap()
+            .contains("ModifyIndex does not match")
+    );
+    assert_eq!(registry.get("/v1/kv/db/primary?raw").text(), "pg-1");
+    assert_eq!(registry.get("/v1/health/service/postgres").index(), index);
+    // The right index wins.
+    let cas = txn(&format!(
+        r#"[{{"Service": {{"Verb": "cas", "Node": "db-host", "Service": {{"ID": "pg-1", "Service": "postgres", "Port": 6000, "ModifyIndex": {service_index}}}}}}}]"#
+    ));
+    assert_eq!(cas.status, 200, "{}", cas.text());
+    assert_eq!(
+        registry.get("/v1/catalog/service/postgres").json()[0]["ServicePort"],
+        6000
+    );
+
+    // A registry node's records are not the transaction's to write; they are to read.
+    let own = node_name(&registry);
+    let refused = txn(&format!(
+        r#"[{{"Node": {{"Verb": "set", "Node": {{"Node": "{own}", "Address": "127.0.0.1"}}}}}}]"#
+    ));
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(
+        refused.text().contains("is a registry node"),
+        "{}",
+        refused.text()
+    );
+    let read = txn(&format!(
+        r#"[{{"Node": {{"Verb": "get", "Node": {{"Node": "{own}"}}}}}}]"#
+    ));
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["Results"][0]["Node"]["Node"], own.as_str());
+    let missing =
+        txn(r#"[{"Check": {"Verb": "get", "Check": {"Node": "db-host", "CheckID": "nope"}}}]"#);
+    assert_eq!(missing.status, 409);
+    assert!(
+        missing.text().contains("doesn't exist"),
+        "{}",
+        missing.text()
+    );
+
+    // A session deleted in a transaction releases what it held, as its TTL would.
+    let session = registry
+        .put("/v1/session/create", r#"{"LockDelay": "0s"}"#)
+        .json()["ID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        registry
+            .put(&format!("/v1/kv/db/lock?acquire={session}"), "me")
+            .text(),
+        "true"
+    );
+    let deleted = txn(&format!(
+        r#"[{{"Session": {{"Verb": "delete", "Session": {{"ID": "{session}"}}}}}}]"#
+    ));
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let lock = registry.get("/v1/kv/db/lock").json();
+    assert!(lock[0].get("Session").is_none(), "{lock}");
+    assert_eq!(
+        registry.get(&format!("/v1/session/info/{session}")).json(),
+        serde_json::json!([])
+    );
+
+    // Deleting the node takes its service and check with it.
+    let gone = txn(r#"[{"Node": {"Verb": "delete", "Node": {"Node": "db-host"}}}]"#);
+    assert_eq!(gone.status, 200, "{}", gone.text());
+    assert_eq!(
+        registry.get("/v1/health/service/postgres").json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        registry.get("/v1/health/node/db-host").json(),
+        serde_json::json!([])
+    );
+}

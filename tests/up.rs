@@ -978,9 +978,13 @@ fn the_example_services_compose_through_the_gateway() {
     };
     let answered = || mesh.through_gateway("frontend", "/?data=x").json()["message"].clone();
     message("Welcome aboard");
-    eventually("frontend answers the message from KV", || answered() == "Welcome aboard");
+    eventually("frontend answers the message from KV", || {
+        answered() == "Welcome aboard"
+    });
     message("Maintenance at 18:00");
-    eventually("frontend follows the change", || answered() == "Maintenance at 18:00");
+    eventually("frontend follows the change", || {
+        answered() == "Maintenance at 18:00"
+    });
     let (code, _, stderr) = wharf(&registry, &["kv", "delete", "frontend/message"]);
     assert_eq!(code, 0, "{stderr}");
     eventually("the message is gone", || answered().is_null());

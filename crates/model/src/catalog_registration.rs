@@ -95,6 +95,56 @@ pub fn decode_catalog_deregistration(body: &[u8]) -> Result<CatalogDeregistratio
     })
 }
 
+/// A node as a `/v1/txn` `Node` operation names it, with the `ModifyIndex` a `cas` compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnNode {
+    pub node: String,
+    pub node_id: Option<String>,
+    pub address: String,
+    pub meta: BTreeMap<String, String>,
+    pub modify_index: u64,
+}
+
+/// The `Node` object of a `/v1/txn` node operation (`Node` required; the rest as
+/// `/v1/catalog/register` takes them, `Meta` for `NodeMeta`).
+pub fn decode_txn_node(value: &serde_json::Value) -> Result<TxnNode> {
+    let fields = Fields::from_value(value, "Node")?;
+    let node = node_name(&fields)?;
+    let address = fields.string("address")?.unwrap_or_default();
+    check_id_text("node address", &address)?;
+    let meta = fields.string_map("meta")?;
+    validate_meta(&meta).map_err(|e| invalid(e.0.replace("Service Meta", "Node Meta")))?;
+    let node_id = fields.string("id")?.filter(|id| !id.is_empty());
+    if let Some(id) = &node_id
+        && !is_uuid(id)
+    {
+        return Err(invalid(format!("Invalid node ID {id:?}: must be a UUID")));
+    }
+    Ok(TxnNode {
+        node,
+        node_id,
+        address,
+        meta,
+        modify_index: fields.u64("modifyindex")?,
+    })
+}
+
+/// The `Service` object of a `/v1/txn` service operation on `node`, with its `ModifyIndex`.
+pub fn decode_txn_service(node: &str, value: &serde_json::Value) -> Result<(ServiceInstance, u64)> {
+    let fields = Fields::from_value(value, "Service")?;
+    let mut service = fields.service("service")?;
+    service.node = node.to_owned();
+    Ok((service, fields.u64("modifyindex")?))
+}
+
+/// The `Check` object of a `/v1/txn` check operation (its `Node` required), with its
+/// `ModifyIndex`.
+pub fn decode_txn_check(value: &serde_json::Value) -> Result<(Check, u64)> {
+    let fields = Fields::from_value(value, "Check")?;
+    let node = node_name(&fields)?;
+    Ok((external_check(&fields, &node)?, fields.u64("modifyindex")?))
+}
+
 /// `Node`, required, with Consul's reason when it is missing.
 fn node_name(fields: &Fields) -> Result<String> {
     let node = fields.string("node")?.unwrap_or_default();

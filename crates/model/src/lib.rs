@@ -13,8 +13,8 @@ pub mod threshold;
 pub mod traffic;
 
 pub use catalog_registration::{
-    CatalogDeregistration, CatalogRegistration, decode_catalog_deregistration,
-    decode_catalog_registration,
+    CatalogDeregistration, CatalogRegistration, TxnNode, decode_catalog_deregistration,
+    decode_catalog_registration, decode_txn_check, decode_txn_node, decode_txn_service,
 };
 pub use check::{Check, CheckKind};
 pub use duration::{format_go_duration, parse_go_duration};

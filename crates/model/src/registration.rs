@@ -274,6 +274,16 @@ impl Fields {
         }
     }
 
+    pub(crate) fn u64(&self, key: &str) -> Result<u64> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(0),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| self.type_error(key, "a non-negative integer")),
+            Some(_) => Err(self.type_error(key, "an integer")),
+        }
+    }
+
     fn u32(&self, key: &str, default: u32) -> Result<u32> {
         match self.get(key) {
             None | Some(Value::Null) => Ok(default),

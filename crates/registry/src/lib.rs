@@ -30,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod traffic;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

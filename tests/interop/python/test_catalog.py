@@ -5,6 +5,7 @@ is what the registrar last said, `catalog.deregister` takes a service or the who
 `agent.members` lists the registry node alive; `event.fire` reaches `event.list`, and a
 blocking `event.list(index=...)` returns with the next event."""
 
+import base64
 import threading
 
 import consul
@@ -102,3 +103,29 @@ def test_events_fire_list_and_wake_a_blocking_list(store_registry):
     assert [e["Name"] for e in c.event.list()[1]] == ["deploy", "restart"]
     with pytest.raises(consul.ConsulException, match="without service filter"):
         c.event.fire("x", "", tag="v1")
+
+
+def test_a_transaction_writes_a_node_its_service_and_a_key_or_nothing(store_registry):
+    c = client(store_registry)
+    b64 = lambda text: base64.b64encode(text.encode()).decode()
+    done = c.txn.put([
+        {"Node": {"Verb": "set", "Node": {"Node": "cache-host", "Address": "10.2.0.1"}}},
+        {"Service": {"Verb": "set", "Node": "cache-host", "Service": {"ID": "redis-1", "Service": "redis", "Port": 6379}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "cache-host", "CheckID": "redis-up", "Status": "passing", "ServiceID": "redis-1"}}},
+        {"KV": {"Verb": "set", "Key": "cache/primary", "Value": b64("redis-1")}},
+    ])
+    assert [list(r) for r in done["Results"]] == [["Node"], ["Service"], ["Check"], ["KV"]]
+    assert passing_ids(c, "redis") == ["redis-1"]
+    index = done["Results"][1]["Service"]["ModifyIndex"]
+
+    # A stale index fails the whole transaction: the key keeps its value.
+    with pytest.raises(consul.ConsulException) as failed:
+        c.txn.put([
+            {"KV": {"Verb": "set", "Key": "cache/primary", "Value": b64("redis-2")}},
+            {"Service": {"Verb": "cas", "Node": "cache-host",
+                         "Service": {"ID": "redis-1", "Service": "redis", "Port": 7000, "ModifyIndex": index + 1000}}},
+        ])
+    assert "ModifyIndex does not match" in str(failed.value)
+    assert c.kv.get("cache/primary")[1]["Value"] == b"redis-1"
+    c.txn.put([{"Node": {"Verb": "delete", "Node": {"Node": "cache-host"}}}])
+    assert c.health.service("redis")[1] == []

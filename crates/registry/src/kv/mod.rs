@@ -402,46 +402,24 @@ pub enum Applied {
 }
 
 impl crate::Agent {
-    /// Applies `steps` as one transaction: all of them or none.
+    /// Applies `steps` as one transaction: all of them or none ([`crate::txn`], with KV
+    /// steps only).
     pub async fn kv_apply(&self, steps: &[plan::Step]) -> Result<Applied, crate::RegistryError> {
-        for _ in 0..plan::MOST_ATTEMPTS {
-            let planned = self.catalog.read(|state| {
-                let mut plan = plan::Plan::new(state, crate::now_ms());
-                for (i, step) in steps.iter().enumerate() {
-                    plan.step(i, step);
-                }
-                if !plan.errors.is_empty() {
-                    return Err(std::mem::take(&mut plan.errors));
-                }
-                let txn = plan.writes().then(|| plan.txn());
-                Ok((txn, std::mem::take(&mut plan.results), state.revision()))
-            });
-            let (txn, results, read_at) = match planned {
-                Err(errors) => return Ok(Applied::Failed(errors)),
-                Ok(planned) => planned,
-            };
-            let Some(txn) = txn else {
-                let results = results.into_iter().map(|r| r.resolve(read_at)).collect();
-                return Ok(Applied::Done {
-                    results,
-                    index: read_at + 1,
-                });
-            };
-            let outcome = self.store.txn(self.with_tombstones(txn)).await?;
-            self.catalog.wait_applied(outcome.revision).await;
-            if outcome.succeeded {
-                let revision = outcome.revision;
-                let results = results.into_iter().map(|r| r.resolve(revision)).collect();
-                return Ok(Applied::Done {
-                    results,
-                    index: revision + 1,
-                });
-            }
-            // A key moved between the read and the commit: plan again on what is there now.
-        }
-        Err(crate::RegistryError::Conflict(
-            "the keys kept changing under this write; it was not applied".into(),
-        ))
+        use crate::txn::{Operation, Shown, TxnApplied};
+        let operations: Vec<Operation> = steps.iter().cloned().map(Operation::Kv).collect();
+        Ok(match self.txn_apply(&operations).await? {
+            TxnApplied::Done { results, index } => Applied::Done {
+                results: results
+                    .into_iter()
+                    .filter_map(|shown| match shown {
+                        Shown::Kv(entry) => Some(entry),
+                        _ => None,
+                    })
+                    .collect(),
+                index,
+            },
+            TxnApplied::Failed(errors) => Applied::Failed(errors),
+        })
     }
 }
 
