@@ -433,3 +433,37 @@ fn transactions_write_external_nodes_services_and_checks_all_or_nothing() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn members_and_intentions_take_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    let count = |path: &str| {
+        let answer = registry.get(path);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        answer.json().as_array().unwrap().len()
+    };
+    assert_eq!(count("/v1/agent/members?filter=Status%20%3D%3D%201"), 1);
+    assert_eq!(count("/v1/agent/members?filter=Tags.dc%20%3D%3D%20dc9"), 0);
+    for (source, destination) in [("web", "db"), ("web", "cache"), ("batch", "db")] {
+        let answer = registry.put(
+            &format!("/v1/connect/intentions/exact?source={source}&destination={destination}"),
+            r#"{"Action": "allow"}"#,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(count("/v1/connect/intentions"), 3);
+    assert_eq!(
+        count("/v1/connect/intentions?filter=SourceName%20%3D%3D%20web"),
+        2
+    );
+    assert_eq!(
+        count(
+            "/v1/connect/intentions?filter=SourceName%20%3D%3D%20web%20and%20DestinationName%20%3D%3D%20db"
+        ),
+        1
+    );
+    let bad = registry.get("/v1/agent/members?filter=Status%20%3D%3D");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("column"), "{}", bad.text());
+}

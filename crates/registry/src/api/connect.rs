@@ -353,16 +353,11 @@ pub(super) async fn delete_exact(
     Ok(json(b"true".to_vec()))
 }
 
-/// `GET /v1/connect/intentions`: every intention, in evaluation order (blocking).
+/// `GET /v1/connect/intentions`: every intention, in evaluation order (blocking; `?filter` is
+/// the route's [`super::filter::filtered`]).
 pub(super) async fn list(State(agent): Shared, access: Access, RawQuery(q): RawQuery) -> Answer {
     let p = params(&q);
     let acl = access.authorizer()?;
-    if p.has("filter") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "Wharf does not implement ?filter yet",
-        ));
-    }
     answer(&agent, &p, Resource::Intentions, |state| {
         let mut all: Vec<&Stored<Intention>> = state
             .intentions

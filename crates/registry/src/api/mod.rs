@@ -77,7 +77,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/catalog/register", write(external::register))
         .route("/v1/catalog/deregister", write(external::deregister))
-        .route("/v1/agent/members", get(members::list))
+        .route(
+            "/v1/agent/members",
+            get(members::list).layer(axum::middleware::from_fn(filter::filtered)),
+        )
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
@@ -143,7 +146,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route(
             "/v1/connect/intentions",
-            get(connect::list).post(connect::create_legacy),
+            get(connect::list)
+                .layer(axum::middleware::from_fn(filter::filtered))
+                .post(connect::create_legacy),
         )
         .route(
             "/v1/connect/intentions/exact",
