@@ -231,6 +231,31 @@ fn deregistering_a_service_or_a_check_leaves_the_rest() {
     // The node keeps its address: SkipNodeUpdate left it as first registered.
     let node = registry.get("/v1/catalog/node/db-host").json();
     assert_eq!(node["Node"]["Address"], "10.0.0.5");
+
+    // A session on the external node holds a lock until the node is deregistered.
+    let created = registry.put(
+        "/v1/session/create",
+        r#"{"Node": "db-host", "NodeChecks": [], "LockDelay": "0s"}"#,
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    let session = created.json()["ID"].as_str().unwrap().to_owned();
+    let acquire = format!("/v1/kv/db/leader?acquire={session}");
+    assert_eq!(registry.put(&acquire, "db-2").text(), "true");
+    assert_eq!(
+        registry
+            .put("/v1/catalog/deregister", r#"{"Node": "db-host"}"#)
+            .status,
+        200
+    );
+    eventually(
+        "the node's session is invalidated and its lock released",
+        || {
+            let lock = registry.get("/v1/kv/db/leader").json();
+            lock[0].get("Session").is_none()
+                && registry.get(&format!("/v1/session/info/{session}")).json()
+                    == serde_json::json!([])
+        },
+    );
 }
 
 #[test]

@@ -110,6 +110,11 @@ pub struct NewSession {
 
 /// Why a session's linked checks do not hold (`None`: they do).
 fn linked_checks_fail(state: &CatalogState, session: &Session) -> Option<String> {
+    // Registry nodes stay listed for good; an external node deregistered takes its sessions
+    // with it, as a node deregistered from Consul's catalog does.
+    if !state.nodes.contains_key(&session.node) {
+        return Some(format!("node {:?} is not registered", session.node));
+    }
     for id in &session.node_checks {
         if id == SERF_HEALTH {
             if state.dead_check(&session.node).is_some() {
@@ -284,6 +289,8 @@ pub(crate) async fn reap(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>)
     let clock_start = now_ms();
     let mut sessions = agent.catalog.subscribe(&Resource::Sessions);
     let mut checks = agent.catalog.subscribe(&Resource::Checks);
+    // The list of nodes moves with the services' index: an external node deregistered.
+    let mut nodes = agent.catalog.subscribe(&Resource::Services);
     loop {
         let now = now_ms();
         let (doomed, next) = agent.catalog.read(|state| due(state, now, clock_start));
@@ -299,6 +306,7 @@ pub(crate) async fn reap(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>)
             _ = tokio::time::sleep(wait) => {}
             _ = sessions.changed() => {}
             _ = checks.changed() => {}
+            _ = nodes.changed() => {}
             _ = crate::stopped(&mut shutdown) => return,
         }
     }
