@@ -219,7 +219,7 @@ test("KV, sessions, locks and transactions", async () => {
   });
 });
 
-// External services through the catalog, members, and user events.
+// External services through the catalog, members, a filtered health query, and user events.
 test("catalog register, members and events", async () => {
   await withRegistry(async (consul) => {
     await consul.catalog.register({
@@ -246,6 +246,17 @@ test("catalog register, members and events", async () => {
     assert.deepEqual(await consul.catalog.service.nodes("postgres"), []);
     await consul.catalog.deregister("db-host");
     assert.ok((await consul.catalog.node.list()).every((n) => n.Node !== "db-host"));
+
+    // A filtered health query, in Consul's expression language.
+    for (const [id, version] of [["api-1", "v1"], ["api-2", "v2"]]) {
+      await consul.agent.service.register({ name: "api", id, port: 9000, meta: { version } });
+    }
+    const v2 = await consul.health.service({ service: "api", filter: 'Service.Meta.version == "v2"' });
+    assert.deepEqual(v2.map((e) => e.Service.ID), ["api-2"]);
+    await assert.rejects(
+      consul.health.service({ service: "api", filter: "Service.Meta.version ==" }),
+      (error) => error.response?.statusCode === 400,
+    );
 
     const fired = await consul.event.fire("deploy", "v2");
     assert.equal(fired.Name, "deploy");

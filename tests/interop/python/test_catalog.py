@@ -129,3 +129,24 @@ def test_a_transaction_writes_a_node_its_service_and_a_key_or_nothing(store_regi
     assert c.kv.get("cache/primary")[1]["Value"] == b"redis-1"
     c.txn.put([{"Node": {"Verb": "delete", "Node": {"Node": "cache-host"}}}])
     assert c.health.service("redis")[1] == []
+
+
+def test_filtered_health_and_agent_queries(store_registry):
+    c = client(store_registry)
+    for n, version in [(1, "v1"), (2, "v2"), (3, "v2")]:
+        check = consul.Check.ttl("30s")
+        c.agent.service.register("api", service_id=f"api-{n}", port=9000 + n, tags=["canary"] if n == 3 else [],
+                                 meta={"version": version}, check=check)
+    c.agent.check.ttl_pass("service:api-2")
+    c.agent.check.ttl_pass("service:api-3")
+
+    def ids(expression):
+        _, entries = c.health.service("api", filter_expr=expression)
+        return sorted(e["Service"]["ID"] for e in entries)
+
+    assert ids('Service.Meta.version == "v2"') == ["api-2", "api-3"]
+    assert ids('Service.Meta.version == "v2" and "canary" not in Service.Tags') == ["api-2"]
+    assert ids('Checks.Status contains "critical"') == ["api-1"]
+    assert sorted(c.agent.services(filter_expr='Meta.version == "v1"')) == ["api-1"]
+    with pytest.raises(consul.ConsulException, match="column"):
+        c.health.service("api", filter_expr="Service.Meta.version ==")
