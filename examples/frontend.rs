@@ -66,21 +66,25 @@ async fn blocking_read(client: &HttpClient, url: &str) -> Result<(u16, u64, Byte
     let request = http::Request::get(url)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let index = response
-        .headers()
+    let (head, body) = send(client, request).await?;
+    let index = head
+        .headers
         .get("x-consul-index")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, index, body))
+    Ok((head.status.as_u16(), index, body))
+}
+
+/// Sends `request` and reads its whole answer.
+async fn send(
+    client: &HttpClient,
+    request: http::Request<Empty<Bytes>>,
+) -> Result<(http::response::Parts, Bytes), String> {
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((head, body))
 }
 
 /// GET `path` on `service` through the gateway.
@@ -90,17 +94,10 @@ async fn call(client: &HttpClient, service: &str, path: &str) -> Result<String, 
         .header("host", service)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    let response = client
-        .request(request)
+    let (head, body) = send(client, request)
         .await
         .map_err(|e| format!("{service}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let status = head.status;
     let text = String::from_utf8_lossy(&body).trim().to_owned();
     if status.is_success() {
         Ok(text)

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use wharf_model::{CatalogDeregistration, CatalogRegistration, Status};
+use wharf_model::{CatalogDeregistration, CatalogRegistration, Check, Status};
 use wharf_store::{Op, Txn};
 
 use crate::agent::{Agent, RegistryError};
@@ -46,16 +46,14 @@ impl Agent {
                     )));
                 }
                 _ => {
-                    let record = NodeInfo {
-                        name: node.clone(),
-                        id: node_id
-                            .or_else(|| existing.map(|n| n.id.clone()))
-                            .unwrap_or_else(crate::node::random_uuid),
+                    let record = external_record(
+                        &node,
+                        node_id,
+                        existing,
                         address,
-                        datacenter: self.node().datacenter.clone(),
-                        meta: node_meta,
-                        external: true,
-                    };
+                        node_meta,
+                        &self.node().datacenter,
+                    );
                     if existing != Some(&record) {
                         let value = serde_json::to_vec(&record).expect("a node serialises");
                         txn = txn.op(Op::put(&format!("{}{node}", keys::NODES), value));
@@ -83,11 +81,7 @@ impl Agent {
                     )));
                 }
                 let old = state.check(&node, &check.id).map(|c| &c.value);
-                check.critical_since_ms = match old {
-                    Some(old) if old.status == Status::Critical => old.critical_since_ms,
-                    _ if check.status == Status::Critical => Some(now_ms()),
-                    _ => None,
-                };
+                check.critical_since_ms = critical_since(old, &check, now_ms());
                 if old != Some(&check) {
                     txn = txn.op(Op::put(
                         &keys::check_key(&node, &check.id),
@@ -168,6 +162,37 @@ impl Agent {
             )));
         }
         Ok(record)
+    }
+}
+
+/// The record of external node `name`: its id as given, else the one it had, else a new one.
+pub(crate) fn external_record(
+    name: &str,
+    id: Option<String>,
+    existing: Option<&NodeInfo>,
+    address: String,
+    meta: std::collections::BTreeMap<String, String>,
+    datacenter: &str,
+) -> NodeInfo {
+    NodeInfo {
+        name: name.to_owned(),
+        id: id
+            .or_else(|| existing.map(|n| n.id.clone()))
+            .unwrap_or_else(crate::node::random_uuid),
+        address,
+        datacenter: datacenter.to_owned(),
+        meta,
+        external: true,
+    }
+}
+
+/// When an external check (written as `new` over `old`) turned critical: kept while it stays
+/// critical, now when it turns so.
+pub(crate) fn critical_since(old: Option<&Check>, new: &Check, now_ms: u64) -> Option<u64> {
+    match old {
+        Some(old) if old.status == Status::Critical => old.critical_since_ms,
+        _ if new.status == Status::Critical => Some(now_ms),
+        _ => None,
     }
 }
 

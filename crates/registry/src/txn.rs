@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use wharf_model::{Check, ServiceInstance, Status, TxnNode};
+use wharf_model::{Check, ServiceInstance, TxnNode};
 use wharf_store::{Compare, Op, Txn};
 
 use crate::agent::{Agent, RegistryError};
 use crate::catalog::{CatalogState, Stored};
+use crate::external::{critical_since, external_record};
 use crate::kv::plan::{Failure, MOST_ATTEMPTS, Plan, Shown as KvShown, ShownEntry, Step};
 use crate::{NodeInfo, keys, now_ms};
 
@@ -145,6 +146,7 @@ struct CatalogPlan<'s> {
     /// This registry node's name: never an external node's.
     own_node: &'s str,
     datacenter: &'s str,
+    now_ms: u64,
     slots: BTreeMap<String, Slot>,
 }
 
@@ -265,29 +267,50 @@ impl<'s> CatalogPlan<'s> {
     }
 
     fn step(&mut self, operation: &Operation) -> Result<Option<Current>, Failure> {
-        let missing = |what: String| Err(Failure::Conflict(format!("{what} doesn't exist")));
-        let moved = |what: String| {
-            Err(Failure::Conflict(format!(
-                "failed to apply to {what}: its ModifyIndex does not match"
-            )))
+        let (verb, key, index, what) = match operation {
+            Operation::Node { verb, node } => (
+                *verb,
+                node_key(&node.node),
+                node.modify_index,
+                format!("node {:?}", node.node),
+            ),
+            Operation::Service {
+                verb,
+                service,
+                index,
+            } => (
+                *verb,
+                keys::service_key(&service.node, &service.id),
+                *index,
+                format!("service {:?} on node {:?}", service.id, service.node),
+            ),
+            Operation::Check { verb, check, index } => (
+                *verb,
+                keys::check_key(&check.node, &check.id),
+                *index,
+                format!("check {:?} on node {:?}", check.id, check.node),
+            ),
+            Operation::Kv(_) | Operation::SessionDelete { .. } => return Ok(None),
         };
+        match verb {
+            CatalogVerb::Get => {
+                return self
+                    .current(&key)
+                    .map(Some)
+                    .ok_or_else(|| Failure::Conflict(format!("{what} doesn't exist")));
+            }
+            CatalogVerb::Cas | CatalogVerb::DeleteCas if !self.index_holds(&key, index) => {
+                return Err(Failure::Conflict(format!(
+                    "failed to apply to {what}: its ModifyIndex does not match"
+                )));
+            }
+            _ => {}
+        }
+        let deletes = matches!(verb, CatalogVerb::Delete | CatalogVerb::DeleteCas);
         match operation {
-            Operation::Node { verb, node } => {
-                let key = node_key(&node.node);
-                let what = format!("node {:?}", node.node);
-                match verb {
-                    CatalogVerb::Get => {
-                        return self.current(&key).map(Some).map_or(missing(what), Ok);
-                    }
-                    CatalogVerb::Cas | CatalogVerb::DeleteCas
-                        if !self.index_holds(&key, node.modify_index) =>
-                    {
-                        return moved(what);
-                    }
-                    _ => {}
-                }
+            Operation::Node { node, .. } => {
                 let existing = self.external_node(&node.node)?;
-                if matches!(verb, CatalogVerb::Delete | CatalogVerb::DeleteCas) {
+                if deletes {
                     if existing.is_some() {
                         self.delete_node(&node.node);
                     }
@@ -296,61 +319,27 @@ impl<'s> CatalogPlan<'s> {
                 if node.address.is_empty() {
                     return Err(Failure::Invalid(format!("{what}: Address is required")));
                 }
-                let record = NodeInfo {
-                    name: node.node.clone(),
-                    id: node
-                        .node_id
-                        .clone()
-                        .or_else(|| existing.map(|n| n.id))
-                        .unwrap_or_else(crate::node::random_uuid),
-                    address: node.address.clone(),
-                    datacenter: self.datacenter.to_owned(),
-                    meta: node.meta.clone(),
-                    external: true,
-                };
+                let record = external_record(
+                    &node.node,
+                    node.node_id.clone(),
+                    existing.as_ref(),
+                    node.address.clone(),
+                    node.meta.clone(),
+                    self.datacenter,
+                );
                 Ok(Some(self.put(&key, Record::Node(record))))
             }
-            Operation::Service {
-                verb,
-                service,
-                index,
-            } => {
-                let key = keys::service_key(&service.node, &service.id);
-                let what = format!("service {:?} on node {:?}", service.id, service.node);
-                match verb {
-                    CatalogVerb::Get => {
-                        return self.current(&key).map(Some).map_or(missing(what), Ok);
-                    }
-                    CatalogVerb::Cas | CatalogVerb::DeleteCas
-                        if !self.index_holds(&key, *index) =>
-                    {
-                        return moved(what);
-                    }
-                    _ => {}
-                }
+            Operation::Service { service, .. } => {
                 self.require_external_node(&service.node)?;
-                if matches!(verb, CatalogVerb::Delete | CatalogVerb::DeleteCas) {
+                if deletes {
                     self.delete_service(&service.node, &service.id);
                     return Ok(None);
                 }
                 Ok(Some(self.put(&key, Record::Service(service.clone()))))
             }
-            Operation::Check { verb, check, index } => {
-                let key = keys::check_key(&check.node, &check.id);
-                let what = format!("check {:?} on node {:?}", check.id, check.node);
-                match verb {
-                    CatalogVerb::Get => {
-                        return self.current(&key).map(Some).map_or(missing(what), Ok);
-                    }
-                    CatalogVerb::Cas | CatalogVerb::DeleteCas
-                        if !self.index_holds(&key, *index) =>
-                    {
-                        return moved(what);
-                    }
-                    _ => {}
-                }
+            Operation::Check { check, .. } => {
                 self.require_external_node(&check.node)?;
-                if matches!(verb, CatalogVerb::Delete | CatalogVerb::DeleteCas) {
+                if deletes {
                     self.delete(&key);
                     return Ok(None);
                 }
@@ -369,11 +358,7 @@ impl<'s> CatalogPlan<'s> {
                     Record::Check(old) => Some(old),
                     _ => None,
                 });
-                check.critical_since_ms = match old {
-                    Some(old) if old.status == Status::Critical => old.critical_since_ms,
-                    _ if check.status == Status::Critical => Some(now_ms()),
-                    _ => None,
-                };
+                check.critical_since_ms = critical_since(old.as_ref(), &check, self.now_ms);
                 Ok(Some(self.put(&key, Record::Check(check))))
             }
             Operation::Kv(_) | Operation::SessionDelete { .. } => Ok(None),
@@ -509,6 +494,7 @@ pub fn plan(
         state,
         own_node: &node.name,
         datacenter: &node.datacenter,
+        now_ms,
         slots: BTreeMap::new(),
     };
     let mut pending = Vec::new();
