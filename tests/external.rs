@@ -142,6 +142,12 @@ fn external_services_are_answered_everywhere_and_leave_with_their_node() {
         assert_eq!(answer.status, 400, "{body}: {}", answer.text());
         assert!(answer.text().contains(reason), "{body}: {}", answer.text());
     }
+    let elsewhere = registry.put(
+        "/v1/catalog/register",
+        r#"{"Datacenter": "dc9", "Node": "x", "Address": "10.0.0.1"}"#,
+    );
+    assert_eq!(elsewhere.status, 500, "{}", elsewhere.text());
+    assert!(elsewhere.text().contains("No path to datacenter"));
     assert_eq!(registry.get("/v1/health/service/legacy").index(), index);
     let answer = registry.put("/v1/catalog/deregister", &format!(r#"{{"Node": "{own}"}}"#));
     assert_eq!(answer.status, 400, "{}", answer.text());

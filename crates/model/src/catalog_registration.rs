@@ -19,6 +19,8 @@ type Result<T> = std::result::Result<T, InvalidRegistration>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogRegistration {
     pub node: String,
+    /// The `Datacenter` named, if any (a registry answers for its own only).
+    pub datacenter: Option<String>,
     /// The node's `ID`, when given (a UUID).
     pub node_id: Option<String>,
     pub address: String,
@@ -74,6 +76,7 @@ pub fn decode_catalog_registration(body: &[u8]) -> Result<CatalogRegistration> {
     refuse_duplicate_ids(&checks)?;
     Ok(CatalogRegistration {
         node,
+        datacenter: fields.string("datacenter")?.filter(|dc| !dc.is_empty()),
         node_id,
         address,
         node_meta,

@@ -34,6 +34,8 @@ impl Agent {
             skip_node_update,
             service,
             checks,
+            // The API answered for another datacenter already.
+            datacenter: _,
         } = registration;
         let txn = self.catalog.read(|state| -> Result<Txn, RegistryError> {
             let existing = self.external_node(state, &node)?;

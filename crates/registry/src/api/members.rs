@@ -47,6 +47,7 @@ pub(super) async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref());
+    params.check_common(&agent.node().datacenter)?;
     let wan = params.has("wan") && params.get("wan") != Some("0");
     let acl = access.authorizer()?;
     let members: Vec<MemberJson> = agent.catalog.read(|state| {

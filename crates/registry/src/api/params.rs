@@ -77,7 +77,7 @@ impl Params {
         }
         if self.get("filter").is_some_and(|f| !f.is_empty()) {
             return Err(ApiError::bad_request(
-                "Wharf does not support ?filter on this endpoint yet (it does on the catalog, health and agent listings)",
+                "Wharf does not support ?filter on this endpoint yet (it does on the catalog, health, agent, members and intentions listings)",
             ));
         }
         Ok(())
