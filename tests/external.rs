@@ -2,7 +2,8 @@
 //! the real binary: an external service is answered by the catalog, health, DNS and the
 //! gateway like any other, its check is what its registrar says, and deregistering its node
 //! takes everything of it away; events reach the registry nodes their filters name, the last
-//! 256 are kept, and a blocking list wakes on the next one.
+//! 256 are kept, and a blocking list wakes on the next one; the agent's health endpoint
+//! answers a load balancer by status code.
 
 use hickory_proto::rr::RecordType;
 
@@ -497,4 +498,70 @@ fn members_and_intentions_take_filters() {
     let bad = registry.get("/v1/agent/members?filter=Status%20%3D%3D");
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("column"), "{}", bad.text());
+}
+
+#[test]
+fn the_agent_health_endpoint_answers_by_status_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryProcess::start(dir.path(), &[]);
+    for id in ["web-1", "web-2"] {
+        let body = format!(
+            r#"{{"Name": "web", "ID": "{id}", "Port": 80, "Check": {{"TTL": "60s", "Status": "passing"}}}}"#
+        );
+        assert_eq!(
+            registry.put("/v1/agent/service/register", &body).status,
+            200
+        );
+    }
+    let text = |path: &str| {
+        let answer = registry.get(path);
+        (answer.status, answer.text().trim_end().to_owned())
+    };
+    assert_eq!(
+        text("/v1/agent/health/service/id/web-1?format=text"),
+        (200, "passing".to_owned())
+    );
+    let json = registry.get("/v1/agent/health/service/id/web-1").json();
+    assert_eq!(json["AggregatedStatus"], "passing");
+    assert_eq!(json["Service"]["ID"], "web-1");
+    assert_eq!(json["Checks"][0]["CheckID"], "service:web-1");
+
+    assert_eq!(
+        registry
+            .put("/v1/agent/check/warn/service:web-2", "")
+            .status,
+        200
+    );
+    assert_eq!(
+        text("/v1/agent/health/service/id/web-2?format=text"),
+        (429, "warning".to_owned())
+    );
+    // By name: every local instance, the worst status wins.
+    let by_name = registry.get("/v1/agent/health/service/name/web");
+    assert_eq!(by_name.status, 429);
+    assert_eq!(by_name.json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        registry
+            .put("/v1/agent/check/fail/service:web-2", "")
+            .status,
+        200
+    );
+    assert_eq!(
+        text("/v1/agent/health/service/name/web?format=text"),
+        (503, "critical".to_owned())
+    );
+    let maintenance = registry.put("/v1/agent/service/maintenance/web-1?enable=true", "");
+    assert_eq!(maintenance.status, 200);
+    assert_eq!(
+        text("/v1/agent/health/service/id/web-1?format=text"),
+        (503, "maintenance".to_owned())
+    );
+    assert_eq!(
+        text("/v1/agent/health/service/id/nope"),
+        (404, "ServiceId nope not found".to_owned())
+    );
+    assert_eq!(
+        text("/v1/agent/health/service/name/nope"),
+        (404, "ServiceName nope Not Found".to_owned())
+    );
 }

@@ -11,6 +11,7 @@
 
 mod access;
 mod acl;
+mod agent_health;
 mod blocking;
 mod body;
 mod config;
@@ -83,6 +84,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/list", get(event::list))
+        .route("/v1/agent/health/service/id/{id}", get(agent_health::by_id))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent_health::by_name),
+        )
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/services", get(catalog_services))
         .route(
@@ -227,6 +233,8 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/agent/service/", "service ID"),
         ("/v1/agent/service/deregister/", "service ID"),
         ("/v1/agent/service/maintenance/", "service ID"),
+        ("/v1/agent/health/service/id/", "service ID"),
+        ("/v1/agent/health/service/name/", "service name"),
         ("/v1/agent/check/deregister/", "check ID"),
         ("/v1/agent/check/pass/", "check ID"),
         ("/v1/agent/check/warn/", "check ID"),

@@ -103,11 +103,6 @@ pub const FAMILIES: &[Family] = &[
         hint: Some("Prometheus metrics are at /metrics"),
     },
     Family {
-        name: "/v1/agent/health/service",
-        paths: &["/v1/agent/health/"],
-        hint: Some("see /v1/health/service/<name>"),
-    },
-    Family {
         name: "/v1/catalog/node-services",
         paths: &["/v1/catalog/node-services/"],
         hint: Some("see /v1/catalog/node/<node>"),
