@@ -238,6 +238,16 @@ fn deregistering_a_service_or_a_check_leaves_the_rest() {
     // The node keeps its address: SkipNodeUpdate left it as first registered.
     let node = registry.get("/v1/catalog/node/db-host").json();
     assert_eq!(node["Node"]["Address"], "10.0.0.5");
+    assert_eq!(node["Services"]["db-2"]["Port"], 5433);
+    let listed = registry.get("/v1/catalog/node-services/db-host").json();
+    assert_eq!(listed["Node"]["Node"], "db-host");
+    let listed: Vec<&str> = listed["Services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["db-2"]);
 
     // A session on the external node holds a lock until the node is deregistered.
     let created = registry.put(

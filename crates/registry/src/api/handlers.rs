@@ -787,23 +787,56 @@ pub(super) async fn catalog_node(
     access: Access,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let p = params(&q);
+    node_and_services(&agent, &access, &node, &q, |node, services| {
+        let services: BTreeMap<&str, AgentServiceJson> = services.collect();
+        json!({"Node": node, "Services": services})
+    })
+    .await
+}
+
+/// `GET /v1/catalog/node-services/<node>` (Consul 1.7+): `/v1/catalog/node/<node>` with the
+/// services as a list.
+pub(super) async fn catalog_node_services(
+    State(agent): Shared,
+    Path(node): Path<String>,
+    access: Access,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    node_and_services(&agent, &access, &node, &q, |node, services| {
+        let services: Vec<AgentServiceJson> = services.map(|(_, service)| service).collect();
+        json!({"Node": node, "Services": services})
+    })
+    .await
+}
+
+/// A node (case-insensitive) and the instances on it that the token may read, shaped by
+/// `shape`, blocking on the services' index; `null` for a node unknown or not readable.
+async fn node_and_services(
+    agent: &Agent,
+    access: &Access,
+    node: &str,
+    q: &Option<String>,
+    shape: impl for<'s> Fn(
+        NodeJson<'s>,
+        &mut dyn Iterator<Item = (&'s str, AgentServiceJson<'s>)>,
+    ) -> serde_json::Value,
+) -> Answer {
+    let p = params(q);
     let acl = access.authorizer()?;
-    answer(&agent, &p, Resource::Services, |state| {
-        let Some(found) = node_named(&agent, state, &node)
-            .filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
+    answer(agent, &p, Resource::Services, |state| {
+        let Some(found) =
+            node_named(agent, state, node).filter(|n| acl.allows(Scope::Node(&n.name), Need::Read))
         else {
             return Ok(b"null".to_vec());
         };
-        let services: BTreeMap<&str, AgentServiceJson> = state
+        let mut services = state
             .instances
             .values()
-            .filter(|s| node_of(&agent, state, &s.value).name == found.name)
+            .filter(|s| node_of(agent, state, &s.value).name == found.name)
             .filter(|s| acl.allows(Scope::Service(&s.value.name), Need::Read))
-            .map(|s| (s.value.id.as_str(), AgentServiceJson::new(s)))
-            .collect();
+            .map(|s| (s.value.id.as_str(), AgentServiceJson::new(s)));
         Ok(to_json(
-            &json!({"Node": NodeJson::new(found), "Services": services}),
+            &shape(NodeJson::new(found), &mut services),
             p.has("pretty"),
         ))
     })

@@ -105,6 +105,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/catalog/node/{node}", get(catalog_node))
         .route(
+            "/v1/catalog/node-services/{node}",
+            get(handlers::catalog_node_services),
+        )
+        .route(
             "/v1/health/service/{name}",
             get(health_service).layer(axum::middleware::from_fn(filter::filtered)),
         )
@@ -243,6 +247,7 @@ fn missing_names(router: Router<Arc<Agent>>) -> Router<Arc<Agent>> {
         ("/v1/catalog/service/", "service name"),
         ("/v1/catalog/connect/", "service name"),
         ("/v1/catalog/node/", "node name"),
+        ("/v1/catalog/node-services/", "node name"),
         ("/v1/health/service/", "service name"),
         ("/v1/health/connect/", "service name"),
         ("/v1/health/checks/", "service name"),

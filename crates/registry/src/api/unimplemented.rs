@@ -103,11 +103,6 @@ pub const FAMILIES: &[Family] = &[
         hint: Some("Prometheus metrics are at /metrics"),
     },
     Family {
-        name: "/v1/catalog/node-services",
-        paths: &["/v1/catalog/node-services/"],
-        hint: Some("see /v1/catalog/node/<node>"),
-    },
-    Family {
         name: "/v1/catalog/gateway-services",
         paths: &["/v1/catalog/gateway-services/"],
         hint: None,
