@@ -51,14 +51,8 @@ pub fn decode_catalog_registration(body: &[u8]) -> Result<CatalogRegistration> {
     if address.is_empty() && !skip_node_update {
         return Err(invalid("Must provide address if SkipNodeUpdate is not set"));
     }
-    let node_meta = fields.string_map("nodemeta")?;
-    validate_meta(&node_meta).map_err(|e| invalid(e.0.replace("Service Meta", "Node Meta")))?;
-    let node_id = fields.string("id")?.filter(|id| !id.is_empty());
-    if let Some(id) = &node_id
-        && !is_uuid(id)
-    {
-        return Err(invalid(format!("Invalid node ID {id:?}: must be a UUID")));
-    }
+    let node_meta = node_meta(&fields, "nodemeta")?;
+    let node_id = node_id(&fields)?;
     let service = match fields.get("service").filter(|s| !s.is_null()) {
         Some(service) => {
             let mut service = Fields::from_value(service, "Service")?.service("service")?;
@@ -115,14 +109,8 @@ pub fn decode_txn_node(value: &serde_json::Value) -> Result<TxnNode> {
     let node = node_name(&fields)?;
     let address = fields.string("address")?.unwrap_or_default();
     check_id_text("node address", &address)?;
-    let meta = fields.string_map("meta")?;
-    validate_meta(&meta).map_err(|e| invalid(e.0.replace("Service Meta", "Node Meta")))?;
-    let node_id = fields.string("id")?.filter(|id| !id.is_empty());
-    if let Some(id) = &node_id
-        && !is_uuid(id)
-    {
-        return Err(invalid(format!("Invalid node ID {id:?}: must be a UUID")));
-    }
+    let meta = node_meta(&fields, "meta")?;
+    let node_id = node_id(&fields)?;
     Ok(TxnNode {
         node,
         node_id,
@@ -146,6 +134,24 @@ pub fn decode_txn_check(value: &serde_json::Value) -> Result<(Check, u64)> {
     let fields = Fields::from_value(value, "Check")?;
     let node = node_name(&fields)?;
     Ok((external_check(&fields, &node)?, fields.u64("modifyindex")?))
+}
+
+/// A node's meta under `key`, checked as a service's is.
+fn node_meta(fields: &Fields, key: &str) -> Result<BTreeMap<String, String>> {
+    let meta = fields.string_map(key)?;
+    validate_meta(&meta).map_err(|e| invalid(e.0.replace("Service Meta", "Node Meta")))?;
+    Ok(meta)
+}
+
+/// A node's `ID`, if given: a UUID, as Consul requires.
+fn node_id(fields: &Fields) -> Result<Option<String>> {
+    let id = fields.string("id")?.filter(|id| !id.is_empty());
+    if let Some(id) = &id
+        && !is_uuid(id)
+    {
+        return Err(invalid(format!("Invalid node ID {id:?}: must be a UUID")));
+    }
+    Ok(id)
 }
 
 /// `Node`, required, with Consul's reason when it is missing.

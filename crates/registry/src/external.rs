@@ -130,14 +130,9 @@ impl Agent {
                 }
             } else {
                 deleted.insert(format!("{}{node}", keys::NODES));
-                deleted.extend(on_node(state, &node).map(|i| keys::service_key(&node, &i.id)));
-                deleted.extend(
-                    state
-                        .checks
-                        .values()
-                        .filter(|c| c.value.node == node)
-                        .map(|c| keys::check_key(&node, &c.value.id)),
-                );
+                let (services, checks) = records_on_node(state, &node);
+                deleted.extend(services);
+                deleted.extend(checks);
             }
             Ok(deleted
                 .iter()
@@ -198,14 +193,19 @@ pub(crate) fn critical_since(old: Option<&Check>, new: &Check, now_ms: u64) -> O
     }
 }
 
-/// The instances registered on `node`.
-fn on_node<'s>(
-    state: &'s CatalogState,
-    node: &'s str,
-) -> impl Iterator<Item = &'s wharf_model::ServiceInstance> {
-    state
+/// The store keys of the instances and of the checks registered on `node`.
+pub(crate) fn records_on_node(state: &CatalogState, node: &str) -> (Vec<String>, Vec<String>) {
+    let services = state
         .instances
         .values()
-        .map(|i| &i.value)
-        .filter(move |i| i.node == node)
+        .filter(|i| i.value.node == node)
+        .map(|i| keys::service_key(node, &i.value.id))
+        .collect();
+    let checks = state
+        .checks
+        .values()
+        .filter(|c| c.value.node == node)
+        .map(|c| keys::check_key(node, &c.value.id))
+        .collect();
+    (services, checks)
 }

@@ -15,7 +15,7 @@ use wharf_store::{Compare, Op, Txn};
 
 use crate::agent::{Agent, RegistryError};
 use crate::catalog::{CatalogState, Stored};
-use crate::external::{critical_since, external_record};
+use crate::external::{critical_since, external_record, records_on_node};
 use crate::kv::plan::{Failure, MOST_ATTEMPTS, Plan, Shown as KvShown, ShownEntry, Step};
 use crate::{NodeInfo, keys, now_ms};
 
@@ -367,20 +367,7 @@ impl<'s> CatalogPlan<'s> {
 
     /// Deletes an external node with every service and check on it.
     fn delete_node(&mut self, node: &str) {
-        let services: Vec<String> = self
-            .state
-            .instances
-            .values()
-            .filter(|i| i.value.node == node)
-            .map(|i| keys::service_key(node, &i.value.id))
-            .collect();
-        let checks: Vec<String> = self
-            .state
-            .checks
-            .values()
-            .filter(|c| c.value.node == node)
-            .map(|c| keys::check_key(node, &c.value.id))
-            .collect();
+        let (services, checks) = records_on_node(self.state, node);
         let mut gone = self.keys_under(&keys::service_key(node, ""), services);
         gone.extend(self.keys_under(&keys::check_key(node, ""), checks));
         for key in gone {
@@ -391,13 +378,7 @@ impl<'s> CatalogPlan<'s> {
 
     /// Deletes a service of an external node with its checks.
     fn delete_service(&mut self, node: &str, id: &str) {
-        let in_state: Vec<String> = self
-            .state
-            .checks
-            .values()
-            .filter(|c| c.value.node == node)
-            .map(|c| keys::check_key(node, &c.value.id))
-            .collect();
+        let (_, in_state) = records_on_node(self.state, node);
         for key in self.keys_under(&keys::check_key(node, ""), in_state) {
             let of_service = matches!(
                 self.current(&key).map(|c| c.record),
