@@ -96,6 +96,14 @@ fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Removes hop-by-hop headers from a header map, those named in `Connection` included;
 /// `te: trailers` is kept.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Nearly every request and response has none: one pass over the names says so, where a
+    // removal per rule would hash and look up each of them.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -117,27 +125,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds the forwarding headers to a header map and makes sure a valid `traceparent` goes on.
+///
+/// A new `traceparent` is marked sensitive: HPACK then sends it as a literal never indexed
+/// (RFC 7541 §6.2.3). A value unique to each request can never be found in the dynamic table
+/// again, and indexing it would evict the fields that repeat on every request.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    // The names as `HeaderName`s (made at compile time): a lookup by `&str` parses the name
+    // first, every time.
+    const FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
+    const FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
+    const TRACE: HeaderName = HeaderName::from_static(TRACEPARENT);
+    let forwarded_for = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) if !previous.trim().is_empty() => format!("{}, {client}", previous.trim()),
         _ => client.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+        headers.insert(FORWARDED_FOR, value);
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(PROTO));
+    if !headers.contains_key(&FORWARDED_PROTO) {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static(PROTO));
     }
     let valid = headers
-        .get(TRACEPARENT)
+        .get(&TRACE)
         .is_some_and(|v| is_valid_traceparent(v.as_bytes()));
     if !valid {
         let mut trace = Vec::with_capacity(55);
         write_new_traceparent(&mut trace);
-        headers.insert(
-            TRACEPARENT,
-            HeaderValue::from_bytes(&trace).expect("hex and dashes"),
-        );
+        let mut value = HeaderValue::from_bytes(&trace).expect("hex and dashes");
+        value.set_sensitive(true);
+        headers.insert(TRACE, value);
     }
 }
 
@@ -162,6 +178,16 @@ mod tests {
             "gRPC's te: trailers stays"
         );
         assert_eq!(headers.get("x-kept").unwrap(), "1");
+
+        // Each rule on its own, with no `Connection` field to point at it.
+        for hop in HOP_BY_HOP {
+            let mut headers = HeaderMap::new();
+            headers.insert(hop, HeaderValue::from_static("x"));
+            headers.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut headers);
+            assert!(headers.get(hop).is_none(), "{hop}");
+            assert_eq!(headers.len(), 1, "{hop}");
+        }
     }
 
     #[test]
@@ -194,8 +220,11 @@ mod tests {
         let mut fresh = HeaderMap::new();
         fresh.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
         add_forwarded(&mut fresh, "127.0.0.1".parse().unwrap());
-        assert!(is_valid_traceparent(
-            fresh.get(TRACEPARENT).unwrap().as_bytes()
-        ));
+        let started = fresh.get(TRACEPARENT).unwrap();
+        assert!(is_valid_traceparent(started.as_bytes()));
+        assert!(
+            started.is_sensitive(),
+            "a new trace id is never HPACK-indexed"
+        );
     }
 }

@@ -297,14 +297,22 @@ pub fn response_facts(
     head: &Head,
     request: &RequestFacts,
 ) -> Result<ResponseFacts, HeadError> {
+    response_facts_for(buf, head, request.is_head)
+}
+
+/// [`response_facts`], for a request known only by whether it was a `HEAD`.
+pub fn response_facts_for(
+    buf: &[u8],
+    head: &Head,
+    is_head: bool,
+) -> Result<ResponseFacts, HeadError> {
     let mut framed = Framed::default();
     for field in &head.fields {
         framed.read(field.name.get(buf), field.value.get(buf))?;
     }
     let mut reusable = framed.persistent(head.minor);
     let status = head.status;
-    let body = if request.is_head || (100..200).contains(&status) || status == 204 || status == 304
-    {
+    let body = if is_head || (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::Empty
     } else {
         match (framed.chunked, framed.length) {
@@ -494,12 +502,12 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// The values of the head's `Connection` fields; more than a few is unheard of, and those
 /// beyond are ignored.
 #[derive(Default)]
-struct ConnectionFields {
+pub(super) struct ConnectionFields {
     values: [Span; 4],
     count: usize,
 }
 
-fn connection_fields(buf: &[u8], head: &Head) -> ConnectionFields {
+pub(super) fn connection_fields(buf: &[u8], head: &Head) -> ConnectionFields {
     let mut fields = ConnectionFields::default();
     for field in &head.fields {
         if fields.count < fields.values.len()
@@ -513,13 +521,13 @@ fn connection_fields(buf: &[u8], head: &Head) -> ConnectionFields {
 }
 
 /// Whether `name` is listed in a `Connection` field, which makes it hop-by-hop.
-fn is_named_in(name: &[u8], buf: &[u8], connection: &ConnectionFields) -> bool {
+pub(super) fn is_named_in(name: &[u8], buf: &[u8], connection: &ConnectionFields) -> bool {
     connection.values[..connection.count]
         .iter()
         .any(|value| tokens(value.get(buf)).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
-fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

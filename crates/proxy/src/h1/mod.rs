@@ -15,11 +15,13 @@
 //! The life of a request is [`crate::plan`]'s; this transport does the steps that touch bytes.
 //!
 //! - [`head`] — parsing and writing heads; [`body`] — framing and relaying bodies;
-//! - [`pool`] — kept connections per endpoint; [`spare`] — buffers only for busy connections;
+//! - [`pool`] — kept connections per endpoint; [`client`] — the same upstream side for
+//!   requests held as header maps (HTTP/2's, at a sidecar's inbound side); [`spare`] — buffers only for busy connections;
 //! - this file — the connection loop, one request's exchange, and one attempt
 //!   ([`plan::Transport`] for HTTP/1).
 
 pub mod body;
+pub(crate) mod client;
 pub mod head;
 pub mod pool;
 pub mod spare;

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HOST, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -33,6 +33,7 @@ use super::policy::Policy;
 use crate::answers::Refusal;
 use crate::h2::{self, Body};
 use crate::hop::strip_hop_by_hop;
+use crate::plan::AttemptError;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -276,57 +277,42 @@ async fn handle(
     }
 }
 
-/// Sends an admitted request to the app and relays its answer.
+/// Sends an admitted request to the app and relays its answer: HTTP/1.1 on the HTTP/1 path's
+/// kept connections ([`crate::h1::client`]), or h2c for gRPC. The caller's certificate goes
+/// on as `x-forwarded-client-cert` (Envoy's field), replacing any the caller sent.
 async fn to_app(
     inbound: &Inbound,
     xfcc: Option<HeaderValue>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Refusal> {
+    const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+    let failed = |e: AttemptError| Refusal::Upstream(format!("the app at {}: {e}", inbound.app));
+    if !h2::is_grpc(request.headers()) {
+        return crate::h1::client::send(inbound.app, request, &[(XFCC, xfcc)])
+            .await
+            .map_err(failed);
+    }
+    // gRPC needs HTTP/2 end to end (trailers): h2c to the app.
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(HOST)
-        && let Some(authority) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(HOST, authority);
-    }
+    parts.headers.remove(XFCC);
     if let Some(xfcc) = xfcc {
-        parts.headers.insert("x-forwarded-client-cert", xfcc);
+        parts.headers.insert(XFCC, xfcc);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let grpc = h2::is_grpc(&parts.headers);
-    let mut upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed());
-    let sent = if grpc {
-        // gRPC needs HTTP/2 end to end (trailers): h2c to the app.
-        *upstream.uri_mut() = Uri::try_from(format!("http://{}{path}", inbound.app))
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *upstream.version_mut() = Version::HTTP_2;
-        crate::h2::connections::send_grpc(upstream).await
-    } else {
-        *upstream.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-        *upstream.version_mut() = Version::HTTP_11;
-        crate::h2::connections::send_http1(inbound.app, upstream).await
-    };
-    match sent {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                body.map_err(|e| Box::new(e) as _).boxed(),
-            ))
-        }
-        Err(e) => Err(Refusal::Upstream(format!(
-            "the app at {}: {e}",
-            inbound.app
-        ))),
-    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = Uri::try_from(format!("http://{}{path}", inbound.app))
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = Version::HTTP_2;
+    let upstream = Request::from_parts(parts, body.map_err(|e| Box::new(e) as _).boxed());
+    let response = crate::h2::connections::send_grpc(upstream)
+        .await
+        .map_err(failed)?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(|e| Box::new(e) as _).boxed(),
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Instructions per request through a Wharf sidecar pair (client side: web's outbound; server
+# side: api's inbound; mTLS between them), each sidecar counted by callgrind (repeatable
+# whatever else the machine does, unlike time on this VM). For a change on the mesh's request
+# path: build the binary before and after, then
+#
+#   bash bench/mesh_instructions.sh OLD_BINARY [NEW_BINARY]    # LOAD_SECONDS=10 by default
+#
+# The pair forwards to nginx answering "hello" (Debian's nginx), loaded by wrk (16
+# connections, keep-alive) for LOAD_SECONDS; each count divides a sidecar's instructions,
+# start-up and its certificate fetch included (the same for both binaries), by the requests
+# wrk completed. KEEP=DIR keeps the callgrind profiles (DIR/old-web, DIR/old-api, ...) for
+# callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in valgrind wrk nginx curl; do
+  command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install valgrind wrk nginx curl" >&2; exit 2; }
+done
+[ $# -ge 1 ] || { echo "usage: $0 OLD_BINARY [NEW_BINARY]" >&2; exit 2; }
+SECONDS_OF_LOAD=${LOAD_SECONDS:-10}
+source bench/lib.sh
+BACKEND=$(free_port)
+start_backend "$BACKEND" 0
+
+count() {
+  local binary=$1 dir="${KEEP:-$work}/$2" registry
+  mkdir -p "$dir-web" "$dir-api" "$dir-registry"
+  registry=$(free_port)
+  start "$binary" registry --http "127.0.0.1:$registry" --dns 127.0.0.1:0 --data-dir "$dir-registry/data" \
+    >"$dir-registry/out" 2>"$dir-registry/err"
+  local registry_pid=$last_pid
+  local R="http://127.0.0.1:$registry"
+  for _ in $(seq 200); do curl -sf -o /dev/null "$R/v1/status/leader" && break; sleep 0.05; done
+  start valgrind --tool=callgrind --callgrind-out-file="$dir-api/callgrind.out" \
+    "$binary" sidecar --threads 1 --service api --app "127.0.0.1:$BACKEND" --outbound none \
+    --registry "$R" >"$dir-api/out" 2>"$dir-api/err"
+  local api=$last_pid
+  start valgrind --tool=callgrind --callgrind-out-file="$dir-web/callgrind.out" \
+    "$binary" sidecar --threads 1 --service web --app 127.0.0.1:1 \
+    --registry "$R" >"$dir-web/out" 2>"$dir-web/err"
+  local web=$last_pid
+  local port=""
+  for _ in $(seq 600); do
+    port=$(awk '/outbound/ {print $NF}' "$dir-web/out" | sed 's#http://127.0.0.1:##')
+    [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api' "http://127.0.0.1:$port/")" = 200 ] && break
+    sleep 0.1
+  done
+  local requests
+  requests=$(wrk -t1 -c16 -d"${SECONDS_OF_LOAD}s" -H 'Host: api' "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  kill -INT "$web" "$api"; wait "$web" "$api" 2>/dev/null || true
+  kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true
+  local web_total api_total
+  web_total=$(awk '/^totals:/ {print $2}' "$dir-web/callgrind.out")
+  api_total=$(awk '/^totals:/ {print $2}' "$dir-api/callgrind.out")
+  echo "$web_total $api_total $requests"
+}
+report() {
+  local label=$1 web=$2 api=$3 requests=$4
+  echo "$label: $requests requests; client side $((web / requests)), server side $((api / requests)), pair $(((web + api) / requests)) instructions per request"
+}
+read -r old_web old_api old_requests < <(count "$1" old)
+report old "$old_web" "$old_api" "$old_requests"
+if [ $# -ge 2 ]; then
+  read -r new_web new_api new_requests < <(count "$2" new)
+  report new "$new_web" "$new_api" "$new_requests"
+  echo "new/old per request: $(awk -v a="$((new_web + new_api))" -v an="$new_requests" -v b="$((old_web + old_api))" -v bn="$old_requests" 'BEGIN {printf "%.3f", (a / an) / (b / bn)}')"
+fi
