@@ -14,6 +14,8 @@
 #
 #   apt-get install wrk nginx haproxy
 #   bash bench/mesh.sh     # ROUNDS (3), DURATION (10s), CONNECTIONS (64) override
+#   WHARF_BASELINE=/tmp/wharf-old bash bench/mesh.sh   # also a pair of that build, for a
+#                                                      # before/after of a change, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx haproxy openssl; do
@@ -150,6 +152,25 @@ start taskset -c "$PROXY_CPU" "$WHARF" sidecar --threads "${SIDECAR_THREADS:-1}"
   --registry "$R" >"$work/web.out" 2>"$work/web.log"
 wh_client=$last_pid
 for _ in $(seq 200); do grep -q outbound "$work/web.out" 2>/dev/null && break; sleep 0.05; done
+labels="nginx haproxy wharf"
+if [ -n "${WHARF_BASELINE:-}" ]; then
+  # The same pair from another build, registered under other names so the two pairs don't
+  # share instances (web2 -> api2, allowed by the default intention as web -> api is).
+  start taskset -c "$PROXY_CPU" "$WHARF_BASELINE" sidecar --threads "${SIDECAR_THREADS:-1}" --service api2 \
+    --app "127.0.0.1:$BACKEND" --outbound none --registry "$R" >"$work/api2.out" 2>"$work/api2.log"
+  bl_server=$last_pid
+  start taskset -c "$PROXY_CPU" "$WHARF_BASELINE" sidecar --threads "${SIDECAR_THREADS:-1}" --service web2 \
+    --app 127.0.0.1:1 --registry "$R" >"$work/web2.out" 2>"$work/web2.log"
+  bl_client=$last_pid
+  for _ in $(seq 200); do grep -q outbound "$work/web2.out" 2>/dev/null && break; sleep 0.05; done
+  BL_CLIENT=$(awk '/outbound/ {print $NF}' "$work/web2.out" | sed 's#http://127.0.0.1:##')
+  wait_port "$BL_CLIENT"
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api2' "http://127.0.0.1:$BL_CLIENT/")" = 200 ] && break
+    sleep 0.1
+  done
+  labels="$labels baseline"
+fi
 WH_CLIENT=$(awk '/outbound/ {print $NF}' "$work/web.out" | sed 's#http://127.0.0.1:##')
 WH_SERVER=$(awk '/inbound/ {print $NF}' "$work/api.out" | sed 's#127.0.0.1:##')
 for port in $BACKEND $HA_CLIENT $NG_CLIENT $WH_CLIENT; do wait_port "$port"; done
@@ -166,11 +187,12 @@ idle_rss=$(rss "$wh_server")
 
 # run LABEL PORT [PGID...]: one wrk run through a pair; its CPU time per request.
 run() {
-  local label=$1 port=$2; shift 2
+  local label=$1 port=$2 host=api; shift 2
+  [ "$label" = baseline ] && host=api2
   groups=("$@")
   local before after out rps p50 p99 requests cpu="" errors
   [ "${#groups[@]}" -gt 0 ] && before=$(cpu_ticks "${groups[@]}")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: api' "http://127.0.0.1:$port/")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $host" "http://127.0.0.1:$port/")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
@@ -192,11 +214,12 @@ for round in $(seq "$ROUNDS"); do
   run nginx "$NG_CLIENT" "$ng_client" "$ng_server"
   run haproxy "$HA_CLIENT" "$ha_client" "$ha_server"
   run wharf "$WH_CLIENT" "$wh_client" "$wh_server"
+  [ -n "${WHARF_BASELINE:-}" ] && run baseline "$BL_CLIENT" "$bl_client" "$bl_server"
 done
 
 echo
 echo "median of $ROUNDS rounds:"
-for label in nginx haproxy wharf; do
+for label in $labels; do
   median() { awk -v l="$label" -v c="$1" '$1==l {print $c}' "$work/results" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
   printf '%-8s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  cpu %s us/req\n' \
     "$label" "$(median 2)" "$(median 3)" "$(median 4)" "$(median 5)"
@@ -207,6 +230,12 @@ awk -v w="$wharf_rps" -v n="$nginx_rps" -v h="$haproxy_rps" -v wp="$wharf_p99" -
   printf "wharf/nginx:   throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / n, wp / np, wc / nc
   printf "wharf/haproxy: throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / h, wp / hp, wc / hc
 }'
+if [ -n "${WHARF_BASELINE:-}" ]; then
+  awk -v w="$wharf_rps" -v b="$baseline_rps" -v wp="$wharf_p99" -v bp="$baseline_p99" -v wc="$wharf_cpu" \
+    -v bc="$baseline_cpu" 'BEGIN {
+    printf "wharf/baseline: throughput %.2fx  p99 %.2fx  cpu per request %.2fx\n", w / b, wp / bp, wc / bc
+  }'
+fi
 # handshakes LABEL PORT PGID: new mTLS connections per second to one server side.
 handshakes() {
   local label=$1 port=$2 group=$3 before after out ok
