@@ -182,7 +182,9 @@ for port in $HA_CLIENT $NG_CLIENT $WH_CLIENT; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api' "http://127.0.0.1:$port/")
   [ "$code" = 200 ] || { echo "the pair on $port answers $code" >&2; tail "$work"/*.log "$work"/*/error.log >&2; exit 1; }
 done
-rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# VmRSS counts the pages of the wharf binary the process maps (shared with every wharf on the
+# host); RssAnon is what the sidecar holds of its own.
+rss() { awk '/VmRSS/ {r = $2} /RssAnon/ {a = $2} END {printf "%.1f (%.1f own)", r/1024, a/1024}' "/proc/$1/status"; }
 idle_rss=$(rss "$wh_server")
 
 # run LABEL PORT [PGID...]: one wrk run through a pair; its CPU time per request.

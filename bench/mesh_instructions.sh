@@ -7,9 +7,9 @@
 #   bash bench/mesh_instructions.sh OLD_BINARY [NEW_BINARY]    # LOAD_SECONDS=10 by default
 #
 # The pair forwards to nginx answering "hello" (Debian's nginx), loaded by wrk (16
-# connections, keep-alive) for LOAD_SECONDS; each count divides a sidecar's instructions,
-# start-up and its certificate fetch included (the same for both binaries), by the requests
-# wrk completed. KEEP=DIR keeps the callgrind profiles (DIR/old-web, DIR/old-api, ...) for
+# connections, keep-alive) for LOAD_SECONDS; each count divides a sidecar's instructions
+# during the load (the counters are zeroed as it starts; shutdown is in, and is small) by
+# the requests wrk completed. KEEP=DIR keeps the callgrind profiles (DIR/old-web, DIR/old-api, ...) for
 # callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,10 @@ count() {
     [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api' "http://127.0.0.1:$port/")" = 200 ] && break
     sleep 0.1
   done
+  # From here on only the load counts: start-up and the certificate fetch cost a fixed
+  # amount that would otherwise be spread over however many requests this run managed.
+  callgrind_control --zero "$web" >/dev/null 2>&1
+  callgrind_control --zero "$api" >/dev/null 2>&1
   local requests
   requests=$(wrk -t1 -c16 -d"${SECONDS_OF_LOAD}s" -H 'Host: api' "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
   kill -INT "$web" "$api"; wait "$web" "$api" 2>/dev/null || true
