@@ -89,6 +89,63 @@ fn allowed_calls_go_through_and_denied_ones_get_403() {
 }
 
 #[test]
+fn large_and_streamed_bodies_cross_the_sidecars_whole() {
+    let mesh = mesh(&[]);
+    let outbound = mesh.web.outbound.unwrap();
+    // 3 MiB each way: more than an HTTP/2 stream may have in flight (2 MiB) and, over the
+    // three calls on the sidecars' one kept connection, more than the connection may (5 MiB),
+    // so the window has to be given back as the bytes are read, both ways.
+    let large: String = (0..3 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let small = &large[..10 << 10];
+    let with_length = |body: &str| {
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: api\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut chunked = String::from(
+        "POST /echo HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for chunk in large.as_bytes().chunks(64 << 10) {
+        chunked.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    chunked.push_str("0\r\n\r\n");
+    for (what, raw, sent) in [
+        (
+            "a small body (read whole, sent with the head)",
+            with_length(small),
+            small,
+        ),
+        (
+            "a large body of known length (streamed)",
+            with_length(&large),
+            &large[..],
+        ),
+        ("a chunked body (streamed)", chunked, &large[..]),
+    ] {
+        let answer = send(outbound, &raw);
+        assert_eq!(
+            answer.status,
+            200,
+            "{what}: {}",
+            &answer.text()[..answer.text().len().min(300)]
+        );
+        let echoed = answer.json();
+        assert_eq!(echoed["method"], "POST", "{what}");
+        assert!(
+            echoed["body"].as_str() == Some(sent),
+            "{what}: the body changed on the way"
+        );
+    }
+}
+
+#[test]
 fn plaintext_strangers_and_foreign_certificates_are_refused() {
     let mesh = mesh(&[]);
     // Plaintext to the inbound side gets no HTTP answer.

@@ -1,24 +1,34 @@
 //! HTTP/2 over mutual TLS to other sidecars: what a sidecar's outbound side sends on. One
 //! multiplexed connection per destination sidecar, caller identity and proxy thread (so a
-//! handshake is paid per connection, not per request), opened with this sidecar's current certificate (a rotation
-//! reaches new connections; open ones keep running), the server verified by the mesh's roots,
-//! by its service's DNS name and by the SPIFFE identity in its certificate.
+//! handshake is paid per connection, not per request), opened with this sidecar's current
+//! certificate (a rotation reaches new connections; open ones keep running), the server
+//! verified by the mesh's roots, by its service's DNS name and by the SPIFFE identity in its
+//! certificate. On the `h2` crate's client directly, not hyper's ([`super::streams`] says
+//! why): a request goes out, and its answer is awaited, in the task that holds it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http_body_util::BodyExt;
 use tokio::sync::watch;
 
 use super::Body;
+use super::streams::{RecvBody, send_body};
 use crate::plan::AttemptError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Flow-control windows and send buffer: hyper's defaults for its HTTP/2 client, which this
+/// one replaces (a stream may have 2 MiB in flight, the connection 5 MiB).
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+const SEND_BUFFER: usize = 1 << 20;
+const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// What a sidecar dials with: its client configuration and trust domain, replaced on rotation.
 #[derive(Debug, Clone)]
@@ -33,18 +43,35 @@ pub struct MeshClient {
 /// The sidecar's current client side (`None` until it has a certificate).
 pub type MeshTls = watch::Receiver<Option<MeshClient>>;
 
-thread_local! {
-    /// Kept connections by (destination sidecar, its service, the caller's identity).
-    static CONNECTIONS: RefCell<HashMap<(SocketAddr, String, String), SendRequest<Body>>> = RefCell::default();
+/// What a request's body is on its way to the destination.
+pub(crate) enum Outgoing {
+    /// All of it, already read (nothing, often): sent with the head, no task of its own.
+    Whole(Bytes),
+    /// A stream (an upload, a gRPC stream), piped by a task of its own, since the answer may
+    /// come, and be relayed, while the body still flows.
+    Stream(Body),
 }
 
-/// Sends `request` to the sidecar of `service` at `addr`.
+/// A kept connection: `h2`'s handle for new streams, and whether the connection still runs.
+#[derive(Clone)]
+struct Kept {
+    sender: SendRequest<Bytes>,
+    open: Arc<AtomicBool>,
+}
+
+thread_local! {
+    /// Kept connections by (destination sidecar, its service, the caller's identity).
+    static CONNECTIONS: RefCell<HashMap<(SocketAddr, String, String), Kept>> = RefCell::default();
+}
+
+/// Sends the request `head` with `body` to the sidecar of `service` at `addr`.
 pub(crate) async fn send(
     tls: &MeshTls,
     service: &str,
     addr: SocketAddr,
-    request: http::Request<Body>,
-) -> Result<http::Response<Incoming>, AttemptError> {
+    head: http::Request<()>,
+    body: Outgoing,
+) -> Result<http::Response<Body>, AttemptError> {
     let caller = tls
         .borrow()
         .as_ref()
@@ -52,7 +79,7 @@ pub(crate) async fn send(
         .unwrap_or_default();
     let key = (addr, service.to_owned(), caller);
     let kept = CONNECTIONS.with_borrow_mut(|all| match all.get(&key) {
-        Some(sender) if !sender.is_closed() => Some(sender.clone()),
+        Some(kept) if kept.open.load(Ordering::Acquire) => Some(kept.sender.clone()),
         Some(_) => {
             all.remove(&key);
             None
@@ -62,41 +89,63 @@ pub(crate) async fn send(
     let mut sender = match kept {
         Some(sender) => sender,
         None => {
-            let sender = connect(tls, service, addr).await?;
-            CONNECTIONS.with_borrow_mut(|all| all.insert(key, sender.clone()));
+            let kept = connect(tls, service, addr).await?;
+            let sender = kept.sender.clone();
+            CONNECTIONS.with_borrow_mut(|all| all.insert(key.clone(), kept));
             sender
         }
     };
-    sender.ready().await.map_err(|e| {
-        AttemptError::Connect(format!(
-            "connection to {addr}: {}",
-            wharf_model::error_chain(&e)
-        ))
-    })?;
-    sender.send_request(request).await.map_err(|e| {
-        let message = wharf_model::error_chain(&e);
-        if e.is_canceled() {
-            AttemptError::Connect(message)
-        } else {
-            AttemptError::Upstream(message)
+    let not_sent = |e: h2::Error| {
+        CONNECTIONS.with_borrow_mut(|all| all.remove(&key));
+        AttemptError::Connect(format!("connection to {addr}: {e}"))
+    };
+    // Ready when the peer's limit on concurrent streams leaves room for one more.
+    std::future::poll_fn(|cx| sender.poll_ready(cx))
+        .await
+        .map_err(not_sent)?;
+    let end_with_head = matches!(&body, Outgoing::Whole(bytes) if bytes.is_empty());
+    let (response, mut stream) = sender.send_request(head, end_with_head).map_err(not_sent)?;
+    match body {
+        Outgoing::Whole(bytes) if !bytes.is_empty() => {
+            // At most a replayable body's size: h2 holds what the window does not yet allow.
+            stream
+                .send_data(bytes, true)
+                .map_err(|e| AttemptError::Upstream(format!("sending the body: {e}")))?;
         }
-    })
+        Outgoing::Whole(_) => {}
+        Outgoing::Stream(body) => {
+            tokio::spawn(send_body(body, stream));
+        }
+    }
+    let response = response.await.map_err(|e| {
+        if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            // The peer did not process it (RFC 9113 §8.7): safe to send elsewhere.
+            AttemptError::Connect(format!("{addr} refused the stream"))
+        } else {
+            AttemptError::Upstream(e.to_string())
+        }
+    })?;
+    Ok(response.map(|stream| RecvBody::new(stream).map_err(|e| Box::new(e) as _).boxed()))
 }
 
-async fn connect(
-    tls: &MeshTls,
-    service: &str,
-    addr: SocketAddr,
-) -> Result<SendRequest<Body>, AttemptError> {
+async fn connect(tls: &MeshTls, service: &str, addr: SocketAddr) -> Result<Kept, AttemptError> {
     let stream = dial(tls, service, addr).await?;
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| AttemptError::Connect(format!("HTTP/2 with {addr}: {e}")))?;
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_push(false)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| AttemptError::Connect(format!("HTTP/2 with {addr}: {e}")))?;
+    let open = Arc::new(AtomicBool::new(true));
+    let running = open.clone();
     tokio::spawn(async move {
         let _ = connection.await;
+        running.store(false, Ordering::Release);
     });
-    Ok(sender)
+    Ok(Kept { sender, open })
 }
 
 /// A new mTLS connection to the sidecar of `service` at `addr`, opened with this sidecar's

@@ -9,6 +9,7 @@
 
 pub(crate) mod connections;
 pub mod mesh;
+pub(crate) mod streams;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -273,15 +274,15 @@ struct Attempt<'u> {
 }
 
 impl Transport for Attempt<'_> {
-    type Answer = Response<Incoming>;
+    type Answer = Response<Body>;
 
-    fn status(answer: &Response<Incoming>) -> StatusCode {
+    fn status(answer: &Response<Body>) -> StatusCode {
         answer.status()
     }
 
     /// gRPC's status wins over HTTP's: a trailers-only answer carries it in the head (one
     /// in the trailers is read as the body ends, [`grpc_trailers`]).
-    fn outcome(answer: &Response<Incoming>) -> Outcome {
+    fn outcome(answer: &Response<Body>) -> Outcome {
         match grpc_status(answer.headers()) {
             Some(code) => grpc_outcome(code),
             None => plan::outcome_of(answer.status()),
@@ -292,36 +293,14 @@ impl Transport for Attempt<'_> {
         &mut self,
         service: &Service,
         endpoint: &Endpoint,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        let body = match &mut self.body {
-            RequestBody::Replayable(bytes) => full(bytes.clone()),
-            RequestBody::Stream(stream) => match stream.take() {
-                Some(stream) => watched(stream, self.client_failed.clone(), self.service.clone()),
-                None => return Err(AttemptError::Upstream("the body was already sent".into())),
-            },
-        };
+    ) -> Result<Response<Body>, AttemptError> {
+        if let Upstream::Mesh(tls) = self.upstream {
+            return self.send_to_sidecar(tls, service, endpoint).await;
+        }
+        let body = self.body()?;
         let mut request = Request::new(body);
         *request.method_mut() = self.parts.method.clone();
         *request.headers_mut() = self.parts.headers.clone();
-        if let Upstream::Mesh(tls) = self.upstream {
-            // HTTP/2 to the destination's sidecar, which names the service by :authority.
-            request.headers_mut().remove(HOST);
-            let authority = http::uri::Authority::try_from(service.name.as_str())
-                .unwrap_or_else(|_| endpoint.authority.clone());
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(http::uri::Scheme::HTTPS);
-            uri.authority = Some(authority);
-            uri.path_and_query = Some(self.path.clone());
-            *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
-            *request.version_mut() = Version::HTTP_2;
-            let sent = mesh::send(tls, &service.name, endpoint.addr, request).await;
-            return match sent {
-                Err(_) if self.client_failed.load(Ordering::Relaxed) => {
-                    Err(AttemptError::ClientGone)
-                }
-                sent => sent,
-            };
-        }
         let mut uri = http::uri::Parts::default();
         if self.grpc {
             uri.scheme = Some(http::uri::Scheme::HTTP);
@@ -338,6 +317,53 @@ impl Transport for Attempt<'_> {
             connections::send_http1(endpoint.addr, request).await
         };
         match sent {
+            Err(_) if self.client_failed.load(Ordering::Relaxed) => Err(AttemptError::ClientGone),
+            sent => sent.map(|response| response.map(incoming)),
+        }
+    }
+}
+
+impl Attempt<'_> {
+    /// This attempt's body: the replayable bytes again, or the stream, once.
+    fn body(&mut self) -> Result<Body, AttemptError> {
+        match &mut self.body {
+            RequestBody::Replayable(bytes) => Ok(full(bytes.clone())),
+            RequestBody::Stream(stream) => match stream.take() {
+                Some(stream) => Ok(watched(
+                    stream,
+                    self.client_failed.clone(),
+                    self.service.clone(),
+                )),
+                None => Err(AttemptError::Upstream("the body was already sent".into())),
+            },
+        }
+    }
+
+    /// HTTP/2 over mTLS to the destination's sidecar, which names the service by
+    /// `:authority` (so no `Host`).
+    async fn send_to_sidecar(
+        &mut self,
+        tls: &mesh::MeshTls,
+        service: &Service,
+        endpoint: &Endpoint,
+    ) -> Result<Response<Body>, AttemptError> {
+        let body = match &self.body {
+            RequestBody::Replayable(bytes) => mesh::Outgoing::Whole(bytes.clone()),
+            RequestBody::Stream(_) => mesh::Outgoing::Stream(self.body()?),
+        };
+        let mut head = Request::new(());
+        *head.method_mut() = self.parts.method.clone();
+        *head.headers_mut() = self.parts.headers.clone();
+        head.headers_mut().remove(HOST);
+        let authority = http::uri::Authority::try_from(service.name.as_str())
+            .unwrap_or_else(|_| endpoint.authority.clone());
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTPS);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(self.path.clone());
+        *head.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+        *head.version_mut() = Version::HTTP_2;
+        match mesh::send(tls, &service.name, endpoint.addr, head, body).await {
             Err(_) if self.client_failed.load(Ordering::Relaxed) => Err(AttemptError::ClientGone),
             sent => sent,
         }
@@ -513,10 +539,9 @@ fn hold(
     })
 }
 
-fn finish(response: Response<Incoming>) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, incoming(body))
+fn finish(mut response: Response<Body>) -> Response<Body> {
+    strip_hop_by_hop(response.headers_mut());
+    response
 }
 
 pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
