@@ -9,6 +9,7 @@
 
 pub(crate) mod connections;
 pub mod mesh;
+pub(crate) mod server;
 pub(crate) mod streams;
 
 use std::net::SocketAddr;

@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,15 +106,29 @@ async fn connection(
             .map_err(|e| e.to_string())?;
     match inbound.protocol {
         Protocol::Tcp => {
-            let decision = decide(inbound, &caller, None);
+            let decision = decide::<()>(inbound, &caller, None);
             if let Err(refusal) = decision {
                 return Err(refusal.to_string());
             }
             pipe_to_app(stream, inbound).await
         }
         Protocol::Http => {
-            let inbound = inbound.clone();
             let xfcc = HeaderValue::from_str(&format!("By={};URI={caller}", tls.identity)).ok();
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // Other sidecars (and the gateway): their streams answered in this task.
+                let identity = &caller;
+                return h2::server::serve(stream, |request| {
+                    let who = Caller {
+                        name: &identity.service,
+                        mtls: true,
+                        client: peer,
+                    };
+                    handle(inbound, who, Some(identity), xfcc.clone(), request)
+                })
+                .await
+                .map_err(|e| format!("serving: {e}"));
+            }
+            let inbound = inbound.clone();
             let caller = Arc::new(caller);
             let service = service_fn(move |request: Request<Incoming>| {
                 let (inbound, identity, xfcc) = (inbound.clone(), caller.clone(), xfcc.clone());
@@ -179,9 +194,9 @@ async fn plaintext(
     }
 }
 
-struct Facts<'r>(&'r Request<Incoming>);
+struct Facts<'r, B>(&'r Request<B>);
 
-impl RequestFacts for Facts<'_> {
+impl<B> RequestFacts for Facts<'_, B> {
     fn method(&self) -> &str {
         self.0.method().as_str()
     }
@@ -194,10 +209,10 @@ impl RequestFacts for Facts<'_> {
 }
 
 /// The intentions' decision for `caller`, per request when there is one.
-fn decide(
+fn decide<B>(
     inbound: &Inbound,
     caller: &SpiffeId,
-    request: Option<&Request<Incoming>>,
+    request: Option<&Request<B>>,
 ) -> Result<(), Refusal> {
     let Some(policy) = inbound.policy.load_full() else {
         return Err(Refusal::Denied(
@@ -227,13 +242,17 @@ struct Caller<'c> {
 }
 
 /// One request from a caller: decided (when it has an identity), sent to the app, recorded.
-async fn handle(
+async fn handle<B>(
     inbound: &Inbound,
     caller: Caller<'_>,
     identity: Option<&SpiffeId>,
     xfcc: Option<HeaderValue>,
-    request: Request<Incoming>,
-) -> Response<Body> {
+    request: Request<B>,
+) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let started = std::time::Instant::now();
     let line = inbound.observers.begin(
         caller.client,
@@ -280,11 +299,15 @@ async fn handle(
 /// Sends an admitted request to the app and relays its answer: HTTP/1.1 on the HTTP/1 path's
 /// kept connections ([`crate::h1::client`]), or h2c for gRPC. The caller's certificate goes
 /// on as `x-forwarded-client-cert` (Envoy's field), replacing any the caller sent.
-async fn to_app(
+async fn to_app<B>(
     inbound: &Inbound,
     xfcc: Option<HeaderValue>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Refusal> {
+    request: Request<B>,
+) -> Result<Response<Body>, Refusal>
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
     let failed = |e: AttemptError| Refusal::Upstream(format!("the app at {}: {e}", inbound.app));
     if !h2::is_grpc(request.headers()) {

@@ -1,0 +1,86 @@
+//! An HTTP/2 server on the `h2` crate, every request of a connection answered in the
+//! connection's own task: what a sidecar's inbound side serves mTLS connections with when
+//! the caller chose `h2` by ALPN (other sidecars, always).
+//!
+//! Why not hyper's server there: it spawns a task per stream, moving the request's whole
+//! future (the proxying included) into it, and wraps bodies and errors once more; measured
+//! with `bench/mesh_instructions.sh`, the spawn alone cost the server-side sidecar about
+//! 3,800 instructions per request. Here the streams of a connection are a
+//! `FuturesUnordered` polled beside the connection: only those woken are polled, and a
+//! stream costs one allocation. A connection's requests then share one thread, which is
+//! what the sidecar's event loop does anyway.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use h2::server::SendResponse;
+use http::{Request, Response};
+use hyper::body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Body;
+use super::streams::{RecvBody, send_body};
+use crate::hop::strip_hop_by_hop;
+
+/// hyper's defaults for its HTTP/2 server, which this one replaced for the mesh.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 1 << 20;
+const SEND_BUFFER: usize = 400 << 10;
+const MAX_HEADER_LIST: u32 = 16 << 10;
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Serves one HTTP/2 connection (the preface not yet read) until the peer closes it or it
+/// fails, answering each request with `answer`.
+pub(crate) async fn serve<S, A, F>(io: S, answer: A) -> Result<(), h2::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    A: Fn(Request<RecvBody>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let mut connection = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let mut streams = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    streams.push(respond_to(answer(request.map(RecvBody::new)), respond));
+                }
+                Some(Err(e)) => return Err(e),
+                // Closed, every stream done.
+                None => return Ok(()),
+            },
+            Some(()) = streams.next(), if !streams.is_empty() => {}
+        }
+    }
+}
+
+/// Sends `response` (once it is ready) on the stream, and its body; a caller that resets
+/// the stream first drops the request (as it does a connection on HTTP/1).
+async fn respond_to(
+    response: impl Future<Output = Response<Body>>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let response = tokio::select! {
+        response = response => response,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let (mut head, body) = response.into_parts();
+    // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2): h2 refuses to send them.
+    strip_hop_by_hop(&mut head.headers);
+    let end = body.is_end_stream();
+    let Ok(stream) = respond.send_response(Response::from_parts(head, ()), end) else {
+        return;
+    };
+    if !end {
+        send_body(body, stream).await;
+    }
+}
