@@ -4,6 +4,7 @@
 //! applies them to raw heads in place (`h1::head`), HTTP/2 to `http::HeaderMap`s with
 //! [`strip_hop_by_hop`] and [`add_forwarded`] below.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -124,6 +125,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+thread_local! {
+    /// The last client address written as a field value, and the value. A proxy thread's
+    /// clients are few (a sidecar's outbound side has one: its app, on loopback), and
+    /// formatting an address costs more than the rest of this hop's rules together.
+    static LAST_CLIENT: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `client` as a field value (a clone of the last one when it is the same address).
+fn address_value(client: IpAddr) -> HeaderValue {
+    LAST_CLIENT.with_borrow_mut(|last| match last {
+        Some((address, value)) if *address == client => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&client.to_string()).expect("an address is ASCII");
+            *last = Some((client, value.clone()));
+            value
+        }
+    })
+}
+
 /// Adds the forwarding headers to a header map and makes sure a valid `traceparent` goes on.
 ///
 /// A new `traceparent` is marked sensitive: HPACK then sends it as a literal never indexed
@@ -136,10 +156,12 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     const FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
     const TRACE: HeaderName = HeaderName::from_static(TRACEPARENT);
     let forwarded_for = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{}, {client}", previous.trim()),
-        _ => client.to_string(),
+        Some(previous) if !previous.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{}, {client}", previous.trim())).ok()
+        }
+        _ => Some(address_value(client)),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(FORWARDED_FOR, value);
     }
     if !headers.contains_key(&FORWARDED_PROTO) {
@@ -216,6 +238,13 @@ mod tests {
         assert_eq!(headers.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(headers.get(X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(headers.get(TRACEPARENT).unwrap(), valid);
+
+        // The same client again, and another: each gets its own address.
+        for client in ["127.0.0.1", "127.0.0.1", "::1", "127.0.0.2"] {
+            let mut headers = HeaderMap::new();
+            add_forwarded(&mut headers, client.parse().unwrap());
+            assert_eq!(headers.get(X_FORWARDED_FOR).unwrap(), client);
+        }
 
         let mut fresh = HeaderMap::new();
         fresh.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
