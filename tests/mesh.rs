@@ -143,6 +143,27 @@ fn large_and_streamed_bodies_cross_the_sidecars_whole() {
             "{what}: the body changed on the way"
         );
     }
+
+    // Answers of unknown length (the app streams them chunked): chunked again to an
+    // HTTP/1.1 client, delimited by the close to an HTTP/1.0 one; a HEAD gets no body.
+    let streamed = send(
+        outbound,
+        "GET /stream/20 HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((streamed.status, &streamed.body[..]), (200, &b"ab"[..]));
+    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"));
+    let old_client = send(outbound, "GET /stream/20 HTTP/1.0\r\nHost: api\r\n\r\n");
+    assert_eq!((old_client.status, &old_client.body[..]), (200, &b"ab"[..]));
+    assert_eq!(old_client.header("transfer-encoding"), None);
+    let head = send(
+        outbound,
+        "HEAD / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, Some("5"))
+    );
+    assert!(head.body.is_empty(), "{:?}", head.body);
 }
 
 #[test]

@@ -76,21 +76,27 @@ pub(crate) fn is_valid_traceparent(value: &[u8]) -> bool {
         && hex(&value[53..55])
 }
 
-/// Appends a new sampled trace's `traceparent` value (random ids, never zero).
+/// Appends a new sampled trace's `traceparent` value (random ids, never zero), written
+/// without `fmt` or a range-sampled `u128` (this runs for most requests).
 pub(crate) fn write_new_traceparent(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"00-");
-    write_hex(out, &fastrand::u128(1..).to_be_bytes());
-    out.push(b'-');
-    write_hex(out, &fastrand::u64(1..).to_be_bytes());
-    out.extend_from_slice(b"-01");
+    let nonzero = || loop {
+        let n = fastrand::u64(..);
+        if n != 0 {
+            return n;
+        }
+    };
+    let mut value = *b"00-________________________________-________________-01";
+    write_hex(&mut value[3..19], fastrand::u64(..));
+    write_hex(&mut value[19..35], nonzero()); // so the trace id is never all zeros
+    write_hex(&mut value[36..52], nonzero());
+    out.extend_from_slice(&value);
 }
 
-/// Lowercase hex of `bytes`, without `fmt` (this runs for most requests).
-fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// `n` as lowercase hex into `out` (its 16 bytes), most significant digit first.
+fn write_hex(out: &mut [u8], n: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 0xf)]);
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -214,12 +220,14 @@ mod tests {
 
     #[test]
     fn hex_is_written_without_fmt() {
-        let mut out = Vec::new();
-        write_hex(&mut out, &[0x0f, 0xa0]);
-        assert_eq!(out, b"0fa0");
-        out.clear();
-        write_new_traceparent(&mut out);
-        assert!(is_valid_traceparent(&out), "{out:?}");
+        let mut out = [0u8; 16];
+        write_hex(&mut out, 0x0fa0_0000_0000_00b1);
+        assert_eq!(&out, b"0fa00000000000b1");
+        for _ in 0..1000 {
+            let mut trace = Vec::new();
+            write_new_traceparent(&mut trace);
+            assert!(is_valid_traceparent(&trace), "{trace:?}");
+        }
     }
 
     #[test]

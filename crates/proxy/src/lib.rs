@@ -282,7 +282,15 @@ async fn serve_proxy(
         tokio::spawn(async move {
             let gauge = shared.metrics.open_connections.clone();
             gauge.inc();
-            h1::serve(stream, peer, shared, header_timeout, shutdown).await;
+            h1::serve(
+                stream,
+                peer,
+                shared,
+                header_timeout,
+                &h2::Upstream::Origin,
+                shutdown,
+            )
+            .await;
             gauge.dec();
             drop(alive);
         });

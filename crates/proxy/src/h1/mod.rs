@@ -23,6 +23,7 @@
 pub mod body;
 pub(crate) mod client;
 pub mod head;
+mod mesh;
 pub mod pool;
 pub mod spare;
 
@@ -50,15 +51,23 @@ use pool::Conn;
 /// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves one client connection until it closes, errs, idles out or the proxy stops.
+/// Serves one client connection until it closes, errs, idles out or the proxy stops,
+/// sending its requests to `upstream`: the instances (the gateway), or their sidecars (a
+/// sidecar's outbound side).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     header_timeout: Duration,
+    upstream: &crate::h2::Upstream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mesh = match upstream {
+        crate::h2::Upstream::Origin => None,
+        crate::h2::Upstream::Mesh(tls) => Some(tls),
+    };
     let mut client = Client {
+        mesh,
         shared,
         peer,
         stream,
@@ -89,7 +98,15 @@ pub async fn serve(
                     ..
                 } = client;
                 // Boxed: only HTTP/2 connections carry hyper's (large) connection state.
-                Box::pin(crate::h2::serve_h2(stream, buf, peer, shared, shutdown)).await;
+                Box::pin(crate::h2::serve_h2(
+                    stream,
+                    buf,
+                    peer,
+                    shared,
+                    upstream.clone(),
+                    shutdown,
+                ))
+                .await;
                 return;
             }
             Ok(Arrival::Closed) => return,
@@ -127,7 +144,9 @@ enum Step {
 }
 
 /// One client connection and its reusable buffers.
-struct Client {
+struct Client<'u> {
+    /// Where a sidecar's outbound side sends (`None`: the gateway, to the instances).
+    mesh: Option<&'u crate::h2::mesh::MeshTls>,
     shared: Arc<Shared>,
     peer: SocketAddr,
     stream: TcpStream,
@@ -166,7 +185,7 @@ enum RequestBody {
     Streamed(Framing),
 }
 
-impl Client {
+impl Client<'_> {
     async fn read_head(
         &mut self,
         mut idle: Pin<&mut Sleep>,
@@ -308,17 +327,18 @@ impl Client {
             let (method, path) = (self.head.method.get(&self.buf), facts.path.get(&self.buf));
             service.routes.row(method, path, false)
         });
-        match self
-            .forward(
-                &service,
-                &facts,
-                idle,
-                attempt,
-                (started, route.as_deref()),
-                &mut line,
-            )
-            .await
-        {
+        let timing = (started, route.as_deref());
+        let forwarded = match self.mesh {
+            Some(tls) => {
+                self.forward_to_sidecar(tls, &service, &facts, idle, attempt, timing, &mut line)
+                    .await
+            }
+            None => {
+                self.forward(&service, &facts, idle, attempt, timing, &mut line)
+                    .await
+            }
+        };
+        match forwarded {
             Ok(step) => step,
             Err(Failure::Refused(refusal)) => {
                 plan::refused(&service, started, &refusal);
@@ -397,20 +417,7 @@ impl Client {
     ) -> Result<Step, Failure> {
         let _released = plan::await_instance(service).await?;
         let _slot = plan::admit(service)?;
-        let (head, buf) = (&self.head, &self.buf);
-        let hash_key = service.ring_key(
-            |name| {
-                head.fields
-                    .iter()
-                    .find(|f| {
-                        f.name
-                            .get(buf)
-                            .eq_ignore_ascii_case(name.as_str().as_bytes())
-                    })
-                    .map(|f| f.value.get(buf))
-            },
-            self.peer.ip(),
-        );
+        let hash_key = self.hash_key(service);
         let body = self.prepare_request(facts, idle.as_mut()).await?;
         let traits = RequestTraits {
             idempotent: facts.idempotent,
@@ -448,13 +455,30 @@ impl Client {
             .await)
     }
 
-    /// Writes the upstream request into `request` and takes the request off `buf`: with its
-    /// body when that is small enough to replay (read in full first), else the body is left
-    /// to stream.
+    /// The request's key on the service's hash ring, if it balances by one.
+    fn hash_key(&self, service: &Service) -> Option<u64> {
+        let (head, buf) = (&self.head, &self.buf);
+        service.ring_key(
+            |name| {
+                head.fields
+                    .iter()
+                    .find(|f| {
+                        f.name
+                            .get(buf)
+                            .eq_ignore_ascii_case(name.as_str().as_bytes())
+                    })
+                    .map(|f| f.value.get(buf))
+            },
+            self.peer.ip(),
+        )
+    }
+
+    /// Writes the upstream request into `request` and takes the request off `buf`
+    /// ([`Client::take_body`]).
     async fn prepare_request(
         &mut self,
         facts: &RequestFacts,
-        mut idle: Pin<&mut Sleep>,
+        idle: Pin<&mut Sleep>,
     ) -> Result<RequestBody, Refusal> {
         self.request.clear();
         head::write_request(
@@ -464,6 +488,16 @@ impl Client {
             facts,
             &self.client_ip,
         );
+        self.take_body(facts, idle).await
+    }
+
+    /// Takes the request off `buf`: its body appended to `request` when it is small enough
+    /// to replay (read in full first), else left to stream.
+    async fn take_body(
+        &mut self,
+        facts: &RequestFacts,
+        mut idle: Pin<&mut Sleep>,
+    ) -> Result<RequestBody, Refusal> {
         let head_len = self.head.len;
         let length = match facts.body {
             Framing::Empty => 0,
@@ -726,13 +760,13 @@ impl Client {
 }
 
 /// One request's attempts on HTTP/1: the client connection, whose buffers hold the request.
-struct Attempt<'c> {
-    client: &'c mut Client,
+struct Attempt<'c, 'u> {
+    client: &'c mut Client<'u>,
     body: RequestBody,
     facts: &'c RequestFacts,
 }
 
-impl Transport for Attempt<'_> {
+impl Transport for Attempt<'_, '_> {
     type Answer = (Conn, ResponseFacts);
 
     fn status((_, response): &(Conn, ResponseFacts)) -> StatusCode {

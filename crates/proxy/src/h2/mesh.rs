@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::client::SendRequest;
+use h2::SendStream;
+use h2::client::{ResponseFuture, SendRequest};
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
@@ -72,6 +73,33 @@ pub(crate) async fn send(
     head: http::Request<()>,
     body: Outgoing,
 ) -> Result<http::Response<Body>, AttemptError> {
+    let end_with_head = matches!(&body, Outgoing::Whole(bytes) if bytes.is_empty());
+    let (response, mut stream) = open(tls, service, addr, head, end_with_head).await?;
+    match body {
+        Outgoing::Whole(bytes) if !bytes.is_empty() => {
+            // At most a replayable body's size: h2 holds what the window does not yet allow.
+            stream
+                .send_data(bytes, true)
+                .map_err(|e| AttemptError::Upstream(format!("sending the body: {e}")))?;
+        }
+        Outgoing::Whole(_) => {}
+        Outgoing::Stream(body) => {
+            tokio::spawn(send_body(body, stream));
+        }
+    }
+    answer(response, addr).await
+}
+
+/// Opens a stream with the request `head` on a kept connection to the sidecar of `service`
+/// at `addr` (or a new one), the head ending the request if `end_with_head`; the caller
+/// sends the body, if any, on the stream.
+pub(crate) async fn open(
+    tls: &MeshTls,
+    service: &str,
+    addr: SocketAddr,
+    head: http::Request<()>,
+    end_with_head: bool,
+) -> Result<(ResponseFuture, SendStream<Bytes>), AttemptError> {
     let caller = tls
         .borrow()
         .as_ref()
@@ -103,20 +131,14 @@ pub(crate) async fn send(
     std::future::poll_fn(|cx| sender.poll_ready(cx))
         .await
         .map_err(not_sent)?;
-    let end_with_head = matches!(&body, Outgoing::Whole(bytes) if bytes.is_empty());
-    let (response, mut stream) = sender.send_request(head, end_with_head).map_err(not_sent)?;
-    match body {
-        Outgoing::Whole(bytes) if !bytes.is_empty() => {
-            // At most a replayable body's size: h2 holds what the window does not yet allow.
-            stream
-                .send_data(bytes, true)
-                .map_err(|e| AttemptError::Upstream(format!("sending the body: {e}")))?;
-        }
-        Outgoing::Whole(_) => {}
-        Outgoing::Stream(body) => {
-            tokio::spawn(send_body(body, stream));
-        }
-    }
+    sender.send_request(head, end_with_head).map_err(not_sent)
+}
+
+/// The answer's head, once it comes, its body to follow.
+pub(crate) async fn answer(
+    response: ResponseFuture,
+    addr: SocketAddr,
+) -> Result<http::Response<Body>, AttemptError> {
     let response = response.await.map_err(|e| {
         if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
             // The peer did not process it (RFC 9113 §8.7): safe to send elsewhere.

@@ -48,15 +48,13 @@ pub async fn serve_h2(
     read: BytesMut,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    upstream: Upstream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let upstream = Arc::new(upstream);
     let service = service_fn(move |request: Request<Incoming>| {
-        let shared = shared.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                handle(shared, request, peer, &Upstream::Origin).await,
-            )
-        }
+        let (shared, upstream) = (shared.clone(), upstream.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, request, peer, &upstream).await) }
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(Replay { read, stream }), service);

@@ -1,19 +1,23 @@
 //! A sidecar's outbound side: a plain listener on loopback that the app calls by `Host`, as
 //! the gateway routes, and that carries each request over mTLS (HTTP/2, pooled and
 //! multiplexed) to a sidecar of the destination service, through the same request plan as
-//! the gateway (balancing, retries within the budget, timeouts, outlier ejection).
+//! the gateway (balancing, retries within the budget, timeouts, outlier ejection). The app's
+//! connections are read by the gateway's own HTTP/1.x path ([`crate::h1`]; h2c, for gRPC,
+//! by [`crate::h2`]), with the mesh as the upstream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::h2::{self, Upstream};
+use crate::h1;
+use crate::h2::Upstream;
 use crate::plan::Shared;
+
+/// How long the app's connection may take to send a head, and stay idle between requests
+/// (the gateway's default).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -23,22 +27,12 @@ pub(crate) async fn serve(
 ) {
     let upstream = Arc::new(upstream);
     while let Some((stream, peer)) = super::next_connection(&listener, &mut shutdown).await {
-        let (shared, upstream) = (shared.clone(), upstream.clone());
+        let (shared, upstream, shutdown) = (shared.clone(), upstream.clone(), shutdown.clone());
         tokio::spawn(async move {
             // Client connections open now, for the golden metrics' report and /metrics.
             let gauge = shared.metrics.open_connections.clone();
-            let service = service_fn(move |request: Request<Incoming>| {
-                let (shared, upstream) = (shared.clone(), upstream.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        h2::handle(shared, request, peer, &upstream).await,
-                    )
-                }
-            });
             gauge.inc();
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            h1::serve(stream, peer, shared, HEADER_TIMEOUT, &upstream, shutdown).await;
             gauge.dec();
         });
     }
