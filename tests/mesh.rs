@@ -167,6 +167,34 @@ fn large_and_streamed_bodies_cross_the_sidecars_whole() {
 }
 
 #[test]
+fn an_apps_kept_connection_outlives_the_gateways_idle_limit() {
+    // The gateway closes a connection idle for 10 s; a sidecar's app keeps its pool of
+    // connections to the sidecar far longer (Go's client: 90 s), and must not find one
+    // closed under it.
+    let mesh = mesh(&[]);
+    let conn = std::net::TcpStream::connect(mesh.web.outbound.unwrap()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut writer = conn;
+    for round in 0..2 {
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+            .unwrap();
+        let answer = read_response(&mut reader, false);
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (200, "api-1"),
+            "round {round}"
+        );
+        if round == 0 {
+            // The idle time is what is tested: longer than the gateway's limit.
+            std::thread::sleep(Duration::from_secs(11));
+        }
+    }
+}
+
+#[test]
 fn plaintext_strangers_and_foreign_certificates_are_refused() {
     let mesh = mesh(&[]);
     // Plaintext to the inbound side gets no HTTP answer.

@@ -286,7 +286,7 @@ async fn serve_proxy(
                 stream,
                 peer,
                 shared,
-                header_timeout,
+                (header_timeout, header_timeout),
                 &h2::Upstream::Origin,
                 shutdown,
             )

@@ -53,12 +53,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one client connection until it closes, errs, idles out or the proxy stops,
 /// sending its requests to `upstream`: the instances (the gateway), or their sidecars (a
-/// sidecar's outbound side).
+/// sidecar's outbound side). A head must arrive within `header_timeout` of its first byte;
+/// a kept-alive connection may wait `keepalive` for its next request.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    header_timeout: Duration,
+    (header_timeout, keepalive): (Duration, Duration),
     upstream: &crate::h2::Upstream,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -86,7 +87,7 @@ pub async fn serve(
     tokio::pin!(idle, attempt);
     let mut first = true;
     loop {
-        idle.as_mut().reset(Instant::now() + header_timeout);
+        idle.as_mut().reset(Instant::now() + keepalive);
         match client.read_head(idle.as_mut(), &mut shutdown, first).await {
             Ok(Arrival::Request) => {}
             Ok(Arrival::Http2) => {
@@ -220,6 +221,8 @@ impl Client<'_> {
                     _ = idle.as_mut() => return Ok(Arrival::Closed),
                     _ = shutdown.changed() => return Ok(Arrival::Closed),
                 }
+                // Something came: the head's own time starts.
+                idle.as_mut().reset(Instant::now() + self.header_timeout);
                 self.borrow_buffers();
             }
             self.buf.reserve(READ_SIZE);

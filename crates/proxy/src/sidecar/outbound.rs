@@ -15,9 +15,12 @@ use crate::h1;
 use crate::h2::Upstream;
 use crate::plan::Shared;
 
-/// How long the app's connection may take to send a head, and stay idle between requests
-/// (the gateway's default).
+/// How long the app may take to send a head once it has begun (the gateway's default).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an app's kept-alive connection may wait for its next request: longer than the
+/// idle time of common client pools (Go's 90 s), so that the app closes first and never
+/// sends on a connection this side has just closed.
+const KEEPALIVE: Duration = Duration::from_secs(300);
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -32,7 +35,8 @@ pub(crate) async fn serve(
             // Client connections open now, for the golden metrics' report and /metrics.
             let gauge = shared.metrics.open_connections.clone();
             gauge.inc();
-            h1::serve(stream, peer, shared, HEADER_TIMEOUT, &upstream, shutdown).await;
+            let timeouts = (HEADER_TIMEOUT, KEEPALIVE);
+            h1::serve(stream, peer, shared, timeouts, &upstream, shutdown).await;
             gauge.dec();
         });
     }
