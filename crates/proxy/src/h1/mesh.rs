@@ -9,16 +9,16 @@
 //! with `bench/mesh_instructions.sh`. Here the head is parsed in place as the gateway's is,
 //! and becomes a header map once, for HTTP/2.
 
+use std::io::Write as _;
 use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::Bytes;
-use h2::SendStream;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
 
 use super::body::{self, Framing, RelayError, relay};
@@ -27,6 +27,7 @@ use super::{Client, RequestBody, Step};
 use crate::access;
 use crate::h2::Body;
 use crate::h2::mesh::{self, MeshTls, Outgoing};
+use crate::h2::streams::StreamWriter;
 use crate::hop::{TRACEPARENT, add_forwarded, is_hop_by_hop, keeps_trailers};
 use crate::plan::{self, AttemptError, Failure, Refusal, RequestTraits, Transport};
 use crate::service::{Endpoint, Service};
@@ -221,8 +222,8 @@ impl Client<'_> {
                 };
                 moved += data.len() as u64;
                 if chunked {
-                    self.out
-                        .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    // Into the buffer, no string made (a `Vec` never fails a write).
+                    let _ = write!(self.out, "{:x}\r\n", data.len());
                 }
                 if self.out.len() + data.len() <= COALESCE {
                     self.out.extend_from_slice(&data);
@@ -328,55 +329,5 @@ impl Transport for MeshAttempt<'_, '_> {
             .send_data(Bytes::new(), true)
             .map_err(|e| AttemptError::Upstream(format!("ending the body: {e}")))?;
         mesh::answer(response, endpoint.addr).await
-    }
-}
-
-/// An HTTP/2 send stream written to as bytes, no faster than the peer's window allows.
-struct StreamWriter<'s>(&'s mut SendStream<Bytes>);
-
-impl AsyncWrite for StreamWriter<'_> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if bytes.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        let stream = &mut *self.0;
-        stream.reserve_capacity(bytes.len());
-        match std::task::ready!(stream.poll_capacity(cx)) {
-            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
-            Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e))),
-            Some(Ok(0)) => {
-                // Nothing granted yet: asked again on the next turn.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Some(Ok(granted)) => {
-                let n = granted.min(bytes.len());
-                let chunk = Bytes::copy_from_slice(&bytes[..n]);
-                Poll::Ready(
-                    stream
-                        .send_data(chunk, false)
-                        .map(|()| n)
-                        .map_err(std::io::Error::other),
-                )
-            }
-        }
-    }
-
-    fn poll_flush(
-        self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! - [`RecvBody`] — a receive stream as a body: data, then trailers; the flow-control window
 //!   given back as each frame is read (so the peer may send on), as hyper does;
-//! - [`send_body`] — a body into a send stream, no faster than the peer's window allows.
+//! - [`send_body`] — a body into a send stream, no faster than the peer's window allows;
+//!   [`StreamWriter`] — the same stream written to as bytes.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::AsyncWrite;
 
 use super::Body;
 
@@ -122,17 +124,64 @@ async fn send_data(
         };
     }
     while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
-            Some(granted) => granted?,
-            // The stream closed under the body.
-            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let chunk = data.split_to(granted.min(data.len()));
+        let granted = std::future::poll_fn(|cx| poll_window(stream, cx, data.len())).await?;
+        let chunk = data.split_to(granted);
         stream.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
+}
+
+/// Waits until the peer's window lets `wanted` bytes (at least one) go on `stream`, and
+/// says how many may: the one rule both ways of sending a body follow.
+fn poll_window(
+    stream: &mut SendStream<Bytes>,
+    cx: &mut Context<'_>,
+    wanted: usize,
+) -> Poll<Result<usize, h2::Error>> {
+    stream.reserve_capacity(wanted);
+    match ready!(stream.poll_capacity(cx)) {
+        // The stream closed under the body.
+        None => Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL))),
+        Some(Err(e)) => Poll::Ready(Err(e)),
+        Some(Ok(0)) => {
+            // Nothing granted yet: asked again on the next turn.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Some(Ok(granted)) => Poll::Ready(Ok(granted.min(wanted))),
+    }
+}
+
+/// An HTTP/2 send stream written to as bytes (a body relayed from an HTTP/1 connection), no
+/// faster than the peer's window allows.
+pub(crate) struct StreamWriter<'s>(pub(crate) &'s mut SendStream<Bytes>);
+
+impl AsyncWrite for StreamWriter<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if bytes.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let stream = &mut *self.0;
+        let granted =
+            ready!(poll_window(stream, cx, bytes.len())).map_err(std::io::Error::other)?;
+        let chunk = Bytes::copy_from_slice(&bytes[..granted]);
+        Poll::Ready(
+            stream
+                .send_data(chunk, false)
+                .map(|()| granted)
+                .map_err(std::io::Error::other),
+        )
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
