@@ -32,7 +32,7 @@ const FIRST_ANSWER: Duration = Duration::from_secs(5);
 pub struct Directory {
     client: Option<Client>,
     defaults: ServiceDefaults,
-    services: RwLock<HashMap<String, Arc<Service>>>,
+    services: RwLock<HashMap<String, Arc<Service>, crate::fast_hash::FastHash>>,
     /// Lower-cased names that exist in the registry; `None` until the first answer.
     known: ArcSwap<Option<HashSet<String>>>,
     /// Turns true with the first answer about which services exist.
@@ -102,7 +102,7 @@ impl Directory {
             connect,
             client,
             defaults,
-            services: RwLock::new(HashMap::new()),
+            services: RwLock::new(HashMap::default()),
             known: ArcSwap::from_pointee(None),
             known_ready: watch::Sender::new(false),
             from_zero: ArcSwap::from_pointee(HashMap::new()),

@@ -19,6 +19,7 @@ pub mod access;
 pub mod answers;
 mod clock;
 pub mod discovery;
+pub(crate) mod fast_hash;
 mod golden;
 pub mod h1;
 pub mod h2;
@@ -376,7 +377,7 @@ mod tests {
     /// The modules in layers, lowest first: a module imports only from layers below its own,
     /// so the import graph has no cycle and the domain knows no transport.
     const LAYERS: [&[&str]; 7] = [
-        &["clock", "metrics", "answers", "hop"],
+        &["clock", "fast_hash", "metrics", "answers", "hop"],
         &["service"],
         &["discovery", "access"],
         &["plan", "golden"],

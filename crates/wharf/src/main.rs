@@ -22,6 +22,11 @@ mod up_cmd;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: the proxy allocates per request (header maps,
+/// frames), and mimalloc spends about half the instructions per allocation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use crate::cli::{Cli, Command};

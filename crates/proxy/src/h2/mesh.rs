@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::Body;
 use super::streams::{RecvBody, send_body};
+use crate::fast_hash::FastHash;
 use crate::plan::AttemptError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,9 +61,53 @@ struct Kept {
     open: Arc<AtomicBool>,
 }
 
+/// A kept connection and what it is for: the destination's service and the caller's identity
+/// (a sidecar's address may serve several, and a thread may carry several callers).
+struct KeptFor {
+    service: String,
+    caller: String,
+    kept: Kept,
+}
+
 thread_local! {
-    /// Kept connections by (destination sidecar, its service, the caller's identity).
-    static CONNECTIONS: RefCell<HashMap<(SocketAddr, String, String), Kept>> = RefCell::default();
+    /// Kept connections by destination sidecar, then by (service, caller) in a short list:
+    /// a request finds its connection without building a key (two strings) or hashing it
+    /// with SipHash, which the `HashMap` by the whole key cost per request.
+    static CONNECTIONS: RefCell<HashMap<SocketAddr, Vec<KeptFor>, FastHash>> = RefCell::default();
+}
+
+/// Takes `addr`'s connection for (`service`, `caller`) out of `all` when it no longer runs,
+/// or gives its sender.
+fn kept_sender(
+    all: &mut HashMap<SocketAddr, Vec<KeptFor>, FastHash>,
+    addr: SocketAddr,
+    service: &str,
+    caller: &str,
+) -> Option<SendRequest<Bytes>> {
+    let list = all.get_mut(&addr)?;
+    let at = list
+        .iter()
+        .position(|k| k.service == service && k.caller == caller)?;
+    if list[at].kept.open.load(Ordering::Acquire) {
+        return Some(list[at].kept.sender.clone());
+    }
+    list.swap_remove(at);
+    if list.is_empty() {
+        all.remove(&addr);
+    }
+    None
+}
+
+/// Forgets `addr`'s connection for (`service`, `caller`), if it is still kept.
+fn forget(addr: SocketAddr, service: &str, caller: &str) {
+    CONNECTIONS.with_borrow_mut(|all| {
+        if let Some(list) = all.get_mut(&addr) {
+            list.retain(|k| !(k.service == service && k.caller == caller));
+            if list.is_empty() {
+                all.remove(&addr);
+            }
+        }
+    });
 }
 
 /// Sends the request `head` with `body` to the sidecar of `service` at `addr`.
@@ -100,31 +145,39 @@ pub(crate) async fn open(
     head: http::Request<()>,
     end_with_head: bool,
 ) -> Result<(ResponseFuture, SendStream<Bytes>), AttemptError> {
-    let caller = tls
-        .borrow()
-        .as_ref()
-        .map(|client| client.identity.clone())
-        .unwrap_or_default();
-    let key = (addr, service.to_owned(), caller);
-    let kept = CONNECTIONS.with_borrow_mut(|all| match all.get(&key) {
-        Some(kept) if kept.open.load(Ordering::Acquire) => Some(kept.sender.clone()),
-        Some(_) => {
-            all.remove(&key);
-            None
-        }
-        None => None,
-    });
+    let kept = {
+        let client = tls.borrow();
+        let caller = client
+            .as_ref()
+            .map_or("", |client| client.identity.as_str());
+        CONNECTIONS.with_borrow_mut(|all| kept_sender(all, addr, service, caller))
+    };
     let mut sender = match kept {
         Some(sender) => sender,
         None => {
+            // The identity it opens with, read once: what the connection is kept under.
+            let caller = tls
+                .borrow()
+                .as_ref()
+                .map(|client| client.identity.clone())
+                .unwrap_or_default();
             let kept = connect(tls, service, addr).await?;
             let sender = kept.sender.clone();
-            CONNECTIONS.with_borrow_mut(|all| all.insert(key.clone(), kept));
+            let entry = KeptFor {
+                service: service.to_owned(),
+                caller,
+                kept,
+            };
+            CONNECTIONS.with_borrow_mut(|all| all.entry(addr).or_default().push(entry));
             sender
         }
     };
     let not_sent = |e: h2::Error| {
-        CONNECTIONS.with_borrow_mut(|all| all.remove(&key));
+        let client = tls.borrow();
+        let caller = client
+            .as_ref()
+            .map_or("", |client| client.identity.as_str());
+        forget(addr, service, caller);
         AttemptError::Connect(format!("connection to {addr}: {e}"))
     };
     // Ready when the peer's limit on concurrent streams leaves room for one more.

@@ -11,6 +11,7 @@
 //! what the sidecar's event loop does anyway.
 
 use std::future::Future;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -52,7 +53,11 @@ where
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    streams.push(respond_to(answer(request.map(RecvBody::new)), respond));
+                    // Boxed here, once: the answer's future is the largest part
+                    // of a stream's, and each async layer around it would otherwise
+                    // hold, and copy, its own copy of it.
+                    let answering = Box::pin(answer(request.map(RecvBody::new)));
+                    streams.push(respond_to(answering, respond));
                 }
                 Some(Err(e)) => return Err(e),
                 // Closed, every stream done.
@@ -69,9 +74,16 @@ async fn respond_to(
     response: impl Future<Output = Response<Body>>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let response = tokio::select! {
-        response = response => response,
-        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    // The answer first, then whether the caller reset the stream (`select!` would draw a
+    // random order at every poll).
+    let mut response = std::pin::pin!(response);
+    let answered = std::future::poll_fn(|cx| match response.as_mut().poll(cx) {
+        Poll::Ready(response) => Poll::Ready(Some(response)),
+        Poll::Pending => respond.poll_reset(cx).map(|_| None),
+    })
+    .await;
+    let Some(response) = answered else {
+        return;
     };
     let (mut head, body) = response.into_parts();
     // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2): h2 refuses to send them.
