@@ -7,8 +7,9 @@
 //! with `bench/mesh_instructions.sh`, the spawn alone cost the server-side sidecar about
 //! 3,800 instructions per request. Here the streams of a connection are a
 //! `FuturesUnordered` polled beside the connection: only those woken are polled, and a
-//! stream costs one allocation. A connection's requests then share one thread, which is
-//! what the sidecar's event loop does anyway.
+//! stream costs two allocations (its place in the set, and its answer's future, boxed so
+//! that the layers around it neither move it nor hold it twice). A connection's requests
+//! then share one thread, which is what the sidecar's event loop does anyway.
 
 use std::future::Future;
 use std::task::Poll;
