@@ -88,6 +88,47 @@ fn allowed_calls_go_through_and_denied_ones_get_403() {
     });
 }
 
+/// The inbound connections a sidecar has accepted so far, of `kind` ("mtls" or "plaintext"),
+/// from its `/metrics`.
+fn inbound_connections(sidecar: &SidecarProcess, kind: &str) -> f64 {
+    let metrics = request(sidecar.admin, "GET", "/metrics", b"").text();
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "wharf_sidecar_inbound_connections_total{{kind=\"{kind}\"}} "
+            ))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn calls_between_sidecars_share_one_kept_connection() {
+    let mesh = mesh(&[]);
+    let opened = inbound_connections(&mesh.api, "mtls");
+    assert!(opened >= 1.0, "the setup's calls came over mTLS");
+    // Each call is a new connection from the app to its sidecar; between the sidecars, the
+    // kept HTTP/2 connection carries them all, one after another and at once.
+    for _ in 0..30 {
+        assert_eq!(mesh.web.call("api", "/").status, 200);
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(mesh.web.call("api", "/").status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        inbound_connections(&mesh.api, "mtls"),
+        opened,
+        "70 calls opened no new mTLS connection"
+    );
+}
+
 #[test]
 fn large_and_streamed_bodies_cross_the_sidecars_whole() {
     let mesh = mesh(&[]);
@@ -576,20 +617,8 @@ fn a_permissive_sidecar_takes_plaintext_too_and_counts_it() {
         (200, "api-1"),
         "plaintext admitted"
     );
-    let metrics = request(api.admin, "GET", "/metrics", b"").text();
-    let count = |kind: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "wharf_sidecar_inbound_connections_total{{kind=\"{kind}\"}} "
-                ))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert!(count("plaintext") >= 1.0, "{metrics}");
-    assert!(count("mtls") >= 1.0, "{metrics}");
+    assert!(inbound_connections(&api, "plaintext") >= 1.0);
+    assert!(inbound_connections(&api, "mtls") >= 1.0);
     // Now strict would refuse that caller: said, with its address, and exit 2.
     let (code, out, err) = wharf(&registry.url(), &["mesh", "status", "api"]);
     assert_eq!(code, 2, "{out}{err}");

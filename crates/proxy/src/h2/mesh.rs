@@ -98,6 +98,16 @@ fn kept_sender(
     None
 }
 
+/// Keeps `entry` as `addr`'s connection for its (service, caller), in place of any other
+/// (two first requests may have connected at once: the last one opened is kept).
+fn keep(addr: SocketAddr, entry: KeptFor) {
+    CONNECTIONS.with_borrow_mut(|all| {
+        let list = all.entry(addr).or_default();
+        list.retain(|k| !(k.service == entry.service && k.caller == entry.caller));
+        list.push(entry);
+    });
+}
+
 /// Forgets `addr`'s connection for (`service`, `caller`), if it is still kept.
 fn forget(addr: SocketAddr, service: &str, caller: &str) {
     CONNECTIONS.with_borrow_mut(|all| {
@@ -168,7 +178,7 @@ pub(crate) async fn open(
                 caller,
                 kept,
             };
-            CONNECTIONS.with_borrow_mut(|all| all.entry(addr).or_default().push(entry));
+            keep(addr, entry);
             sender
         }
     };
