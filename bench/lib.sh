@@ -75,3 +75,52 @@ stop_up() {
   kill -INT "$up_pid" 2>/dev/null || return 0
   for _ in $(seq 400); do kill -0 "$up_pid" 2>/dev/null || return 0; sleep 0.05; done
 }
+
+# mesh_certs REGISTRY_URL DIR: the mesh's roots (DIR/roots.pem) and a leaf each for `web` (the
+# client side of a pair) and `api` (the server side) from the registry's CA, as DIR/NAME.crt,
+# NAME.key and NAME.pem (both), for the peer proxies of the mesh benchmarks.
+mesh_certs() {
+  curl -sf "$1/v1/connect/ca/roots?pem=true" >"$2/roots.pem"
+  for service in web api; do
+    curl -sf "$1/v1/agent/connect/ca/leaf/$service" | python3 -c '
+import json, sys
+leaf = json.load(sys.stdin)
+d = sys.argv[1]
+open(f"{d}.crt", "w").write(leaf["CertPEM"])
+open(f"{d}.key", "w").write(leaf["PrivateKeyPEM"])
+open(f"{d}.pem", "w").write(leaf["CertPEM"] + leaf["PrivateKeyPEM"])' "$2/$service"
+  done
+}
+
+# haproxy_pair_configs DIR CLIENT_PORT SERVER_PORT BACKEND_PORT CERTS: DIR/haproxy-client.cfg
+# (plain HTTP in on CLIENT_PORT, HTTP/2 over mTLS out, pooled, with web's leaf) and
+# DIR/haproxy-server.cfg (mTLS in on SERVER_PORT with api's leaf, HTTP/1.1 to the backend),
+# one thread each: the HAProxy pair a user would deploy instead of two sidecars.
+haproxy_pair_configs() {
+  local dir=$1 client=$2 server=$3 backend=$4 C=$5
+  local common="global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always"
+  cat >"$dir/haproxy-client.cfg" <<CONF
+$common
+frontend fe
+    bind 127.0.0.1:$client
+    default_backend api
+backend api
+    server s1 127.0.0.1:$server ssl crt $C/web.pem ca-file $C/roots.pem verify required verifyhost api.svc.wharf sni str(api.svc.wharf) alpn h2
+CONF
+  cat >"$dir/haproxy-server.cfg" <<CONF
+$common
+frontend fe
+    bind 127.0.0.1:$server ssl crt $C/api.pem ca-file $C/roots.pem verify required alpn h2,http/1.1
+    default_backend app
+backend app
+    server b1 127.0.0.1:$backend
+CONF
+}

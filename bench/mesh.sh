@@ -46,51 +46,11 @@ start "$WHARF" registry --http "127.0.0.1:$REGISTRY" --dns 127.0.0.1:0 --data-di
   --leaf-ttl 24h >"$work/registry.out" 2>"$work/registry.log"
 wait_port "$REGISTRY"
 R="http://127.0.0.1:$REGISTRY"
-curl -sf "$R/v1/connect/ca/roots?pem=true" >"$work/certs/roots.pem"
-for service in web api; do
-  curl -sf "$R/v1/agent/connect/ca/leaf/$service" | python3 -c '
-import json, sys
-leaf = json.load(sys.stdin)
-d = sys.argv[1]
-open(f"{d}.crt", "w").write(leaf["CertPEM"])
-open(f"{d}.key", "w").write(leaf["PrivateKeyPEM"])
-open(f"{d}.pem", "w").write(leaf["CertPEM"] + leaf["PrivateKeyPEM"])' "$work/certs/$service"
-done
+mesh_certs "$R" "$work/certs"
 C=$work/certs
 
 # HAProxy pair, one thread each, HTTP/2 over mTLS between them (pooled, as the sidecars do).
-cat >"$work/haproxy-client.cfg" <<CONF
-global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$HA_CLIENT
-    default_backend api
-backend api
-    server s1 127.0.0.1:$HA_SERVER ssl crt $C/web.pem ca-file $C/roots.pem verify required verifyhost api.svc.wharf sni str(api.svc.wharf) alpn h2
-CONF
-cat >"$work/haproxy-server.cfg" <<CONF
-global
-    nbthread 1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$HA_SERVER ssl crt $C/api.pem ca-file $C/roots.pem verify required alpn h2,http/1.1
-    default_backend app
-backend app
-    server b1 127.0.0.1:$BACKEND
-CONF
+haproxy_pair_configs "$work" "$HA_CLIENT" "$HA_SERVER" "$BACKEND" "$C"
 start taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy-server.cfg" -db >/dev/null 2>&1
 ha_server=$last_pid
 start taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy-client.cfg" -db >/dev/null 2>&1
