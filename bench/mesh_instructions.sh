@@ -24,15 +24,23 @@ source bench/lib.sh
 BACKEND=$(free_port)
 start_backend "$BACKEND" 0
 
-count() {
-  local binary=$1 dir="${KEEP:-$work}/$2" registry
-  mkdir -p "$dir-web" "$dir-api" "$dir-registry"
-  registry=$(free_port)
-  start "$binary" registry --http "127.0.0.1:$registry" --dns 127.0.0.1:0 --data-dir "$dir-registry/data" \
-    >"$dir-registry/out" 2>"$dir-registry/err"
-  local registry_pid=$last_pid
-  local R="http://127.0.0.1:$registry"
+# start_registry BINARY DIR: BINARY's registry, its data and output in DIR, once it answers;
+# sets R (its URL) and registry_pid.
+start_registry() {
+  local port
+  port=$(free_port)
+  mkdir -p "$2"
+  start "$1" registry --http "127.0.0.1:$port" --dns 127.0.0.1:0 --data-dir "$2/data" \
+    >"$2/out" 2>"$2/err"
+  registry_pid=$last_pid
+  R="http://127.0.0.1:$port"
   for _ in $(seq 200); do curl -sf -o /dev/null "$R/v1/status/leader" && break; sleep 0.05; done
+}
+
+count() {
+  local binary=$1 dir="${KEEP:-$work}/$2" R registry_pid
+  mkdir -p "$dir-web" "$dir-api"
+  start_registry "$binary" "$dir-registry"
   start valgrind --tool=callgrind --callgrind-out-file="$dir-api/callgrind.out" \
     "$binary" sidecar --threads 1 --service api --app "127.0.0.1:$BACKEND" --outbound none \
     --registry "$R" >"$dir-api/out" 2>"$dir-api/err"
@@ -72,14 +80,9 @@ report() {
 # count_haproxy BINARY: the HAProxy pair under callgrind, its certificates from a registry of
 # BINARY's; prints the client side's and the server side's instructions and the requests.
 count_haproxy() {
-  local dir="${KEEP:-$work}/haproxy" registry client server
+  local dir="${KEEP:-$work}/haproxy" R registry_pid client server
   mkdir -p "$dir/certs"
-  registry=$(free_port)
-  start "$1" registry --http "127.0.0.1:$registry" --dns 127.0.0.1:0 --data-dir "$dir/data" \
-    >"$dir/registry.out" 2>"$dir/registry.err"
-  local registry_pid=$last_pid
-  local R="http://127.0.0.1:$registry"
-  for _ in $(seq 200); do curl -sf -o /dev/null "$R/v1/status/leader" && break; sleep 0.05; done
+  start_registry "$1" "$dir/registry"
   mesh_certs "$R" "$dir/certs"
   client=$(free_port)
   server=$(free_port)

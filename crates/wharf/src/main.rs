@@ -22,14 +22,14 @@ mod up_cmd;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
 /// mimalloc rather than glibc's malloc: the proxy allocates per request (header maps,
 /// frames), and mimalloc spends about half the instructions per allocation.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use clap::Parser;
-
-use crate::cli::{Cli, Command};
 
 /// An error that is the user's input, not a failure: exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,12 @@ struct KeptFor {
     kept: Kept,
 }
 
+impl KeptFor {
+    fn is_for(&self, service: &str, caller: &str) -> bool {
+        self.service == service && self.caller == caller
+    }
+}
+
 thread_local! {
     /// Kept connections by destination sidecar, then by (service, caller) in a short list:
     /// a request finds its connection without building a key (two strings) or hashing it
@@ -76,34 +82,34 @@ thread_local! {
     static CONNECTIONS: RefCell<HashMap<SocketAddr, Vec<KeptFor>, FastHash>> = RefCell::default();
 }
 
-/// Takes `addr`'s connection for (`service`, `caller`) out of `all` when it no longer runs,
-/// or gives its sender.
-fn kept_sender(
-    all: &mut HashMap<SocketAddr, Vec<KeptFor>, FastHash>,
-    addr: SocketAddr,
-    service: &str,
-    caller: &str,
-) -> Option<SendRequest<Bytes>> {
-    let list = all.get_mut(&addr)?;
-    let at = list
-        .iter()
-        .position(|k| k.service == service && k.caller == caller)?;
-    if list[at].kept.open.load(Ordering::Acquire) {
-        return Some(list[at].kept.sender.clone());
-    }
-    list.swap_remove(at);
-    if list.is_empty() {
-        all.remove(&addr);
-    }
-    None
+/// Whom this sidecar calls as: its SPIFFE id (empty before it has a certificate).
+fn identity(client: &Option<MeshClient>) -> &str {
+    client
+        .as_ref()
+        .map_or("", |client| client.identity.as_str())
+}
+
+/// The sender of `addr`'s running connection for (`service`, `caller`). One that no longer
+/// runs is left for [`keep`] to replace.
+fn kept_sender(addr: SocketAddr, service: &str, caller: &str) -> Option<SendRequest<Bytes>> {
+    CONNECTIONS.with_borrow(|all| {
+        let kept = &all
+            .get(&addr)?
+            .iter()
+            .find(|k| k.is_for(service, caller))?
+            .kept;
+        kept.open
+            .load(Ordering::Acquire)
+            .then(|| kept.sender.clone())
+    })
 }
 
 /// Keeps `entry` as `addr`'s connection for its (service, caller), in place of any other
-/// (two first requests may have connected at once: the last one opened is kept).
+/// (one that stopped, or one two first requests opened at once: the last one opened is kept).
 fn keep(addr: SocketAddr, entry: KeptFor) {
     CONNECTIONS.with_borrow_mut(|all| {
         let list = all.entry(addr).or_default();
-        list.retain(|k| !(k.service == entry.service && k.caller == entry.caller));
+        list.retain(|k| !k.is_for(&entry.service, &entry.caller));
         list.push(entry);
     });
 }
@@ -112,7 +118,7 @@ fn keep(addr: SocketAddr, entry: KeptFor) {
 fn forget(addr: SocketAddr, service: &str, caller: &str) {
     CONNECTIONS.with_borrow_mut(|all| {
         if let Some(list) = all.get_mut(&addr) {
-            list.retain(|k| !(k.service == service && k.caller == caller));
+            list.retain(|k| !k.is_for(service, caller));
             if list.is_empty() {
                 all.remove(&addr);
             }
@@ -155,22 +161,12 @@ pub(crate) async fn open(
     head: http::Request<()>,
     end_with_head: bool,
 ) -> Result<(ResponseFuture, SendStream<Bytes>), AttemptError> {
-    let kept = {
-        let client = tls.borrow();
-        let caller = client
-            .as_ref()
-            .map_or("", |client| client.identity.as_str());
-        CONNECTIONS.with_borrow_mut(|all| kept_sender(all, addr, service, caller))
-    };
+    let kept = kept_sender(addr, service, identity(&tls.borrow()));
     let mut sender = match kept {
         Some(sender) => sender,
         None => {
             // The identity it opens with, read once: what the connection is kept under.
-            let caller = tls
-                .borrow()
-                .as_ref()
-                .map(|client| client.identity.clone())
-                .unwrap_or_default();
+            let caller = identity(&tls.borrow()).to_owned();
             let kept = connect(tls, service, addr).await?;
             let sender = kept.sender.clone();
             let entry = KeptFor {
@@ -183,11 +179,7 @@ pub(crate) async fn open(
         }
     };
     let not_sent = |e: h2::Error| {
-        let client = tls.borrow();
-        let caller = client
-            .as_ref()
-            .map_or("", |client| client.identity.as_str());
-        forget(addr, service, caller);
+        forget(addr, service, identity(&tls.borrow()));
         AttemptError::Connect(format!("connection to {addr}: {e}"))
     };
     // Ready when the peer's limit on concurrent streams leaves room for one more.
