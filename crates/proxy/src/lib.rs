@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod plan;
 pub mod service;
 pub mod sidecar;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -377,7 +378,7 @@ mod tests {
     /// The modules in layers, lowest first: a module imports only from layers below its own,
     /// so the import graph has no cycle and the domain knows no transport.
     const LAYERS: [&[&str]; 7] = [
-        &["clock", "fast_hash", "metrics", "answers", "hop"],
+        &["clock", "fast_hash", "metrics", "answers", "hop", "wire"],
         &["service"],
         &["discovery", "access"],
         &["plan", "golden"],
