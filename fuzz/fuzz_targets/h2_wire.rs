@@ -1,0 +1,99 @@
+//! Any bytes as what an HTTP/2 peer sends (`wharf_proxy::wire`): as frames, read until the
+//! bytes end or a frame is refused; as HPACK header blocks on one connection's decoder; as
+//! Huffman-coded strings. Nothing panics; a decoded field sent again by Wharf's encoder
+//! decodes to the same field (a regular one never indexed if it was); a Huffman string decoded and coded again decodes the same.
+#![no_main]
+
+use bytes::{Bytes, BytesMut};
+use libfuzzer_sys::fuzz_target;
+use wharf_proxy::wire::frame::{self, Frame};
+use wharf_proxy::wire::hpack::{huffman, Decoder, Encoder, Field, Name};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        0 => frames(rest),
+        1 => {
+            let mut decoder = Decoder::default();
+            for block in rest.split(|&b| b == 0xfe) {
+                if !blocks_round_trip(&mut decoder, &Bytes::copy_from_slice(block)) {
+                    break;
+                }
+            }
+        }
+        _ => {
+            let mut decoded = Vec::new();
+            if huffman::decode(rest, &mut decoded).is_ok() {
+                let mut again = Vec::new();
+                huffman::encode(&decoded, &mut again);
+                assert_eq!(again.len(), huffman::encoded_len(&decoded));
+                let mut twice = Vec::new();
+                huffman::decode(&again, &mut twice).expect("our own coding decodes");
+                assert_eq!(twice, decoded);
+            }
+            let mut coded = Vec::new();
+            huffman::encode(rest, &mut coded);
+            let mut back = Vec::new();
+            huffman::decode(&coded, &mut back).expect("our own coding decodes");
+            assert_eq!(back, rest);
+        }
+    }
+});
+
+fn frames(bytes: &[u8]) {
+    let mut received = BytesMut::from(bytes);
+    let mut decoder = Decoder::default();
+    loop {
+        let before = received.len();
+        match frame::read(&mut received, frame::DEFAULT_MAX_FRAME_SIZE) {
+            Ok(Some(Frame::Headers { block, .. } | Frame::Continuation { block, .. })) => {
+                if !blocks_round_trip(&mut decoder, &block) {
+                    return;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+        assert!(received.len() < before, "a frame read takes bytes");
+    }
+}
+
+/// Decodes `block`; each valid field is encoded again and must decode the same. False when
+/// the block is refused (the connection would end).
+fn blocks_round_trip(decoder: &mut Decoder, block: &Bytes) -> bool {
+    let mut fields: Vec<Field> = Vec::new();
+    if decoder.decode(block, |field| fields.extend(field.ok())).is_err() {
+        return false;
+    }
+    let mut encoder = Encoder::default();
+    let mut out = Vec::new();
+    encoder.begin(&mut out);
+    for field in &fields {
+        match &field.name {
+            Name::Pseudo(wharf_proxy::wire::hpack::Pseudo::Status) => {
+                match http::StatusCode::from_bytes(field.value.as_bytes()) {
+                    Ok(status) => encoder.status(status, &mut out),
+                    Err(_) => return true,
+                }
+            }
+            Name::Pseudo(pseudo) => encoder.pseudo(*pseudo, field.value.as_bytes(), &mut out),
+            Name::Field(name) => encoder.field(name, &field.value, &mut out),
+        }
+    }
+    let mut again = Vec::new();
+    Decoder::default()
+        .decode(&Bytes::from(out), |field| again.push(field.expect("our fields are valid")))
+        .expect("our own block decodes");
+    assert_eq!(again.len(), fields.len());
+    for (a, b) in again.iter().zip(&fields) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.value.as_bytes(), b.value.as_bytes());
+        // Pseudo-headers are made again by a proxy; a regular field keeps being never indexed.
+        if let Name::Field(_) = a.name {
+            assert_eq!(a.value.is_sensitive(), b.value.is_sensitive());
+        }
+    }
+    true
+}
