@@ -3,8 +3,8 @@
 //! handshake is paid per connection, not per request), opened with this sidecar's current
 //! certificate (a rotation reaches new connections; open ones keep running), the server
 //! verified by the mesh's roots, by its service's DNS name and by the SPIFFE identity in its
-//! certificate. On the `h2` crate's client directly, not hyper's ([`super::streams`] says
-//! why): a request goes out, and its answer is awaited, in the task that holds it.
+//! certificate. On the mesh's own HTTP/2 client ([`super::client`] says why): a request goes
+//! out, and its answer is awaited, in the task that holds it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::SendStream;
-use h2::client::{ResponseFuture, SendRequest};
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
 use super::Body;
-use super::streams::{RecvBody, send_body};
+use super::client::{self, Client, ResponseFuture, SendStream, StreamError};
+use super::streams::send_body;
 use crate::fast_hash::FastHash;
 use crate::plan::AttemptError;
 
@@ -29,7 +28,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// one replaces (a stream may have 2 MiB in flight, the connection 5 MiB).
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONNECTION_WINDOW: u32 = 5 << 20;
-const SEND_BUFFER: usize = 1 << 20;
+/// What a stream's body may queue ahead of the peer's window.
+const SEND_BUFFER: usize = 64 << 10;
 const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// What a sidecar dials with: its client configuration and trust domain, replaced on rotation.
@@ -54,10 +54,10 @@ pub(crate) enum Outgoing {
     Stream(Body),
 }
 
-/// A kept connection: `h2`'s handle for new streams, and whether the connection still runs.
+/// A kept connection: the handle for new streams, and whether the connection still runs.
 #[derive(Clone)]
 struct Kept {
-    sender: SendRequest<Bytes>,
+    sender: Client,
     open: Arc<AtomicBool>,
 }
 
@@ -91,7 +91,7 @@ fn identity(client: &Option<MeshClient>) -> &str {
 
 /// The sender of `addr`'s running connection for (`service`, `caller`). One that no longer
 /// runs is left for [`keep`] to replace.
-fn kept_sender(addr: SocketAddr, service: &str, caller: &str) -> Option<SendRequest<Bytes>> {
+fn kept_sender(addr: SocketAddr, service: &str, caller: &str) -> Option<Client> {
     CONNECTIONS.with_borrow(|all| {
         let kept = &all
             .get(&addr)?
@@ -160,9 +160,9 @@ pub(crate) async fn open(
     addr: SocketAddr,
     head: http::Request<()>,
     end_with_head: bool,
-) -> Result<(ResponseFuture, SendStream<Bytes>), AttemptError> {
+) -> Result<(ResponseFuture, SendStream), AttemptError> {
     let kept = kept_sender(addr, service, identity(&tls.borrow()));
-    let mut sender = match kept {
+    let sender = match kept {
         Some(sender) => sender,
         None => {
             // The identity it opens with, read once: what the connection is kept under.
@@ -178,7 +178,7 @@ pub(crate) async fn open(
             sender
         }
     };
-    let not_sent = |e: h2::Error| {
+    let not_sent = |e: StreamError| {
         forget(addr, service, identity(&tls.borrow()));
         AttemptError::Connect(format!("connection to {addr}: {e}"))
     };
@@ -186,7 +186,7 @@ pub(crate) async fn open(
     std::future::poll_fn(|cx| sender.poll_ready(cx))
         .await
         .map_err(not_sent)?;
-    sender.send_request(head, end_with_head).map_err(not_sent)
+    sender.send_request(&head, end_with_head).map_err(not_sent)
 }
 
 /// The answer's head, once it comes, its body to follow.
@@ -194,32 +194,27 @@ pub(crate) async fn answer(
     response: ResponseFuture,
     addr: SocketAddr,
 ) -> Result<http::Response<Body>, AttemptError> {
-    let response = response.await.map_err(|e| {
-        if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-            // The peer did not process it (RFC 9113 §8.7): safe to send elsewhere.
-            AttemptError::Connect(format!("{addr} refused the stream"))
-        } else {
-            AttemptError::Upstream(e.to_string())
-        }
+    let response = response.await.map_err(|e| match e {
+        // The peer did not process it (RFC 9113 §8.7): safe to send elsewhere.
+        StreamError::Refused => AttemptError::Connect(format!("{addr} refused the stream")),
+        e => AttemptError::Upstream(e.to_string()),
     })?;
-    Ok(response.map(|stream| RecvBody::new(stream).map_err(|e| Box::new(e) as _).boxed()))
+    Ok(response.map(|body| body.map_err(|e| Box::new(e) as _).boxed()))
 }
 
 async fn connect(tls: &MeshTls, service: &str, addr: SocketAddr) -> Result<Kept, AttemptError> {
     let stream = dial(tls, service, addr).await?;
-    let (sender, connection) = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_send_buffer_size(SEND_BUFFER)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .enable_push(false)
-        .handshake::<_, Bytes>(stream)
-        .await
-        .map_err(|e| AttemptError::Connect(format!("HTTP/2 with {addr}: {e}")))?;
+    let config = client::Config {
+        stream_window: STREAM_WINDOW,
+        connection_window: CONNECTION_WINDOW,
+        max_header_list: MAX_HEADER_LIST,
+        send_buffer: SEND_BUFFER,
+    };
+    let (sender, connection) = client::handshake(stream, config);
     let open = Arc::new(AtomicBool::new(true));
     let running = open.clone();
     tokio::spawn(async move {
-        let _ = connection.await;
+        connection.await;
         running.store(false, Ordering::Release);
     });
     Ok(Kept { sender, open })

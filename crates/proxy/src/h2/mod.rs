@@ -7,6 +7,7 @@
 //! backend speaks. A sidecar's outbound side sends over [`mesh`] instead: HTTP/2 over mTLS to
 //! the destination's sidecars.
 
+pub(crate) mod client;
 pub(crate) mod connections;
 pub mod mesh;
 pub(crate) mod server;

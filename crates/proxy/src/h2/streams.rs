@@ -17,11 +17,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
+use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
-use super::Body;
+use super::{Body, BoxError, client};
+use crate::wire::frame::Reason;
 
 /// An HTTP/2 receive stream read as a body.
 pub(crate) struct RecvBody {
@@ -73,23 +75,103 @@ impl HttpBody for RecvBody {
     }
 }
 
+/// Where a body is sent: an `h2` send stream (the inbound side's answers) or a stream of
+/// the mesh's own client ([`super::client`], requests to other sidecars).
+pub(crate) trait BodySender {
+    /// Waits until `wanted` bytes (at least one) may go, and says how many.
+    fn poll_window(&mut self, cx: &mut Context<'_>, wanted: usize)
+    -> Poll<Result<usize, BoxError>>;
+    fn send(&mut self, data: Bytes, end_stream: bool) -> Result<(), BoxError>;
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError>;
+    /// Resets the stream: the body failed.
+    fn cancel(&mut self);
+    /// Ready once the peer reset the stream.
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+impl BodySender for SendStream<Bytes> {
+    fn poll_window(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+    ) -> Poll<Result<usize, BoxError>> {
+        self.reserve_capacity(wanted);
+        match ready!(self.poll_capacity(cx)) {
+            // The stream closed under the body.
+            None => Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL).into())),
+            Some(Err(e)) => Poll::Ready(Err(e.into())),
+            Some(Ok(0)) => {
+                // Nothing granted yet: asked again on the next turn.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Some(Ok(granted)) => Poll::Ready(Ok(granted.min(wanted))),
+        }
+    }
+
+    fn send(&mut self, data: Bytes, end_stream: bool) -> Result<(), BoxError> {
+        self.send_data(data, end_stream).map_err(Into::into)
+    }
+
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError> {
+        SendStream::send_trailers(self, trailers).map_err(Into::into)
+    }
+
+    fn cancel(&mut self) {
+        self.send_reset(h2::Reason::CANCEL);
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        SendStream::poll_reset(self, cx).map(|_| ())
+    }
+}
+
+impl BodySender for client::SendStream {
+    fn poll_window(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+    ) -> Poll<Result<usize, BoxError>> {
+        // The connection sends what is queued as the windows allow; a stream queues no more
+        // than its send buffer ahead.
+        ready!(self.poll_capacity(cx))?;
+        Poll::Ready(Ok(wanted))
+    }
+
+    fn send(&mut self, data: Bytes, end_stream: bool) -> Result<(), BoxError> {
+        self.send_data(data, end_stream).map_err(Into::into)
+    }
+
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError> {
+        client::SendStream::send_trailers(self, trailers).map_err(Into::into)
+    }
+
+    fn cancel(&mut self) {
+        self.send_reset(Reason::CANCEL);
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        client::SendStream::poll_reset(self, cx)
+    }
+}
+
 /// Sends `body` on `stream` frame by frame: each data frame waits for window from the peer,
 /// trailers end the stream, as does the body's end. A body that fails resets the stream
 /// (the peer must not take half a body for a whole one); so does a peer that resets it.
-pub(crate) async fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
+pub(crate) async fn send_body(mut body: Body, mut stream: impl BodySender) {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
             // The peer reset the stream (an answer came early, say): nothing more to send.
-            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+            () = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
         };
         match frame {
             None => {
-                let _ = stream.send_data(Bytes::new(), true);
+                let _ = stream.send(Bytes::new(), true);
                 return;
             }
             Some(Err(_)) => {
-                stream.send_reset(h2::Reason::CANCEL);
+                stream.cancel();
                 return;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -112,51 +194,26 @@ pub(crate) async fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
 
 /// Sends `data` as the peer's window allows, in as many frames as it takes.
 async fn send_data(
-    stream: &mut SendStream<Bytes>,
+    stream: &mut impl BodySender,
     mut data: Bytes,
     end: bool,
-) -> Result<(), h2::Error> {
+) -> Result<(), BoxError> {
     if data.is_empty() {
-        return if end {
-            stream.send_data(data, true)
-        } else {
-            Ok(())
-        };
+        return if end { stream.send(data, true) } else { Ok(()) };
     }
     while !data.is_empty() {
-        let granted = std::future::poll_fn(|cx| poll_window(stream, cx, data.len())).await?;
+        let granted = std::future::poll_fn(|cx| stream.poll_window(cx, data.len())).await?;
         let chunk = data.split_to(granted);
-        stream.send_data(chunk, end && data.is_empty())?;
+        stream.send(chunk, end && data.is_empty())?;
     }
     Ok(())
 }
 
-/// Waits until the peer's window lets `wanted` bytes (at least one) go on `stream`, and
-/// says how many may: the one rule both ways of sending a body follow.
-fn poll_window(
-    stream: &mut SendStream<Bytes>,
-    cx: &mut Context<'_>,
-    wanted: usize,
-) -> Poll<Result<usize, h2::Error>> {
-    stream.reserve_capacity(wanted);
-    match ready!(stream.poll_capacity(cx)) {
-        // The stream closed under the body.
-        None => Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL))),
-        Some(Err(e)) => Poll::Ready(Err(e)),
-        Some(Ok(0)) => {
-            // Nothing granted yet: asked again on the next turn.
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-        Some(Ok(granted)) => Poll::Ready(Ok(granted.min(wanted))),
-    }
-}
-
 /// An HTTP/2 send stream written to as bytes (a body relayed from an HTTP/1 connection), no
 /// faster than the peer's window allows.
-pub(crate) struct StreamWriter<'s>(pub(crate) &'s mut SendStream<Bytes>);
+pub(crate) struct StreamWriter<'s, S>(pub(crate) &'s mut S);
 
-impl AsyncWrite for StreamWriter<'_> {
+impl<S: BodySender + Unpin> AsyncWrite for StreamWriter<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,12 +223,11 @@ impl AsyncWrite for StreamWriter<'_> {
             return Poll::Ready(Ok(0));
         }
         let stream = &mut *self.0;
-        let granted =
-            ready!(poll_window(stream, cx, bytes.len())).map_err(std::io::Error::other)?;
+        let granted = ready!(stream.poll_window(cx, bytes.len())).map_err(std::io::Error::other)?;
         let chunk = Bytes::copy_from_slice(&bytes[..granted]);
         Poll::Ready(
             stream
-                .send_data(chunk, false)
+                .send(chunk, false)
                 .map(|()| granted)
                 .map_err(std::io::Error::other),
         )

@@ -294,14 +294,26 @@ impl Connection {
         Poll::Pending
     }
 
-    /// Stream `id` has ended both ways, or was reset.
+    /// Nothing more is to be read of stream `id`'s answer: no data, no trailers, no error.
     pub fn is_end(&self, id: u32) -> bool {
-        self.streams
-            .get(&id)
-            .is_none_or(|s| s.reset || (s.recv.end && s.recv.data.is_empty()))
+        self.streams.get(&id).is_none_or(|s| {
+            let recv = &s.recv;
+            recv.end && recv.data.is_empty() && recv.trailers.is_none() && recv.error.is_none()
+        })
     }
 
     // === a stream's body ===
+
+    /// Ready once stream `id` was reset, by either end (or is gone).
+    pub fn poll_reset(&mut self, id: u32, cx: &mut Context<'_>) -> Poll<()> {
+        match self.streams.get_mut(&id) {
+            Some(stream) if !stream.reset => {
+                stream.send.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
 
     /// Ready when stream `id` may queue more of its body (its queue is below the send
     /// buffer); an error when it may send no more.

@@ -525,8 +525,10 @@ fn informational_answers_are_skipped_and_trailers_read() {
         "msg"
     );
     assert!(ready(client.poll_data(id, &mut cx)).is_none());
+    assert!(!client.is_end(id), "the trailers are still to be read");
     let trailers = ready(client.poll_trailers(id, &mut cx)).unwrap().unwrap();
     assert_eq!(trailers["grpc-status"], "0");
+    assert!(client.is_end(id));
 }
 
 #[test]

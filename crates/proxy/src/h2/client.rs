@@ -1,0 +1,310 @@
+//! The mesh's own HTTP/2 client: [`crate::wire::client`]'s connection on a transport, driven
+//! by a task of its own, and handles for the tasks whose requests go on it. What a sidecar's
+//! outbound side sends to other sidecars on ([`super::mesh`]).
+//!
+//! Why not the `h2` crate there (it serves the inbound side still): measured with
+//! `bench/mesh_instructions.sh`, its client cost the client-side sidecar ... instructions a
+//! request; most of it HPACK ([`crate::wire::hpack`] says how) and the bookkeeping of a
+//! general implementation (a store of streams behind indirections, prioritisation queues).
+//!
+//! A connection's state is one mutex, taken by the driver as it reads and writes and by a
+//! stream's task as it opens its stream, reads its answer or queues its body; all of them
+//! run on one proxy thread, so it is never contended. Tasks are woken once it is let go.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::wire::client::Connection;
+use crate::wire::frame::Reason;
+
+pub(crate) use crate::wire::client::{Config, StreamError};
+
+/// A connection's state, and the driver's waker (for bytes a stream's task queued).
+struct State {
+    connection: Connection,
+    driver: Option<Waker>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// Runs `f` on the connection, then wakes the tasks it concerned (the driver too, when
+/// there are bytes to send), the lock let go first.
+fn with<T>(shared: &Shared, f: impl FnOnce(&mut Connection) -> T) -> T {
+    let (value, wakers) = {
+        let mut state = lock(shared);
+        let value = f(&mut state.connection);
+        let mut wakers = state.connection.take_wakers();
+        if !state.connection.out.is_empty() {
+            wakers.extend(state.driver.take());
+        }
+        (value, wakers)
+    };
+    wakers.into_iter().for_each(Waker::wake);
+    value
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding it leaves a connection in an unknown state: its streams fail
+    // with it rather than the thread.
+    shared.lock().unwrap_or_else(|poisoned| {
+        let mut state = poisoned.into_inner();
+        state.connection.fail("a panic on the connection".into());
+        state
+    })
+}
+
+/// Opens HTTP/2 on `io` (a TLS stream that chose `h2`): the handle for new streams, and
+/// the connection's driver, to be spawned; it ends when the connection does.
+pub(crate) fn handshake<T>(io: T, config: Config) -> (Client, impl Future<Output = ()> + Send)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(Mutex::new(State {
+        connection: Connection::new(config),
+        driver: None,
+    }));
+    let driver = Driver {
+        shared: shared.clone(),
+        transport: Transport {
+            io,
+            read: vec![0; 16 << 10].into_boxed_slice(),
+            written: 0,
+            flushing: false,
+        },
+    };
+    (Client { shared }, driver)
+}
+
+/// A handle for new streams on a connection.
+#[derive(Clone)]
+pub(crate) struct Client {
+    shared: Shared,
+}
+
+impl Client {
+    /// Ready when the peer's limit leaves room for one more stream; an error when the
+    /// connection takes none (the request was not sent: safe to send on another).
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        with(&self.shared, |connection| connection.poll_ready(cx))
+    }
+
+    /// Sends `head`, which ends the request if `end_stream`: its answer to come, and the
+    /// stream to send the body on.
+    pub(crate) fn send_request(
+        &self,
+        head: &Request<()>,
+        end_stream: bool,
+    ) -> Result<(ResponseFuture, SendStream), StreamError> {
+        let id = with(&self.shared, |connection| connection.open(head, end_stream))?;
+        let stream = Arc::new(StreamRef {
+            shared: self.shared.clone(),
+            id,
+        });
+        Ok((
+            ResponseFuture {
+                stream: Some(stream.clone()),
+            },
+            SendStream { stream },
+        ))
+    }
+}
+
+/// A stream, released (reset if unfinished) when its last handle goes.
+struct StreamRef {
+    shared: Shared,
+    id: u32,
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        let id = self.id;
+        with(&self.shared, |connection| connection.release(id));
+    }
+}
+
+/// The answer to a request, once its head comes.
+pub(crate) struct ResponseFuture {
+    stream: Option<Arc<StreamRef>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, StreamError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let stream = self.stream.as_ref().expect("polled after it was ready");
+        let id = stream.id;
+        let (status, fields) = ready!(with(&stream.shared, |connection| connection
+            .poll_response(id, cx)))?;
+        let stream = self.stream.take().expect("polled after it was ready");
+        let mut response = Response::new(ResponseBody { stream });
+        *response.status_mut() = status;
+        *response.headers_mut() = fields;
+        *response.version_mut() = http::Version::HTTP_2;
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// An answer's body: data as it comes (given back to the peer's windows as it is read),
+/// then trailers.
+pub(crate) struct ResponseBody {
+    stream: Arc<StreamRef>,
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let id = self.stream.id;
+        with(&self.stream.shared, |connection| {
+            match ready!(connection.poll_data(id, cx)) {
+                Some(Ok(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {}
+            }
+            Poll::Ready(match ready!(connection.poll_trailers(id, cx)) {
+                Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let id = self.stream.id;
+        lock(&self.stream.shared).connection.is_end(id)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Where a request's body goes.
+pub(crate) struct SendStream {
+    stream: Arc<StreamRef>,
+}
+
+impl SendStream {
+    fn with<T>(&self, f: impl FnOnce(&mut Connection, u32) -> T) -> T {
+        let id = self.stream.id;
+        with(&self.stream.shared, |connection| f(connection, id))
+    }
+
+    /// Ready when more of the body may be queued.
+    pub(crate) fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.with(|connection, id| connection.poll_capacity(id, cx))
+    }
+
+    /// Queues `data`, the body's end if `end_stream`.
+    pub(crate) fn send_data(&mut self, data: Bytes, end_stream: bool) -> Result<(), StreamError> {
+        self.with(|connection, id| connection.send_data(id, data, end_stream))
+    }
+
+    pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
+        self.with(|connection, id| connection.send_trailers(id, trailers))
+    }
+
+    pub(crate) fn send_reset(&mut self, reason: Reason) {
+        self.with(|connection, id| connection.reset(id, reason));
+    }
+
+    /// Ready once the stream was reset, by either end.
+    pub(crate) fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.with(|connection, id| connection.poll_reset(id, cx))
+    }
+}
+
+/// Reads and writes the connection's bytes until it ends.
+struct Driver<T> {
+    shared: Shared,
+    transport: Transport<T>,
+}
+
+struct Transport<T> {
+    io: T,
+    read: Box<[u8]>,
+    /// How much of the connection's `out` is written.
+    written: usize,
+    flushing: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Driver { shared, transport } = self.get_mut();
+        let (done, wakers) = {
+            let mut state = lock(shared);
+            state.driver = Some(cx.waker().clone());
+            let done = transport.turn(&mut state.connection, cx);
+            (done, state.connection.take_wakers())
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport<T> {
+    /// Reads what has come, writes what is queued; true when the connection is over.
+    fn turn(&mut self, connection: &mut Connection, cx: &mut Context<'_>) -> bool {
+        while connection.failed().is_none() {
+            let mut buf = ReadBuf::new(&mut self.read);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    connection.fail("the peer closed the connection".into())
+                }
+                Poll::Ready(Ok(())) => {
+                    connection.received.extend_from_slice(buf.filled());
+                    connection.read_frames();
+                }
+                Poll::Ready(Err(e)) => connection.fail(format!("reading: {e}")),
+                Poll::Pending => break,
+            }
+        }
+        // Written even after a failure: our GOAWAY may be in `out`.
+        loop {
+            if self.written < connection.out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &connection.out[self.written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        connection.fail("the transport takes no more bytes".into());
+                        return true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        self.flushing = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        connection.fail(format!("writing: {e}"));
+                        return true;
+                    }
+                    Poll::Pending => return false,
+                }
+            }
+            connection.out.clear();
+            self.written = 0;
+            if self.flushing {
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.flushing = false,
+                    Poll::Ready(Err(e)) => {
+                        connection.fail(format!("writing: {e}"));
+                        return true;
+                    }
+                    Poll::Pending => return false,
+                }
+            }
+            break;
+        }
+        connection.failed().is_some() || (connection.is_closing() && connection.is_idle())
+    }
+}
