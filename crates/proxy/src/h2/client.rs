@@ -308,3 +308,97 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Transport<T> {
         connection.failed().is_some() || (connection.is_closing() && connection.is_idle())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Request, Response};
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// An `h2` server with small windows and a limit of two streams, echoing each request's
+    /// body and ending with trailers that count it.
+    async fn echo_server(io: tokio::io::DuplexStream) {
+        let mut connection = h2::server::Builder::new()
+            .initial_window_size(1000)
+            .initial_connection_window_size(3000)
+            .max_concurrent_streams(2)
+            .handshake::<_, Bytes>(io)
+            .await
+            .unwrap();
+        while let Some(accepted) = connection.accept().await {
+            let (request, mut respond) = accepted.unwrap();
+            tokio::spawn(async move {
+                let mut body = request.into_body();
+                let mut all = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    all.extend_from_slice(&chunk);
+                }
+                let mut send = respond.send_response(Response::new(()), false).unwrap();
+                send.send_data(Bytes::from(all.clone()), false).unwrap();
+                let mut trailers = HeaderMap::new();
+                trailers.insert("x-length", HeaderValue::from(all.len()));
+                send.send_trailers(trailers).unwrap();
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_cross_an_h2_server_both_ways_through_small_windows() {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        tokio::spawn(echo_server(theirs));
+        let config = Config {
+            stream_window: 1000,
+            connection_window: 3000,
+            max_header_list: 16 << 10,
+            send_buffer: 1500,
+        };
+        let (client, driver) = handshake(ours, config);
+        let driver = tokio::spawn(driver);
+        // Five at once against a limit of two; 50 kB each way, 50 windows' worth.
+        let calls = (0..5u8).map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let body: Vec<u8> = (0..50_000u32).map(|i| (i as u8) ^ n).collect();
+                std::future::poll_fn(|cx| client.poll_ready(cx))
+                    .await
+                    .unwrap();
+                let head = Request::post("https://echo/").body(()).unwrap();
+                let (response, mut stream) = client.send_request(&head, false).unwrap();
+                for chunk in body.chunks(700) {
+                    std::future::poll_fn(|cx| stream.poll_capacity(cx))
+                        .await
+                        .unwrap();
+                    stream
+                        .send_data(Bytes::copy_from_slice(chunk), false)
+                        .unwrap();
+                }
+                stream.send_data(Bytes::new(), true).unwrap();
+                let response = response.await.unwrap();
+                assert_eq!(response.status(), 200);
+                let collected = response.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned().expect("trailers");
+                assert_eq!(collected.to_bytes(), body, "call {n}");
+                assert_eq!(trailers["x-length"], "50000");
+            })
+        });
+        let calls: Vec<_> = calls.collect();
+        // A window never given back would stall them: a deadline, not a hang.
+        let all = async {
+            for call in calls {
+                call.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), all)
+            .await
+            .expect("every call done");
+        drop(client);
+        assert!(
+            !driver.is_finished(),
+            "the connection stays for more streams"
+        );
+    }
+}
