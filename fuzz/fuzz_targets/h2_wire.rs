@@ -1,11 +1,13 @@
 //! Any bytes as what an HTTP/2 peer sends (`wharf_proxy::wire`): as frames, read until the
 //! bytes end or a frame is refused; as HPACK header blocks on one connection's decoder; as
-//! Huffman-coded strings. Nothing panics; a decoded field sent again by Wharf's encoder
+//! Huffman-coded strings; as what a server sends to the client connection of a sidecar with
+//! three streams open, each then read to its end and let go. Nothing panics; a decoded field sent again by Wharf's encoder
 //! decodes to the same field (a regular one never indexed if it was); a Huffman string decoded and coded again decodes the same.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use wharf_proxy::wire::client;
 use wharf_proxy::wire::frame::{self, Frame};
 use wharf_proxy::wire::hpack::{huffman, Decoder, Encoder, Field, Name};
 
@@ -13,8 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 4 {
         0 => frames(rest),
+        3 => client(rest),
         1 => {
             let mut decoder = Decoder::default();
             for block in rest.split(|&b| b == 0xfe) {
@@ -24,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
+            // 2: Huffman.
             let mut decoded = Vec::new();
             if huffman::decode(rest, &mut decoded).is_ok() {
                 let mut again = Vec::new();
@@ -41,6 +45,42 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+fn client(bytes: &[u8]) {
+    use std::task::{Context, Poll, Waker};
+    let config = client::Config {
+        stream_window: 1000,
+        connection_window: 3000,
+        max_header_list: 16 << 10,
+        send_buffer: 100,
+    };
+    let mut connection = client::Connection::new(config);
+    let head = http::Request::post("https://api/").body(()).unwrap();
+    let ids: Vec<u32> = (0..3)
+        .filter_map(|_| connection.open(&head, false).ok())
+        .collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    // The server's bytes in two halves, the streams' tasks acting between them.
+    let half = bytes.len() / 2;
+    for part in [&bytes[..half], &bytes[half..]] {
+        connection.received.extend_from_slice(part);
+        connection.read_frames();
+        for &id in &ids {
+            let _ = connection.send_data(id, Bytes::from_static(&[7; 150]), false);
+            let _ = connection.poll_capacity(id, &mut cx);
+            let _ = connection.poll_response(id, &mut cx);
+            while let Poll::Ready(Some(Ok(_))) = connection.poll_data(id, &mut cx) {}
+            let _ = connection.poll_trailers(id, &mut cx);
+            let _ = connection.is_end(id);
+        }
+        let _ = connection.poll_ready(&mut cx);
+        connection.take_wakers();
+    }
+    for id in ids {
+        connection.release(id);
+    }
+    assert!(connection.is_idle(), "every stream let go is forgotten");
+}
 
 fn frames(bytes: &[u8]) {
     let mut received = BytesMut::from(bytes);
