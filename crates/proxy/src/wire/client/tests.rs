@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 
 use super::*;
+use crate::wire::frame::Frame;
 use crate::wire::hpack::{Field, Name};
 
 const CONFIG: Config = Config {
