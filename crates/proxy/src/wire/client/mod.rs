@@ -171,6 +171,7 @@ impl Connection {
         }
         for stream in self.streams.values_mut() {
             stream.fail(StreamError::Connection(why.clone()), &mut self.wake);
+            stream.counted = false;
         }
         self.active = 0;
         self.wake.append(&mut self.ready_waiters);

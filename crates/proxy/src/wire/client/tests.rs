@@ -600,3 +600,36 @@ fn frames_on_streams_we_did_not_open_end_the_connection() {
         assert!(client.is_closing());
     }
 }
+
+#[test]
+fn a_failed_connection_fails_its_streams_and_lets_them_go() {
+    let (counter, waker) = waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut client = Connection::new(CONFIG);
+    let done = client.open(&get("/"), true).unwrap();
+    let waiting = client.open(&get("/"), false).unwrap();
+    let mut server = Server::new();
+    let _ = server.frames(&mut client);
+    server.respond(&mut client, done, 200, &[], true);
+    assert!(client.poll_response(waiting, &mut cx).is_pending());
+    client.fail("the peer closed the connection".into());
+    client.take_wakers().into_iter().for_each(Waker::wake);
+    assert_eq!(woken(&counter), 1, "the waiting task is woken");
+    let error = StreamError::Connection("the peer closed the connection".into());
+    assert_eq!(
+        ready(client.poll_response(waiting, &mut cx)),
+        Err(error.clone())
+    );
+    assert_eq!(client.send_data(waiting, Bytes::new(), true), Err(error));
+    // The answer that came whole is still read whole.
+    assert_eq!(ready(client.poll_response(done, &mut cx)).unwrap().0, 200);
+    assert!(ready(client.poll_data(done, &mut cx)).is_none());
+    assert_eq!(ready(client.poll_ready(&mut cx)), Err(StreamError::Refused));
+    client.release(done);
+    client.release(waiting);
+    assert!(client.is_idle() && client.is_closing());
+    assert!(
+        server.frames(&mut client).is_empty(),
+        "nothing more is sent"
+    );
+}
