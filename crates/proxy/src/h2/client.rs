@@ -11,7 +11,7 @@
 //!
 //! A connection's state is one mutex, taken by the driver as it reads and writes and by a
 //! stream's task as it opens its stream, reads its answer or queues its body; all of them
-//! run on one proxy thread, so it is never contended. Tasks are woken once it is let go.
+//! run on one proxy thread, so it is never contended.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,18 +36,16 @@ struct State {
 type Shared = Arc<Mutex<State>>;
 
 /// Runs `f` on the connection, then wakes the tasks it concerned (the driver too, when
-/// there are bytes to send), the lock let go first.
+/// there are bytes to send).
 fn with<T>(shared: &Shared, f: impl FnOnce(&mut Connection) -> T) -> T {
-    let (value, wakers) = {
-        let mut state = lock(shared);
-        let value = f(&mut state.connection);
-        let mut wakers = state.connection.take_wakers();
-        if !state.connection.out.is_empty() {
-            wakers.extend(state.driver.take());
-        }
-        (value, wakers)
-    };
-    wakers.into_iter().for_each(Waker::wake);
+    let mut state = lock(shared);
+    let value = f(&mut state.connection);
+    if !state.connection.out.is_empty()
+        && let Some(driver) = state.driver.take()
+    {
+        driver.wake();
+    }
+    state.connection.wake_tasks();
     value
 }
 
@@ -245,13 +243,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let Driver { shared, transport } = self.get_mut();
-        let (done, wakers) = {
-            let mut state = lock(shared);
+        let mut state = lock(shared);
+        if !state
+            .driver
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             state.driver = Some(cx.waker().clone());
-            let done = transport.turn(&mut state.connection, cx);
-            (done, state.connection.take_wakers())
-        };
-        wakers.into_iter().for_each(Waker::wake);
+        }
+        let done = transport.turn(&mut state.connection, cx);
+        state.connection.wake_tasks();
+        drop(state);
         if done { Poll::Ready(()) } else { Poll::Pending }
     }
 }

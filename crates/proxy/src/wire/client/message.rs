@@ -56,7 +56,11 @@ impl Incoming {
         Incoming {
             expect,
             status: None,
-            fields: HeaderMap::new(),
+            // Room for a typical answer's fields without growing the map as they come.
+            fields: HeaderMap::with_capacity(match expect {
+                Expect::Response => 8,
+                Expect::Trailers => 2,
+            }),
             regular_seen: false,
             malformed: None,
         }

@@ -2,8 +2,8 @@
 //! ([`Connection::received`], then [`Connection::read_frames`]), bytes to send come out
 //! ([`Connection::out`]), and a stream's task opens it, reads its response and sends its body
 //! through the calls in between, each given the task's `Context` where it may wait. The
-//! tasks to wake are gathered ([`Connection::take_wakers`]) for the caller to wake once it
-//! has let go of the connection. What the mesh's sidecars open to each other.
+//! tasks to wake are gathered as the connection changes, and woken by
+//! [`Connection::wake_tasks`]. What the mesh's sidecars open to each other.
 //!
 //! The rules kept: stream ids odd and rising; the peer's limits (concurrent streams, frame
 //! size, windows: §5.2, §6.9, changes of the initial window applied to open streams); our
@@ -144,9 +144,11 @@ impl Connection {
         }
     }
 
-    /// The tasks to wake now that the connection changed.
-    pub fn take_wakers(&mut self) -> Vec<Waker> {
-        std::mem::take(&mut self.wake)
+    /// Wakes the tasks the connection's changes concern. On tokio a wake only schedules
+    /// the task, never runs it there and then, so the caller may hold the connection; the
+    /// list keeps its room for the next changes.
+    pub fn wake_tasks(&mut self) {
+        self.wake.drain(..).for_each(Waker::wake);
     }
 
     /// The connection failed (or ended), and why: every stream fails with it.

@@ -126,7 +126,7 @@ impl Server {
 fn deliver(client: &mut Connection, bytes: &[u8]) {
     client.received.extend_from_slice(bytes);
     client.read_frames();
-    client.take_wakers().into_iter().for_each(Waker::wake);
+    client.wake_tasks();
 }
 
 fn written(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
@@ -613,7 +613,7 @@ fn a_failed_connection_fails_its_streams_and_lets_them_go() {
     server.respond(&mut client, done, 200, &[], true);
     assert!(client.poll_response(waiting, &mut cx).is_pending());
     client.fail("the peer closed the connection".into());
-    client.take_wakers().into_iter().for_each(Waker::wake);
+    client.wake_tasks();
     assert_eq!(woken(&counter), 1, "the waiting task is woken");
     let error = StreamError::Connection("the peer closed the connection".into());
     assert_eq!(
