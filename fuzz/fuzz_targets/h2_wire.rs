@@ -1,13 +1,14 @@
 //! Any bytes as what an HTTP/2 peer sends (`wharf_proxy::wire`): as frames, read until the
 //! bytes end or a frame is refused; as HPACK header blocks on one connection's decoder; as
 //! Huffman-coded strings; as what a server sends to the client connection of a sidecar with
-//! three streams open, each then read to its end and let go. Nothing panics; a decoded field sent again by Wharf's encoder
+//! three streams open, each then read to its end and let go; as what a client sends to a
+//! server connection (after the preface), each request taken, read, answered and let go. Nothing panics; a decoded field sent again by Wharf's encoder
 //! decodes to the same field (a regular one never indexed if it was); a Huffman string decoded and coded again decodes the same.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use wharf_proxy::wire::client;
+use wharf_proxy::wire::connection;
 use wharf_proxy::wire::frame::{self, Frame};
 use wharf_proxy::wire::hpack::{huffman, Decoder, Encoder, Field, Name};
 
@@ -15,9 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 4 {
+    match mode % 5 {
         0 => frames(rest),
         3 => client(rest),
+        4 => server(rest),
         1 => {
             let mut decoder = Decoder::default();
             for block in rest.split(|&b| b == 0xfe) {
@@ -48,13 +50,14 @@ fuzz_target!(|data: &[u8]| {
 
 fn client(bytes: &[u8]) {
     use std::task::{Context, Poll, Waker};
-    let config = client::Config {
+    let config = connection::Config {
         stream_window: 1000,
         connection_window: 3000,
         max_header_list: 16 << 10,
         send_buffer: 100,
+        max_concurrent_streams: 0,
     };
-    let mut connection = client::Connection::new(config);
+    let mut connection = connection::Connection::new(config);
     let head = http::Request::post("https://api/").body(()).unwrap();
     let ids: Vec<u32> = (0..3)
         .filter_map(|_| connection.open(&head, false).ok())
@@ -74,9 +77,48 @@ fn client(bytes: &[u8]) {
             let _ = connection.is_end(id);
         }
         let _ = connection.poll_ready(&mut cx);
-        connection.take_wakers();
+        connection.wake_tasks();
     }
     for id in ids {
+        connection.release(id);
+    }
+    assert!(connection.is_idle(), "every stream let go is forgotten");
+}
+
+fn server(bytes: &[u8]) {
+    use std::task::{Context, Poll, Waker};
+    let config = connection::Config {
+        stream_window: 1000,
+        connection_window: 3000,
+        max_header_list: 16 << 10,
+        send_buffer: 100,
+        max_concurrent_streams: 4,
+    };
+    let mut connection = connection::Connection::server(config);
+    let mut cx = Context::from_waker(Waker::noop());
+    connection.received.extend_from_slice(frame::PREFACE);
+    let half = bytes.len() / 2;
+    let mut taken = Vec::new();
+    for part in [&bytes[..half], &bytes[half..]] {
+        connection.received.extend_from_slice(part);
+        connection.read_frames();
+        while let Poll::Ready(Some(id)) = connection.poll_accept(&mut cx) {
+            let _ = connection.take_request(id);
+            taken.push(id);
+        }
+        for &id in &taken {
+            while let Poll::Ready(Some(Ok(_))) = connection.poll_data(id, &mut cx) {}
+            let _ = connection.poll_trailers(id, &mut cx);
+            let fields = http::HeaderMap::new();
+            if connection.send_response(id, http::StatusCode::OK, &fields, false).is_ok() {
+                let _ = connection.send_data(id, Bytes::from_static(&[7; 150]), true);
+            }
+            let _ = connection.poll_capacity(id, &mut cx);
+        }
+        connection.wake_tasks();
+    }
+    connection.shut_down();
+    for id in taken {
         connection.release(id);
     }
     assert!(connection.is_idle(), "every stream let go is forgotten");

@@ -1,4 +1,4 @@
-//! The mesh's own HTTP/2 client: [`crate::wire::client`]'s connection on a transport, driven
+//! The mesh's own HTTP/2 client: [`crate::wire::connection`]'s connection on a transport, driven
 //! by a task of its own, and handles for the tasks whose requests go on it. What a sidecar's
 //! outbound side sends to other sidecars on ([`super::mesh`]).
 //!
@@ -22,10 +22,10 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::wire::client::Connection;
+use crate::wire::connection::Connection;
 use crate::wire::frame::Reason;
 
-pub(crate) use crate::wire::client::{Config, StreamError};
+pub(crate) use crate::wire::connection::{Config, StreamError};
 
 /// A connection's state, and the driver's waker (for bytes a stream's task queued).
 struct State {
@@ -359,6 +359,7 @@ mod tests {
             connection_window: 3000,
             max_header_list: 16 << 10,
             send_buffer: 1500,
+            max_concurrent_streams: 0,
         };
         let (client, driver) = handshake(ours, config);
         let driver = tokio::spawn(driver);

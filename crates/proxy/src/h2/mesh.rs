@@ -209,6 +209,8 @@ async fn connect(tls: &MeshTls, service: &str, addr: SocketAddr) -> Result<Kept,
         connection_window: CONNECTION_WINDOW,
         max_header_list: MAX_HEADER_LIST,
         send_buffer: SEND_BUFFER,
+        // Ours to open: the peer opens none.
+        max_concurrent_streams: 0,
     };
     let (sender, connection) = client::handshake(stream, config);
     let open = Arc::new(AtomicBool::new(true));

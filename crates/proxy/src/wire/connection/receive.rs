@@ -4,13 +4,21 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 
 use super::message::{Expect, Incoming};
-use super::{Connection, Continuation, MAX_BLOCK, StreamError};
+use super::stream::Head;
+use super::{Connection, Continuation, MAX_BLOCK, Role, StreamError};
+
+/// Streams a peer may reset before we answer them, beyond which resetting more than half
+/// of what it opens ends the connection (the "rapid reset" of CVE-2023-44487).
+const RAPID_RESETS: u32 = 100;
 use crate::wire::frame::{self, Frame, MAX_WINDOW, Reason, Settings};
 
 impl Connection {
     /// Reads the frames `received` holds. A connection error is answered with GOAWAY and
     /// fails every stream; the connection is then [`failed`](Connection::failed).
     pub fn read_frames(&mut self) {
+        if self.preface_pending && !self.read_preface() {
+            return;
+        }
         while self.failed.is_none() {
             match frame::read(&mut self.received, frame::DEFAULT_MAX_FRAME_SIZE) {
                 Ok(Some(frame)) => self.on_frame(frame),
@@ -106,13 +114,19 @@ impl Connection {
         }
     }
 
-    /// Whether `id` is a stream we opened (it may be over): a frame on any other is the
-    /// peer's error, since it may open none.
+    /// Whether `id` is a stream of this connection (it may be over): one we opened, or, a
+    /// server, one the peer opened. A frame on any other is the peer's error.
     fn is_ours(&self, id: u32) -> bool {
-        id % 2 == 1 && id < self.next_id
+        match self.role {
+            Role::Client => id % 2 == 1 && id < self.next_id,
+            Role::Server => id % 2 == 1 && id <= self.last_peer_id,
+        }
     }
 
     fn on_headers(&mut self, id: u32, block: Bytes, end_stream: bool) {
+        if self.role == Role::Server && id > self.last_peer_id {
+            return self.on_request(id, block, end_stream);
+        }
         let expect = match self.streams.get(&id) {
             Some(stream) if stream.recv.head_came => Expect::Trailers,
             _ => Expect::Response,
@@ -149,6 +163,8 @@ impl Connection {
             return self.stream_error(id, Reason::PROTOCOL_ERROR, why);
         }
         match expect {
+            // A request opens its stream: `on_request`.
+            Expect::Request => {}
             Expect::Response => {
                 let status = incoming.status.expect("a checked response has a status");
                 if status.is_informational() {
@@ -165,7 +181,7 @@ impl Connection {
                     || status == StatusCode::NO_CONTENT
                     || status == StatusCode::NOT_MODIFIED;
                 stream.recv.content_length = if no_body { None } else { length };
-                stream.recv.head = Some((status, incoming.fields));
+                stream.recv.head = Some(Head::Response(status, incoming.fields));
                 stream.recv.head_came = true;
             }
             Expect::Trailers => {
@@ -253,7 +269,7 @@ impl Connection {
     }
 
     /// The peer ended stream `id`: what came must be what `content-length` said.
-    fn end_recv(&mut self, id: u32) {
+    pub(super) fn end_recv(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -281,6 +297,15 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
+        if self.role == Role::Server && !stream.send.head_sent && !stream.reset {
+            self.peer_resets += 1;
+            if self.peer_resets > RAPID_RESETS && self.peer_resets * 2 > self.peer_opened {
+                return self.go_away(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "streams reset as fast as they open",
+                );
+            }
+        }
         let error = match reason {
             Reason::REFUSED_STREAM => StreamError::Refused,
             _ => StreamError::Reset(reason),
@@ -291,6 +316,12 @@ impl Connection {
 
     fn on_goaway(&mut self, last_stream: u32) {
         self.goaway = Some(last_stream);
+        if self.role == Role::Server {
+            // The client opens no more; its `last_stream` counts our pushes, of which
+            // there are none. Its streams finish.
+            self.wake.extend(self.accept_waker.take());
+            return;
+        }
         let refused: Vec<u32> = self
             .streams
             .keys()
@@ -307,7 +338,7 @@ impl Connection {
     }
 
     fn on_settings(&mut self, settings: Settings) {
-        if settings.enable_push == Some(true) {
+        if self.role == Role::Client && settings.enable_push == Some(true) {
             return self.go_away(
                 Reason::PROTOCOL_ERROR,
                 "a server's SETTINGS_ENABLE_PUSH of 1",

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::task::Waker;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 
 use super::StreamError;
 
@@ -23,8 +23,9 @@ pub(super) struct Stream {
 
 #[derive(Debug, Default)]
 pub(super) struct Recv {
-    /// The final response head, until its task takes it.
-    pub(super) head: Option<(StatusCode, HeaderMap)>,
+    /// The final response head (a client's) or the request (a server's), until its task
+    /// takes it.
+    pub(super) head: Option<Head>,
     /// It came: a header block after it is trailers.
     pub(super) head_came: bool,
     pub(super) data: VecDeque<Bytes>,
@@ -46,8 +47,18 @@ pub(super) struct Recv {
     pub(super) waker: Option<Waker>,
 }
 
+/// What opens a stream's incoming side.
+#[derive(Debug)]
+pub(super) enum Head {
+    Response(StatusCode, HeaderMap),
+    Request(Request<()>),
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Send {
+    /// The head went out (a client's request at once, a server's answer when it is ready):
+    /// the body may follow.
+    pub(super) head_sent: bool,
     /// What the peer's windows allow on this stream.
     pub(super) window: i64,
     pub(super) pending: VecDeque<Bytes>,
@@ -70,6 +81,7 @@ impl Stream {
             },
             send: Send {
                 window: i64::from(send_window),
+                head_sent: true,
                 ended,
                 end_queued: ended,
                 ..Send::default()

@@ -1,31 +1,35 @@
-//! The client side of an HTTP/2 connection without I/O: bytes received go in
+//! An HTTP/2 connection without I/O, either end of it ([`Role`]): bytes received go in
 //! ([`Connection::received`], then [`Connection::read_frames`]), bytes to send come out
-//! ([`Connection::out`]), and a stream's task opens it, reads its response and sends its body
+//! ([`Connection::out`]), and a stream's task opens it (a client's) or takes it (a server's,
+//! [`Connection::poll_accept`]), reads what comes on it and sends its own head and body
 //! through the calls in between, each given the task's `Context` where it may wait. The
 //! tasks to wake are gathered as the connection changes, and woken by
-//! [`Connection::wake_tasks`]. What the mesh's sidecars open to each other.
+//! [`Connection::wake_tasks`]. The client is what the mesh's sidecars open to each other
+//! (`h2/client.rs`); the server ([`server`]) is to serve their inbound side.
 //!
 //! The rules kept: stream ids odd and rising; the peer's limits (concurrent streams, frame
-//! size, windows: §5.2, §6.9, changes of the initial window applied to open streams); our
+//! size, windows: §5.2, §6.9, changes of the initial window applied to open streams), and a
+//! server's own (streams beyond its limit refused, a flood of resets told to calm down); our
 //! windows given back as the stream's task reads (half a window at a time, in one
 //! WINDOW_UPDATE); a header block read whole, CONTINUATION by CONTINUATION, and decoded even
-//! for a stream that is gone (HPACK's table must stay in step); a malformed response or a
+//! for a stream that is gone (HPACK's table must stay in step); a malformed message or a
 //! `content-length` its data does not match resets its stream, not the connection (§8.1.1);
 //! GOAWAY fails the streams the peer did not process as refused (safe to send elsewhere)
-//! and lets the others finish; PING answered; push refused (it is disabled in our settings).
+//! and lets the others finish; PING answered; push refused (a client disables it).
 
 mod message;
 mod receive;
 mod send;
+mod server;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, StatusCode};
 
-use self::stream::Stream;
+use self::stream::{Head, Stream};
 use crate::fast_hash::FastHash;
 use crate::wire::frame::{self, DEFAULT_WINDOW, MAX_WINDOW, Reason, Settings};
 use crate::wire::hpack::{DEFAULT_TABLE_SIZE, Decoder, Encoder};
@@ -38,6 +42,16 @@ pub struct Config {
     pub max_header_list: u32,
     /// A stream's queued body bytes beyond which its task waits for the peer's window.
     pub send_buffer: usize,
+    /// How many streams a server lets the peer have open at once (a client's peer opens
+    /// none).
+    pub max_concurrent_streams: u32,
+}
+
+/// Which end of the connection this is: who opens streams, and what a head is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
 }
 
 /// Why a stream did not get its answer, or could not go on.
@@ -73,6 +87,7 @@ const MAX_STREAM_ID: u32 = MAX_WINDOW;
 
 #[derive(Debug)]
 pub struct Connection {
+    role: Role,
     /// Bytes received and not yet read as frames.
     pub received: BytesMut,
     /// Bytes to send, in order.
@@ -101,26 +116,43 @@ pub struct Connection {
     /// Tasks waiting for room for a new stream.
     ready_waiters: Vec<Waker>,
     wake: Vec<Waker>,
+    /// A server's: the client's preface is still to come.
+    preface_pending: bool,
+    /// A server's: the highest stream the peer opened.
+    last_peer_id: u32,
+    /// A server's: requests come and not yet taken, and the task that takes them.
+    accepted: VecDeque<u32>,
+    accept_waker: Option<Waker>,
+    /// A server's: our GOAWAY went out; streams above `last_peer_id` are not processed.
+    going_away: bool,
+    /// A server's: streams the peer opened, and those it reset before they were answered
+    /// (a "rapid reset" flood is told to calm down).
+    peer_opened: u32,
+    peer_resets: u32,
 }
 
 impl Connection {
-    /// A connection whose preface, settings and connection window are already in `out`.
+    /// A client's connection whose preface, settings and connection window are already in
+    /// `out`.
     pub fn new(config: Config) -> Connection {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(frame::PREFACE);
-        frame::write_settings(
-            &mut out,
-            &Settings {
-                enable_push: Some(false),
-                initial_window_size: Some(config.stream_window),
-                max_header_list_size: Some(config.max_header_list),
-                ..Settings::default()
-            },
-        );
+        let settings = Settings {
+            enable_push: Some(false),
+            initial_window_size: Some(config.stream_window),
+            max_header_list_size: Some(config.max_header_list),
+            ..Settings::default()
+        };
+        Connection::start(Role::Client, config, out, &settings)
+    }
+
+    fn start(role: Role, config: Config, mut out: Vec<u8>, settings: &Settings) -> Connection {
+        frame::write_settings(&mut out, settings);
         if config.connection_window > DEFAULT_WINDOW {
             frame::write_window_update(&mut out, 0, config.connection_window - DEFAULT_WINDOW);
         }
         Connection {
+            role,
             received: BytesMut::with_capacity(16 << 10),
             out,
             config,
@@ -141,6 +173,13 @@ impl Connection {
             blocked: Vec::new(),
             ready_waiters: Vec::new(),
             wake: Vec::new(),
+            preface_pending: role == Role::Server,
+            last_peer_id: 0,
+            accepted: VecDeque::new(),
+            accept_waker: None,
+            going_away: false,
+            peer_opened: 0,
+            peer_resets: 0,
         }
     }
 
@@ -156,9 +195,13 @@ impl Connection {
         self.failed.as_deref()
     }
 
-    /// Takes no new stream: failed, told to go away, or out of stream ids.
+    /// Takes no new stream: failed, told to go away (or, a server, going away), or out of
+    /// stream ids.
     pub fn is_closing(&self) -> bool {
-        self.failed.is_some() || self.goaway.is_some() || self.next_id > MAX_STREAM_ID
+        self.failed.is_some()
+            || self.goaway.is_some()
+            || self.going_away
+            || self.next_id > MAX_STREAM_ID
     }
 
     /// No stream is left: a closing connection may end.
@@ -177,13 +220,14 @@ impl Connection {
         }
         self.active = 0;
         self.wake.append(&mut self.ready_waiters);
+        self.wake.extend(self.accept_waker.take());
         self.failed = Some(why);
     }
 
     /// Ends the connection with our GOAWAY for `reason`.
     fn go_away(&mut self, reason: Reason, why: &str) {
         if self.failed.is_none() {
-            frame::write_goaway(&mut self.out, 0, reason);
+            frame::write_goaway(&mut self.out, self.last_peer_id, reason);
             self.fail(format!("{reason}: {why}"));
         }
     }
@@ -210,13 +254,7 @@ impl Connection {
         }
         let id = self.next_id;
         self.next_id += 2;
-        let Connection {
-            encoder,
-            out,
-            peer_max_frame,
-            ..
-        } = self;
-        frame::write_headers(out, id, end_stream, *peer_max_frame, |block| {
+        self.write_block(id, end_stream, |encoder, block| {
             message::write_request(encoder, head, block)
         });
         let to_head = head.method() == Method::HEAD;
@@ -242,8 +280,8 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return Poll::Ready(Err(StreamError::Refused));
         };
-        if let Some(head) = stream.recv.head.take() {
-            return Poll::Ready(Ok(head));
+        if let Some(Head::Response(status, fields)) = stream.recv.head.take() {
+            return Poll::Ready(Ok((status, fields)));
         }
         if let Some(error) = &stream.recv.error {
             return Poll::Ready(Err(error.clone()));
@@ -306,6 +344,25 @@ impl Connection {
         })
     }
 
+    /// Writes a HEADERS frame (and CONTINUATION frames, if the peer's frame size needs them)
+    /// for stream `id`, whose block `encode` makes with the connection's encoder.
+    fn write_block(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        encode: impl FnOnce(&mut Encoder, &mut Vec<u8>),
+    ) {
+        let Connection {
+            encoder,
+            out,
+            peer_max_frame,
+            ..
+        } = self;
+        frame::write_headers(out, id, end_stream, *peer_max_frame, |block| {
+            encode(encoder, block)
+        });
+    }
+
     /// Stream `id` ended both ways: it no longer counts against the peer's limit.
     fn settle(&mut self, id: u32) {
         if let Some(stream) = self.streams.get_mut(&id)
@@ -343,5 +400,7 @@ impl Connection {
     }
 }
 
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;

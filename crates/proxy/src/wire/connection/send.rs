@@ -69,7 +69,9 @@ impl Connection {
 
     fn sendable(&mut self, id: u32) -> Result<&mut Stream, StreamError> {
         match self.streams.get_mut(&id) {
-            Some(stream) if !stream.reset && !stream.send.end_queued => Ok(stream),
+            Some(stream) if !stream.reset && !stream.send.end_queued && stream.send.head_sent => {
+                Ok(stream)
+            }
             Some(stream) => Err(stream
                 .recv
                 .error

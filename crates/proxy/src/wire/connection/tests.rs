@@ -17,6 +17,7 @@ const CONFIG: Config = Config {
     connection_window: 100_000,
     max_header_list: 16 << 10,
     send_buffer: 64,
+    max_concurrent_streams: 2,
 };
 
 /// A waker that counts its wakes.
