@@ -271,7 +271,9 @@ fn plaintext_strangers_and_foreign_certificates_are_refused() {
 }
 
 /// curl with a client certificate against the api sidecar's inbound side: the status, or
-/// `000` when the TLS handshake is refused.
+/// `000` when the TLS handshake is refused. The inbound side offers `h2` by ALPN, so curl
+/// (on nghttp2) speaks HTTP/2 to Wharf's own server: an answer that came is checked to
+/// have come over HTTP/2.
 fn curl_inbound(
     mesh: &Mesh,
     (cert, key): &(std::path::PathBuf, std::path::PathBuf),
@@ -279,7 +281,14 @@ fn curl_inbound(
 ) -> String {
     let port = mesh.api.inbound.port();
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ])
+        .args(["-m", "10", "--http2"])
         .arg("--cert")
         .arg(cert)
         .arg("--key")
@@ -291,7 +300,15 @@ fn curl_inbound(
         .arg(format!("https://api.svc.wharf:{port}/"))
         .output()
         .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let written = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, version) = written.split_once(' ').unwrap_or((&written, ""));
+    if status != "000" {
+        assert_eq!(
+            version, "2",
+            "curl spoke HTTP/{version} to the inbound side"
+        );
+    }
+    status.to_owned()
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! An HTTP/2 server on the `h2` crate, every request of a connection answered in the
-//! connection's own task: what a sidecar's inbound side serves mTLS connections with when
+//! An HTTP/2 server on Wharf's own connection ([`super::client::accept`]), every request
+//! of a connection answered in the connection's own task: what a sidecar's inbound side serves mTLS connections with when
 //! the caller chose `h2` by ALPN (other sidecars, always).
 //!
 //! Why not hyper's server there: it spawns a task per stream, moving the request's whole
@@ -14,56 +14,54 @@
 use std::future::Future;
 use std::task::Poll;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use h2::server::SendResponse;
 use http::{Request, Response};
 use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
-use super::streams::{RecvBody, send_body};
+use super::client::{self, Config, Respond, StreamBody};
+use super::streams::send_body;
 use crate::hop::strip_hop_by_hop;
 
 /// hyper's defaults for its HTTP/2 server, which this one replaced for the mesh.
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 1 << 20;
-const SEND_BUFFER: usize = 400 << 10;
-const MAX_HEADER_LIST: u32 = 16 << 10;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
+const CONFIG: Config = Config {
+    stream_window: 1 << 20,
+    connection_window: 1 << 20,
+    max_header_list: 16 << 10,
+    send_buffer: 64 << 10,
+    max_concurrent_streams: 200,
+};
 
 /// Serves one HTTP/2 connection (the preface not yet read) until the peer closes it or it
 /// fails, answering each request with `answer`.
-pub(crate) async fn serve<S, A, F>(io: S, answer: A) -> Result<(), h2::Error>
+pub(crate) async fn serve<S, A, F>(io: S, answer: A) -> Result<(), String>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
-    A: Fn(Request<RecvBody>) -> F,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Fn(Request<StreamBody>) -> F,
     F: Future<Output = Response<Body>>,
 {
-    let mut connection = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_send_buffer_size(SEND_BUFFER)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .handshake::<_, Bytes>(io)
-        .await?;
+    let (acceptor, driver) = client::accept(io, CONFIG);
+    let mut driver = std::pin::pin!(driver);
     let mut streams = FuturesUnordered::new();
+    let mut accepting = true;
     loop {
         tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    // Boxed here, once: the answer's future is the largest part
-                    // of a stream's, and each async layer around it would otherwise
-                    // hold, and copy, its own copy of it.
-                    let answering = Box::pin(answer(request.map(RecvBody::new)));
-                    streams.push(respond_to(answering, respond));
+            () = &mut driver => return Ok(()),
+            accepted = std::future::poll_fn(|cx| acceptor.poll_accept(cx)), if accepting => {
+                match accepted {
+                    Some((request, respond)) => {
+                        // Boxed here, once: the answer's future is the largest part
+                        // of a stream's, and each async layer around it would otherwise
+                        // hold, and copy, its own copy of it.
+                        let answering = Box::pin(answer(request));
+                        streams.push(respond_to(answering, respond));
+                    }
+                    // No more streams: those taken finish, the driver ends the connection.
+                    None => accepting = false,
                 }
-                Some(Err(e)) => return Err(e),
-                // Closed, every stream done.
-                None => return Ok(()),
-            },
+            }
             Some(()) = streams.next(), if !streams.is_empty() => {}
         }
     }
@@ -71,26 +69,23 @@ where
 
 /// Sends `response` (once it is ready) on the stream, and its body; a caller that resets
 /// the stream first drops the request (as it does a connection on HTTP/1).
-async fn respond_to(
-    response: impl Future<Output = Response<Body>>,
-    mut respond: SendResponse<Bytes>,
-) {
+async fn respond_to(response: impl Future<Output = Response<Body>>, mut respond: Respond) {
     // The answer first, then whether the caller reset the stream (`select!` would draw a
     // random order at every poll).
     let mut response = std::pin::pin!(response);
     let answered = std::future::poll_fn(|cx| match response.as_mut().poll(cx) {
         Poll::Ready(response) => Poll::Ready(Some(response)),
-        Poll::Pending => respond.poll_reset(cx).map(|_| None),
+        Poll::Pending => respond.poll_reset(cx).map(|()| None),
     })
     .await;
     let Some(response) = answered else {
         return;
     };
     let (mut head, body) = response.into_parts();
-    // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2): h2 refuses to send them.
+    // HTTP/2 has no connection-specific fields (RFC 9113 §8.2.2).
     strip_hop_by_hop(&mut head.headers);
     let end = body.is_end_stream();
-    let Ok(stream) = respond.send_response(Response::from_parts(head, ()), end) else {
+    let Ok(stream) = respond.send_response(&Response::from_parts(head, ()), end) else {
         return;
     };
     if !end {

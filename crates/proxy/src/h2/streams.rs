@@ -1,14 +1,6 @@
-//! Bodies between the `h2` crate's streams and `http_body`'s: what the mesh's HTTP/2 client
-//! ([`super::mesh`]) reads answers from and sends requests into, without hyper in between.
+//! Bodies into the mesh's own HTTP/2 streams ([`super::client`]): a request's on its way to
+//! another sidecar, an answer's from the inbound side.
 //!
-//! Why `h2` directly there: hyper's HTTP/2 client hands every request to its connection task
-//! over a channel, spawns a task per request to carry the response back through a oneshot,
-//! and wraps the body again; measured with `bench/mesh_instructions.sh`, that was about a
-//! sixth of the client-side sidecar's instructions per request. With `h2`'s own handles a
-//! request is sent from, and its answer awaited in, the task that holds the request.
-//!
-//! - [`RecvBody`] — a receive stream as a body: data, then trailers; the flow-control window
-//!   given back as each frame is read (so the peer may send on), as hyper does;
 //! - [`send_body`] — a body into a send stream, no faster than the peer's window allows;
 //!   [`StreamWriter`] — the same stream written to as bytes.
 
@@ -16,67 +8,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use h2::{RecvStream, SendStream};
 use http::HeaderMap;
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Body as HttpBody;
 use tokio::io::AsyncWrite;
 
 use super::{Body, BoxError, client};
 use crate::wire::frame::Reason;
 
-/// An HTTP/2 receive stream read as a body.
-pub(crate) struct RecvBody {
-    stream: RecvStream,
-    data_done: bool,
-}
-
-impl RecvBody {
-    pub(crate) fn new(stream: RecvStream) -> RecvBody {
-        RecvBody {
-            stream,
-            data_done: false,
-        }
-    }
-}
-
-impl HttpBody for RecvBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.stream.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // The bytes are ours now: the peer may send as many again.
-                    let _ = self.stream.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.stream.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-/// Where a body is sent: an `h2` send stream (the inbound side's answers) or a stream of
-/// the mesh's own client ([`super::client`], requests to other sidecars).
+/// Where a body is sent: a stream of the mesh's own HTTP/2 ([`super::client`]), a request's
+/// to another sidecar or an answer's from the inbound side.
 pub(crate) trait BodySender {
     /// Waits until `wanted` bytes (at least one) may go, and says how many.
     fn poll_window(&mut self, cx: &mut Context<'_>, wanted: usize)
@@ -87,43 +28,6 @@ pub(crate) trait BodySender {
     fn cancel(&mut self);
     /// Ready once the peer reset the stream.
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-}
-
-impl BodySender for SendStream<Bytes> {
-    fn poll_window(
-        &mut self,
-        cx: &mut Context<'_>,
-        wanted: usize,
-    ) -> Poll<Result<usize, BoxError>> {
-        self.reserve_capacity(wanted);
-        match ready!(self.poll_capacity(cx)) {
-            // The stream closed under the body.
-            None => Poll::Ready(Err(h2::Error::from(h2::Reason::CANCEL).into())),
-            Some(Err(e)) => Poll::Ready(Err(e.into())),
-            Some(Ok(0)) => {
-                // Nothing granted yet: asked again on the next turn.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Some(Ok(granted)) => Poll::Ready(Ok(granted.min(wanted))),
-        }
-    }
-
-    fn send(&mut self, data: Bytes, end_stream: bool) -> Result<(), BoxError> {
-        self.send_data(data, end_stream).map_err(Into::into)
-    }
-
-    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError> {
-        SendStream::send_trailers(self, trailers).map_err(Into::into)
-    }
-
-    fn cancel(&mut self) {
-        self.send_reset(h2::Reason::CANCEL);
-    }
-
-    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        SendStream::poll_reset(self, cx).map(|_| ())
-    }
 }
 
 impl BodySender for client::SendStream {
