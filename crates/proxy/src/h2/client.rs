@@ -68,8 +68,14 @@ pub(crate) fn handshake<T>(io: T, config: Config) -> (Client, impl Future<Output
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (shared, driver) = drive(io, Connection::new(config));
+    (Client { shared }, driver)
+}
+
+/// `connection`'s state shared, and the driver that reads and writes it on `io`.
+fn drive<T>(io: T, connection: Connection) -> (Shared, Driver<T>) {
     let shared = Arc::new(Mutex::new(State {
-        connection: Connection::new(config),
+        connection,
         driver: None,
     }));
     let driver = Driver {
@@ -81,7 +87,7 @@ where
             flushing: false,
         },
     };
-    (Client { shared }, driver)
+    (shared, driver)
 }
 
 /// Serves HTTP/2 on `io` (a TLS stream that chose `h2`): the handle that takes the peer's
@@ -91,19 +97,7 @@ pub(crate) fn accept<T>(io: T, config: Config) -> (Acceptor, impl Future<Output 
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(Mutex::new(State {
-        connection: Connection::server(config),
-        driver: None,
-    }));
-    let driver = Driver {
-        shared: shared.clone(),
-        transport: Transport {
-            io,
-            read: vec![0; 16 << 10].into_boxed_slice(),
-            written: 0,
-            flushing: false,
-        },
-    };
+    let (shared, driver) = drive(io, Connection::server(config));
     (Acceptor { shared }, driver)
 }
 
