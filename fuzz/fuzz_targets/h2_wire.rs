@@ -118,10 +118,10 @@ fn server(bytes: &[u8]) {
         connection.wake_tasks();
     }
     connection.shut_down();
+    // Let go of: an answer the peer's window holds back stays until it has gone out.
     for id in taken {
         connection.release(id);
     }
-    assert!(connection.is_idle(), "every stream let go is forgotten");
 }
 
 fn frames(bytes: &[u8]) {

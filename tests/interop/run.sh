@@ -8,12 +8,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
 # From Debian: the DNS clients dig (dnsutils) and HAProxy, Debian's own Consul client
-# (python3-consul 0.7.1, for Debian's python3), and etcd for registry nodes on one store.
+# (python3-consul 0.7.1, for Debian's python3), etcd for registry nodes on one store, and
+# nghttp2's client nghttp (nghttp2-client) against the sidecars' HTTP/2 server.
 if ! command -v dig >/dev/null || ! command -v haproxy >/dev/null || ! command -v etcd >/dev/null \
+  || ! command -v nghttp >/dev/null \
   || ! /usr/bin/python3 -c 'import consul' 2>/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq dnsutils haproxy python3-consul etcd-server >/dev/null
+  apt-get install -y -qq dnsutils haproxy python3-consul etcd-server nghttp2-client >/dev/null
 fi
 
 cargo build --locked -p wharf --manifest-path "$root/Cargo.toml"

@@ -196,7 +196,8 @@ impl Client {
     }
 }
 
-/// A stream, released (reset if unfinished) when its last handle goes.
+/// A stream, released when its last handle goes: reset if unfinished, but a body whose end
+/// is queued still goes out as the peer's window allows.
 struct StreamRef {
     shared: Shared,
     id: u32,

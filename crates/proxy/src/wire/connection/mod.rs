@@ -363,17 +363,34 @@ impl Connection {
         });
     }
 
-    /// Stream `id` ended both ways: it no longer counts against the peer's limit.
+    /// Stream `id` ended both ways: it no longer counts against the peer's limit, and is
+    /// forgotten if its task has let go of it. A released stream whose answer went out
+    /// whole while the peer was still sending is told to stop (RST_STREAM: NO_ERROR from
+    /// a server, RFC 9113 §8.1; CANCEL from a client).
     fn settle(&mut self, id: u32) {
-        if let Some(stream) = self.streams.get_mut(&id)
-            && stream.counted
-            && stream.is_done()
-        {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.released && stream.send.ended && !stream.recv.end && !stream.reset {
+            let reason = match self.role {
+                Role::Server => Reason::NO_ERROR,
+                Role::Client => Reason::CANCEL,
+            };
+            frame::write_rst_stream(&mut self.out, id, reason);
+            stream.fail(StreamError::Reset(reason), &mut self.wake);
+        }
+        if !stream.is_done() {
+            return;
+        }
+        if stream.counted {
             stream.counted = false;
             self.active -= 1;
             if let Some(waiter) = self.ready_waiters.pop() {
                 self.wake.push(waiter);
             }
+        }
+        if stream.released {
+            self.streams.remove(&id);
         }
     }
 

@@ -214,7 +214,7 @@ impl Connection {
         }
         let padding = flow_len - data.len() as u32;
         let receiving = match self.streams.get_mut(&id) {
-            Some(stream) if !stream.reset => {
+            Some(stream) if !stream.reset && !stream.released => {
                 if stream.recv.end {
                     self.release_connection(flow_len);
                     return self.stream_error(
@@ -245,8 +245,13 @@ impl Connection {
             _ => false,
         };
         if !receiving {
-            // A stream we reset or forgot: its bytes still counted on the connection.
-            return self.release_connection(flow_len);
+            // A stream we reset, let go of or forgot: its bytes still counted on the
+            // connection.
+            self.release_connection(flow_len);
+            if end_stream && self.streams.get(&id).is_some_and(|s| s.released) {
+                self.end_recv(id);
+            }
+            return;
         }
         self.release_connection(padding);
         self.release_stream(id, padding);

@@ -92,12 +92,26 @@ impl Connection {
         }
     }
 
-    /// Stream `id`'s task is done with it: reset if it has not ended (CANCEL), its unread
-    /// data given back to the connection's window, and forgotten.
+    /// Stream `id`'s task is done with it; its unread data is given back to the
+    /// connection's window. A stream whose body's end is queued (an answer, say, that the
+    /// peer's window still holds back) stays until that has gone out; any other that has
+    /// not ended is reset (CANCEL). Then it is forgotten.
     pub fn release(&mut self, id: u32) {
-        self.reset(id, Reason::CANCEL);
-        if let Some(stream) = self.streams.remove(&id) {
-            self.release_connection(stream.recv.buffered as u32);
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let unread = std::mem::take(&mut stream.recv.buffered);
+        stream.recv.data.clear();
+        let flushing = stream.send.end_queued && !stream.send.ended && !stream.reset;
+        if flushing {
+            stream.released = true;
+            stream.recv.waker = None;
+            stream.send.waker = None;
+        }
+        self.release_connection(unread as u32);
+        if !flushing {
+            self.reset(id, Reason::CANCEL);
+            self.streams.remove(&id);
         }
     }
 

@@ -126,7 +126,20 @@ impl Connection {
         }
         self.peer_opened += 1;
         if list_size > self.config.max_header_list as usize {
-            incoming.malformed = Some("a header list larger than we allow");
+            // RFC 9113 §10.5.1: an HTTP answer the client can show, 431, rather than a reset;
+            // the rest of the request is not wanted (RST_STREAM NO_ERROR after the answer).
+            self.write_block(id, true, |encoder, block| {
+                message::write_response(
+                    encoder,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    &HeaderMap::new(),
+                    block,
+                )
+            });
+            if !end_stream {
+                frame::write_rst_stream(&mut self.out, id, Reason::NO_ERROR);
+            }
+            return;
         }
         let length = incoming.content_length();
         let request = incoming.request();

@@ -456,3 +456,88 @@ fn a_request_body_unlike_its_content_length_is_reset() {
         Some(Err(StreamError::Malformed(_)))
     ));
 }
+
+#[test]
+fn a_header_list_over_our_limit_is_answered_431() {
+    let mut server = Connection::server(CONFIG);
+    let mut raw = Raw::new();
+    let big = "b".repeat(20 << 10);
+    raw.headers(1, GET, &[("x-big", &big)], false);
+    let frames = raw.deliver(&mut server);
+    let [
+        Frame::Headers {
+            stream: 1,
+            block,
+            end_stream: true,
+            end_headers: true,
+        },
+        Frame::RstStream {
+            stream: 1,
+            reason: Reason::NO_ERROR,
+        },
+    ] = &frames[..]
+    else {
+        panic!("{frames:?}");
+    };
+    let mut status = None;
+    crate::wire::hpack::Decoder::default()
+        .decode(block, |field| {
+            if let Ok(field) = field
+                && field.name == crate::wire::hpack::Name::Pseudo(Pseudo::Status)
+            {
+                status = Some(field.value);
+            }
+        })
+        .unwrap();
+    assert_eq!(status.unwrap(), "431");
+    assert!(server.poll_accept(&mut cx()).is_pending());
+    // The body the client had already sent is counted and dropped; the connection goes on.
+    frame::write_data(&mut raw.bytes, 1, &[0; 500], true);
+    raw.get(3);
+    assert!(raw.deliver(&mut server).is_empty());
+    assert_eq!(ready(server.poll_accept(&mut cx())), Some(3));
+    assert!(server.failed().is_none());
+}
+
+#[test]
+fn an_answer_let_go_of_before_the_window_allowed_it_still_goes_out_whole() {
+    let mut client = Connection::new(CONFIG);
+    let mut server = Connection::server(CONFIG);
+    // A GET, and a POST whose body the server does not wait for.
+    let get = client
+        .open(&Request::get("https://api/").body(()).unwrap(), true)
+        .unwrap();
+    let post = client
+        .open(&Request::post("https://api/").body(()).unwrap(), false)
+        .unwrap();
+    client
+        .send_data(post, Bytes::from_static(b"part of a body"), false)
+        .unwrap();
+    pump(&mut client, &mut server);
+    let answer: Vec<u8> = (0..5_000u32).map(|i| i as u8).collect();
+    for id in [get, post] {
+        assert_eq!(ready(server.poll_accept(&mut cx())), Some(id));
+        server
+            .send_response(id, StatusCode::OK, &HeaderMap::new(), false)
+            .unwrap();
+        // Five times the client's stream window (1000), queued whole, then let go of.
+        server
+            .send_data(id, Bytes::from(answer.clone()), true)
+            .unwrap();
+        server.release(id);
+    }
+    pump(&mut client, &mut server);
+    for id in [get, post] {
+        assert_eq!(ready(client.poll_response(id, &mut cx())).unwrap().0, 200);
+        assert_eq!(read_all(&mut client, &mut server, id, false), answer);
+    }
+    pump(&mut client, &mut server);
+    // The POST's body was not wanted: the server said so once its answer was out.
+    let more = client.send_data(post, Bytes::from_static(b"more"), true);
+    assert!(more.is_err(), "{more:?}");
+    assert!(server.is_idle(), "the server forgot both streams");
+    client.release(get);
+    client.release(post);
+    assert!(client.is_idle());
+    assert!(client.failed().is_none() && server.failed().is_none());
+}

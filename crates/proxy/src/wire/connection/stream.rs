@@ -19,6 +19,10 @@ pub(super) struct Stream {
     pub(super) counted: bool,
     /// Reset by either end: nothing more is sent, or read but what came before.
     pub(super) reset: bool,
+    /// Its task let go of it with its body's end queued: what the peer's windows still hold
+    /// back goes out, anything more that comes in is dropped, and the stream is forgotten
+    /// once done.
+    pub(super) released: bool,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +92,7 @@ impl Stream {
             },
             counted: true,
             reset: false,
+            released: false,
         }
     }
 
