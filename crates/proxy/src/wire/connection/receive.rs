@@ -278,7 +278,9 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if let Some(length) = stream.recv.content_length
+        // A released stream's data is dropped uncounted: its length is no longer checked.
+        if !stream.released
+            && let Some(length) = stream.recv.content_length
             && length != stream.recv.received
         {
             return self.stream_error(

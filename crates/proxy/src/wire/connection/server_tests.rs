@@ -541,3 +541,37 @@ fn an_answer_let_go_of_before_the_window_allowed_it_still_goes_out_whole() {
     assert!(client.is_idle());
     assert!(client.failed().is_none() && server.failed().is_none());
 }
+
+#[test]
+fn a_request_body_that_ends_after_its_answer_was_let_go_of_costs_the_answer_nothing() {
+    let mut client = Connection::new(CONFIG);
+    let mut server = Connection::server(CONFIG);
+    let head = Request::post("https://api/")
+        .header("content-length", "20")
+        .body(())
+        .unwrap();
+    let id = client.open(&head, false).unwrap();
+    client
+        .send_data(id, Bytes::from_static(b"first fourteen"), false)
+        .unwrap();
+    pump(&mut client, &mut server);
+    assert_eq!(ready(server.poll_accept(&mut cx())), Some(id));
+    server
+        .send_response(id, StatusCode::OK, &HeaderMap::new(), false)
+        .unwrap();
+    let answer = vec![b'a'; 5_000];
+    server
+        .send_data(id, Bytes::from(answer.clone()), true)
+        .unwrap();
+    server.release(id);
+    // The rest of the body, dropped by the server uncounted: not a length mismatch.
+    client
+        .send_data(id, Bytes::from_static(b"last 6"), true)
+        .unwrap();
+    pump(&mut client, &mut server);
+    assert_eq!(ready(client.poll_response(id, &mut cx())).unwrap().0, 200);
+    assert_eq!(read_all(&mut client, &mut server, id, false), answer);
+    pump(&mut client, &mut server);
+    assert!(server.is_idle());
+    assert!(client.failed().is_none() && server.failed().is_none());
+}
