@@ -107,10 +107,12 @@ mod tests {
     use std::task::Context;
     use std::time::Duration;
 
+    use bytes::BytesMut;
     use tokio::io::{DuplexStream, ReadBuf};
 
     use super::*;
     use crate::h2::full;
+    use crate::wire::frame::{self, Frame};
 
     /// A transport that keeps every write it was given, one entry each.
     struct Recording {
@@ -153,33 +155,25 @@ mod tests {
 
     /// For each HEADERS frame the server sent, the index of the write it began in.
     fn writes_with_headers(writes: &[Vec<u8>]) -> Vec<usize> {
-        const FRAME_HEADER: usize = 9;
-        const HEADERS: u8 = 0x1;
-        let mut starts = Vec::new();
-        let mut offset = 0;
-        for (index, write) in writes.iter().enumerate() {
-            starts.push((offset, index));
-            offset += write.len();
-        }
-        let all: Vec<u8> = writes.concat();
-        let write_at = |at: usize| {
-            starts
-                .iter()
-                .rev()
-                .find(|(start, _)| *start <= at)
-                .map(|(_, index)| *index)
-                .unwrap()
-        };
+        let ends: Vec<usize> = writes
+            .iter()
+            .scan(0, |end, write| {
+                *end += write.len();
+                Some(*end)
+            })
+            .collect();
+        let mut received = BytesMut::from(&writes.concat()[..]);
         let mut found = Vec::new();
-        let mut at = 0;
-        while at + FRAME_HEADER <= all.len() {
-            let length = u32::from_be_bytes([0, all[at], all[at + 1], all[at + 2]]) as usize;
-            if all[at + 3] == HEADERS {
-                found.push(write_at(at));
+        loop {
+            let start = ends.last().copied().unwrap_or(0) - received.len();
+            match frame::read(&mut received, frame::MAX_MAX_FRAME_SIZE).unwrap() {
+                Some(Frame::Headers { .. }) => {
+                    found.push(ends.partition_point(|&end| end <= start));
+                }
+                Some(_) => {}
+                None => return found,
             }
-            at += FRAME_HEADER + length;
         }
-        found
     }
 
     #[tokio::test]
