@@ -55,7 +55,7 @@ pub(crate) struct Inbound {
 
 /// Whether the first bytes of a connection are a TLS handshake record (content type 22,
 /// then a 3.x version): a ClientHello, as a TLS client sends first.
-pub(crate) fn looks_like_tls(first: &[u8]) -> bool {
+pub fn looks_like_tls(first: &[u8]) -> bool {
     matches!(first, [0x16] | [0x16, 0x03, ..])
 }
 
